@@ -1,0 +1,94 @@
+//! Errors of this crate and how they reach a gRPC caller.
+
+use tonic::Status;
+
+/// The one message every authentication failure gets on the wire: a caller learns nothing about
+/// *why* (expired, unknown key, ended session) so probing the verifier gives nothing away.
+pub const UNAUTHENTICATED_MESSAGE: &str = "missing or invalid credentials";
+
+/// Message for a fail-closed answer when the session store cannot be asked.
+pub const UNAVAILABLE_MESSAGE: &str = "authentication temporarily unavailable";
+
+/// Why a request or token was refused.
+///
+/// The variants are distinct for logs and tests; [`AuthError::to_status`] folds every credential
+/// problem into one `Unauthenticated` answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No `authorization: Bearer` header, or one that is not well formed.
+    #[error("missing credentials")]
+    MissingCredentials,
+    /// Malformed token, bad signature, wrong algorithm, issuer, audience or claims.
+    #[error("invalid token")]
+    InvalidToken,
+    /// The token names a key id the verifier does not hold.
+    #[error("unknown signing key")]
+    UnknownKey,
+    /// The token's `exp` is past (beyond the allowed clock leeway).
+    #[error("token expired")]
+    Expired,
+    /// The user token's session no longer exists (signed out, disabled, locked, revoked...).
+    #[error("session ended")]
+    SessionEnded,
+    /// A dependency needed to decide (session store, token endpoint) did not answer. Callers
+    /// fail closed on it.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A token could not be issued (e.g. a ttl that overflows the calendar).
+    #[error("token issue failed: {0}")]
+    Issue(String),
+}
+
+impl AuthError {
+    /// The gRPC status a caller sees. Never carries the internal detail.
+    pub fn to_status(&self) -> Status {
+        match self {
+            AuthError::Unavailable(_) => Status::unavailable(UNAVAILABLE_MESSAGE),
+            AuthError::Issue(_) => Status::internal("token issue failed"),
+            AuthError::MissingCredentials
+            | AuthError::InvalidToken
+            | AuthError::UnknownKey
+            | AuthError::Expired
+            | AuthError::SessionEnded => Status::unauthenticated(UNAUTHENTICATED_MESSAGE),
+        }
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(err: AuthError) -> Self {
+        err.to_status()
+    }
+}
+
+/// A key value (from the environment or built in code) that cannot be used.
+///
+/// Messages never include key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// No key at all where at least one is required.
+    #[error("no key given")]
+    Empty,
+    /// The value is not of the form `kid:base64url`.
+    #[error("expected \"kid:base64url-key\"")]
+    Format,
+    /// The key id is empty, too long or uses characters outside `[A-Za-z0-9._-]`.
+    #[error("key id must be 1-64 characters of [A-Za-z0-9._-]")]
+    InvalidKid,
+    /// The key part is not unpadded base64url.
+    #[error("key is not valid base64url")]
+    Base64,
+    /// The key part decodes to the wrong number of bytes.
+    #[error("key must be {expected} bytes, got {actual}")]
+    Length {
+        /// Required length.
+        expected: usize,
+        /// Decoded length.
+        actual: usize,
+    },
+    /// The bytes are not a usable Ed25519 public key (not on the curve, or of small order).
+    #[error("not a valid Ed25519 public key")]
+    InvalidPublicKey,
+    /// Two keys in one set share a key id.
+    #[error("duplicate key id {0:?}")]
+    DuplicateKid(String),
+}

@@ -1,0 +1,24 @@
+//! Access tokens (issue/verify), the request-auth tower layer, [`Principal`] and the
+//! role/permission table shared by every CQRS identity service.
+//!
+//! Tokens are EdDSA (Ed25519) JWTs signed by the identity service and verified locally by each
+//! service with its public key(s); a user token is only honoured while its session is live in
+//! identity's Redis ([`SessionCheck`]).
+
+mod error;
+mod keys;
+mod layer;
+mod principal;
+mod roles;
+mod session;
+mod source;
+mod token;
+
+pub use error::{AuthError, KeyError, UNAUTHENTICATED_MESSAGE, UNAVAILABLE_MESSAGE};
+pub use keys::{SigningKey, VerifyingKey};
+pub use layer::{AuthLayer, AuthService, PUBLIC_METHODS, PUBLIC_PREFIXES, is_public};
+pub use principal::{ActiveGrant, Principal, principal};
+pub use roles::{Permission, Role, UnknownName, role_grants};
+pub use session::{RedisSessionCheck, SESSION_KEY_PREFIX, SessionCheck, session_key};
+pub use source::{IssuerTokenSource, StaticToken, TokenSource};
+pub use token::{AUDIENCE, CLOCK_LEEWAY_SECS, ISSUER, IssuedToken, TokenIssuer, TokenVerifier};
