@@ -1,0 +1,681 @@
+//! Transactional outbox for services that produce notifications (identity, access).
+//!
+//! # Why a table on the producer's side
+//!
+//! A change and the mail it causes must commit together (SECURITY.md item 29). Calling
+//! NotificationService inside the producer's transaction cannot be rolled back if that
+//! transaction later fails, and calling it after commit loses the mail if the process dies in
+//! between. So the producer writes an `outbox` row in its own database, in the same
+//! transaction as the change: "the change happened" and "a notification is owed" become one
+//! atomic fact. A [`Relay`] then hands each row to NotificationService at least once, using the
+//! row id as the idempotency key; the notification service dedupes on that key, which turns
+//! at-least-once delivery from the relay into once per event at the recipient.
+//!
+//! # Why [`ensure_schema`] instead of a migration in every service
+//!
+//! The table's shape belongs to this crate: the relay's queries depend on it. Copying the DDL
+//! into each producer's migrations would let the copies drift from the queries, and every
+//! change to the relay would need a coordinated migration in every producer. Instead each
+//! producer calls `ensure_schema` after running its own migrations; the connection's
+//! `search_path` puts the table in that service's schema, next to the data it commits with.
+//! The DDL is idempotent and taken under an advisory lock, because concurrent
+//! `CREATE TABLE IF NOT EXISTS` from replicas starting together can still fail on the catalog's
+//! unique indexes. Any future change to the shape must stay additive
+//! (`ADD COLUMN IF NOT EXISTS`) so old and new replicas can run side by side.
+//!
+//! # Delivery
+//!
+//! [`Relay::run_once`] claims due rows with `FOR UPDATE SKIP LOCKED` and a lease, commits the
+//! claim, and only then calls NotificationService, so no database transaction is open across a
+//! network call. Every call's deadline is clamped to what is left of the lease, so a relay has
+//! given up on a row before another relay can claim it (and if a request it abandoned still
+//! reaches the server, the idempotency key absorbs it). Transient failures are
+//! retried with capped, jittered exponential backoff; a payload the notification service
+//! rejects as invalid is marked dead instead of being retried forever.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    future::Future,
+    pin::pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use cqrs_auth::TokenSource;
+use cqrs_proto::notifications::v1::{
+    EmailTemplate, EnqueueEmailRequest, NotifyRequest,
+    notification_service_client::NotificationServiceClient,
+};
+use futures::{FutureExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use sqlx::{Connection, PgConnection, PgPool, types::Json};
+use tonic::{
+    Code, Request, Status,
+    metadata::{AsciiMetadataValue, MetadataValue},
+    transport::Channel,
+};
+use uuid::Uuid;
+
+/// Key for `pg_advisory_xact_lock` around the DDL ("outbox" in ASCII). It is database-wide, so
+/// services sharing a database in different schemas merely take turns for a moment.
+const SCHEMA_LOCK_KEY: i64 = 0x6f75_7462_6f78;
+
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS outbox (
+    id uuid PRIMARY KEY,
+    kind text NOT NULL CHECK (kind IN ('email', 'in_app')),
+    payload jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    attempts integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    lease_until timestamptz,
+    delivered_at timestamptz,
+    dead_at timestamptz,
+    last_error text
+)";
+
+// Partial: once delivered or dead a row never needs to be found by the relay again, so the index
+// stays as small as the backlog.
+const CREATE_INDEX: &str = "CREATE INDEX IF NOT EXISTS outbox_pending_idx
+    ON outbox (created_at, id) WHERE delivered_at IS NULL AND dead_at IS NULL";
+
+// The candidate set is materialized so it is evaluated exactly once: the LIMIT and the row locks
+// taken by SKIP LOCKED then describe precisely the rows this statement leases. Under READ
+// COMMITTED, a row another relay leased after our snapshot is re-checked against the WHERE
+// clause when we lock it, and dropped.
+const CLAIM: &str = "WITH due AS MATERIALIZED (
+        SELECT id FROM outbox
+        WHERE delivered_at IS NULL AND dead_at IS NULL
+          AND next_attempt_at <= now()
+          AND (lease_until IS NULL OR lease_until < now())
+        ORDER BY created_at, id
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE outbox SET lease_until = now() + make_interval(secs => $2)
+    WHERE id IN (SELECT id FROM due)
+    RETURNING id, payload, attempts, lease_until";
+
+/// Time kept back from the lease when sizing a call's deadline, for the bookkeeping update that
+/// follows the call (at most a tenth of the lease, so a short lease still leaves room to send).
+const LEASE_MARGIN: Duration = Duration::from_millis(500);
+
+/// `last_error` is for operators; a bounded length keeps a misbehaving server from filling it.
+const MAX_ERROR_LEN: usize = 1000;
+
+/// Creates the `outbox` table and its index in the connection's current schema if they do not
+/// exist. Run it after the service's own migrations. Safe to call from many replicas at once.
+pub async fn ensure_schema(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(SCHEMA_LOCK_KEY)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(CREATE_TABLE).execute(&mut *tx).await?;
+    sqlx::query(CREATE_INDEX).execute(&mut *tx).await?;
+    tx.commit().await
+}
+
+/// A notification owed to someone, as stored in the outbox.
+///
+/// Stored as JSON tagged by `type` (`"email"` / `"in_app"`, the same values as the `kind`
+/// column); the template is stored by its proto enum name (`"EMAIL_TEMPLATE_PASSWORD_RESET"`),
+/// which stays meaningful if enum numbers are ever reordered.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutboxMessage {
+    Email {
+        #[serde(with = "template_name")]
+        template: EmailTemplate,
+        to: String,
+        params: BTreeMap<String, String>,
+        #[serde(default)]
+        account_id: Option<Uuid>,
+    },
+    InApp {
+        account_ids: Vec<Uuid>,
+        kind: String,
+        title: String,
+        body: String,
+    },
+}
+
+impl OutboxMessage {
+    /// The value of the `kind` column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OutboxMessage::Email { .. } => "email",
+            OutboxMessage::InApp { .. } => "in_app",
+        }
+    }
+}
+
+// Template params carry one-time tokens (password reset, registration links): Debug output
+// names the keys but never shows the values, so logging a message cannot leak a token.
+impl fmt::Debug for OutboxMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OutboxMessage::Email {
+                template,
+                to,
+                params,
+                account_id,
+            } => f
+                .debug_struct("Email")
+                .field("template", template)
+                .field("to", to)
+                .field("params", &params.keys().collect::<Vec<_>>())
+                .field("account_id", account_id)
+                .finish(),
+            OutboxMessage::InApp {
+                account_ids,
+                kind,
+                title,
+                body,
+            } => f
+                .debug_struct("InApp")
+                .field("account_ids", account_ids)
+                .field("kind", kind)
+                .field("title", title)
+                .field("body", body)
+                .finish(),
+        }
+    }
+}
+
+mod template_name {
+    use cqrs_proto::notifications::v1::EmailTemplate;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(template: &EmailTemplate, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(template.as_str_name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<EmailTemplate, D::Error> {
+        let name = String::deserialize(d)?;
+        EmailTemplate::from_str_name(&name)
+            .ok_or_else(|| D::Error::custom(format!("unknown email template {name:?}")))
+    }
+}
+
+/// Writes `msg` to the outbox on `tx` and returns the row id, which becomes the idempotency key.
+/// Insert only: the caller owns the transaction, so the row commits or rolls back with the
+/// change that caused it.
+pub async fn enqueue(tx: &mut PgConnection, msg: &OutboxMessage) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::now_v7();
+    sqlx::query("INSERT INTO outbox (id, kind, payload) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(msg.kind())
+        .bind(Json(msg))
+        .execute(tx)
+        .await?;
+    Ok(id)
+}
+
+/// Rows still owed to the notification service (neither delivered nor dead).
+pub async fn pending_count(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL")
+        .fetch_one(pool)
+        .await
+}
+
+/// Rows given up on because the notification service rejected them as invalid. Anything above
+/// zero needs a person: alert on it.
+pub async fn dead_count(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL")
+        .fetch_one(pool)
+        .await
+}
+
+/// Deletes rows delivered more than `older_than` ago and returns how many went. Delivered
+/// payloads still hold one-time tokens and the notification service keeps its own record, so
+/// there is no reason to keep them; producers call this periodically.
+pub async fn purge_delivered(pool: &PgPool, older_than: Duration) -> Result<u64, sqlx::Error> {
+    let done =
+        sqlx::query("DELETE FROM outbox WHERE delivered_at < now() - make_interval(secs => $1)")
+            .bind(older_than.as_secs_f64())
+            .execute(pool)
+            .await?;
+    Ok(done.rows_affected())
+}
+
+/// How a [`Relay`] paces itself.
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    /// Most rows claimed by one [`Relay::run_once`].
+    pub batch_size: u32,
+    /// Sleep between passes that found nothing to do.
+    pub poll_interval: Duration,
+    /// Delay before the first retry; doubled for each further failure.
+    pub initial_backoff: Duration,
+    /// Upper bound of the retry delay.
+    pub max_backoff: Duration,
+    /// How long a claim keeps other relays off a row. Calls are cut short to fit inside it, and
+    /// rows of a batch whose turn comes too late are released for the next pass, so keep it
+    /// above `ceil(batch_size / concurrency) * call_timeout`.
+    pub lease: Duration,
+    /// Deadline of one call to the notification service.
+    pub call_timeout: Duration,
+    /// Calls in flight at once within a batch.
+    pub concurrency: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            batch_size: 50,
+            poll_interval: Duration::from_secs(1),
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            lease: Duration::from_secs(90),
+            call_timeout: Duration::from_secs(10),
+            concurrency: 8,
+        }
+    }
+}
+
+/// Failure of a relay pass as a whole. Failures of single deliveries are recorded on their rows
+/// and retried, not returned.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("outbox database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Moves outbox rows to NotificationService. Any number of relays may run against the same
+/// table: a row is leased to one of them at a time.
+pub struct Relay {
+    pool: PgPool,
+    client: NotificationServiceClient<Channel>,
+    tokens: Arc<dyn TokenSource>,
+    config: RelayConfig,
+}
+
+#[derive(sqlx::FromRow)]
+struct Claimed {
+    id: Uuid,
+    payload: serde_json::Value,
+    attempts: i32,
+    // Also the fencing token: bookkeeping updates only apply while the row still carries the
+    // lease this relay took.
+    lease_until: DateTime<Utc>,
+}
+
+enum Outcome {
+    Delivered,
+    Retry(String),
+    Dead(String),
+    /// Too little of the lease was left to make the call safely.
+    Release,
+}
+
+impl Relay {
+    pub fn new(
+        pool: PgPool,
+        client: NotificationServiceClient<Channel>,
+        tokens: Arc<dyn TokenSource>,
+        config: RelayConfig,
+    ) -> Self {
+        Relay {
+            pool,
+            client,
+            tokens,
+            config,
+        }
+    }
+
+    /// Claims up to `batch_size` due rows and tries to deliver each once. Returns how many rows
+    /// were claimed (0 means there was nothing to do).
+    pub async fn run_once(&self) -> Result<usize, RelayError> {
+        // Taken before the claim, so the local deadline can only be earlier than the lease the
+        // database records.
+        let lease_deadline = Instant::now() + self.config.lease;
+        let claimed: Vec<Claimed> = sqlx::query_as(CLAIM)
+            .bind(i64::from(self.config.batch_size))
+            .bind(self.config.lease.as_secs_f64())
+            .fetch_all(&self.pool)
+            .await?;
+        let count = claimed.len();
+        if count == 0 {
+            return Ok(0);
+        }
+
+        let results: Vec<Result<(), sqlx::Error>> = futures::stream::iter(claimed)
+            .map(|row| self.process(row, lease_deadline))
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+        // A row whose bookkeeping failed keeps its lease and is retried after it expires; the
+        // notification service's dedupe absorbs the repeat.
+        results.into_iter().collect::<Result<(), _>>()?;
+        Ok(count)
+    }
+
+    /// Runs passes until `shutdown` resolves, sleeping `poll_interval` whenever a pass finds
+    /// nothing or fails. A batch already in flight is finished first (each call is bounded by
+    /// `call_timeout`), so shutdown does not leave rows leased until their lease expires.
+    pub async fn run<F>(self, shutdown: F)
+    where
+        F: Future<Output = ()> + Send,
+    {
+        let mut shutdown = pin!(shutdown.fuse());
+        loop {
+            if shutdown.as_mut().now_or_never().is_some() {
+                break;
+            }
+            let idle = match self.run_once().await {
+                Ok(claimed) => claimed == 0,
+                Err(err) => {
+                    tracing::warn!(error = %err, "outbox relay pass failed");
+                    true
+                }
+            };
+            if idle {
+                tokio::select! {
+                    () = shutdown.as_mut() => break,
+                    () = tokio::time::sleep(self.config.poll_interval) => {}
+                }
+            }
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    async fn process(&self, row: Claimed, lease_deadline: Instant) -> Result<(), sqlx::Error> {
+        let outcome = self.attempt(&row, lease_deadline).await;
+        match outcome {
+            Outcome::Delivered => {
+                // Not fenced by the lease: the service has the message whoever holds the row now.
+                sqlx::query(
+                    "UPDATE outbox SET delivered_at = now(), lease_until = NULL
+                     WHERE id = $1 AND delivered_at IS NULL",
+                )
+                .bind(row.id)
+                .execute(&self.pool)
+                .await?;
+                tracing::debug!(outbox_id = %row.id, "outbox message delivered");
+            }
+            Outcome::Retry(error) => {
+                let delay = backoff(
+                    row.attempts.saturating_add(1),
+                    self.config.initial_backoff,
+                    self.config.max_backoff,
+                    rand::random::<f64>(),
+                );
+                tracing::warn!(
+                    outbox_id = %row.id,
+                    attempts = row.attempts.saturating_add(1),
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    error = %error,
+                    "outbox delivery failed; will retry",
+                );
+                let done = sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1,
+                        next_attempt_at = now() + make_interval(secs => $2),
+                        last_error = $3, lease_until = NULL
+                     WHERE id = $1 AND lease_until = $4 AND delivered_at IS NULL",
+                )
+                .bind(row.id)
+                .bind(delay.as_secs_f64())
+                .bind(error)
+                .bind(row.lease_until)
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() == 0 {
+                    tracing::warn!(outbox_id = %row.id, "outbox lease lost before recording a failure");
+                }
+            }
+            Outcome::Dead(error) => {
+                tracing::error!(
+                    outbox_id = %row.id,
+                    error = %error,
+                    "outbox message rejected as invalid; marked dead and will NOT be retried",
+                );
+                sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1, dead_at = now(),
+                        last_error = $2, lease_until = NULL
+                     WHERE id = $1 AND lease_until = $3 AND delivered_at IS NULL",
+                )
+                .bind(row.id)
+                .bind(error)
+                .bind(row.lease_until)
+                .execute(&self.pool)
+                .await?;
+            }
+            Outcome::Release => {
+                tracing::debug!(outbox_id = %row.id, "outbox lease too short to send; released");
+                sqlx::query(
+                    "UPDATE outbox SET lease_until = NULL WHERE id = $1 AND lease_until = $2",
+                )
+                .bind(row.id)
+                .bind(row.lease_until)
+                .execute(&self.pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn attempt(&self, row: &Claimed, lease_deadline: Instant) -> Outcome {
+        // Error text from serde can quote payload values, which may be tokens: keep only the
+        // category and position.
+        let msg = match serde_json::from_value::<OutboxMessage>(row.payload.clone()) {
+            Ok(msg) => msg,
+            Err(err) => {
+                return Outcome::Dead(format!(
+                    "undecodable payload ({:?} error at line {} column {})",
+                    err.classify(),
+                    err.line(),
+                    err.column()
+                ));
+            }
+        };
+
+        let token = match self.tokens.token().await {
+            Ok(token) => token,
+            Err(err) => {
+                tracing::warn!(error = %err, "outbox relay could not get a service token");
+                return Outcome::Retry("service token unavailable".to_owned());
+            }
+        };
+        let mut bearer: AsciiMetadataValue =
+            match MetadataValue::try_from(format!("Bearer {token}")) {
+                Ok(value) => value,
+                Err(_) => {
+                    return Outcome::Retry("service token is not a valid header value".to_owned());
+                }
+            };
+        bearer.set_sensitive(true);
+
+        let margin = LEASE_MARGIN.min(self.config.lease / 10);
+        let left = lease_deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(margin);
+        let deadline = left.min(self.config.call_timeout);
+        if deadline.is_zero() {
+            return Outcome::Release;
+        }
+
+        let key = row.id.to_string();
+        let mut client = self.client.clone();
+        let call = async move {
+            match msg {
+                OutboxMessage::Email {
+                    template,
+                    to,
+                    params,
+                    account_id,
+                } => {
+                    let request = EnqueueEmailRequest {
+                        idempotency_key: key,
+                        template: template.into(),
+                        to,
+                        params: params.into_iter().collect(),
+                        account_id: account_id.map(|id| id.to_string()).unwrap_or_default(),
+                    };
+                    client
+                        .enqueue_email(prepare(request, bearer, deadline))
+                        .await
+                        .map(drop)
+                }
+                OutboxMessage::InApp {
+                    account_ids,
+                    kind,
+                    title,
+                    body,
+                } => {
+                    let request = NotifyRequest {
+                        account_ids: account_ids.iter().map(Uuid::to_string).collect(),
+                        kind,
+                        title,
+                        body,
+                        idempotency_key: key,
+                    };
+                    client
+                        .notify(prepare(request, bearer, deadline))
+                        .await
+                        .map(drop)
+                }
+            }
+        };
+        // grpc-timeout tells the server; the local timeout is what actually bounds us.
+        let result = match tokio::time::timeout(deadline, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Status::deadline_exceeded("relay call deadline passed")),
+        };
+        match result {
+            Ok(()) => Outcome::Delivered,
+            Err(status) if is_permanent(status.code()) => Outcome::Dead(describe(&status)),
+            Err(status) => Outcome::Retry(describe(&status)),
+        }
+    }
+}
+
+fn prepare<T>(message: T, bearer: AsciiMetadataValue, deadline: Duration) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("authorization", bearer);
+    request.set_timeout(deadline);
+    request
+}
+
+/// Failures that no retry can fix because the content of the row will never change:
+/// InvalidArgument (the payload fails validation) and AlreadyExists (the key was used for
+/// different content). Everything else — including Unauthenticated and PermissionDenied, which
+/// a configuration fix cures — is retried.
+fn is_permanent(code: Code) -> bool {
+    matches!(code, Code::InvalidArgument | Code::AlreadyExists)
+}
+
+/// Only the code and the server's message: never request content, metadata or the token.
+fn describe(status: &Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if text.len() > MAX_ERROR_LEN {
+        let mut end = MAX_ERROR_LEN;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// Delay before retry number `attempt` (1 for the first failure): `initial * 2^(attempt-1)`
+/// capped at `max`, then jittered into its upper half by `unit` in [0, 1] so relays that failed
+/// together do not retry together.
+fn backoff(attempt: i32, initial: Duration, max: Duration, unit: f64) -> Duration {
+    let doublings = u32::try_from(attempt.saturating_sub(1))
+        .unwrap_or(0)
+        .min(31);
+    let base = initial.saturating_mul(1u32 << doublings).min(max);
+    let half = base / 2;
+    half + half.mul_f64(unit.clamp(0.0, 1.0))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn backoff_doubles_from_initial_and_is_capped() {
+        let initial = 100 * MS;
+        let max = 1000 * MS;
+        assert_eq!(backoff(1, initial, max, 1.0), 100 * MS);
+        assert_eq!(backoff(2, initial, max, 1.0), 200 * MS);
+        assert_eq!(backoff(4, initial, max, 1.0), 800 * MS);
+        assert_eq!(backoff(5, initial, max, 1.0), max);
+        assert_eq!(backoff(i32::MAX, initial, max, 1.0), max);
+    }
+
+    #[test]
+    fn backoff_jitter_stays_in_upper_half() {
+        let initial = 100 * MS;
+        let max = 1000 * MS;
+        for attempt in 1..10 {
+            let top = backoff(attempt, initial, max, 1.0);
+            assert_eq!(backoff(attempt, initial, max, 0.0), top / 2);
+            let mid = backoff(attempt, initial, max, 0.5);
+            assert!(mid >= top / 2 && mid <= top);
+            assert!(backoff(attempt, initial, max, 7.0) <= max);
+        }
+        assert_eq!(backoff(0, initial, max, 1.0), initial);
+    }
+
+    #[test]
+    fn payload_names_template_and_round_trips() {
+        let msg = OutboxMessage::Email {
+            template: EmailTemplate::PasswordReset,
+            to: "a@example.test".into(),
+            params: BTreeMap::from([("token".to_owned(), "secret-token".to_owned())]),
+            account_id: Some(Uuid::nil()),
+        };
+        let json = serde_json::to_value(&msg).unwrap();
+        assert_eq!(json["type"], "email");
+        assert_eq!(json["template"], "EMAIL_TEMPLATE_PASSWORD_RESET");
+        assert_eq!(serde_json::from_value::<OutboxMessage>(json).unwrap(), msg);
+
+        let in_app = OutboxMessage::InApp {
+            account_ids: vec![Uuid::nil()],
+            kind: "REGISTRATION_SUBMITTED".into(),
+            title: "t".into(),
+            body: "b".into(),
+        };
+        let json = serde_json::to_value(&in_app).unwrap();
+        assert_eq!(json["type"], in_app.kind());
+        assert_eq!(
+            serde_json::from_value::<OutboxMessage>(json).unwrap(),
+            in_app
+        );
+    }
+
+    #[test]
+    fn unknown_template_name_is_rejected() {
+        let json = serde_json::json!({
+            "type": "email", "template": "EMAIL_TEMPLATE_NOPE", "to": "a@b", "params": {}
+        });
+        assert!(serde_json::from_value::<OutboxMessage>(json).is_err());
+    }
+
+    #[test]
+    fn debug_hides_param_values() {
+        let msg = OutboxMessage::Email {
+            template: EmailTemplate::PasswordReset,
+            to: "a@example.test".into(),
+            params: BTreeMap::from([("token".to_owned(), "secret-token".to_owned())]),
+            account_id: None,
+        };
+        let text = format!("{msg:?}");
+        assert!(text.contains("token"));
+        assert!(!text.contains("secret-token"));
+    }
+
+    #[test]
+    fn describe_keeps_code_and_message_and_bounds_length() {
+        let status = Status::unavailable("smtp down");
+        assert_eq!(describe(&status), "Unavailable: smtp down");
+        let long = Status::internal("é".repeat(MAX_ERROR_LEN));
+        assert!(describe(&long).len() <= MAX_ERROR_LEN);
+    }
+}
