@@ -1,0 +1,747 @@
+//! Typed configuration from environment variables.
+//!
+//! Everything reads from an [`Env`] snapshot instead of `std::env` so tests control the input
+//! and never race on the process environment. Every error names the variable and what is wrong
+//! with its value; values of variables that may carry credentials (names containing `URL`,
+//! `KEY`, `SECRET`, `PASSWORD` or `TOKEN`) are never echoed, not even inside a parser's message.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Display;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use cqrs_auth::TokenVerifier;
+
+/// Variable name parts that mark a value as possibly secret.
+const SECRET_MARKERS: [&str; 5] = ["URL", "KEY", "SECRET", "PASSWORD", "TOKEN"];
+
+/// A bad or missing configuration value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    /// The environment variable at fault (or several, joined with " or ").
+    pub var: String,
+    /// What is wrong, without the value when the variable may hold a secret.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about `var`.
+    pub fn new(var: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            var: var.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A snapshot of environment variables.
+///
+/// Empty (or all-whitespace) values count as unset: deployment templates commonly render
+/// `FOO=` for "not configured", and treating that as a parse error would only get in the way.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+    // Kept apart so a non-UTF-8 value is reported as such rather than as missing.
+    non_utf8: BTreeSet<String>,
+}
+
+impl Env {
+    /// The current process environment.
+    pub fn from_process() -> Self {
+        let mut env = Env::default();
+        for (name, value) in std::env::vars_os() {
+            let Ok(name) = name.into_string() else {
+                continue;
+            };
+            match value.into_string() {
+                Ok(value) => {
+                    env.vars.insert(name, value);
+                }
+                Err(_) => {
+                    env.non_utf8.insert(name);
+                }
+            }
+        }
+        env
+    }
+
+    /// An environment holding exactly these pairs (tests, tools).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        Env {
+            vars: pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            non_utf8: BTreeSet::new(),
+        }
+    }
+
+    /// Adds or replaces one variable (tests, layering defaults).
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.non_utf8.remove(name);
+        self.vars.insert(name.to_owned(), value.to_owned());
+    }
+
+    /// The trimmed value of `name`, `None` when unset or empty.
+    pub fn get(&self, name: &str) -> Result<Option<&str>, ConfigError> {
+        if self.non_utf8.contains(name) {
+            return Err(ConfigError::new(name, "value is not valid UTF-8"));
+        }
+        Ok(self
+            .vars
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty()))
+    }
+
+    /// Parses `name` with `parse`; `None` when unset.
+    pub fn optional_with<T, E, F>(&self, name: &str, parse: F) -> Result<Option<T>, ConfigError>
+    where
+        E: Display,
+        F: FnOnce(&str) -> Result<T, E>,
+    {
+        match self.get(name)? {
+            None => Ok(None),
+            Some(raw) => parse(raw)
+                .map(Some)
+                .map_err(|e| invalid_value(name, raw, &e)),
+        }
+    }
+
+    /// Parses `name` with `parse`; an error when unset.
+    pub fn required_with<T, E, F>(&self, name: &str, parse: F) -> Result<T, ConfigError>
+    where
+        E: Display,
+        F: FnOnce(&str) -> Result<T, E>,
+    {
+        self.optional_with(name, parse)?
+            .ok_or_else(|| ConfigError::new(name, "is required but not set"))
+    }
+
+    /// The value of `name` parsed as `T`; an error when unset.
+    pub fn required<T>(&self, name: &str) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        self.required_with(name, T::from_str)
+    }
+
+    /// The value of `name` parsed as `T`, `None` when unset.
+    pub fn optional<T>(&self, name: &str) -> Result<Option<T>, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        self.optional_with(name, T::from_str)
+    }
+
+    /// The value of `name` parsed as `T`, or `default` when unset.
+    pub fn or<T>(&self, name: &str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        Ok(self.optional(name)?.unwrap_or(default))
+    }
+
+    /// A duration given in (possibly fractional) seconds, or `default` when unset.
+    pub fn duration_secs(&self, name: &str, default: Duration) -> Result<Duration, ConfigError> {
+        Ok(self.optional_with(name, parse_secs)?.unwrap_or(default))
+    }
+}
+
+fn parse_secs(raw: &str) -> Result<Duration, String> {
+    let secs: f64 = raw
+        .parse()
+        .map_err(|_| "expected a number of seconds".to_owned())?;
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| "expected a finite, non-negative number of seconds".to_owned())
+}
+
+/// Whether `name` may hold a credential, so its value must never be shown.
+pub fn is_secret_var(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    SECRET_MARKERS.iter().any(|m| upper.contains(m))
+}
+
+fn invalid_value(name: &str, raw: &str, err: &dyn Display) -> ConfigError {
+    if is_secret_var(name) {
+        let message = match redact(&err.to_string(), raw) {
+            Some(detail) => format!("invalid value (not shown, may hold a secret): {detail}"),
+            None => "invalid value (not shown, may hold a secret)".to_owned(),
+        };
+        ConfigError::new(name, message)
+    } else {
+        ConfigError::new(name, format!("invalid value {raw:?}: {err}"))
+    }
+}
+
+/// Removes any trace of `secret` from a parser's message: the whole value and every part of it
+/// between URL / list punctuation that is long enough to be a credential fragment.
+/// `None` when the value is too short to cut out without mangling the message.
+fn redact(message: &str, secret: &str) -> Option<String> {
+    if secret.len() < 4 {
+        return None;
+    }
+    let mut out = message.replace(secret, "***");
+    let mut parts: Vec<&str> = secret
+        .split(|c: char| ":/@?&=,;# ".contains(c))
+        .filter(|p| p.len() >= 4)
+        .collect();
+    // Longest first so a fragment's own sub-fragments cannot leave pieces behind.
+    parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for part in parts {
+        out = out.replace(part, "***");
+    }
+    Some(out)
+}
+
+/// Upper-case environment prefix of a service name: "notifications" -> "NOTIFICATIONS".
+pub fn env_prefix(service: &str) -> String {
+    service
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// How cross-origin browser (gRPC-Web) callers are admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// No cross-origin access (the default).
+    None,
+    /// Any origin (`*`): only sensible for development.
+    Any,
+    /// Exactly these origins, e.g. `https://portal.example.nhs.uk`.
+    List(Vec<String>),
+}
+
+fn parse_origins(raw: &str) -> Result<Vec<String>, String> {
+    let items: Vec<&str> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if items.len() > 1 && items.contains(&"*") {
+        return Err("\"*\" cannot be combined with other origins".to_owned());
+    }
+    if items == ["*"] {
+        return Ok(vec!["*".to_owned()]);
+    }
+    for origin in &items {
+        validate_origin(origin).map_err(|e| format!("origin {origin:?}: {e}"))?;
+    }
+    Ok(items.into_iter().map(str::to_owned).collect())
+}
+
+fn validate_origin(origin: &str) -> Result<(), &'static str> {
+    let uri: http::Uri = origin
+        .parse()
+        .map_err(|_| "not a valid scheme://host[:port]")?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err("scheme must be http or https"),
+    }
+    if uri.authority().is_none() {
+        return Err("missing host");
+    }
+    // A browser's Origin header never carries a path, so a configured one could never match.
+    if origin
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .contains('/')
+    {
+        return Err("must not have a path or trailing slash");
+    }
+    http::HeaderValue::from_str(origin).map_err(|_| "not a valid header value")?;
+    Ok(())
+}
+
+fn parse_endpoint(raw: &str) -> Result<String, &'static str> {
+    let uri: http::Uri = raw.parse().map_err(|_| "not a valid URI")?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") if uri.authority().is_some() => Ok(raw.to_owned()),
+        _ => Err("expected http(s)://host:port"),
+    }
+}
+
+/// Settings every service has.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Service name, e.g. "notifications"; prefixes its own variables.
+    pub service: &'static str,
+    /// `<SERVICE>_LISTEN`, default `0.0.0.0:<default_port>`.
+    pub listen: SocketAddr,
+    /// `CQRS_CORS_ALLOWED_ORIGINS`: comma list; empty = none; `*` = any.
+    pub cors_allowed_origins: Vec<String>,
+    /// `CQRS_REQUEST_TIMEOUT_SECS` (30): upper bound for any RPC; a shorter `grpc-timeout`
+    /// from the caller wins.
+    pub request_timeout: Duration,
+    /// `CQRS_CONCURRENCY_LIMIT` (1024): RPCs in flight before new ones get `ResourceExhausted`.
+    pub concurrency_limit: usize,
+    /// `CQRS_SHUTDOWN_GRACE_SECS` (10): how long in-flight RPCs may finish after a stop signal.
+    pub shutdown_grace: Duration,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: OTLP/gRPC collector; no export when unset.
+    pub otel_endpoint: Option<String>,
+    /// `CQRS_TOKEN_VERIFY_KEYS` (required): comma list of `kid:base64url(ed25519 public key)`.
+    pub token_verify_keys: TokenVerifier,
+}
+
+impl ServerConfig {
+    /// Reads and validates the settings of `service`.
+    pub fn from_env(
+        env: &Env,
+        service: &'static str,
+        default_port: u16,
+    ) -> Result<Self, ConfigError> {
+        let listen_var = format!("{}_LISTEN", env_prefix(service));
+        let listen = env.or(
+            &listen_var,
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, default_port)),
+        )?;
+        let cors_allowed_origins = env
+            .optional_with("CQRS_CORS_ALLOWED_ORIGINS", parse_origins)?
+            .unwrap_or_default();
+        let request_timeout =
+            env.duration_secs("CQRS_REQUEST_TIMEOUT_SECS", Duration::from_secs(30))?;
+        if request_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "CQRS_REQUEST_TIMEOUT_SECS",
+                "must be greater than zero",
+            ));
+        }
+        let concurrency_limit: usize = env.or("CQRS_CONCURRENCY_LIMIT", 1024)?;
+        if concurrency_limit == 0 {
+            return Err(ConfigError::new(
+                "CQRS_CONCURRENCY_LIMIT",
+                "must be greater than zero",
+            ));
+        }
+        let shutdown_grace =
+            env.duration_secs("CQRS_SHUTDOWN_GRACE_SECS", Duration::from_secs(10))?;
+        let otel_endpoint = env.optional_with("OTEL_EXPORTER_OTLP_ENDPOINT", parse_endpoint)?;
+        let token_verify_keys =
+            env.required_with("CQRS_TOKEN_VERIFY_KEYS", TokenVerifier::from_env_value)?;
+        Ok(ServerConfig {
+            service,
+            listen,
+            cors_allowed_origins,
+            request_timeout,
+            concurrency_limit,
+            shutdown_grace,
+            otel_endpoint,
+            token_verify_keys,
+        })
+    }
+
+    /// A configuration for in-process tests: 127.0.0.1:0, no CORS, 30 s timeout, limit 1024,
+    /// 5 s grace, no OTLP.
+    pub fn for_tests(service: &'static str, token_verify_keys: TokenVerifier) -> Self {
+        ServerConfig {
+            service,
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            cors_allowed_origins: Vec::new(),
+            request_timeout: Duration::from_secs(30),
+            concurrency_limit: 1024,
+            shutdown_grace: Duration::from_secs(5),
+            otel_endpoint: None,
+            token_verify_keys,
+        }
+    }
+
+    /// The CORS policy [`ServerConfig::cors_allowed_origins`] describes.
+    pub fn cors_origins(&self) -> CorsOrigins {
+        match self.cors_allowed_origins.as_slice() {
+            [] => CorsOrigins::None,
+            [only] if only == "*" => CorsOrigins::Any,
+            list => CorsOrigins::List(list.to_vec()),
+        }
+    }
+}
+
+/// Where a service keeps its tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    /// Postgres URL (may hold a password: never log it).
+    pub url: String,
+    /// Set when the service shares `DATABASE_URL` with others: its tables and migration history
+    /// then live in this schema (the service name).
+    pub schema: Option<String>,
+}
+
+impl DatabaseConfig {
+    /// `<SERVICE>_DATABASE_URL` (own database) wins; else `DATABASE_URL` with schema
+    /// `<service>`.
+    pub fn from_env(env: &Env, service: &str) -> Result<Self, ConfigError> {
+        let own_var = format!("{}_DATABASE_URL", env_prefix(service));
+        if let Some(url) = env.optional_with(&own_var, parse_pg_url)? {
+            return Ok(DatabaseConfig { url, schema: None });
+        }
+        if let Some(url) = env.optional_with("DATABASE_URL", parse_pg_url)? {
+            let schema = schema_name(service);
+            validate_schema_name(&schema).map_err(|e| {
+                ConfigError::new("DATABASE_URL", format!("service {service:?}: {e}"))
+            })?;
+            return Ok(DatabaseConfig {
+                url,
+                schema: Some(schema),
+            });
+        }
+        Err(ConfigError::new(
+            format!("{own_var} or DATABASE_URL"),
+            "one of them is required but neither is set",
+        ))
+    }
+}
+
+fn schema_name(service: &str) -> String {
+    service.to_ascii_lowercase().replace('-', "_")
+}
+
+fn parse_pg_url(raw: &str) -> Result<String, String> {
+    if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
+        return Err("expected a postgres:// or postgresql:// URL".to_owned());
+    }
+    sqlx::postgres::PgConnectOptions::from_str(raw).map_err(|e| e.to_string())?;
+    Ok(raw.to_owned())
+}
+
+/// Checks a schema name is a plain lower-case identifier (`[a-z_][a-z0-9_]*`, at most 63 bytes),
+/// so it can be quoted into DDL and `search_path` without escaping concerns.
+pub fn validate_schema_name(schema: &str) -> Result<(), String> {
+    let mut chars = schema.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !first_ok || !rest_ok || schema.len() > 63 {
+        return Err(format!(
+            "schema name {schema:?} must match [a-z_][a-z0-9_]* and be at most 63 bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// `REDIS_URL`, default `redis://127.0.0.1:6379`.
+pub fn redis_url(env: &Env) -> Result<String, ConfigError> {
+    Ok(env
+        .optional_with("REDIS_URL", |raw| {
+            if !(raw.starts_with("redis://") || raw.starts_with("rediss://")) {
+                return Err("expected a redis:// or rediss:// URL".to_owned());
+            }
+            redis::Client::open(raw).map_err(|e| e.to_string())?;
+            Ok(raw.to_owned())
+        })?
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn verify_keys() -> String {
+        cqrs_auth::SigningKey::generate("k1")
+            .verifying_key()
+            .to_env_value()
+    }
+
+    fn base_env() -> Env {
+        let mut env = Env::from_pairs(&[]);
+        env.set("CQRS_TOKEN_VERIFY_KEYS", &verify_keys());
+        env
+    }
+
+    fn err_for(env: &Env) -> ConfigError {
+        ServerConfig::from_env(env, "notifications", 50054).unwrap_err()
+    }
+
+    #[test]
+    fn server_defaults() {
+        let cfg = ServerConfig::from_env(&base_env(), "notifications", 50054).unwrap();
+        assert_eq!(cfg.service, "notifications");
+        assert_eq!(cfg.listen, "0.0.0.0:50054".parse().unwrap());
+        assert!(cfg.cors_allowed_origins.is_empty());
+        assert_eq!(cfg.cors_origins(), CorsOrigins::None);
+        assert_eq!(cfg.request_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.concurrency_limit, 1024);
+        assert_eq!(cfg.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(cfg.otel_endpoint, None);
+    }
+
+    #[test]
+    fn server_all_set() {
+        let mut env = base_env();
+        env.set("NOTIFICATIONS_LISTEN", "127.0.0.1:6000");
+        env.set(
+            "CQRS_CORS_ALLOWED_ORIGINS",
+            " https://a.example , http://localhost:3000,",
+        );
+        env.set("CQRS_REQUEST_TIMEOUT_SECS", "2.5");
+        env.set("CQRS_CONCURRENCY_LIMIT", "8");
+        env.set("CQRS_SHUTDOWN_GRACE_SECS", "0");
+        env.set("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317");
+        let cfg = ServerConfig::from_env(&env, "notifications", 1).unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:6000".parse().unwrap());
+        assert_eq!(
+            cfg.cors_origins(),
+            CorsOrigins::List(vec![
+                "https://a.example".into(),
+                "http://localhost:3000".into()
+            ])
+        );
+        assert_eq!(cfg.request_timeout, Duration::from_millis(2500));
+        assert_eq!(cfg.concurrency_limit, 8);
+        assert_eq!(cfg.shutdown_grace, Duration::ZERO);
+        assert_eq!(cfg.otel_endpoint.as_deref(), Some("http://collector:4317"));
+    }
+
+    #[test]
+    fn cors_any_and_empty() {
+        let mut env = base_env();
+        env.set("CQRS_CORS_ALLOWED_ORIGINS", "*");
+        let cfg = ServerConfig::from_env(&env, "x", 1).unwrap();
+        assert_eq!(cfg.cors_origins(), CorsOrigins::Any);
+        env.set("CQRS_CORS_ALLOWED_ORIGINS", " ");
+        let cfg = ServerConfig::from_env(&env, "x", 1).unwrap();
+        assert_eq!(cfg.cors_origins(), CorsOrigins::None);
+    }
+
+    #[test]
+    fn listen_invalid() {
+        let mut env = base_env();
+        env.set("NOTIFICATIONS_LISTEN", "localhost");
+        let err = err_for(&env);
+        assert_eq!(err.var, "NOTIFICATIONS_LISTEN");
+        assert!(err.message.contains("\"localhost\""), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("NOTIFICATIONS_LISTEN: invalid value")
+        );
+    }
+
+    #[test]
+    fn listen_var_uses_service_prefix() {
+        let mut env = base_env();
+        env.set("ACCESS_WORKFLOW_LISTEN", "127.0.0.1:7");
+        let cfg = ServerConfig::from_env(&env, "access-workflow", 1).unwrap();
+        assert_eq!(cfg.listen.port(), 7);
+    }
+
+    #[test]
+    fn cors_errors() {
+        for (value, needle) in [
+            ("*,https://a.example", "cannot be combined"),
+            ("ftp://a.example", "scheme must be http or https"),
+            ("https://a.example/", "must not have a path"),
+            ("https://a.example/app", "must not have a path"),
+            ("a.example", "origin \"a.example\""),
+            ("https://a b", "origin"),
+        ] {
+            let mut env = base_env();
+            env.set("CQRS_CORS_ALLOWED_ORIGINS", value);
+            let err = err_for(&env);
+            assert_eq!(err.var, "CQRS_CORS_ALLOWED_ORIGINS", "{value}");
+            assert!(err.message.contains(needle), "{value}: {err}");
+        }
+    }
+
+    #[test]
+    fn timeout_errors() {
+        for (value, needle) in [
+            ("abc", "expected a number of seconds"),
+            ("-1", "non-negative"),
+            ("NaN", "finite"),
+            ("inf", "finite"),
+            ("0", "greater than zero"),
+        ] {
+            let mut env = base_env();
+            env.set("CQRS_REQUEST_TIMEOUT_SECS", value);
+            let err = err_for(&env);
+            assert_eq!(err.var, "CQRS_REQUEST_TIMEOUT_SECS");
+            assert!(err.message.contains(needle), "{value}: {err}");
+        }
+    }
+
+    #[test]
+    fn grace_errors() {
+        let mut env = base_env();
+        env.set("CQRS_SHUTDOWN_GRACE_SECS", "soon");
+        let err = err_for(&env);
+        assert_eq!(err.var, "CQRS_SHUTDOWN_GRACE_SECS");
+        assert!(err.message.contains("\"soon\""));
+    }
+
+    #[test]
+    fn concurrency_errors() {
+        for (value, needle) in [("0", "greater than zero"), ("-3", "invalid value \"-3\"")] {
+            let mut env = base_env();
+            env.set("CQRS_CONCURRENCY_LIMIT", value);
+            let err = err_for(&env);
+            assert_eq!(err.var, "CQRS_CONCURRENCY_LIMIT");
+            assert!(err.message.contains(needle), "{value}: {err}");
+        }
+    }
+
+    #[test]
+    fn otel_endpoint_errors() {
+        for value in ["collector:4317", "grpc://collector:4317", "http://"] {
+            let mut env = base_env();
+            env.set("OTEL_EXPORTER_OTLP_ENDPOINT", value);
+            let err = err_for(&env);
+            assert_eq!(err.var, "OTEL_EXPORTER_OTLP_ENDPOINT", "{value}");
+        }
+    }
+
+    #[test]
+    fn verify_keys_required() {
+        let err = ServerConfig::from_env(&Env::from_pairs(&[]), "x", 1).unwrap_err();
+        assert_eq!(err.var, "CQRS_TOKEN_VERIFY_KEYS");
+        assert_eq!(err.message, "is required but not set");
+    }
+
+    #[test]
+    fn verify_keys_invalid_value_not_echoed() {
+        let mut env = base_env();
+        env.set("CQRS_TOKEN_VERIFY_KEYS", "k1:notbase64!!!");
+        let err = err_for(&env);
+        assert_eq!(err.var, "CQRS_TOKEN_VERIFY_KEYS");
+        assert!(err.message.contains("not shown"), "{err}");
+        assert!(!err.to_string().contains("notbase64"), "{err}");
+    }
+
+    #[test]
+    fn database_own_url_wins() {
+        let env = Env::from_pairs(&[
+            ("NOTIFICATIONS_DATABASE_URL", "postgres://u:p@db/notif"),
+            ("DATABASE_URL", "postgres://u:p@db/shared"),
+        ]);
+        let cfg = DatabaseConfig::from_env(&env, "notifications").unwrap();
+        assert_eq!(cfg.url, "postgres://u:p@db/notif");
+        assert_eq!(cfg.schema, None);
+    }
+
+    #[test]
+    fn database_shared_url_uses_schema() {
+        let env = Env::from_pairs(&[("DATABASE_URL", "postgresql://db/shared")]);
+        let cfg = DatabaseConfig::from_env(&env, "access-workflow").unwrap();
+        assert_eq!(cfg.url, "postgresql://db/shared");
+        assert_eq!(cfg.schema.as_deref(), Some("access_workflow"));
+    }
+
+    #[test]
+    fn database_missing() {
+        let err = DatabaseConfig::from_env(&Env::from_pairs(&[]), "identity").unwrap_err();
+        assert_eq!(err.var, "IDENTITY_DATABASE_URL or DATABASE_URL");
+        assert!(err.message.contains("required"));
+    }
+
+    #[test]
+    fn database_bad_url_not_echoed() {
+        for (var, value) in [
+            ("IDENTITY_DATABASE_URL", "mysql://root:hunter22@db/x"),
+            ("DATABASE_URL", "mysql://root:hunter22@db/x"),
+            ("DATABASE_URL", "postgres://root:hunter22@db:notaport/x"),
+        ] {
+            let env = Env::from_pairs(&[(var, value)]);
+            let err = DatabaseConfig::from_env(&env, "identity").unwrap_err();
+            assert_eq!(err.var, var);
+            let text = err.to_string();
+            assert!(!text.contains("hunter22"), "{text}");
+            assert!(!text.contains("root"), "{text}");
+            assert!(text.contains("not shown"), "{text}");
+        }
+    }
+
+    #[test]
+    fn database_bad_service_name() {
+        let env = Env::from_pairs(&[("DATABASE_URL", "postgres://db/shared")]);
+        let err = DatabaseConfig::from_env(&env, "9lives").unwrap_err();
+        assert_eq!(err.var, "DATABASE_URL");
+        assert!(err.message.contains("[a-z_][a-z0-9_]*"), "{err}");
+    }
+
+    #[test]
+    fn schema_names() {
+        for ok in ["identity", "_x", "a1_b2"] {
+            validate_schema_name(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "1a",
+            "Identity",
+            "a-b",
+            "a\"b",
+            "a;drop",
+            &"a".repeat(64),
+        ] {
+            assert!(validate_schema_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn redis_url_default_and_errors() {
+        assert_eq!(
+            redis_url(&Env::from_pairs(&[])).unwrap(),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redis_url(&Env::from_pairs(&[("REDIS_URL", "redis://r:6380/2")])).unwrap(),
+            "redis://r:6380/2"
+        );
+        let err = redis_url(&Env::from_pairs(&[("REDIS_URL", "http://u:s3cr3tpw@r")])).unwrap_err();
+        assert_eq!(err.var, "REDIS_URL");
+        assert!(!err.to_string().contains("s3cr3tpw"), "{err}");
+    }
+
+    #[test]
+    fn generic_accessors() {
+        let env = Env::from_pairs(&[("N", "5"), ("E", ""), ("B", "x")]);
+        assert_eq!(env.required::<u32>("N").unwrap(), 5);
+        assert_eq!(env.optional::<u32>("E").unwrap(), None);
+        assert_eq!(env.optional::<u32>("MISSING").unwrap(), None);
+        assert_eq!(env.or::<u32>("MISSING", 9).unwrap(), 9);
+        let err = env.required::<u32>("E").unwrap_err();
+        assert_eq!(err.to_string(), "E: is required but not set");
+        let err = env.required::<u32>("B").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "B: invalid value \"x\": invalid digit found in string"
+        );
+        assert_eq!(
+            env.duration_secs("MISSING", Duration::from_secs(3))
+                .unwrap(),
+            Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn secret_values_are_redacted_from_parser_messages() {
+        let env = Env::from_pairs(&[("API_SECRET", "abcd:efgh"), ("MY_PASSWORD", "pw")]);
+        let echo = |s: &str| -> Result<u8, String> { Err(format!("bad {s} (part efgh)")) };
+        let err = env.required_with("API_SECRET", echo).unwrap_err();
+        assert!(!err.message.contains("abcd"), "{err}");
+        assert!(!err.message.contains("efgh"), "{err}");
+        let err = env.required_with("MY_PASSWORD", echo).unwrap_err();
+        assert!(!err.message.contains("bad pw"), "{err}");
+        assert!(is_secret_var("redis_url"));
+        assert!(!is_secret_var("CQRS_CONCURRENCY_LIMIT"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_value_is_reported() {
+        let mut env = Env::from_pairs(&[]);
+        env.non_utf8.insert("X".into());
+        let err = env.optional::<String>("X").unwrap_err();
+        assert_eq!(err.to_string(), "X: value is not valid UTF-8");
+    }
+}

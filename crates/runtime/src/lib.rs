@@ -1,0 +1,10 @@
+//! Server bootstrap shared by every CQRS identity service: configuration, Postgres pool and
+//! migrations, error statuses, telemetry, health and the gRPC server stack.
+
+pub mod config;
+pub mod db;
+pub mod errors;
+pub mod health;
+pub mod paging;
+pub mod server;
+pub mod telemetry;
