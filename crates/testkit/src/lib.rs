@@ -1,0 +1,22 @@
+//! Test support for the suite: a real Postgres database per test, a private Redis namespace,
+//! an SMTP sink, signing keys and in-process gRPC servers.
+
+// This crate only runs inside tests and dev tools: failing loudly with a clear message at the
+// point of the problem is the point, so unwrap/expect/panic are allowed here.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod db;
+pub mod echo;
+mod keys;
+mod server;
+mod smtp;
+mod testredis;
+
+pub use db::TestDb;
+pub use keys::TestKeys;
+pub use server::{
+    RunningServer, assert_reason, field_violations, spawn, status_details, status_reason,
+    violated_fields, with_token,
+};
+pub use smtp::{CapturedMail, SmtpSink};
+pub use testredis::TestRedis;

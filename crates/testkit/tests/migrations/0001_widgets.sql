@@ -1,0 +1,4 @@
+CREATE TABLE widgets (
+    id uuid PRIMARY KEY,
+    name text NOT NULL
+);
