@@ -1,0 +1,45 @@
+# The suite's entry points. `make test` is what CI runs; `make run` starts the suite locally.
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all build test lint fmt run stop clean bench services
+
+all: build
+
+services:
+	@bash scripts/dev-services.sh
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+# Unit, integration and service tests against real Postgres, Redis and an SMTP sink.
+test: services
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	bash scripts/buf.sh lint
+
+fmt:
+	$(CARGO) fmt --all
+
+# Starts what exists of the suite against local Postgres/Redis and a local mail sink.
+run: services
+	@bash scripts/run.sh
+
+stop:
+	@bash scripts/run.sh stop
+
+clean: stop
+	rm -rf .run
+	$(CARGO) clean
+
+# Throughput benchmarks, reported as ratios against a bare tonic echo RPC in the same run.
+bench: services
+	$(CARGO) run --release -p cqrs-bench --bin bench

@@ -1,0 +1,60 @@
+//! Rows to protobuf messages.
+
+use chrono::{DateTime, Utc};
+use cqrs_proto::notifications::v1 as pb;
+
+use crate::domain::{DeliveryState, Template};
+use crate::store::{DeliveryRow, NotificationRow, PreferencesRow};
+
+pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+pub fn delivery(row: &DeliveryRow) -> pb::Delivery {
+    let state = match row.state() {
+        Some(DeliveryState::Pending) => pb::DeliveryState::Pending,
+        Some(DeliveryState::Delivered) => pb::DeliveryState::Delivered,
+        Some(DeliveryState::DeadLetter) => pb::DeliveryState::DeadLetter,
+        Some(DeliveryState::Suppressed) => pb::DeliveryState::Suppressed,
+        None => pb::DeliveryState::Unspecified,
+    };
+    let pending = row.state() == Some(DeliveryState::Pending);
+    pb::Delivery {
+        id: row.id.to_string(),
+        idempotency_key: row.idempotency_key.clone(),
+        template: row.template().map(Template::to_proto).unwrap_or_default() as i32,
+        to: row.recipient.clone(),
+        account_id: row.account_id.map(|id| id.to_string()).unwrap_or_default(),
+        state: state as i32,
+        attempts: row.attempts,
+        last_error: row.last_error.clone().unwrap_or_default(),
+        create_time: Some(timestamp(row.created_at)),
+        next_attempt_time: pending.then(|| timestamp(row.next_attempt_at)),
+        deliver_time: row.delivered_at.map(timestamp),
+        security: row.security,
+    }
+}
+
+pub fn notification(row: &NotificationRow) -> pb::Notification {
+    pb::Notification {
+        id: row.id.to_string(),
+        account_id: row.account_id.to_string(),
+        kind: row.kind.clone(),
+        title: row.title.clone(),
+        body: row.body.clone(),
+        read: row.read_at.is_some(),
+        create_time: Some(timestamp(row.created_at)),
+        read_time: row.read_at.map(timestamp),
+    }
+}
+
+pub fn preferences(row: &PreferencesRow) -> pb::Preferences {
+    pb::Preferences {
+        account_id: row.account_id.to_string(),
+        email_enabled: row.email_enabled,
+        update_time: row.updated_at.map(timestamp),
+    }
+}

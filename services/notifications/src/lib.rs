@@ -1,0 +1,88 @@
+//! The notification service: e-mail delivery over SMTP with retries and dead-lettering, an
+//! in-app inbox per account, and each account's notification preferences.
+//!
+//! `api` decodes and authorises gRPC calls, `domain` holds the rules (validation, templates,
+//! retry schedule) without I/O, `store` is Postgres, and `worker` delivers mail.
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod store;
+pub mod worker;
+
+use std::time::Duration;
+
+use cqrs_proto::notifications::v1::notification_service_server::NotificationServiceServer;
+use cqrs_runtime::config::{DatabaseConfig, Env, ServerConfig};
+use cqrs_runtime::health::PgReadiness;
+use cqrs_runtime::server::ServiceServer;
+
+pub use api::NotificationApi;
+pub use config::NotificationsConfig;
+pub use store::{MIGRATOR, Store};
+pub use worker::{Mailer, Worker};
+
+pub const SERVICE: &str = "notifications";
+pub const DEFAULT_PORT: u16 = 50054;
+
+/// The gRPC server for this service, with its readiness check, ready to serve.
+pub fn server(config: ServerConfig, store: Store) -> ServiceServer {
+    let readiness = PgReadiness::new(store.pool().clone());
+    ServiceServer::new(config)
+        .add_service(NotificationServiceServer::new(NotificationApi::new(store)))
+        .readiness(readiness)
+}
+
+/// A delivery worker for this service's store.
+pub fn worker(config: &NotificationsConfig, store: Store) -> Result<Worker, worker::MailerError> {
+    let mailer = Mailer::new(&config.smtp_url, &config.mail_from, config.smtp_timeout)?;
+    Ok(Worker::new(
+        store,
+        mailer,
+        config.public_base_url.clone(),
+        config.worker.clone(),
+    ))
+}
+
+/// Runs the service as the binary does: configuration from `env`, migrations, the gRPC
+/// server and the delivery workers, until SIGTERM or SIGINT.
+pub async fn run(env: Env) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let server_config = ServerConfig::from_env(&env, SERVICE, DEFAULT_PORT)?;
+    let database = DatabaseConfig::from_env(&env, SERVICE)?;
+    let config = NotificationsConfig::from_env(&env)?;
+    let _telemetry =
+        cqrs_runtime::telemetry::init(SERVICE, server_config.otel_endpoint.as_deref())?;
+
+    let pool = cqrs_runtime::db::connect(&database).await?;
+    cqrs_runtime::db::migrate(&pool, &MIGRATOR).await?;
+    let store = Store::new(pool);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let mut workers = Vec::new();
+    for _ in 0..config.workers {
+        let worker = worker(&config, store.clone())?;
+        workers.push(tokio::spawn(worker.run(stopped())));
+    }
+
+    let listener = tokio::net::TcpListener::bind(server_config.listen).await?;
+    tracing::info!(listen = %server_config.listen, workers = config.workers, "notification service starting");
+    let signal = async move {
+        cqrs_runtime::server::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    server(server_config, store)
+        .serve_with(listener, signal)
+        .await?;
+    for worker in workers {
+        // A worker finishes its current batch; give it the same bound as the RPC drain.
+        let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
+    }
+    Ok(())
+}

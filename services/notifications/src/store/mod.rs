@@ -1,0 +1,603 @@
+//! Postgres storage for deliveries, the in-app inbox, preferences and the audit trail.
+//! Every change writes its audit event in the same transaction.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cqrs_runtime::paging::PageToken;
+use sqlx::{PgPool, Postgres, Transaction, types::Json};
+use uuid::Uuid;
+
+use crate::domain::{DeliveryState, NewEmail, NewNotification, Template};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the idempotency key was used for a different request")]
+    IdempotencyConflict,
+    #[error("not found")]
+    NotFound,
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        if cqrs_runtime::errors::is_unavailable(&err) {
+            StoreError::Unavailable(err)
+        } else {
+            StoreError::Database(err)
+        }
+    }
+}
+
+/// Who did something, as the audit trail records it.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    pub kind: &'static str,
+    pub id: String,
+    pub request_id: Option<String>,
+}
+
+impl Actor {
+    pub fn system() -> Self {
+        Actor {
+            kind: "system",
+            id: "notifications-worker".into(),
+            request_id: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub id: Uuid,
+    pub idempotency_key: String,
+    pub template: String,
+    pub recipient: String,
+    pub params: Json<BTreeMap<String, String>>,
+    pub account_id: Option<Uuid>,
+    pub security: bool,
+    pub state: String,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+impl DeliveryRow {
+    pub fn template(&self) -> Option<Template> {
+        Template::parse(&self.template)
+    }
+
+    pub fn state(&self) -> Option<DeliveryState> {
+        DeliveryState::parse(&self.state)
+    }
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct NotificationRow {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub kind: String,
+    pub title: String,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct PreferencesRow {
+    pub account_id: Uuid,
+    pub email_enabled: bool,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<PageToken>,
+}
+
+/// The columns of `DeliveryRow`, as a macro so queries stay `&'static str` (sqlx refuses
+/// SQL built at run time).
+macro_rules! delivery_columns {
+    () => {
+        "id, idempotency_key, template, recipient, params, account_id, security, state, \
+         attempts, next_attempt_at, last_error, created_at, delivered_at"
+    };
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Self {
+        Store { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Stores a new mail, or returns the one already stored under the same key when its
+    /// content is the same. `created` tells which.
+    pub async fn insert_email(
+        &self,
+        email: &NewEmail,
+        now: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<(DeliveryRow, bool), StoreError> {
+        let hash = email.content_hash();
+        if let Some(existing) = self.email_by_key(&email.idempotency_key, &hash).await? {
+            return Ok((existing, false));
+        }
+
+        let mut tx = self.pool.begin().await?;
+        let email_enabled = match email.account_id {
+            Some(account_id) => preferences_in(&mut tx, account_id).await?.email_enabled,
+            None => true,
+        };
+        let state = email.initial_state(email_enabled);
+        let stored_params = match state {
+            DeliveryState::Suppressed => crate::domain::scrub(&email.params),
+            _ => email.params.clone(),
+        };
+        let inserted: Option<DeliveryRow> = sqlx::query_as(concat!(
+            "INSERT INTO emails (id, idempotency_key, content_hash, template, recipient, params, \
+                 account_id, security, state, attempts, next_attempt_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $10) \
+             ON CONFLICT (idempotency_key) DO NOTHING \
+             RETURNING ",
+            delivery_columns!(),
+            ""
+        ))
+        .bind(Uuid::now_v7())
+        .bind(&email.idempotency_key)
+        .bind(&hash)
+        .bind(email.template.as_str())
+        .bind(&email.to)
+        .bind(Json(&stored_params))
+        .bind(email.account_id)
+        .bind(email.template.is_security())
+        .bind(state.as_str())
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+
+        let Some(row) = inserted else {
+            // Lost a race with a concurrent request carrying the same key.
+            tx.rollback().await?;
+            return match self.email_by_key(&email.idempotency_key, &hash).await? {
+                Some(existing) => Ok((existing, false)),
+                None => Err(StoreError::IdempotencyConflict),
+            };
+        };
+        let action = match state {
+            DeliveryState::Suppressed => "email.suppressed",
+            _ => "email.enqueued",
+        };
+        audit(
+            &mut tx,
+            now,
+            actor,
+            action,
+            "email",
+            &row.id.to_string(),
+            "success",
+            serde_json::json!({ "template": row.template }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((row, true))
+    }
+
+    /// The mail stored under `key`: `Ok(None)` if there is none, a conflict if there is one
+    /// with other content.
+    async fn email_by_key(
+        &self,
+        key: &str,
+        hash: &[u8],
+    ) -> Result<Option<DeliveryRow>, StoreError> {
+        let found: Option<(Vec<u8>, Uuid)> =
+            sqlx::query_as("SELECT content_hash, id FROM emails WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        match found {
+            None => Ok(None),
+            Some((stored, id)) if stored == hash => self.delivery(id).await.map(Some),
+            Some(_) => Err(StoreError::IdempotencyConflict),
+        }
+    }
+
+    pub async fn delivery(&self, id: Uuid) -> Result<DeliveryRow, StoreError> {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM emails WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn list_deliveries(
+        &self,
+        state: Option<DeliveryState>,
+        page_size: i64,
+        after: Option<&PageToken>,
+    ) -> Result<Page<DeliveryRow>, StoreError> {
+        let rows: Vec<DeliveryRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM emails \
+             WHERE ($1::text IS NULL OR state = $1) \
+               AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3)) \
+             ORDER BY created_at DESC, id DESC LIMIT $4"
+        ))
+        .bind(state.map(DeliveryState::as_str))
+        .bind(after.map(|t| t.time))
+        .bind(after.map(|t| t.id))
+        .bind(page_size + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(paginate(rows, page_size, |r| PageToken {
+            time: r.created_at,
+            id: r.id,
+        }))
+    }
+
+    /// Claims up to `limit` due mails for this worker for `lease`. Rows another worker holds
+    /// are skipped, not waited for, so replicas work side by side without sending twice.
+    pub async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        let lease_until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        let rows = sqlx::query_as(concat!(
+            "UPDATE emails SET lease_until = $2, attempts = attempts + 1 \
+             WHERE id IN ( \
+                 SELECT id FROM emails \
+                 WHERE state = 'PENDING' AND next_attempt_at <= $1 \
+                   AND (lease_until IS NULL OR lease_until < $1) \
+                 ORDER BY next_attempt_at \
+                 LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING ",
+            delivery_columns!(),
+            ""
+        ))
+        .bind(now)
+        .bind(lease_until)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    pub async fn mark_delivered(
+        &self,
+        row: &DeliveryRow,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE emails SET state = 'DELIVERED', delivered_at = $2, lease_until = NULL, \
+                 last_error = NULL, params = $3 \
+             WHERE id = $1",
+        )
+        .bind(row.id)
+        .bind(now)
+        .bind(Json(crate::domain::scrub(&row.params)))
+        .execute(&mut *tx)
+        .await?;
+        audit(
+            &mut tx,
+            now,
+            &Actor::system(),
+            "email.delivered",
+            "email",
+            &row.id.to_string(),
+            "success",
+            serde_json::json!({ "attempts": row.attempts }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: retry at `retry_at`, or dead-letter when it is `None`.
+    pub async fn mark_failed(
+        &self,
+        row: &DeliveryRow,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        match retry_at {
+            Some(at) => {
+                sqlx::query(
+                    "UPDATE emails SET next_attempt_at = $2, lease_until = NULL, last_error = $3 \
+                     WHERE id = $1",
+                )
+                .bind(row.id)
+                .bind(at)
+                .bind(error)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE emails SET state = 'DEAD_LETTER', lease_until = NULL, last_error = $2, \
+                         params = $3 \
+                     WHERE id = $1",
+                )
+                .bind(row.id)
+                .bind(error)
+                .bind(Json(crate::domain::scrub(&row.params)))
+                .execute(&mut *tx)
+                .await?;
+                audit(
+                    &mut tx,
+                    now,
+                    &Actor::system(),
+                    "email.dead_lettered",
+                    "email",
+                    &row.id.to_string(),
+                    "failure",
+                    serde_json::json!({ "attempts": row.attempts, "error": error }),
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn insert_notifications(
+        &self,
+        notification: &NewNotification,
+        now: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut rows = Vec::with_capacity(notification.account_ids.len());
+        for account_id in &notification.account_ids {
+            let inserted: Option<NotificationRow> = sqlx::query_as(
+                "INSERT INTO notifications (id, account_id, kind, title, body, idempotency_key, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (idempotency_key, account_id) WHERE idempotency_key IS NOT NULL DO NOTHING \
+                 RETURNING id, account_id, kind, title, body, created_at, read_at",
+            )
+            .bind(Uuid::now_v7())
+            .bind(account_id)
+            .bind(&notification.kind)
+            .bind(&notification.title)
+            .bind(&notification.body)
+            .bind(&notification.idempotency_key)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let row = match inserted {
+                Some(row) => {
+                    audit(
+                        &mut tx,
+                        now,
+                        actor,
+                        "notification.created",
+                        "notification",
+                        &row.id.to_string(),
+                        "success",
+                        serde_json::json!({ "account_id": account_id, "kind": row.kind }),
+                    )
+                    .await?;
+                    row
+                }
+                None => {
+                    sqlx::query_as(
+                        "SELECT id, account_id, kind, title, body, created_at, read_at \
+                         FROM notifications WHERE idempotency_key = $1 AND account_id = $2",
+                    )
+                    .bind(&notification.idempotency_key)
+                    .bind(account_id)
+                    .fetch_one(&mut *tx)
+                    .await?
+                }
+            };
+            rows.push(row);
+        }
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    pub async fn list_notifications(
+        &self,
+        account_id: Uuid,
+        unread_only: bool,
+        page_size: i64,
+        after: Option<&PageToken>,
+    ) -> Result<(Page<NotificationRow>, i64), StoreError> {
+        let rows: Vec<NotificationRow> = sqlx::query_as(
+            "SELECT id, account_id, kind, title, body, created_at, read_at FROM notifications \
+             WHERE account_id = $1 AND (NOT $2 OR read_at IS NULL) \
+               AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4)) \
+             ORDER BY created_at DESC, id DESC LIMIT $5",
+        )
+        .bind(account_id)
+        .bind(unread_only)
+        .bind(after.map(|t| t.time))
+        .bind(after.map(|t| t.id))
+        .bind(page_size + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let (unread,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM notifications WHERE account_id = $1 AND read_at IS NULL",
+        )
+        .bind(account_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            paginate(rows, page_size, |r| PageToken {
+                time: r.created_at,
+                id: r.id,
+            }),
+            unread,
+        ))
+    }
+
+    /// Marks the account's own notification read. Someone else's notification is
+    /// `NotFound`, exactly as a missing one, so ids cannot be probed.
+    pub async fn mark_read(
+        &self,
+        account_id: Uuid,
+        id: Uuid,
+        now: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<NotificationRow, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row: NotificationRow = sqlx::query_as(
+            "UPDATE notifications SET read_at = COALESCE(read_at, $3) \
+             WHERE id = $1 AND account_id = $2 \
+             RETURNING id, account_id, kind, title, body, created_at, read_at",
+        )
+        .bind(id)
+        .bind(account_id)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        audit(
+            &mut tx,
+            now,
+            actor,
+            "notification.read",
+            "notification",
+            &id.to_string(),
+            "success",
+            serde_json::json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    pub async fn preferences(&self, account_id: Uuid) -> Result<PreferencesRow, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        preferences_in(&mut conn, account_id).await
+    }
+
+    pub async fn update_preferences(
+        &self,
+        account_id: Uuid,
+        email_enabled: bool,
+        now: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<PreferencesRow, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row: PreferencesRow = sqlx::query_as(
+            "INSERT INTO preferences (account_id, email_enabled, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (account_id) DO UPDATE SET email_enabled = $2, updated_at = $3 \
+             RETURNING account_id, email_enabled, updated_at",
+        )
+        .bind(account_id)
+        .bind(email_enabled)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        audit(
+            &mut tx,
+            now,
+            actor,
+            "preferences.updated",
+            "account",
+            &account_id.to_string(),
+            "success",
+            serde_json::json!({ "email_enabled": email_enabled }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Audit events, newest first (for tests and operations).
+    pub async fn audit_actions(&self, target_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT action FROM audit_events WHERE target_id = $1 ORDER BY occurred_at, id",
+        )
+        .bind(target_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(action,)| action).collect())
+    }
+}
+
+async fn preferences_in(
+    conn: &mut sqlx::PgConnection,
+    account_id: Uuid,
+) -> Result<PreferencesRow, StoreError> {
+    let row: Option<PreferencesRow> = sqlx::query_as(
+        "SELECT account_id, email_enabled, updated_at FROM preferences WHERE account_id = $1",
+    )
+    .bind(account_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.unwrap_or(PreferencesRow {
+        account_id,
+        email_enabled: true,
+        updated_at: None,
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn audit(
+    tx: &mut Transaction<'_, Postgres>,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    action: &str,
+    target_type: &str,
+    target_id: &str,
+    outcome: &str,
+    details: serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_events (id, occurred_at, actor_kind, actor_id, action, target_type, \
+             target_id, outcome, request_id, details) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(now)
+    .bind(actor.kind)
+    .bind(&actor.id)
+    .bind(action)
+    .bind(target_type)
+    .bind(target_id)
+    .bind(outcome)
+    .bind(&actor.request_id)
+    .bind(details)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Keyset paging: we fetched one row more than asked; its presence means there is a next
+/// page, which starts after the last row returned.
+fn paginate<T>(mut rows: Vec<T>, page_size: i64, key: impl Fn(&T) -> PageToken) -> Page<T> {
+    let page_size = usize::try_from(page_size).unwrap_or(0);
+    let next = if rows.len() > page_size {
+        rows.truncate(page_size);
+        rows.last().map(key)
+    } else {
+        None
+    };
+    Page { items: rows, next }
+}

@@ -1,0 +1,166 @@
+//! The delivery worker: claims due mails, renders them and hands them to SMTP.
+//!
+//! Several workers (in one process or across replicas) run side by side: a claim is a
+//! lease taken with `FOR UPDATE SKIP LOCKED`, so each mail is in one worker's hands at a
+//! time. A failed attempt is retried with exponential backoff; after the configured number
+//! of attempts the mail is dead-lettered and stays visible through `ListDeliveries`.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use lettre::message::{Mailbox, MultiPart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use url::Url;
+
+use crate::domain::{AfterFailure, RetryPolicy};
+use crate::store::{DeliveryRow, Store, StoreError};
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub batch_size: i64,
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    pub lease: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// Sends rendered mail over SMTP.
+#[derive(Clone)]
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailerError {
+    #[error("CQRS_SMTP_URL: {0}")]
+    SmtpUrl(String),
+    #[error("CQRS_MAIL_FROM: {0}")]
+    From(String),
+}
+
+impl Mailer {
+    /// `smtp_url` as lettre reads it: `smtp://host:port` (plain), `smtp://host?tls=required`,
+    /// or `smtps://host` (implicit TLS), with optional `user:password@`.
+    pub fn new(smtp_url: &str, from: &str, timeout: Duration) -> Result<Self, MailerError> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
+            .map_err(|e| MailerError::SmtpUrl(e.to_string()))?
+            .timeout(Some(timeout))
+            .build();
+        let from = from.parse().map_err(|_| {
+            MailerError::From("must be a mailbox such as \"CQRS <no-reply@example.org>\"".into())
+        })?;
+        Ok(Mailer { transport, from })
+    }
+
+    async fn send(&self, to: &str, mail: &crate::domain::RenderedMail) -> Result<(), String> {
+        let to: Mailbox = to
+            .parse()
+            .map_err(|_| "recipient is not a valid mailbox".to_owned())?;
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(mail.subject.clone())
+            .multipart(MultiPart::alternative_plain_html(
+                mail.text.clone(),
+                mail.html.clone(),
+            ))
+            .map_err(|e| format!("could not build message: {e}"))?;
+        self.transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("smtp: {e}"))
+    }
+}
+
+pub struct Worker {
+    store: Store,
+    mailer: Mailer,
+    base_url: Url,
+    config: WorkerConfig,
+}
+
+impl Worker {
+    pub fn new(store: Store, mailer: Mailer, base_url: Url, config: WorkerConfig) -> Self {
+        Worker {
+            store,
+            mailer,
+            base_url,
+            config,
+        }
+    }
+
+    /// Claims one batch and attempts every mail in it. Returns how many were attempted.
+    pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let claimed = self
+            .store
+            .claim_due(Utc::now(), self.config.lease, self.config.batch_size)
+            .await?;
+        let count = claimed.len();
+        let results: Vec<Result<(), StoreError>> = futures::stream::iter(claimed)
+            .map(|row| self.attempt(row))
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+        results
+            .into_iter()
+            .collect::<Result<Vec<()>, StoreError>>()?;
+        Ok(count)
+    }
+
+    async fn attempt(&self, row: DeliveryRow) -> Result<(), StoreError> {
+        let outcome = match row.template() {
+            Some(template) => {
+                let mail = template.render(&row.params.0, &self.base_url);
+                self.mailer.send(&row.recipient, &mail).await
+            }
+            None => Err(format!("unknown template {}", row.template)),
+        };
+        let now = Utc::now();
+        match outcome {
+            Ok(()) => {
+                tracing::info!(delivery_id = %row.id, template = %row.template, attempts = row.attempts, "mail delivered");
+                self.store.mark_delivered(&row, now).await
+            }
+            Err(error) => {
+                let attempts = u32::try_from(row.attempts).unwrap_or(u32::MAX);
+                let retry_at = match self.config.retry.after_failure(attempts, now) {
+                    AfterFailure::RetryAt(at) => Some(at),
+                    AfterFailure::DeadLetter => None,
+                };
+                if retry_at.is_none() {
+                    tracing::error!(delivery_id = %row.id, attempts, %error, "mail dead-lettered");
+                } else {
+                    tracing::warn!(delivery_id = %row.id, attempts, %error, "mail delivery failed; will retry");
+                }
+                self.store.mark_failed(&row, &error, retry_at, now).await
+            }
+        }
+    }
+
+    /// Works until `shutdown` resolves. A store outage is logged and waited out.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let idle = match self.run_once().await {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(err) => {
+                    tracing::warn!(error = %err, "delivery worker could not reach the database");
+                    true
+                }
+            };
+            if idle {
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    _ = tokio::time::sleep(self.config.poll_interval) => {}
+                }
+            } else if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
+                return;
+            }
+        }
+    }
+}
