@@ -2,7 +2,8 @@
 //! servers hand to tonic-reflection.
 
 /// Every cqrs v1 file and its imports, encoded as a `google.protobuf.FileDescriptorSet`.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cqrs_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/cqrs_descriptor.bin"));
 
 pub mod identity {
     pub mod v1 {

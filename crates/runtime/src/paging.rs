@@ -39,6 +39,33 @@ impl PageToken {
     }
 }
 
+/// One page of a List RPC's rows and where the next one starts.
+#[derive(Clone, Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<PageToken>,
+}
+
+impl<T> Page<T> {
+    /// The `next_page_token` field: empty on the last page.
+    pub fn next_page_token(&self) -> String {
+        self.next.map(|t| t.encode()).unwrap_or_default()
+    }
+}
+
+/// Builds a page from a query that fetched `page_size + 1` rows in list order: the extra
+/// row's presence means there is a next page, which starts after the last row returned.
+pub fn paginate<T>(mut rows: Vec<T>, page_size: i64, key: impl Fn(&T) -> PageToken) -> Page<T> {
+    let page_size = usize::try_from(page_size).unwrap_or(0);
+    let next = if rows.len() > page_size {
+        rows.truncate(page_size);
+        rows.last().map(key)
+    } else {
+        None
+    };
+    Page { items: rows, next }
+}
+
 /// Checks `page_size` and `page_token` of a List request, recording problems in
 /// `violations`. Returns the page size to use and the decoded token.
 pub fn page_request(

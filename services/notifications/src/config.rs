@@ -35,26 +35,25 @@ pub struct NotificationsConfig {
 
 impl NotificationsConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let public_base_url: Url = env.or(
-            "CQRS_PUBLIC_BASE_URL",
-            Url::parse("http://localhost:8080/").map_err(|e| ConfigError {
-                var: "CQRS_PUBLIC_BASE_URL".into(),
-                message: e.to_string(),
-            })?,
-        )?;
+        let public_base_url: Url = env
+            .or("CQRS_PUBLIC_BASE_URL", "http://localhost:8080/".to_owned())?
+            .parse()
+            .map_err(|e: url::ParseError| {
+                ConfigError::new("CQRS_PUBLIC_BASE_URL", e.to_string())
+            })?;
         if !matches!(public_base_url.scheme(), "http" | "https") || public_base_url.host().is_none()
         {
-            return Err(ConfigError {
-                var: "CQRS_PUBLIC_BASE_URL".into(),
-                message: "must be an absolute http(s) URL".into(),
-            });
+            return Err(ConfigError::new(
+                "CQRS_PUBLIC_BASE_URL",
+                "must be an absolute http(s) URL",
+            ));
         }
         let max_attempts: u32 = env.or("NOTIFICATIONS_MAX_ATTEMPTS", 10)?;
         if max_attempts == 0 {
-            return Err(ConfigError {
-                var: "NOTIFICATIONS_MAX_ATTEMPTS".into(),
-                message: "must be at least 1".into(),
-            });
+            return Err(ConfigError::new(
+                "NOTIFICATIONS_MAX_ATTEMPTS",
+                "must be at least 1",
+            ));
         }
         Ok(NotificationsConfig {
             smtp_url: env.or("CQRS_SMTP_URL", "smtp://127.0.0.1:2525".to_owned())?,

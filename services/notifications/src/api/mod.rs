@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use cqrs_auth::{Permission, Principal};
 use cqrs_proto::notifications::v1::{self as pb, notification_service_server::NotificationService};
+use cqrs_runtime::audit::Actor;
 use cqrs_runtime::errors::FieldViolations;
 use cqrs_runtime::paging::page_request;
 use tonic::{Request, Response, Status};
@@ -16,7 +17,7 @@ use uuid::Uuid;
 pub use error::NotificationError;
 
 use crate::domain::{DeliveryState, NewEmail, NewNotification};
-use crate::store::{Actor, Store};
+use crate::store::Store;
 
 #[derive(Clone)]
 pub struct NotificationApi {
@@ -30,26 +31,6 @@ impl NotificationApi {
 }
 
 type ApiResult<T> = Result<Response<T>, Status>;
-
-fn actor<T>(request: &Request<T>, principal: &Principal) -> Actor {
-    let request_id = request
-        .metadata()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    match principal {
-        Principal::User { account_id, .. } => Actor {
-            kind: "user",
-            id: account_id.to_string(),
-            request_id,
-        },
-        Principal::Service { client_id } => Actor {
-            kind: "service",
-            id: client_id.clone(),
-            request_id,
-        },
-    }
-}
 
 /// Producers only: mail and in-app notices are raised by the workflows, never by users.
 fn require_service(principal: &Principal) -> Result<(), NotificationError> {
@@ -102,7 +83,7 @@ impl NotificationService for NotificationApi {
     ) -> ApiResult<pb::EnqueueEmailResponse> {
         let principal = cqrs_auth::principal(&request)?.clone();
         require_service(&principal)?;
-        let actor = actor(&request, &principal);
+        let actor = Actor::from_request(&request, &principal);
         let req = request.into_inner();
         let params: BTreeMap<String, String> = req.params.into_iter().collect();
         let email = NewEmail::validate(
@@ -129,7 +110,7 @@ impl NotificationService for NotificationApi {
     async fn notify(&self, request: Request<pb::NotifyRequest>) -> ApiResult<pb::NotifyResponse> {
         let principal = cqrs_auth::principal(&request)?.clone();
         require_service(&principal)?;
-        let actor = actor(&request, &principal);
+        let actor = Actor::from_request(&request, &principal);
         let req = request.into_inner();
         let notification = NewNotification::validate(
             &req.account_ids,
@@ -167,7 +148,7 @@ impl NotificationService for NotificationApi {
             .map_err(NotificationError::from)?;
         Ok(Response::new(pb::ListNotificationsResponse {
             notifications: page.items.iter().map(convert::notification).collect(),
-            next_page_token: page.next.map(|t| t.encode()).unwrap_or_default(),
+            next_page_token: page.next_page_token(),
             unread_count: i32::try_from(unread).unwrap_or(i32::MAX),
         }))
     }
@@ -178,7 +159,7 @@ impl NotificationService for NotificationApi {
     ) -> ApiResult<pb::MarkNotificationReadResponse> {
         let principal = cqrs_auth::principal(&request)?.clone();
         let account_id = require_user(&principal)?;
-        let actor = actor(&request, &principal);
+        let actor = Actor::from_request(&request, &principal);
         let id = parse_id("notification_id", &request.get_ref().notification_id)?;
         let row = self
             .store
@@ -211,7 +192,7 @@ impl NotificationService for NotificationApi {
     ) -> ApiResult<pb::UpdatePreferencesResponse> {
         let principal = cqrs_auth::principal(&request)?.clone();
         let account_id = require_user(&principal)?;
-        let actor = actor(&request, &principal);
+        let actor = Actor::from_request(&request, &principal);
         let row = self
             .store
             .update_preferences(
@@ -271,7 +252,7 @@ impl NotificationService for NotificationApi {
             .map_err(NotificationError::from)?;
         Ok(Response::new(pb::ListDeliveriesResponse {
             deliveries: page.items.iter().map(convert::delivery).collect(),
-            next_page_token: page.next.map(|t| t.encode()).unwrap_or_default(),
+            next_page_token: page.next_page_token(),
         }))
     }
 }

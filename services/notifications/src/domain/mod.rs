@@ -105,7 +105,7 @@ impl NewEmail {
         if let Some(template) = template {
             for name in template.required_params() {
                 if params.get(*name).is_none_or(|v| v.trim().is_empty()) {
-                    violations.add(&format!("params[{name}]"), "is required by this template");
+                    violations.add(format!("params[{name}]"), "is required by this template");
                 }
             }
         }
@@ -202,8 +202,8 @@ impl NewNotification {
         for (i, raw) in account_ids.iter().enumerate() {
             match Uuid::parse_str(raw) {
                 Ok(id) if !ids.contains(&id) => ids.push(id),
-                Ok(_) => violations.add(&format!("account_ids[{i}]"), "is listed twice"),
-                Err(_) => violations.add(&format!("account_ids[{i}]"), "must be a UUID"),
+                Ok(_) => violations.add(format!("account_ids[{i}]"), "is listed twice"),
+                Err(_) => violations.add(format!("account_ids[{i}]"), "must be a UUID"),
             }
         }
         let kind_ok = !kind.is_empty()
@@ -234,7 +234,7 @@ fn check_text(violations: &mut FieldViolations, field: &str, value: &str, max: u
     if value.trim().is_empty() {
         violations.add(field, "is required");
     } else if value.chars().count() > max {
-        violations.add(field, &format!("must be at most {max} characters"));
+        violations.add(field, format!("must be at most {max} characters"));
     }
 }
 
@@ -493,8 +493,14 @@ mod tests {
     #[test]
     fn notifications_validate() {
         let id = Uuid::new_v4().to_string();
-        let ok = NewNotification::validate(&[id.clone()], "REGISTRATION_SUBMITTED", "t", "b", "")
-            .unwrap();
+        let ok = NewNotification::validate(
+            std::slice::from_ref(&id),
+            "REGISTRATION_SUBMITTED",
+            "t",
+            "b",
+            "",
+        )
+        .unwrap();
         assert_eq!(ok.account_ids.len(), 1);
         let err = NewNotification::validate(&[id.clone(), id, "x".into()], "lower", "", "", "")
             .unwrap_err();

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cqrs_runtime::paging::PageToken;
-use sqlx::{PgPool, Postgres, Transaction, types::Json};
+use cqrs_runtime::audit::{self, Actor, Event};
+use cqrs_runtime::paging::{Page, PageToken, paginate};
+use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
 use crate::domain::{DeliveryState, NewEmail, NewNotification, Template};
@@ -31,24 +32,6 @@ impl From<sqlx::Error> for StoreError {
             StoreError::Unavailable(err)
         } else {
             StoreError::Database(err)
-        }
-    }
-}
-
-/// Who did something, as the audit trail records it.
-#[derive(Clone, Debug)]
-pub struct Actor {
-    pub kind: &'static str,
-    pub id: String,
-    pub request_id: Option<String>,
-}
-
-impl Actor {
-    pub fn system() -> Self {
-        Actor {
-            kind: "system",
-            id: "notifications-worker".into(),
-            request_id: None,
         }
     }
 }
@@ -96,11 +79,6 @@ pub struct PreferencesRow {
     pub account_id: Uuid,
     pub email_enabled: bool,
     pub updated_at: Option<DateTime<Utc>>,
-}
-
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next: Option<PageToken>,
 }
 
 /// The columns of `DeliveryRow`, as a macro so queries stay `&'static str` (sqlx refuses
@@ -183,15 +161,17 @@ impl Store {
             DeliveryState::Suppressed => "email.suppressed",
             _ => "email.enqueued",
         };
-        audit(
+        audit::record(
             &mut tx,
             now,
             actor,
-            action,
-            "email",
-            &row.id.to_string(),
-            "success",
-            serde_json::json!({ "template": row.template }),
+            Event {
+                action,
+                target_type: "email",
+                target_id: &row.id.to_string(),
+                outcome: "success",
+                details: serde_json::json!({ "template": row.template }),
+            },
         )
         .await?;
         tx.commit().await?;
@@ -300,15 +280,17 @@ impl Store {
         .bind(Json(crate::domain::scrub(&row.params)))
         .execute(&mut *tx)
         .await?;
-        audit(
+        audit::record(
             &mut tx,
             now,
-            &Actor::system(),
-            "email.delivered",
-            "email",
-            &row.id.to_string(),
-            "success",
-            serde_json::json!({ "attempts": row.attempts }),
+            &Actor::system("notifications-worker"),
+            Event {
+                action: "email.delivered",
+                target_type: "email",
+                target_id: &row.id.to_string(),
+                outcome: "success",
+                details: serde_json::json!({ "attempts": row.attempts }),
+            },
         )
         .await?;
         tx.commit().await?;
@@ -347,15 +329,17 @@ impl Store {
                 .bind(Json(crate::domain::scrub(&row.params)))
                 .execute(&mut *tx)
                 .await?;
-                audit(
+                audit::record(
                     &mut tx,
                     now,
-                    &Actor::system(),
-                    "email.dead_lettered",
-                    "email",
-                    &row.id.to_string(),
-                    "failure",
-                    serde_json::json!({ "attempts": row.attempts, "error": error }),
+                    &Actor::system("notifications-worker"),
+                    Event {
+                        action: "email.dead_lettered",
+                        target_type: "email",
+                        target_id: &row.id.to_string(),
+                        outcome: "failure",
+                        details: serde_json::json!({ "attempts": row.attempts, "error": error }),
+                    },
                 )
                 .await?;
             }
@@ -390,16 +374,18 @@ impl Store {
             .await?;
             let row = match inserted {
                 Some(row) => {
-                    audit(
-                        &mut tx,
-                        now,
-                        actor,
-                        "notification.created",
-                        "notification",
-                        &row.id.to_string(),
-                        "success",
-                        serde_json::json!({ "account_id": account_id, "kind": row.kind }),
-                    )
+                    audit::record(
+            &mut tx,
+            now,
+            actor,
+            Event {
+                action: "notification.created",
+                target_type: "notification",
+                target_id: &row.id.to_string(),
+                outcome: "success",
+                details: serde_json::json!({ "account_id": account_id, "kind": row.kind }),
+            },
+        )
                     .await?;
                     row
                 }
@@ -476,15 +462,17 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
-        audit(
+        audit::record(
             &mut tx,
             now,
             actor,
-            "notification.read",
-            "notification",
-            &id.to_string(),
-            "success",
-            serde_json::json!({}),
+            Event {
+                action: "notification.read",
+                target_type: "notification",
+                target_id: &id.to_string(),
+                outcome: "success",
+                details: serde_json::json!({}),
+            },
         )
         .await?;
         tx.commit().await?;
@@ -514,15 +502,17 @@ impl Store {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        audit(
+        audit::record(
             &mut tx,
             now,
             actor,
-            "preferences.updated",
-            "account",
-            &account_id.to_string(),
-            "success",
-            serde_json::json!({ "email_enabled": email_enabled }),
+            Event {
+                action: "preferences.updated",
+                target_type: "account",
+                target_id: &account_id.to_string(),
+                outcome: "success",
+                details: serde_json::json!({ "email_enabled": email_enabled }),
+            },
         )
         .await?;
         tx.commit().await?;
@@ -556,48 +546,4 @@ async fn preferences_in(
         email_enabled: true,
         updated_at: None,
     }))
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn audit(
-    tx: &mut Transaction<'_, Postgres>,
-    now: DateTime<Utc>,
-    actor: &Actor,
-    action: &str,
-    target_type: &str,
-    target_id: &str,
-    outcome: &str,
-    details: serde_json::Value,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO audit_events (id, occurred_at, actor_kind, actor_id, action, target_type, \
-             target_id, outcome, request_id, details) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(Uuid::now_v7())
-    .bind(now)
-    .bind(actor.kind)
-    .bind(&actor.id)
-    .bind(action)
-    .bind(target_type)
-    .bind(target_id)
-    .bind(outcome)
-    .bind(&actor.request_id)
-    .bind(details)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Keyset paging: we fetched one row more than asked; its presence means there is a next
-/// page, which starts after the last row returned.
-fn paginate<T>(mut rows: Vec<T>, page_size: i64, key: impl Fn(&T) -> PageToken) -> Page<T> {
-    let page_size = usize::try_from(page_size).unwrap_or(0);
-    let next = if rows.len() > page_size {
-        rows.truncate(page_size);
-        rows.last().map(key)
-    } else {
-        None
-    };
-    Page { items: rows, next }
 }
