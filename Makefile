@@ -42,4 +42,4 @@ clean: stop
 
 # Throughput benchmarks, reported as ratios against a bare tonic echo RPC in the same run.
 bench: services
-	$(CARGO) run --release -p cqrs-bench --bin bench
+	$(CARGO) bench -p cqrs-notifications --bench throughput

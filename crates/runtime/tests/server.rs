@@ -101,16 +101,22 @@ async fn reflection_lists_services() {
 
     let h = Harness::start(|_| {}, false).await;
     let mut client = ServerReflectionClient::new(h.channel.clone());
-    let requests = vec![
-        ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        },
-        ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::FileContainingSymbol(NOTIFICATIONS.into())),
-        },
+    // Clients that list methods ask for the file of every listed service, the reflection
+    // services included, so each listed name must resolve.
+    let listed = [
+        NOTIFICATIONS,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
     ];
+    let mut requests = vec![ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    }];
+    requests.extend(listed.iter().map(|name| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol((*name).into())),
+    }));
     let mut stream = client
         .server_reflection_info(tokio_stream::iter(requests))
         .await
@@ -133,11 +139,13 @@ async fn reflection_lists_services() {
         ]
     );
 
-    let second = stream.message().await.unwrap().unwrap();
-    let Some(MessageResponse::FileDescriptorResponse(files)) = second.message_response else {
-        panic!("unexpected {second:?}");
-    };
-    assert!(!files.file_descriptor_proto.is_empty());
+    for name in listed {
+        let answer = stream.message().await.unwrap().unwrap();
+        let Some(MessageResponse::FileDescriptorResponse(files)) = answer.message_response else {
+            panic!("no descriptor for {name}: {answer:?}");
+        };
+        assert!(!files.file_descriptor_proto.is_empty(), "{name}");
+    }
 }
 
 #[tokio::test]
