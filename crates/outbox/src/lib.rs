@@ -229,8 +229,8 @@ pub async fn dead_count(pool: &PgPool) -> Result<i64, sqlx::Error> {
 }
 
 /// Deletes rows delivered more than `older_than` ago and returns how many went. Delivered
-/// payloads still hold one-time tokens and the notification service keeps its own record, so
-/// there is no reason to keep them; producers call this periodically.
+/// rows keep no payload and the notification service keeps its own record, so they only
+/// take space; producers call this periodically.
 pub async fn purge_delivered(pool: &PgPool, older_than: Duration) -> Result<u64, sqlx::Error> {
     let done =
         sqlx::query("DELETE FROM outbox WHERE delivered_at < now() - make_interval(secs => $1)")
@@ -387,7 +387,9 @@ impl Relay {
             Outcome::Delivered => {
                 // Not fenced by the lease: the service has the message whoever holds the row now.
                 sqlx::query(
-                    "UPDATE outbox SET delivered_at = now(), lease_until = NULL
+                    // The payload's job is done and it may hold a one-time link token:
+                    // keep the row as a record, not the secret.
+                    "UPDATE outbox SET delivered_at = now(), lease_until = NULL, payload = '{}'
                      WHERE id = $1 AND delivered_at IS NULL",
                 )
                 .bind(row.id)

@@ -471,6 +471,13 @@ async fn committed_messages_are_delivered_once_with_row_id_as_key() {
         assert_eq!(row.lease_until, None);
     }
     assert_eq!(pending_count(&h.db.pool).await.unwrap(), 0);
+    // Delivered payloads (which carry link tokens) are not kept.
+    let (kept,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM outbox WHERE payload <> '{}'::jsonb")
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(kept, 0);
 
     // Nothing left to do: a second pass sends nothing again.
     assert_eq!(relay.run_once().await.unwrap(), 0);
