@@ -298,6 +298,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    // SMTP is a lock-step exchange of short lines: with Nagle's algorithm
+                    // each reply can wait out the client's delayed ACK (~40 ms).
+                    let _ = stream.set_nodelay(true);
                     sessions.spawn(session(stream, shared.clone()));
                 }
                 // Usually EMFILE or a connection reset before accept; back off briefly rather
@@ -520,8 +523,10 @@ where
     }
 
     async fn reply(&mut self, reply: &str) -> io::Result<()> {
-        self.writer.write_all(reply.as_bytes()).await?;
-        self.writer.write_all(b"\r\n").await?;
+        // One write per reply, so a reply never leaves in two segments.
+        self.writer
+            .write_all(format!("{reply}\r\n").as_bytes())
+            .await?;
         self.writer.flush().await
     }
 }

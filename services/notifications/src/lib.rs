@@ -35,7 +35,13 @@ pub fn server(config: ServerConfig, store: Store) -> ServiceServer {
 
 /// A delivery worker for this service's store.
 pub fn worker(config: &NotificationsConfig, store: Store) -> Result<Worker, worker::MailerError> {
-    let mailer = Mailer::new(&config.smtp_url, &config.mail_from, config.smtp_timeout)?;
+    let connections = u32::try_from(config.worker.concurrency).unwrap_or(u32::MAX);
+    let mailer = Mailer::new(
+        &config.smtp_url,
+        &config.mail_from,
+        config.smtp_timeout,
+        connections,
+    )?;
     Ok(Worker::new(
         store,
         mailer,

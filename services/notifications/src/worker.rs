@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::StreamExt;
 use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use url::Url;
 
@@ -44,10 +45,17 @@ pub enum MailerError {
 impl Mailer {
     /// `smtp_url` as lettre reads it: `smtp://host:port` (plain), `smtp://host?tls=required`,
     /// or `smtps://host` (implicit TLS), with optional `user:password@`.
-    pub fn new(smtp_url: &str, from: &str, timeout: Duration) -> Result<Self, MailerError> {
+    /// `connections` bounds the pooled SMTP connections; sends beyond it wait for one.
+    pub fn new(
+        smtp_url: &str,
+        from: &str,
+        timeout: Duration,
+        connections: u32,
+    ) -> Result<Self, MailerError> {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
             .map_err(|e| MailerError::SmtpUrl(e.to_string()))?
             .timeout(Some(timeout))
+            .pool_config(PoolConfig::new().max_size(connections.max(1)))
             .build();
         let from = from.parse().map_err(|_| {
             MailerError::From("must be a mailbox such as \"CQRS <no-reply@example.org>\"".into())
