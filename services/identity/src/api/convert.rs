@@ -1,0 +1,205 @@
+//! Rows and records to protobuf messages, and proto enums to domain values.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use cqrs_auth::{Role, VerifyingKey};
+use cqrs_proto::directory::v1 as dir;
+use cqrs_proto::identity::v1 as pb;
+use cqrs_runtime::audit::AuditRow;
+
+use crate::domain::account::{AccountState, Realm};
+use crate::store::AccountRow;
+use crate::store::sessions::SessionRecord;
+
+/// A proto enum number that names no value of the enum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownValue;
+
+pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// A proto timestamp as a time; `None` if out of range.
+pub fn from_timestamp(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    let nanos = u32::try_from(ts.nanos).ok()?;
+    DateTime::from_timestamp(ts.seconds, nanos)
+}
+
+pub fn realm_to_proto(realm: Option<Realm>) -> pb::Realm {
+    match realm {
+        Some(Realm::National) => pb::Realm::National,
+        Some(Realm::Local) => pb::Realm::Local,
+        None => pb::Realm::Unspecified,
+    }
+}
+
+/// `Ok(None)` for UNSPECIFIED, `Err` for a number that is no Realm.
+pub fn realm_from_proto(value: i32) -> Result<Option<Realm>, UnknownValue> {
+    match pb::Realm::try_from(value).map_err(|_| UnknownValue)? {
+        pb::Realm::Unspecified => Ok(None),
+        pb::Realm::National => Ok(Some(Realm::National)),
+        pb::Realm::Local => Ok(Some(Realm::Local)),
+    }
+}
+
+pub fn state_to_proto(state: Option<AccountState>) -> pb::AccountState {
+    match state {
+        Some(AccountState::PendingRegistration) => pb::AccountState::PendingRegistration,
+        Some(AccountState::Active) => pb::AccountState::Active,
+        Some(AccountState::Disabled) => pb::AccountState::Disabled,
+        None => pb::AccountState::Unspecified,
+    }
+}
+
+pub fn state_from_proto(value: i32) -> Result<Option<AccountState>, UnknownValue> {
+    match pb::AccountState::try_from(value).map_err(|_| UnknownValue)? {
+        pb::AccountState::Unspecified => Ok(None),
+        pb::AccountState::PendingRegistration => Ok(Some(AccountState::PendingRegistration)),
+        pb::AccountState::Active => Ok(Some(AccountState::Active)),
+        pb::AccountState::Disabled => Ok(Some(AccountState::Disabled)),
+    }
+}
+
+pub fn role_to_proto(role: Option<Role>) -> dir::Role {
+    role.and_then(|r| dir::Role::from_str_name(&format!("ROLE_{}", r.as_str())))
+        .unwrap_or(dir::Role::Unspecified)
+}
+
+/// `Ok(None)` for UNSPECIFIED, `Err` for a number that is no Role.
+pub fn role_from_proto(value: i32) -> Result<Option<Role>, UnknownValue> {
+    let role = dir::Role::try_from(value).map_err(|_| UnknownValue)?;
+    if role == dir::Role::Unspecified {
+        return Ok(None);
+    }
+    role.as_str_name()
+        .strip_prefix("ROLE_")
+        .and_then(Role::parse)
+        .map(Some)
+        .ok_or(UnknownValue)
+}
+
+/// An account as its callers see it. A temporary lock lives only in Redis and is not shown
+/// here; `lock_state` reports the durable (permanent) lock.
+pub fn account(row: &AccountRow) -> pb::Account {
+    let lock_state = if row.locked_at.is_some() {
+        pb::LockState::PermanentlyLocked
+    } else {
+        pb::LockState::Unlocked
+    };
+    pb::Account {
+        id: row.id.to_string(),
+        realm: realm_to_proto(row.realm()) as i32,
+        user_id: row.user_id.clone().unwrap_or_default(),
+        email: row.email.clone(),
+        first_name: row.first_name.clone(),
+        last_name: row.last_name.clone(),
+        state: state_to_proto(row.state()) as i32,
+        lock_state: lock_state as i32,
+        lock_expire_time: None,
+        create_time: Some(timestamp(row.created_at)),
+        update_time: Some(timestamp(row.updated_at)),
+        password_change_time: row.password_changed_at.map(timestamp),
+    }
+}
+
+/// A session as its owner sees it; `now` is when it was last used.
+pub fn session(record: &SessionRecord, idle_ttl: Duration, now: DateTime<Utc>) -> pb::Session {
+    let idle_end = TimeDelta::from_std(idle_ttl)
+        .ok()
+        .and_then(|ttl| now.checked_add_signed(ttl))
+        .map_or(record.absolute_expiry, |t| t.min(record.absolute_expiry));
+    pb::Session {
+        account_id: record.account_id.to_string(),
+        create_time: Some(timestamp(record.created_at)),
+        expire_time: Some(timestamp(record.absolute_expiry)),
+        idle_expire_time: Some(timestamp(idle_end)),
+        active_organisation_id: record
+            .active
+            .map(|g| g.organisation_id.to_string())
+            .unwrap_or_default(),
+        active_role: role_to_proto(record.active.map(|g| g.role)) as i32,
+    }
+}
+
+/// RFC 8037 form of an Ed25519 public key.
+pub fn jwk(key: &VerifyingKey) -> pb::JsonWebKey {
+    pb::JsonWebKey {
+        kid: key.kid.clone(),
+        kty: "OKP".to_owned(),
+        crv: "Ed25519".to_owned(),
+        x: key.public_key_b64url(),
+        alg: "EdDSA".to_owned(),
+    }
+}
+
+pub fn audit_event(row: &AuditRow) -> pb::AuditEvent {
+    let actor_kind = match row.actor_kind.as_str() {
+        "user" => pb::ActorKind::User,
+        "service" => pb::ActorKind::Service,
+        "anonymous" => pb::ActorKind::Anonymous,
+        "system" => pb::ActorKind::System,
+        _ => pb::ActorKind::Unspecified,
+    };
+    let outcome = match row.outcome.as_str() {
+        "success" => pb::AuditOutcome::Success,
+        "failure" => pb::AuditOutcome::Failure,
+        "denied" => pb::AuditOutcome::Denied,
+        _ => pb::AuditOutcome::Unspecified,
+    };
+    let details: HashMap<String, String> = match &row.details {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), value)
+            })
+            .collect(),
+        _ => HashMap::new(),
+    };
+    pb::AuditEvent {
+        id: row.id.to_string(),
+        actor_id: row.actor_id.clone(),
+        actor_kind: actor_kind as i32,
+        action: row.action.clone(),
+        target_type: row.target_type.clone(),
+        target_id: row.target_id.clone(),
+        outcome: outcome as i32,
+        request_id: row.request_id.clone().unwrap_or_default(),
+        create_time: Some(timestamp(row.occurred_at)),
+        details,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_round_trip() {
+        for role in Role::ALL {
+            let proto = role_to_proto(Some(role));
+            assert_ne!(proto, dir::Role::Unspecified);
+            assert_eq!(role_from_proto(proto as i32), Ok(Some(role)));
+        }
+        assert_eq!(role_from_proto(0), Ok(None));
+        assert!(role_from_proto(999).is_err());
+    }
+
+    #[test]
+    fn enums() {
+        assert_eq!(realm_from_proto(1), Ok(Some(Realm::National)));
+        assert_eq!(realm_from_proto(0), Ok(None));
+        assert!(realm_from_proto(7).is_err());
+        assert_eq!(state_from_proto(3), Ok(Some(AccountState::Disabled)));
+        assert!(state_from_proto(-1).is_err());
+    }
+}

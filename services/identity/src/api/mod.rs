@@ -1,0 +1,435 @@
+//! gRPC handlers: decode, authorise, call the domain and the stores, map errors once.
+//!
+//! Permissions are checked before anything is looked up, so a caller without the right
+//! cannot tell an existing account from a missing one (no probing). Every change commits with
+//! its audit event and its outbox mail in one transaction; changes that end sessions end them
+//! in Redis before that transaction commits, so a failure there rolls the change back rather
+//! than leaving sessions alive behind a committed change.
+
+mod accounts;
+pub mod convert;
+mod error;
+mod passwords;
+mod signin;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use cqrs_auth::{Principal, Role, TokenIssuer};
+use cqrs_outbox::OutboxMessage;
+use cqrs_proto::identity::v1::{self as pb, identity_service_server::IdentityService};
+use cqrs_proto::notifications::v1::EmailTemplate;
+use cqrs_runtime::audit::{Actor, Event};
+use cqrs_runtime::errors::FieldViolations;
+use redis::aio::ConnectionManager;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+pub(crate) use accounts::Inserted;
+pub use error::{BAD_CREDENTIALS_MESSAGE, DOMAIN, IdentityError};
+
+use crate::clock::Clock;
+use crate::config::IdentityConfig;
+use crate::domain::account::Realm;
+use crate::domain::email::normalise_email;
+use crate::domain::user_id::normalise_user_id;
+use crate::hashing::PasswordHasher;
+use crate::store::lockout::LockoutStore;
+use crate::store::sessions::SessionStore;
+use crate::store::{self, AccountRow, Store, Tx, accounts as account_store};
+
+/// Longest password accepted at all. Anything longer is checked as a wrong password (sign-in)
+/// or refused by the policy (new passwords), so request size never turns into hashing work.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Longest login, e-mail or free-text field looked at.
+const MAX_FIELD_BYTES: usize = 320;
+
+type ApiResult<T> = Result<Response<T>, Status>;
+
+/// The identity service's gRPC API. Cheap to clone.
+#[derive(Clone)]
+pub struct IdentityApi {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<IdentityConfig>,
+    store: Store,
+    lockout: LockoutStore,
+    sessions: SessionStore,
+    hasher: PasswordHasher,
+    issuer: TokenIssuer,
+    clock: Arc<dyn Clock>,
+}
+
+impl IdentityApi {
+    /// The API over `store` and the Redis behind `redis` (keys under the configured
+    /// namespace), signing with the configured key.
+    pub fn new(
+        config: Arc<IdentityConfig>,
+        store: Store,
+        redis: ConnectionManager,
+        hasher: PasswordHasher,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let namespace = config.redis_namespace.clone();
+        let issuer = TokenIssuer::new(config.signing_key.clone(), config.access_token_ttl);
+        IdentityApi {
+            inner: Arc::new(Inner {
+                lockout: LockoutStore::new(redis.clone(), namespace.clone()),
+                sessions: SessionStore::new(
+                    redis,
+                    namespace,
+                    config.session_idle_ttl,
+                    config.session_absolute_ttl,
+                ),
+                store,
+                hasher,
+                issuer,
+                clock,
+                config,
+            }),
+        }
+    }
+
+    pub fn hasher(&self) -> &PasswordHasher {
+        &self.inner.hasher
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    fn config(&self) -> &IdentityConfig {
+        &self.inner.config
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The account a login names: a User ID finds a NATIONAL account, an e-mail address a
+    /// LOCAL one. Anything else names nobody.
+    async fn find_login(&self, login: &str) -> Result<Option<AccountRow>, IdentityError> {
+        if login.len() > MAX_FIELD_BYTES {
+            return Ok(None);
+        }
+        let pool = self.store().pool();
+        if let Some(user_id) = normalise_user_id(login) {
+            return Ok(account_store::account_by_user_id(pool, &user_id).await?);
+        }
+        match normalise_email(login) {
+            Ok(email) => Ok(account_store::account_by_email(pool, Realm::Local, &email).await?),
+            Err(_) => Ok(None),
+        }
+    }
+
+    async fn load(&self, id: Uuid) -> Result<AccountRow, IdentityError> {
+        account_store::account(self.store().pool(), id)
+            .await?
+            .ok_or(IdentityError::NotFound("account"))
+    }
+
+    /// Ends every session of the account inside `tx`'s unit of work: done before the commit,
+    /// so a Redis failure aborts the change instead of leaving sessions behind it.
+    async fn end_sessions_before_commit(
+        &self,
+        tx: Tx,
+        account_id: Uuid,
+    ) -> Result<u32, IdentityError> {
+        let ended = match self.inner.sessions.end_all(account_id).await {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tx.rollback().await;
+                return Err(e.into());
+            }
+        };
+        store::commit(tx).await?;
+        // A sign-in that raced the commit with the old state may have started a session in
+        // between; one more sweep catches it. Best effort: the change is already committed.
+        if let Err(e) = self.inner.sessions.end_all(account_id).await {
+            tracing::warn!(account_id = %account_id, error = %e, "second session sweep failed");
+        }
+        Ok(ended)
+    }
+}
+
+/// A mail to the account's owner.
+fn mail(template: EmailTemplate, account: &AccountRow, extra: &[(&str, &str)]) -> OutboxMessage {
+    let mut params = BTreeMap::new();
+    params.insert("first_name".to_owned(), account.first_name.clone());
+    for (k, v) in extra {
+        params.insert((*k).to_owned(), (*v).to_owned());
+    }
+    OutboxMessage::Email {
+        template,
+        to: account.email.clone(),
+        params,
+        account_id: Some(account.id),
+    }
+}
+
+/// An audit event about an account.
+fn account_event<'a>(
+    action: &'a str,
+    target_id: &'a str,
+    outcome: &'a str,
+    details: serde_json::Value,
+) -> Event<'a> {
+    Event {
+        action,
+        target_type: "account",
+        target_id,
+        outcome,
+        details,
+    }
+}
+
+fn principal<T>(request: &Request<T>) -> Result<Principal, IdentityError> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or(IdentityError::Unauthenticated)
+}
+
+fn is_service_desk(principal: &Principal) -> bool {
+    principal.active_role() == Some(Role::ServiceDesk)
+}
+
+/// Internal callers (service tokens) or a user acting as the service desk.
+fn require_internal_or_desk(principal: &Principal) -> Result<(), IdentityError> {
+    if principal.is_service() || is_service_desk(principal) {
+        Ok(())
+    } else {
+        Err(IdentityError::PermissionDenied(
+            "INTERNAL_OR_SERVICE_DESK_REQUIRED",
+        ))
+    }
+}
+
+fn require_desk(principal: &Principal) -> Result<(), IdentityError> {
+    if is_service_desk(principal) {
+        Ok(())
+    } else {
+        Err(IdentityError::PermissionDenied("SERVICE_DESK_REQUIRED"))
+    }
+}
+
+fn require_service(principal: &Principal) -> Result<(), IdentityError> {
+    if principal.is_service() {
+        Ok(())
+    } else {
+        Err(IdentityError::PermissionDenied(
+            "SERVICE_PRINCIPAL_REQUIRED",
+        ))
+    }
+}
+
+/// The signed-in user's account and session.
+fn require_user(principal: &Principal) -> Result<(Uuid, String), IdentityError> {
+    match principal {
+        Principal::User {
+            account_id,
+            session_id,
+            ..
+        } => Ok((*account_id, session_id.clone())),
+        Principal::Service { .. } => {
+            Err(IdentityError::PermissionDenied("USER_PRINCIPAL_REQUIRED"))
+        }
+    }
+}
+
+/// Parses a UUID field, recording a violation.
+fn uuid_field(violations: &mut FieldViolations, field: &str, raw: &str) -> Option<Uuid> {
+    if raw.is_empty() {
+        violations.add(field, "is required");
+        return None;
+    }
+    match Uuid::parse_str(raw) {
+        Ok(id) => Some(id),
+        Err(_) => {
+            violations.add(field, "must be a UUID");
+            None
+        }
+    }
+}
+
+fn parse_id(field: &str, raw: &str) -> Result<Uuid, IdentityError> {
+    let mut violations = FieldViolations::new();
+    let id = uuid_field(&mut violations, field, raw);
+    match id {
+        Some(id) => Ok(id),
+        None => Err(IdentityError::invalid(violations)),
+    }
+}
+
+#[tonic::async_trait]
+impl IdentityService for IdentityApi {
+    async fn sign_in(&self, request: Request<pb::SignInRequest>) -> ApiResult<pb::SignInResponse> {
+        Ok(Response::new(self.do_sign_in(request).await?))
+    }
+
+    async fn select_role(
+        &self,
+        request: Request<pb::SelectRoleRequest>,
+    ) -> ApiResult<pb::SelectRoleResponse> {
+        Ok(Response::new(self.do_select_role(request).await?))
+    }
+
+    async fn refresh_access_token(
+        &self,
+        request: Request<pb::RefreshAccessTokenRequest>,
+    ) -> ApiResult<pb::RefreshAccessTokenResponse> {
+        Ok(Response::new(self.do_refresh(request).await?))
+    }
+
+    async fn sign_out(
+        &self,
+        request: Request<pb::SignOutRequest>,
+    ) -> ApiResult<pb::SignOutResponse> {
+        Ok(Response::new(self.do_sign_out(request).await?))
+    }
+
+    async fn issue_service_token(
+        &self,
+        request: Request<pb::IssueServiceTokenRequest>,
+    ) -> ApiResult<pb::IssueServiceTokenResponse> {
+        Ok(Response::new(self.do_issue_service_token(request).await?))
+    }
+
+    async fn get_signing_keys(
+        &self,
+        _request: Request<pb::GetSigningKeysRequest>,
+    ) -> ApiResult<pb::GetSigningKeysResponse> {
+        Ok(Response::new(pb::GetSigningKeysResponse {
+            keys: self
+                .config()
+                .public_keys()
+                .iter()
+                .map(convert::jwk)
+                .collect(),
+        }))
+    }
+
+    async fn create_account(
+        &self,
+        request: Request<pb::CreateAccountRequest>,
+    ) -> ApiResult<pb::CreateAccountResponse> {
+        Ok(Response::new(self.do_create_account(request).await?))
+    }
+
+    async fn complete_registration(
+        &self,
+        request: Request<pb::CompleteRegistrationRequest>,
+    ) -> ApiResult<pb::CompleteRegistrationResponse> {
+        Ok(Response::new(self.do_complete_registration(request).await?))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> ApiResult<pb::ChangePasswordResponse> {
+        Ok(Response::new(self.do_change_password(request).await?))
+    }
+
+    async fn request_password_reset(
+        &self,
+        request: Request<pb::RequestPasswordResetRequest>,
+    ) -> ApiResult<pb::RequestPasswordResetResponse> {
+        Ok(Response::new(
+            self.do_request_password_reset(request).await?,
+        ))
+    }
+
+    async fn reset_password(
+        &self,
+        request: Request<pb::ResetPasswordRequest>,
+    ) -> ApiResult<pb::ResetPasswordResponse> {
+        Ok(Response::new(self.do_reset_password(request).await?))
+    }
+
+    async fn remind_user_id(
+        &self,
+        request: Request<pb::RemindUserIdRequest>,
+    ) -> ApiResult<pb::RemindUserIdResponse> {
+        Ok(Response::new(self.do_remind_user_id(request).await?))
+    }
+
+    async fn send_password_reset(
+        &self,
+        request: Request<pb::SendPasswordResetRequest>,
+    ) -> ApiResult<pb::SendPasswordResetResponse> {
+        Ok(Response::new(self.do_send_password_reset(request).await?))
+    }
+
+    async fn unlock_account(
+        &self,
+        request: Request<pb::UnlockAccountRequest>,
+    ) -> ApiResult<pb::UnlockAccountResponse> {
+        Ok(Response::new(self.do_unlock_account(request).await?))
+    }
+
+    async fn disable_account(
+        &self,
+        request: Request<pb::DisableAccountRequest>,
+    ) -> ApiResult<pb::DisableAccountResponse> {
+        Ok(Response::new(self.do_disable_account(request).await?))
+    }
+
+    async fn enable_account(
+        &self,
+        request: Request<pb::EnableAccountRequest>,
+    ) -> ApiResult<pb::EnableAccountResponse> {
+        Ok(Response::new(self.do_enable_account(request).await?))
+    }
+
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> ApiResult<pb::GetAccountResponse> {
+        Ok(Response::new(self.do_get_account(request).await?))
+    }
+
+    async fn lookup_account(
+        &self,
+        request: Request<pb::LookupAccountRequest>,
+    ) -> ApiResult<pb::LookupAccountResponse> {
+        Ok(Response::new(self.do_lookup_account(request).await?))
+    }
+
+    async fn list_accounts(
+        &self,
+        request: Request<pb::ListAccountsRequest>,
+    ) -> ApiResult<pb::ListAccountsResponse> {
+        Ok(Response::new(self.do_list_accounts(request).await?))
+    }
+
+    async fn end_sessions(
+        &self,
+        request: Request<pb::EndSessionsRequest>,
+    ) -> ApiResult<pb::EndSessionsResponse> {
+        Ok(Response::new(self.do_end_sessions(request).await?))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> ApiResult<pb::ListAuditEventsResponse> {
+        Ok(Response::new(self.do_list_audit_events(request).await?))
+    }
+}
+
+/// Writes one audit event in a transaction of its own (outcomes that change nothing else).
+async fn audit_alone(
+    store: &Store,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    event: Event<'_>,
+) -> Result<(), IdentityError> {
+    let mut tx = store.begin().await?;
+    store::record(&mut tx, now, actor, event).await?;
+    store::commit(tx).await?;
+    Ok(())
+}

@@ -1,0 +1,479 @@
+//! Sign-in, the lock-out gate every password check goes through, sessions and tokens.
+
+use chrono::{DateTime, Utc};
+use cqrs_auth::Principal;
+use cqrs_proto::identity::v1 as pb;
+use cqrs_proto::notifications::v1::EmailTemplate;
+use cqrs_runtime::audit::{Actor, Event};
+use cqrs_runtime::errors::FieldViolations;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tonic::Request;
+use uuid::Uuid;
+
+use super::{
+    IdentityApi, IdentityError, MAX_PASSWORD_BYTES, account_event, audit_alone, convert, mail,
+    principal, require_user, uuid_field,
+};
+use crate::domain::account::AccountState;
+use crate::domain::lockout::LockLevel;
+use crate::domain::password::NormalisedPassword;
+use crate::store::lockout::AttemptGate;
+use crate::store::{self, AccountRow, accounts as account_store};
+
+/// `lock_reason` of a lock-out recorded by the sign-in path.
+const LOCK_REASON_FAILURES: &str = "TOO_MANY_FAILED_ATTEMPTS";
+/// Longest session token looked at; real ones are 43 characters.
+const MAX_SESSION_TOKEN_LEN: usize = 128;
+
+/// What the lock-out gate let happen to one password check.
+pub(super) enum Gate {
+    /// Locked: no password was checked and the counter did not move.
+    Locked,
+    /// The password was checked; `failures` counts this attempt (counted before checking).
+    Checked {
+        matched: bool,
+        failures: u32,
+        permanent_reached: bool,
+    },
+}
+
+/// A presented password, bounded before any work is done on it.
+pub(super) struct Presented {
+    pub password: NormalisedPassword,
+    /// Longer than anyone's password can be: checked like a wrong one, never normalised.
+    pub oversized: bool,
+}
+
+impl Presented {
+    pub fn new(raw: &str) -> Self {
+        if raw.len() > MAX_PASSWORD_BYTES {
+            Presented {
+                password: NormalisedPassword::from_presented(""),
+                oversized: true,
+            }
+        } else {
+            Presented {
+                password: NormalisedPassword::from_presented(raw),
+                oversized: false,
+            }
+        }
+    }
+}
+
+impl IdentityApi {
+    /// Checks a password of `account` through the lock-out (SECURITY 3-5): a locked account
+    /// checks nothing and waits as long as a check takes; otherwise the attempt is counted
+    /// first and then verified, so parallel attempts can never check more than the threshold.
+    pub(super) async fn gated_verify(
+        &self,
+        account: &AccountRow,
+        presented: &Presented,
+        now: DateTime<Utc>,
+    ) -> Result<Gate, IdentityError> {
+        let inner = &self.inner;
+        if account.locked_at.is_some() {
+            // Postgres holds the durable lock; restore its Redis mirror if Redis lost it.
+            inner.lockout.set_permanent(account.id).await?;
+            self.pad().await;
+            return Ok(Gate::Locked);
+        }
+        match inner
+            .lockout
+            .begin_attempt(account.id, &self.config().lockout, now)
+            .await?
+        {
+            AttemptGate::Locked { .. } => {
+                self.pad().await;
+                Ok(Gate::Locked)
+            }
+            AttemptGate::Proceed {
+                failures,
+                permanent_reached,
+            } => {
+                let matched = match (&account.password_hash, presented.oversized) {
+                    (Some(phc), false) => inner.hasher.verify(&presented.password, phc).await?,
+                    _ => {
+                        inner.hasher.verify_dummy(&presented.password).await?;
+                        false
+                    }
+                };
+                Ok(Gate::Checked {
+                    matched,
+                    failures,
+                    permanent_reached,
+                })
+            }
+        }
+    }
+
+    /// Sleeps as long as a password check typically takes: answers that skip hashing
+    /// (locked accounts) must not be faster than those that do (SECURITY 4). Sleeping costs
+    /// no CPU, so a flood against a locked account stays cheap.
+    async fn pad(&self) {
+        tokio::time::sleep(self.inner.hasher.typical_verify_duration()).await;
+    }
+
+    /// Records a refused password check, and the lock it causes: a permanent lock is written
+    /// to Postgres with its audit event and the owner's mail, mirrored in Redis, and ends the
+    /// account's sessions; a temporary lock ends them too (DESIGN §2: a lock ends sessions).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn record_failure(
+        &self,
+        account: &AccountRow,
+        actor: &Actor,
+        action: &str,
+        reason: &str,
+        failures: Option<u32>,
+        lock_now: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(), IdentityError> {
+        let id = account.id.to_string();
+        let mut details = serde_json::json!({ "reason": reason });
+        if let Some(failures) = failures {
+            details["failures"] = failures.into();
+        }
+        let mut tx = self.store().begin().await?;
+        store::record(
+            &mut tx,
+            now,
+            actor,
+            account_event(action, &id, "failure", details),
+        )
+        .await?;
+        if lock_now {
+            if let Some(locked) =
+                account_store::lock(&mut tx, account.id, LOCK_REASON_FAILURES, now).await?
+            {
+                store::record(
+                    &mut tx,
+                    now,
+                    &Actor::system("lockout"),
+                    account_event(
+                        "account.locked",
+                        &id,
+                        "success",
+                        serde_json::json!({ "reason": LOCK_REASON_FAILURES }),
+                    ),
+                )
+                .await?;
+                store::enqueue(&mut tx, &mail(EmailTemplate::AccountLocked, &locked, &[])).await?;
+                tracing::info!(account_id = %account.id, "account locked permanently");
+            }
+            self.end_sessions_before_commit(tx, account.id).await?;
+            self.inner.lockout.set_permanent(account.id).await?;
+            return Ok(());
+        }
+        store::commit(tx).await?;
+        let temporarily_locked = failures.is_some_and(|n| {
+            matches!(
+                self.config().lockout.lock_after(n),
+                LockLevel::Temporary(_) | LockLevel::Permanent
+            )
+        });
+        if temporarily_locked {
+            self.inner.sessions.end_all(account.id).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn do_sign_in(
+        &self,
+        request: Request<pb::SignInRequest>,
+    ) -> Result<pb::SignInResponse, IdentityError> {
+        let actor = Actor::anonymous(&request);
+        let req = request.into_inner();
+        let presented = Presented::new(&req.password);
+        let now = self.now();
+        let inner = &self.inner;
+
+        let Some(account) = self.find_login(&req.login).await? else {
+            // Redis must be asked for unknown logins too, or an outage would answer them
+            // differently from known ones. A read only: unknown logins leave no state.
+            inner.lockout.failures(Uuid::nil()).await?;
+            inner.hasher.verify_dummy(&presented.password).await?;
+            audit_alone(
+                self.store(),
+                now,
+                &actor,
+                Event {
+                    action: "signin.failure",
+                    target_type: "account",
+                    target_id: "",
+                    outcome: "failure",
+                    details: serde_json::json!({ "reason": "unknown_login" }),
+                },
+            )
+            .await?;
+            return Err(IdentityError::BadCredentials);
+        };
+
+        let (matched, failures, permanent_reached) =
+            match self.gated_verify(&account, &presented, now).await? {
+                Gate::Locked => {
+                    self.record_failure(
+                        &account,
+                        &actor,
+                        "signin.failure",
+                        "locked",
+                        None,
+                        false,
+                        now,
+                    )
+                    .await?;
+                    return Err(IdentityError::BadCredentials);
+                }
+                Gate::Checked {
+                    matched,
+                    failures,
+                    permanent_reached,
+                } => (matched, failures, permanent_reached),
+            };
+
+        if matched && account.is_active() {
+            self.upgrade_hash(&account, &presented).await;
+            return self.start_session(&account, &actor, now).await;
+        }
+        // A right password on a disabled or pending account is still a refusal, answered like
+        // a wrong one; it stays counted, as the attempt was counted before the check.
+        let reason = match (matched, account.state()) {
+            (false, _) => "wrong_password",
+            (true, Some(AccountState::Disabled)) => "disabled",
+            (true, _) => "pending_registration",
+        };
+        self.record_failure(
+            &account,
+            &actor,
+            "signin.failure",
+            reason,
+            Some(failures),
+            permanent_reached && !matched,
+            now,
+        )
+        .await?;
+        Err(IdentityError::BadCredentials)
+    }
+
+    /// Re-hashes a password stored with older argon2 settings, now that it is known to be
+    /// right, so raised settings reach every account over time. Best effort: a failure only
+    /// means the old (still valid) hash stays.
+    async fn upgrade_hash(&self, account: &AccountRow, presented: &Presented) {
+        let Some(old) = &account.password_hash else {
+            return;
+        };
+        if !self.inner.hasher.needs_rehash(old) {
+            return;
+        }
+        let result = match self.inner.hasher.hash(&presented.password).await {
+            Ok(new) => account_store::rehash(self.store().pool(), account.id, old, &new)
+                .await
+                .map_err(IdentityError::from),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(account_id = %account.id, error = %e, "password re-hash skipped");
+        }
+    }
+
+    async fn start_session(
+        &self,
+        account: &AccountRow,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<pb::SignInResponse, IdentityError> {
+        let inner = &self.inner;
+        inner.lockout.record_success(account.id).await?;
+        let (session_token, record) = inner.sessions.create(account.id, now).await?;
+        let token = inner
+            .issuer
+            .issue_user(account.id, &record.session_id, None, token_time())?;
+        audit_alone(
+            self.store(),
+            now,
+            actor,
+            account_event(
+                "signin.success",
+                &account.id.to_string(),
+                "success",
+                serde_json::json!({}),
+            ),
+        )
+        .await?;
+        Ok(pb::SignInResponse {
+            session_token,
+            access_token: token.token,
+            expires_at: Some(convert::timestamp(token.expires_at)),
+            account: Some(convert::account(account)),
+            // Grants live in the directory service; until it is wired in there are none.
+            grants: Vec::new(),
+            session: Some(convert::session(
+                &record,
+                self.config().session_idle_ttl,
+                now,
+            )),
+        })
+    }
+
+    /// Role switching needs the caller's grants, which the directory service will hold. No
+    /// grant exists yet, so after checking the request the answer is NO_GRANT: a true
+    /// statement, not a placeholder.
+    pub(super) async fn do_select_role(
+        &self,
+        request: Request<pb::SelectRoleRequest>,
+    ) -> Result<pb::SelectRoleResponse, IdentityError> {
+        require_user(&principal(&request)?)?;
+        let req = request.into_inner();
+        let mut violations = FieldViolations::new();
+        uuid_field(&mut violations, "organisation_id", &req.organisation_id);
+        match convert::role_from_proto(req.role) {
+            Ok(Some(_)) => {}
+            Ok(None) => violations.add("role", "is required"),
+            Err(convert::UnknownValue) => violations.add("role", "must be a known Role"),
+        }
+        violations.into_result().map_err(IdentityError::invalid)?;
+        Err(IdentityError::NoGrant)
+    }
+
+    pub(super) async fn do_refresh(
+        &self,
+        request: Request<pb::RefreshAccessTokenRequest>,
+    ) -> Result<pb::RefreshAccessTokenResponse, IdentityError> {
+        let token = request.into_inner().session_token;
+        if token.is_empty() {
+            return Err(IdentityError::invalid_field("session_token", "is required"));
+        }
+        if token.len() > MAX_SESSION_TOKEN_LEN {
+            return Err(IdentityError::SessionEnded);
+        }
+        let now = self.now();
+        let inner = &self.inner;
+        let record = inner
+            .sessions
+            .by_token(&token, now)
+            .await?
+            .ok_or(IdentityError::SessionEnded)?;
+        // Sessions end when an account is disabled or locked; checking again here keeps a
+        // session that escaped (e.g. Redis restored from a backup) from minting tokens.
+        let usable = account_store::account(self.store().pool(), record.account_id)
+            .await?
+            .is_some_and(|a| a.is_active() && a.locked_at.is_none());
+        if !usable {
+            inner.sessions.end(&record.session_id).await?;
+            return Err(IdentityError::SessionEnded);
+        }
+        let issued = inner.issuer.issue_user(
+            record.account_id,
+            &record.session_id,
+            record.active.as_ref(),
+            token_time(),
+        )?;
+        Ok(pb::RefreshAccessTokenResponse {
+            access_token: issued.token,
+            expires_at: Some(convert::timestamp(issued.expires_at)),
+            session: Some(convert::session(
+                &record,
+                self.config().session_idle_ttl,
+                now,
+            )),
+        })
+    }
+
+    pub(super) async fn do_sign_out(
+        &self,
+        request: Request<pb::SignOutRequest>,
+    ) -> Result<pb::SignOutResponse, IdentityError> {
+        let principal = principal(&request)?;
+        let (account_id, session_id) = require_user(&principal)?;
+        let actor = Actor::from_request(&request, &principal);
+        let now = self.now();
+        self.inner.sessions.end(&session_id).await?;
+        audit_alone(
+            self.store(),
+            now,
+            &actor,
+            account_event(
+                "signout",
+                &account_id.to_string(),
+                "success",
+                serde_json::json!({}),
+            ),
+        )
+        .await?;
+        Ok(pb::SignOutResponse {})
+    }
+
+    pub(super) async fn do_issue_service_token(
+        &self,
+        request: Request<pb::IssueServiceTokenRequest>,
+    ) -> Result<pb::IssueServiceTokenResponse, IdentityError> {
+        let actor = Actor::anonymous(&request);
+        let req = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let id_ok = !req.client_id.is_empty()
+            && req.client_id.len() <= 64
+            && req
+                .client_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        violations.check(
+            id_ok,
+            "client_id",
+            "must be 1-64 characters of A-Z, a-z, 0-9, '.', '_' or '-'",
+        );
+        violations.check(
+            !req.client_secret.is_empty(),
+            "client_secret",
+            "is required",
+        );
+        violations.check(
+            req.client_secret.len() <= 1024,
+            "client_secret",
+            "must be at most 1024 bytes",
+        );
+        violations.into_result().map_err(IdentityError::invalid)?;
+
+        let presented: [u8; 32] = Sha256::digest(req.client_secret.as_bytes()).into();
+        // An unknown client is compared against zeros, so both cases do the same work.
+        let (expected, known) = match self.config().service_clients.secret_hash(&req.client_id) {
+            Some(hash) => (*hash, true),
+            None => ([0u8; 32], false),
+        };
+        let matched: bool = presented.ct_eq(&expected).into();
+        let now = self.now();
+        let event = |outcome| Event {
+            action: if outcome == "success" {
+                "service_token.issued"
+            } else {
+                "service_token.failure"
+            },
+            target_type: "service_client",
+            target_id: &req.client_id,
+            outcome,
+            details: serde_json::json!({}),
+        };
+        if !(matched && known) {
+            audit_alone(self.store(), now, &actor, event("failure")).await?;
+            return Err(IdentityError::BadClientCredentials);
+        }
+        let issued = self
+            .inner
+            .issuer
+            .issue_service(&req.client_id, token_time())?;
+        audit_alone(self.store(), now, &actor, event("success")).await?;
+        Ok(pb::IssueServiceTokenResponse {
+            access_token: issued.token,
+            expires_at: Some(convert::timestamp(issued.expires_at)),
+        })
+    }
+}
+
+/// The issue time of access tokens. Every verifier checks `iat` and `exp` against its own
+/// system clock, so tokens use the system clock, not the service's adjustable one.
+fn token_time() -> DateTime<Utc> {
+    Utc::now()
+}
+
+/// Whether the principal is this account signing in as itself.
+pub(super) fn is_self(principal: &Principal, account_id: Uuid) -> bool {
+    principal.account_id() == Some(account_id)
+}

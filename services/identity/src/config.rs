@@ -1,0 +1,488 @@
+//! Settings of the identity service, from environment variables.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `IDENTITY_LISTEN` | `0.0.0.0:50051` | gRPC listen address (runtime) |
+//! | `IDENTITY_DATABASE_URL` / `DATABASE_URL` | — | Postgres (own database, or schema `identity`) |
+//! | `REDIS_URL` | `redis://127.0.0.1:6379` | lock-out counters and sessions |
+//! | `CQRS_REDIS_NAMESPACE` | empty | prefix of every Redis key; session keys are `cqrs_auth::session_key(ns, sid)` |
+//! | `CQRS_TOKEN_SIGNING_KEY` | required | `kid:base64url(32-byte Ed25519 seed)`; signs access tokens |
+//! | `CQRS_TOKEN_VERIFY_KEYS` | the signing key's public key | comma list of `kid:base64url(public key)`; served by GetSigningKeys next to the signing key's (rotation) |
+//! | `CQRS_ACCESS_TOKEN_TTL_SECS` | 600 | access-token lifetime, 300–900 |
+//! | `CQRS_SESSION_IDLE_TTL_SECS` | 1800 | a session ends after this long unused |
+//! | `CQRS_SESSION_ABSOLUTE_TTL_SECS` | 43200 | a session ends this long after sign-in |
+//! | `CQRS_RESET_LINK_TTL_SECS` | 3600 | reset links expire |
+//! | `CQRS_REGISTRATION_LINK_TTL_SECS` | 604800 | registration links expire |
+//! | `CQRS_PASSWORD_PROFILE_NATIONAL` | `cqrs_national` | password profile of NATIONAL accounts (`cqrs_national`, `cqrs_local`, `nist_800_63b`) |
+//! | `CQRS_PASSWORD_PROFILE_LOCAL` | `cqrs_local` | password profile of LOCAL accounts |
+//! | `CQRS_GENERIC_EMAIL_LOCAL_PARTS` | built-in list (`admin`, `info`, `reception`, …) | comma list of refused local parts; replaces the built-in list |
+//! | `CQRS_GENERIC_EMAIL_DOMAINS` | none | comma list of refused domains (and their subdomains) |
+//! | `CQRS_LOCKOUT_TEMPORARY_AFTER` | 5 | consecutive failures before temporary locks start |
+//! | `CQRS_LOCKOUT_BASE_WAIT_SECS` | 60 | first temporary lock; doubles per further failure |
+//! | `CQRS_LOCKOUT_MAX_WAIT_SECS` | 3600 | longest temporary lock |
+//! | `CQRS_LOCKOUT_PERMANENT_AFTER` | 10 | consecutive failures that lock permanently (at most 100) |
+//! | `CQRS_LOCKOUT_FAILURE_WINDOW_SECS` | 86400 | the failure counter is forgotten this long after the last failure |
+//! | `IDENTITY_HASH_CONCURRENCY` | number of cores | argon2id hashes running at once |
+//! | `IDENTITY_HASH_QUEUE_TIMEOUT_MS` | 2000 | longest wait for a hashing slot before `RESOURCE_EXHAUSTED` |
+//! | `IDENTITY_ARGON2_M_COST_KIB` / `IDENTITY_ARGON2_T_COST` / `IDENTITY_ARGON2_P_COST` | 19456 / 2 / 1 | argon2id parameters (never below these) |
+//! | `CQRS_SERVICE_CLIENTS` | none | `client_id:sha256hex(secret)` comma list for IssueServiceToken |
+//! | `NOTIFICATIONS_URL` | `http://127.0.0.1:50054` | where the outbox relay delivers mail |
+//! | `IDENTITY_OUTBOX_CLIENT_ID` | `identity` | client id of the relay's self-signed service tokens |
+//! | `IDENTITY_OUTBOX_POLL_INTERVAL_MS` | 1000 | relay's idle wait |
+//! | `CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL` | none | on a first start with no accounts: create this NATIONAL account and mail its registration link |
+//! | `CQRS_BOOTSTRAP_SERVICE_DESK_FIRST_NAME` | `Service` | its first name |
+//! | `CQRS_BOOTSTRAP_SERVICE_DESK_LAST_NAME` | `Desk` | its last name |
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use cqrs_auth::{SigningKey, TokenVerifier, VerifyingKey};
+use cqrs_outbox::RelayConfig;
+use cqrs_runtime::config::{ConfigError, Env};
+
+use crate::domain::account::{Realm, normalise_name};
+use crate::domain::email::{DEFAULT_GENERIC_LOCAL_PARTS, GenericMailboxRules, normalise_email};
+use crate::domain::links::LinkExpiry;
+use crate::domain::lockout::{LockoutPolicy, MAX_PERMANENT_AFTER};
+use crate::domain::password::PasswordProfile;
+use crate::hashing::HashingConfig;
+
+/// Access tokens live 5 to 15 minutes (DESIGN §2).
+const ACCESS_TOKEN_TTL_RANGE: (u64, u64) = (300, 900);
+
+/// Clients allowed to obtain service tokens: client id -> SHA-256 of the secret.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ServiceClients(BTreeMap<String, [u8; 32]>);
+
+impl ServiceClients {
+    /// Parses `id:sha256hex,...`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut clients = BTreeMap::new();
+        for item in raw.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (id, hex) = item
+                .split_once(':')
+                .ok_or_else(|| "expected client_id:sha256hex entries".to_owned())?;
+            let id = id.trim();
+            if id.is_empty()
+                || id.len() > 64
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            {
+                return Err(format!("client id {id:?} must be 1-64 of [A-Za-z0-9._-]"));
+            }
+            let digest = decode_sha256_hex(hex.trim())
+                .ok_or_else(|| format!("client {id:?}: the secret hash must be 64 hex digits"))?;
+            if clients.insert(id.to_owned(), digest).is_some() {
+                return Err(format!("client {id:?} is listed twice"));
+            }
+        }
+        Ok(ServiceClients(clients))
+    }
+
+    /// The stored secret hash of `client_id`.
+    pub fn secret_hash(&self, client_id: &str) -> Option<&[u8; 32]> {
+        self.0.get(client_id)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+// Hashes of secrets are still secrets to a guesser: Debug shows client ids only.
+impl fmt::Debug for ServiceClients {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+fn decode_sha256_hex(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        let pair = hex.get(2 * i..2 * i + 2)?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The first account, created on a first start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootstrapConfig {
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct IdentityConfig {
+    pub signing_key: SigningKey,
+    /// Extra public keys (rotation) besides the signing key's own.
+    pub verify_keys: Vec<VerifyingKey>,
+    pub access_token_ttl: Duration,
+    pub session_idle_ttl: Duration,
+    pub session_absolute_ttl: Duration,
+    pub links: LinkExpiry,
+    pub password_profile_national: PasswordProfile,
+    pub password_profile_local: PasswordProfile,
+    pub generic_mailboxes: GenericMailboxRules,
+    pub lockout: LockoutPolicy,
+    pub hashing: HashingConfig,
+    pub service_clients: ServiceClients,
+    pub redis_url: String,
+    pub redis_namespace: String,
+    pub notifications_url: String,
+    pub outbox_client_id: String,
+    pub relay: RelayConfig,
+    pub bootstrap: Option<BootstrapConfig>,
+}
+
+impl IdentityConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let signing_key =
+            env.required_with("CQRS_TOKEN_SIGNING_KEY", SigningKey::from_env_value)?;
+        let verify_keys = env
+            .optional_with("CQRS_TOKEN_VERIFY_KEYS", TokenVerifier::from_env_value)?
+            .map(|v| v.keys().cloned().collect())
+            .unwrap_or_default();
+
+        let access_token_ttl =
+            env.duration_secs("CQRS_ACCESS_TOKEN_TTL_SECS", Duration::from_secs(600))?;
+        let (min, max) = ACCESS_TOKEN_TTL_RANGE;
+        if !(min..=max).contains(&access_token_ttl.as_secs())
+            || access_token_ttl.subsec_nanos() != 0
+        {
+            return Err(ConfigError::new(
+                "CQRS_ACCESS_TOKEN_TTL_SECS",
+                format!("must be a whole number of seconds from {min} to {max}"),
+            ));
+        }
+        let session_idle_ttl =
+            positive(env, "CQRS_SESSION_IDLE_TTL_SECS", Duration::from_secs(1800))?;
+        let session_absolute_ttl = positive(
+            env,
+            "CQRS_SESSION_ABSOLUTE_TTL_SECS",
+            Duration::from_secs(43_200),
+        )?;
+        if session_idle_ttl > session_absolute_ttl {
+            return Err(ConfigError::new(
+                "CQRS_SESSION_IDLE_TTL_SECS",
+                "must not exceed CQRS_SESSION_ABSOLUTE_TTL_SECS",
+            ));
+        }
+
+        let reset = env.duration_secs("CQRS_RESET_LINK_TTL_SECS", Duration::from_secs(3600))?;
+        let registration = env.duration_secs(
+            "CQRS_REGISTRATION_LINK_TTL_SECS",
+            Duration::from_secs(7 * 24 * 3600),
+        )?;
+        let links = LinkExpiry::new(registration, reset).map_err(|e| {
+            ConfigError::new(
+                "CQRS_RESET_LINK_TTL_SECS or CQRS_REGISTRATION_LINK_TTL_SECS",
+                e,
+            )
+        })?;
+
+        let password_profile_national = profile(
+            env,
+            "CQRS_PASSWORD_PROFILE_NATIONAL",
+            PasswordProfile::CqrsNational,
+        )?;
+        let password_profile_local = profile(
+            env,
+            "CQRS_PASSWORD_PROFILE_LOCAL",
+            PasswordProfile::CqrsLocal,
+        )?;
+
+        let local_parts: Vec<String> = match env.get("CQRS_GENERIC_EMAIL_LOCAL_PARTS")? {
+            Some(raw) => split_list(raw),
+            None => DEFAULT_GENERIC_LOCAL_PARTS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+        };
+        let domains = env
+            .get("CQRS_GENERIC_EMAIL_DOMAINS")?
+            .map(split_list)
+            .unwrap_or_default();
+        let generic_mailboxes = GenericMailboxRules::new(local_parts, domains);
+
+        let permanent_after: u32 = env.or("CQRS_LOCKOUT_PERMANENT_AFTER", 10)?;
+        if permanent_after > MAX_PERMANENT_AFTER {
+            return Err(ConfigError::new(
+                "CQRS_LOCKOUT_PERMANENT_AFTER",
+                format!("must be at most {MAX_PERMANENT_AFTER} (SECURITY 2)"),
+            ));
+        }
+        let lockout = LockoutPolicy::new(
+            env.or("CQRS_LOCKOUT_TEMPORARY_AFTER", 5)?,
+            env.duration_secs("CQRS_LOCKOUT_BASE_WAIT_SECS", Duration::from_secs(60))?,
+            env.duration_secs("CQRS_LOCKOUT_MAX_WAIT_SECS", Duration::from_secs(3600))?,
+            permanent_after,
+            env.duration_secs(
+                "CQRS_LOCKOUT_FAILURE_WINDOW_SECS",
+                Duration::from_secs(24 * 3600),
+            )?,
+        )
+        .map_err(|e| ConfigError::new("CQRS_LOCKOUT_*", e))?;
+
+        let hashing_defaults = HashingConfig::default();
+        let hashing = HashingConfig {
+            m_cost_kib: env.or("IDENTITY_ARGON2_M_COST_KIB", hashing_defaults.m_cost_kib)?,
+            t_cost: env.or("IDENTITY_ARGON2_T_COST", hashing_defaults.t_cost)?,
+            p_cost: env.or("IDENTITY_ARGON2_P_COST", hashing_defaults.p_cost)?,
+            max_concurrency: env.or(
+                "IDENTITY_HASH_CONCURRENCY",
+                hashing_defaults.max_concurrency,
+            )?,
+            queue_timeout: Duration::from_millis(env.or(
+                "IDENTITY_HASH_QUEUE_TIMEOUT_MS",
+                u64::try_from(hashing_defaults.queue_timeout.as_millis()).unwrap_or(2000),
+            )?),
+        };
+        // Checked here so a weak setting is a configuration error at start, naming its variable.
+        if let Err(e) = crate::hashing::PasswordHasher::new(hashing.clone()) {
+            return Err(ConfigError::new(
+                "IDENTITY_ARGON2_* / IDENTITY_HASH_CONCURRENCY",
+                e.to_string(),
+            ));
+        }
+
+        let service_clients = env
+            .optional_with("CQRS_SERVICE_CLIENTS", ServiceClients::parse)?
+            .unwrap_or_default();
+
+        let notifications_url = env
+            .optional_with("NOTIFICATIONS_URL", parse_http_url)?
+            .unwrap_or_else(|| "http://127.0.0.1:50054".to_owned());
+
+        let outbox_client_id: String =
+            env.or("IDENTITY_OUTBOX_CLIENT_ID", "identity".to_owned())?;
+        let poll_ms: u64 = env.or("IDENTITY_OUTBOX_POLL_INTERVAL_MS", 1000)?;
+        if poll_ms == 0 {
+            return Err(ConfigError::new(
+                "IDENTITY_OUTBOX_POLL_INTERVAL_MS",
+                "must be at least 1",
+            ));
+        }
+        let relay = RelayConfig {
+            poll_interval: Duration::from_millis(poll_ms),
+            ..RelayConfig::default()
+        };
+
+        let bootstrap = match env.get("CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL")? {
+            None => None,
+            Some(raw) => {
+                let email = normalise_email(raw).map_err(|e| {
+                    ConfigError::new("CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL", e.to_string())
+                })?;
+                let name = |var: &str, default: &str| -> Result<String, ConfigError> {
+                    let raw = env.get(var)?.unwrap_or(default);
+                    normalise_name(raw).map_err(|e| ConfigError::new(var, e))
+                };
+                Some(BootstrapConfig {
+                    email,
+                    first_name: name("CQRS_BOOTSTRAP_SERVICE_DESK_FIRST_NAME", "Service")?,
+                    last_name: name("CQRS_BOOTSTRAP_SERVICE_DESK_LAST_NAME", "Desk")?,
+                })
+            }
+        };
+
+        Ok(IdentityConfig {
+            signing_key,
+            verify_keys,
+            access_token_ttl,
+            session_idle_ttl,
+            session_absolute_ttl,
+            links,
+            password_profile_national,
+            password_profile_local,
+            generic_mailboxes,
+            lockout,
+            hashing,
+            service_clients,
+            redis_url: cqrs_runtime::config::redis_url(env)?,
+            redis_namespace: env.get("CQRS_REDIS_NAMESPACE")?.unwrap_or("").to_owned(),
+            notifications_url,
+            outbox_client_id,
+            relay,
+            bootstrap,
+        })
+    }
+
+    /// The password profile of `realm`.
+    pub fn profile(&self, realm: Realm) -> PasswordProfile {
+        match realm {
+            Realm::National => self.password_profile_national,
+            Realm::Local => self.password_profile_local,
+        }
+    }
+
+    /// Every public key a current token may be signed with: the signing key's first, then
+    /// the configured ones (older keys during a rotation), without duplicate key ids.
+    pub fn public_keys(&self) -> Vec<VerifyingKey> {
+        let mut keys = vec![self.signing_key.verifying_key()];
+        for key in &self.verify_keys {
+            if !keys.iter().any(|k| k.kid == key.kid) {
+                keys.push(key.clone());
+            }
+        }
+        keys
+    }
+
+    /// The verifier for this service's own server: tokens it signs and rotated-out keys.
+    pub fn verifier(&self) -> TokenVerifier {
+        TokenVerifier::new(self.public_keys())
+    }
+}
+
+fn positive(env: &Env, var: &str, default: Duration) -> Result<Duration, ConfigError> {
+    let value = env.duration_secs(var, default)?;
+    if value.is_zero() {
+        return Err(ConfigError::new(var, "must be greater than zero"));
+    }
+    Ok(value)
+}
+
+fn profile(env: &Env, var: &str, default: PasswordProfile) -> Result<PasswordProfile, ConfigError> {
+    Ok(env
+        .optional_with(var, |raw| {
+            PasswordProfile::parse(raw).ok_or("expected cqrs_national, cqrs_local or nist_800_63b")
+        })?
+        .unwrap_or(default))
+}
+
+fn split_list(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn parse_http_url(raw: &str) -> Result<String, &'static str> {
+    let rest = raw
+        .strip_prefix("http://")
+        .or_else(|| raw.strip_prefix("https://"))
+        .ok_or("expected an http(s):// URL")?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err("expected an http(s)://host:port URL");
+    }
+    Ok(raw.to_owned())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn base() -> Vec<(&'static str, String)> {
+        vec![(
+            "CQRS_TOKEN_SIGNING_KEY",
+            SigningKey::generate("k1").to_env_value(),
+        )]
+    }
+
+    fn env_with(extra: &[(&str, &str)]) -> Env {
+        let base = base();
+        let mut pairs: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        pairs.extend_from_slice(extra);
+        Env::from_pairs(&pairs)
+    }
+
+    #[test]
+    fn defaults() {
+        let config = IdentityConfig::from_env(&env_with(&[])).unwrap();
+        assert_eq!(config.access_token_ttl, Duration::from_secs(600));
+        assert_eq!(config.session_idle_ttl, Duration::from_secs(1800));
+        assert_eq!(config.session_absolute_ttl, Duration::from_secs(43_200));
+        assert_eq!(config.links, LinkExpiry::default());
+        assert_eq!(
+            config.password_profile_national,
+            PasswordProfile::CqrsNational
+        );
+        assert_eq!(config.password_profile_local, PasswordProfile::CqrsLocal);
+        assert_eq!(config.lockout, LockoutPolicy::default());
+        assert_eq!(config.notifications_url, "http://127.0.0.1:50054");
+        assert_eq!(config.redis_namespace, "");
+        assert!(config.service_clients.is_empty());
+        assert!(config.bootstrap.is_none());
+        assert!(config.generic_mailboxes.is_generic("info@nhs.net"));
+        assert_eq!(config.public_keys().len(), 1);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("CQRS_ACCESS_TOKEN_TTL_SECS", "60"),
+            ("CQRS_ACCESS_TOKEN_TTL_SECS", "3600"),
+            ("CQRS_SESSION_IDLE_TTL_SECS", "0"),
+            ("CQRS_PASSWORD_PROFILE_LOCAL", "weak"),
+            ("CQRS_SERVICE_CLIENTS", "access:nothex"),
+            ("CQRS_SERVICE_CLIENTS", "nocolon"),
+            ("NOTIFICATIONS_URL", "localhost:50054"),
+            ("CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL", "not-an-address"),
+            ("CQRS_TOKEN_VERIFY_KEYS", "garbage"),
+            ("IDENTITY_HASH_QUEUE_TIMEOUT_MS", "soon"),
+        ] {
+            let err = IdentityConfig::from_env(&env_with(&[(var, value)])).unwrap_err();
+            assert_eq!(err.var, var, "{var}={value}: {err}");
+        }
+        let err = IdentityConfig::from_env(&env_with(&[("CQRS_LOCKOUT_PERMANENT_AFTER", "101")]))
+            .unwrap_err();
+        assert_eq!(err.var, "CQRS_LOCKOUT_PERMANENT_AFTER");
+        assert!(err.message.contains("100"), "{err}");
+        let err = IdentityConfig::from_env(&env_with(&[("CQRS_LOCKOUT_TEMPORARY_AFTER", "20")]))
+            .unwrap_err();
+        assert!(err.var.starts_with("CQRS_LOCKOUT"), "{err}");
+        assert!(IdentityConfig::from_env(&Env::from_pairs(&[])).is_err());
+        let err = IdentityConfig::from_env(&env_with(&[("IDENTITY_ARGON2_M_COST_KIB", "1024")]))
+            .unwrap_err();
+        assert!(err.var.starts_with("IDENTITY_ARGON2"), "{err}");
+    }
+
+    #[test]
+    fn lists_and_clients() {
+        let digest = "ab".repeat(32);
+        let clients = format!("access:{digest}, directory:{digest}");
+        let config = IdentityConfig::from_env(&env_with(&[
+            ("CQRS_SERVICE_CLIENTS", &clients),
+            ("CQRS_GENERIC_EMAIL_LOCAL_PARTS", "frontdesk"),
+            ("CQRS_GENERIC_EMAIL_DOMAINS", "shared.example.org"),
+            ("CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL", " Desk.Lead@NHS.NET "),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.service_clients.secret_hash("access"),
+            Some(&[0xab; 32])
+        );
+        assert!(config.service_clients.secret_hash("other").is_none());
+        assert!(!format!("{:?}", config.service_clients).contains("ab"));
+        assert!(config.generic_mailboxes.is_generic("frontdesk@nhs.net"));
+        assert!(!config.generic_mailboxes.is_generic("info@nhs.net"));
+        assert!(
+            config
+                .generic_mailboxes
+                .is_generic("ann@shared.example.org")
+        );
+        let bootstrap = config.bootstrap.unwrap();
+        assert_eq!(bootstrap.email, "Desk.Lead@nhs.net");
+        assert_eq!(
+            (bootstrap.first_name.as_str(), bootstrap.last_name.as_str()),
+            ("Service", "Desk")
+        );
+    }
+
+    #[test]
+    fn rotation_keys_are_served_with_the_signing_key() {
+        let old = SigningKey::generate("old").verifying_key().to_env_value();
+        let config =
+            IdentityConfig::from_env(&env_with(&[("CQRS_TOKEN_VERIFY_KEYS", &old)])).unwrap();
+        let kids: Vec<String> = config.public_keys().into_iter().map(|k| k.kid).collect();
+        assert_eq!(kids, vec!["k1".to_owned(), "old".to_owned()]);
+    }
+}

@@ -1,0 +1,205 @@
+//! The identity service: accounts in two realms, credentials and password policy, lock-out,
+//! sessions and the access tokens every other service verifies.
+//!
+//! `api` decodes and authorises gRPC calls, `domain` holds the rules without I/O, `hashing`
+//! runs argon2id on a bounded pool, `store` is Postgres (accounts, links, history, audit,
+//! outbox) and Redis (lock-out counters, sessions). Mail leaves through the transactional
+//! outbox: a relay started by [`run`] hands it to the notification service.
+
+pub mod api;
+pub mod bootstrap;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod hashing;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_auth::{IssuerTokenSource, RedisSessionCheck, TokenIssuer};
+use cqrs_outbox::Relay;
+use cqrs_proto::identity::v1::identity_service_server::IdentityServiceServer;
+use cqrs_proto::notifications::v1::notification_service_client::NotificationServiceClient;
+use cqrs_runtime::config::{DatabaseConfig, Env, ServerConfig};
+use cqrs_runtime::health::{PgReadiness, RedisReadiness};
+use cqrs_runtime::server::ServiceServer;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use uuid::Uuid;
+
+pub use api::IdentityApi;
+pub use clock::{Clock, OffsetClock, SystemClock};
+pub use config::IdentityConfig;
+pub use hashing::PasswordHasher;
+pub use store::{MIGRATOR, Store};
+
+pub const SERVICE: &str = "identity";
+pub const DEFAULT_PORT: u16 = 50051;
+
+/// How long delivered outbox rows (which still hold link tokens) are kept, and how often they
+/// are swept.
+const OUTBOX_RETENTION: Duration = Duration::from_secs(60 * 60);
+const OUTBOX_PURGE_EVERY: Duration = Duration::from_secs(10 * 60);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A Redis connection that connects on first use and reconnects by itself, with short
+/// timeouts: while Redis is down, calls fail fast (sign-in answers `Unavailable`) instead of
+/// hanging, and the service recovers without a restart when it returns.
+pub fn redis_connection(url: &str) -> Result<ConnectionManager, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client, config)
+}
+
+/// The running parts of the service over one database and one Redis.
+#[derive(Clone)]
+pub struct Identity {
+    pub config: Arc<IdentityConfig>,
+    pub store: Store,
+    pub redis: ConnectionManager,
+    pub api: IdentityApi,
+}
+
+impl Identity {
+    pub fn new(
+        config: IdentityConfig,
+        store: Store,
+        redis: ConnectionManager,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, hashing::HashError> {
+        let config = Arc::new(config);
+        let hasher = PasswordHasher::new(config.hashing.clone())?;
+        let api = IdentityApi::new(
+            Arc::clone(&config),
+            store.clone(),
+            redis.clone(),
+            hasher,
+            clock,
+        );
+        Ok(Identity {
+            config,
+            store,
+            redis,
+            api,
+        })
+    }
+
+    /// The gRPC server: identity's API behind the standard stack. Tokens are verified with
+    /// the signing key's public key and the configured rotation keys, user tokens against
+    /// the sessions this service keeps; health follows Postgres and Redis.
+    pub fn server(&self, mut server_config: ServerConfig) -> ServiceServer {
+        server_config.token_verify_keys = self.config.verifier();
+        let sessions = Arc::new(RedisSessionCheck::new(
+            self.redis.clone(),
+            self.config.redis_namespace.clone(),
+        ));
+        ServiceServer::new(server_config)
+            .add_service(IdentityServiceServer::new(self.api.clone()))
+            .readiness(PgReadiness::new(self.store.pool().clone()))
+            .readiness(RedisReadiness::new(self.redis.clone()))
+            .session_check(sessions)
+    }
+
+    /// The outbox relay to the notification service, authenticating with service tokens it
+    /// signs itself with identity's own key.
+    pub fn relay(&self) -> Result<Relay, BoxError> {
+        let channel =
+            tonic::transport::Endpoint::from_shared(self.config.notifications_url.clone())?
+                .connect_timeout(Duration::from_secs(5))
+                .connect_lazy();
+        let issuer = TokenIssuer::new(
+            self.config.signing_key.clone(),
+            self.config.access_token_ttl,
+        );
+        let tokens = Arc::new(IssuerTokenSource::new(
+            Arc::new(issuer),
+            self.config.outbox_client_id.clone(),
+        ));
+        Ok(Relay::new(
+            self.store.pool().clone(),
+            NotificationServiceClient::new(channel),
+            tokens,
+            self.config.relay.clone(),
+        ))
+    }
+
+    /// Creates the first account if configured and none exists.
+    pub async fn bootstrap(&self) -> Result<Option<Uuid>, api::IdentityError> {
+        match &self.config.bootstrap {
+            Some(bootstrap) => bootstrap::bootstrap(&self.api, bootstrap).await,
+            None => Ok(None),
+        }
+    }
+}
+
+/// Runs the service as the binary does: configuration from `env`, migrations, bootstrap, the
+/// outbox relay and the gRPC server, until SIGTERM or SIGINT.
+pub async fn run(mut env: Env) -> Result<(), BoxError> {
+    let config = IdentityConfig::from_env(&env)?;
+    // Identity verifies its own tokens; other services are given CQRS_TOKEN_VERIFY_KEYS.
+    if env.get("CQRS_TOKEN_VERIFY_KEYS")?.is_none() {
+        env.set(
+            "CQRS_TOKEN_VERIFY_KEYS",
+            &config.signing_key.verifying_key().to_env_value(),
+        );
+    }
+    let server_config = ServerConfig::from_env(&env, SERVICE, DEFAULT_PORT)?;
+    let database = DatabaseConfig::from_env(&env, SERVICE)?;
+    let _telemetry =
+        cqrs_runtime::telemetry::init(SERVICE, server_config.otel_endpoint.as_deref())?;
+
+    let pool = cqrs_runtime::db::connect(&database).await?;
+    cqrs_runtime::db::migrate(&pool, &MIGRATOR).await?;
+    let store = Store::new(pool);
+    store.ensure_outbox().await?;
+    let redis = redis_connection(&config.redis_url)?;
+    let identity = Identity::new(config, store, redis, Arc::new(SystemClock))?;
+    // The dummy hash for unknown logins and the timing estimate exist before the first
+    // request, so no early answer is faster than the rest.
+    identity.api.hasher().warm_up().await?;
+    identity.bootstrap().await?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let relay = tokio::spawn(identity.relay()?.run(stopped()));
+    let purge_pool = identity.store.pool().clone();
+    let purge_stop = stopped();
+    let purge = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(OUTBOX_PURGE_EVERY);
+        tokio::pin!(purge_stop);
+        loop {
+            tokio::select! {
+                () = &mut purge_stop => break,
+                _ = tick.tick() => {
+                    if let Err(e) = cqrs_outbox::purge_delivered(&purge_pool, OUTBOX_RETENTION).await {
+                        tracing::warn!(error = %e, "outbox purge failed");
+                    }
+                }
+            }
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(server_config.listen).await?;
+    tracing::info!(listen = %server_config.listen, "identity service starting");
+    let signal = async move {
+        cqrs_runtime::server::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    identity
+        .server(server_config)
+        .serve_with(listener, signal)
+        .await?;
+    let _ = tokio::time::timeout(Duration::from_secs(30), relay).await;
+    let _ = purge.await;
+    Ok(())
+}

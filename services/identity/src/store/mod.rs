@@ -1,0 +1,104 @@
+//! Storage: Postgres for accounts, links, password history, the audit trail and the outbox;
+//! Redis for lock-out counters and sessions.
+//!
+//! Changes run in a transaction the caller opens with [`Store::begin`]: the api puts the row
+//! change, its audit event, its outbox mail and (for changes that end sessions) the Redis
+//! update in one unit, so the change and its consequences commit together.
+
+pub mod accounts;
+pub mod lockout;
+pub mod sessions;
+
+use cqrs_outbox::OutboxMessage;
+use cqrs_runtime::audit::{self, Actor, Event};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+pub use accounts::{AccountFilter, AccountRow, LinkRow, NewAccount, NewLink};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// An open transaction on the identity database.
+pub type Tx = Transaction<'static, Postgres>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("the e-mail address already has an account in this realm")]
+    EmailTaken,
+    #[error("the request id was already used for a different request")]
+    RequestIdReused,
+    #[error("no free User ID found")]
+    UserIdsExhausted,
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        if cqrs_runtime::errors::is_unavailable(&err) {
+            StoreError::Unavailable(err)
+        } else {
+            StoreError::Database(err)
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Self {
+        Store { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Creates the outbox table next to the service's own (run after the migrations).
+    pub async fn ensure_outbox(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        cqrs_outbox::ensure_schema(&mut conn).await?;
+        Ok(())
+    }
+
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+}
+
+/// Commits `tx`.
+pub async fn commit(tx: Tx) -> Result<(), StoreError> {
+    Ok(tx.commit().await?)
+}
+
+/// Appends an audit event on `conn` (the transaction of the change it records).
+pub async fn record(
+    conn: &mut PgConnection,
+    now: chrono::DateTime<chrono::Utc>,
+    actor: &Actor,
+    event: Event<'_>,
+) -> Result<(), StoreError> {
+    Ok(audit::record(conn, now, actor, event).await?)
+}
+
+/// Queues a mail on `conn`, to be relayed to the notification service after commit.
+pub async fn enqueue(conn: &mut PgConnection, message: &OutboxMessage) -> Result<(), StoreError> {
+    cqrs_outbox::enqueue(conn, message).await?;
+    Ok(())
+}
+
+/// Audit events matching `filter`, newest first.
+pub async fn list_audit(
+    pool: &PgPool,
+    filter: &audit::Filter,
+    page_size: i64,
+    after: Option<&cqrs_runtime::paging::PageToken>,
+) -> Result<cqrs_runtime::paging::Page<audit::AuditRow>, StoreError> {
+    Ok(audit::list(pool, filter, page_size, after).await?)
+}

@@ -1,0 +1,221 @@
+//! Store outages: Redis down fails sign-in closed and recovers without a restart; Postgres
+//! down answers Unavailable; health follows both.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_identity::{Identity, Store, redis_connection};
+use cqrs_proto::identity::v1 as pb;
+use cqrs_testkit::{assert_reason, spawn};
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::harness::{FlakyProxy, Harness, PASSWORDS};
+
+async fn health(channel: &tonic::transport::Channel) -> ServingStatus {
+    HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
+async fn wait_health(channel: &tonic::transport::Channel, want: ServingStatus) {
+    for _ in 0..100 {
+        if health(channel).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("health never became {want:?}");
+}
+
+fn server_config() -> cqrs_runtime::config::ServerConfig {
+    cqrs_runtime::config::ServerConfig::for_tests(
+        "identity",
+        cqrs_auth::TokenVerifier::new(vec![
+            cqrs_auth::SigningKey::generate("unused").verifying_key(),
+        ]),
+    )
+}
+
+/// SECURITY 31: with Redis unreachable, sign-in answers Unavailable for known and unknown
+/// logins alike (the counter is never skipped, the right password does not get in) and
+/// health is NOT_SERVING; when Redis returns, the same server works again.
+#[tokio::test]
+async fn redis_down_fails_closed_and_recovers_without_restart() {
+    let h = Harness::start(&[]).await;
+    let account = h
+        .active(pb::Realm::Local, "lee.moss@practice.org", PASSWORDS[0])
+        .await;
+
+    // A second server over the same database whose Redis is a dead port.
+    let dead = h.second_instance("redis://127.0.0.1:1", &[]).await;
+    let dead_server = spawn(dead.server(server_config())).await;
+    let mut client = cqrs_proto::identity::v1::identity_service_client::IdentityServiceClient::new(
+        dead_server.channel.clone(),
+    );
+    for (login, password) in [
+        (account.email.as_str(), PASSWORDS[0]),
+        (account.email.as_str(), "Wrong#Guess1"),
+        ("nobody@nowhere.org", PASSWORDS[0]),
+    ] {
+        let err = client
+            .sign_in(pb::SignInRequest {
+                login: login.into(),
+                password: password.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_reason(&err, Code::Unavailable, "UNAVAILABLE");
+    }
+    wait_health(&dead_server.channel, ServingStatus::NotServing).await;
+    // The working server over the same database signs in.
+    h.sign_in(&account.email, PASSWORDS[0]).await.unwrap();
+
+    // Through a proxy that goes down and comes back: the server recovers by itself.
+    let proxy = FlakyProxy::start(&h.redis.url).await;
+    let flaky = h.second_instance(&proxy.url, &[]).await;
+    let flaky_server = spawn(flaky.server(server_config())).await;
+    let mut client = cqrs_proto::identity::v1::identity_service_client::IdentityServiceClient::new(
+        flaky_server.channel.clone(),
+    );
+    let sign_in = pb::SignInRequest {
+        login: account.email.clone(),
+        password: PASSWORDS[0].into(),
+    };
+    client.sign_in(sign_in.clone()).await.unwrap();
+    wait_health(&flaky_server.channel, ServingStatus::Serving).await;
+
+    proxy.set_up(false);
+    let err = client.sign_in(sign_in.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    wait_health(&flaky_server.channel, ServingStatus::NotServing).await;
+
+    proxy.set_up(true);
+    let mut recovered = false;
+    for _ in 0..50 {
+        if client.sign_in(sign_in.clone()).await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(recovered, "sign-in never recovered after Redis came back");
+    wait_health(&flaky_server.channel, ServingStatus::Serving).await;
+}
+
+/// Postgres unreachable: Unavailable (not Internal), health NOT_SERVING.
+#[tokio::test]
+async fn postgres_down_answers_unavailable() {
+    let h = Harness::start(&[]).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/identity")
+        .unwrap();
+    let config = h.identity.config.as_ref().clone();
+    let redis = redis_connection(&config.redis_url).unwrap();
+    let identity = Identity::new(
+        config,
+        Store::new(pool),
+        redis,
+        Arc::new(cqrs_identity::SystemClock),
+    )
+    .unwrap();
+    let server = spawn(identity.server(server_config())).await;
+    let mut client = cqrs_proto::identity::v1::identity_service_client::IdentityServiceClient::new(
+        server.channel.clone(),
+    );
+    let err = client
+        .sign_in(pb::SignInRequest {
+            login: "someone@practice.org".into(),
+            password: PASSWORDS[0].into(),
+        })
+        .await
+        .unwrap_err();
+    assert_reason(&err, Code::Unavailable, "UNAVAILABLE");
+    let err = client
+        .request_password_reset(pb::RequestPasswordResetRequest {
+            login: "someone@practice.org".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_reason(&err, Code::Unavailable, "UNAVAILABLE");
+    wait_health(&server.channel, ServingStatus::NotServing).await;
+}
+
+/// SECURITY 10: hashing is bounded; a flood beyond it is turned away with ResourceExhausted
+/// instead of queueing without limit.
+#[tokio::test]
+async fn a_flood_of_password_checks_is_turned_away() {
+    let h = Harness::start(&[
+        ("IDENTITY_HASH_CONCURRENCY", "1"),
+        ("IDENTITY_HASH_QUEUE_TIMEOUT_MS", "1"),
+    ])
+    .await;
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let mut client = h.client();
+        tasks.push(tokio::spawn(async move {
+            client
+                .sign_in(pb::SignInRequest {
+                    login: format!("nobody{i}@practice.org"),
+                    password: PASSWORDS[0].into(),
+                })
+                .await
+                .unwrap_err()
+        }));
+    }
+    let mut busy = 0;
+    for task in tasks {
+        let err = task.await.unwrap();
+        match err.code() {
+            Code::ResourceExhausted => {
+                assert_reason(&err, Code::ResourceExhausted, "PASSWORD_CHECKS_BUSY");
+                busy += 1;
+            }
+            Code::Unauthenticated => {}
+            other => panic!("unexpected {other:?}: {err:?}"),
+        }
+    }
+    assert!(busy > 0, "no request was turned away");
+    assert!(h.identity.api.hasher().in_flight() <= 1);
+}
+
+/// Raised argon2 settings reach an account's stored hash (and its history entry) at its next
+/// successful sign-in; the old hash verified until then.
+#[tokio::test]
+async fn raised_hash_settings_reach_accounts_at_sign_in() {
+    let h = Harness::start(&[]).await;
+    let account = h
+        .active(pb::Realm::Local, "tess.owen@practice.org", PASSWORDS[0])
+        .await;
+    let stronger = h
+        .second_instance(&h.redis.url, &[("IDENTITY_ARGON2_T_COST", "3")])
+        .await;
+    let server = spawn(stronger.server(server_config())).await;
+    let mut client = cqrs_proto::identity::v1::identity_service_client::IdentityServiceClient::new(
+        server.channel.clone(),
+    );
+    client
+        .sign_in(pb::SignInRequest {
+            login: account.email.clone(),
+            password: PASSWORDS[0].into(),
+        })
+        .await
+        .unwrap();
+    let (current, history): (String, String) = sqlx::query_as(
+        "SELECT a.password_hash, h.password_hash FROM accounts a \
+         JOIN password_history h ON h.account_id = a.id WHERE a.id = $1::uuid",
+    )
+    .bind(&account.id)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert!(current.contains("t=3"), "{current}");
+    assert_eq!(current, history);
+}
