@@ -26,15 +26,21 @@ if [ "${1:-}" = "stop" ]; then stop; exit 0; fi
 
 stop
 mkdir -p "$LOG_DIR" "$PID_DIR" "$RUN_DIR/mail"
-cargo build -q -p cqrs-notifications -p cqrs-testkit --bins
+cargo build -q -p cqrs-notifications -p cqrs-identity -p cqrs-directory -p cqrs-testkit --bins
 
 # Development signing keys, made once per checkout (never used outside this machine).
 if [ ! -f "$RUN_DIR/keys.env" ]; then
   "$BIN/cqrs-devtoken" keys > "$RUN_DIR/keys.env"
 fi
+# The directory's client secret for identity's IssueServiceToken, made once per checkout.
+if [ ! -f "$RUN_DIR/clients.env" ]; then
+  (umask 077 && echo "DIRECTORY_CLIENT_SECRET=$(head -c 32 /dev/urandom | base64 | tr -d '=+/\n')" > "$RUN_DIR/clients.env")
+fi
 set -a
 # shellcheck disable=SC1091
 source "$RUN_DIR/keys.env"
+# shellcheck disable=SC1091
+source "$RUN_DIR/clients.env"
 DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/cqrs_dev}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 CQRS_SMTP_URL=${CQRS_SMTP_URL:-smtp://127.0.0.1:2525}
@@ -42,6 +48,13 @@ CQRS_MAIL_FROM=${CQRS_MAIL_FROM:-CQRS <no-reply@cqrs.localhost>}
 CQRS_PUBLIC_BASE_URL=${CQRS_PUBLIC_BASE_URL:-http://localhost:8080/}
 CQRS_CORS_ALLOWED_ORIGINS=${CQRS_CORS_ALLOWED_ORIGINS:-http://localhost:8080}
 NOTIFICATIONS_LISTEN=${NOTIFICATIONS_LISTEN:-127.0.0.1:50054}
+NOTIFICATIONS_URL=${NOTIFICATIONS_URL:-http://$NOTIFICATIONS_LISTEN}
+IDENTITY_LISTEN=${IDENTITY_LISTEN:-127.0.0.1:50051}
+IDENTITY_URL=${IDENTITY_URL:-http://$IDENTITY_LISTEN}
+DIRECTORY_LISTEN=${DIRECTORY_LISTEN:-127.0.0.1:50052}
+DIRECTORY_CLIENT_ID=${DIRECTORY_CLIENT_ID:-directory}
+# Identity knows each service client by the SHA-256 of its secret, never the secret.
+CQRS_SERVICE_CLIENTS=${CQRS_SERVICE_CLIENTS:-$DIRECTORY_CLIENT_ID:$(printf %s "$DIRECTORY_CLIENT_SECRET" | sha256sum | cut -d' ' -f1)}
 MAILSINK_LISTEN=${MAILSINK_LISTEN:-127.0.0.1:2525}
 MAILSINK_DIR=${MAILSINK_DIR:-$RUN_DIR/mail}
 set +a
@@ -55,20 +68,31 @@ start() {
   echo $! > "$PID_DIR/$name.pid"
 }
 
+# Waits until a service answers health checks (its own readiness covers its stores).
+wait_healthy() {
+  local name=$1 addr=$2
+  for _ in $(seq 1 50); do
+    if "$BIN/cqrs-devtoken" health "$addr" >/dev/null 2>&1; then return 0; fi
+    if ! kill -0 "$(cat "$PID_DIR/$name.pid")" 2>/dev/null; then
+      echo "$name failed to start:"; tail -n 20 "$LOG_DIR/$name.log"; exit 1
+    fi
+    sleep 0.2
+  done
+  echo "$name is not healthy yet (see $LOG_DIR/$name.log)"
+}
+
 start mailsink "$BIN/cqrs-mailsink"
 start notifications "$BIN/cqrs-notifications"
-
-# Wait for the service to answer health checks (its own readiness covers Postgres).
-for _ in $(seq 1 50); do
-  if "$BIN/cqrs-devtoken" health "$NOTIFICATIONS_LISTEN" >/dev/null 2>&1; then break; fi
-  if ! kill -0 "$(cat "$PID_DIR/notifications.pid")" 2>/dev/null; then
-    echo "notifications failed to start:"; tail -n 20 "$LOG_DIR/notifications.log"; exit 1
-  fi
-  sleep 0.2
-done
+wait_healthy notifications "$NOTIFICATIONS_LISTEN"
+start identity "$BIN/cqrs-identity"
+wait_healthy identity "$IDENTITY_LISTEN"
+start directory "$BIN/cqrs-directory"
+wait_healthy directory "$DIRECTORY_LISTEN"
 
 cat <<INFO
 CQRS suite running (logs: $LOG_DIR/, stop with 'make stop'):
+  identity       grpc://$IDENTITY_LISTEN   health: $("$BIN/cqrs-devtoken" health "$IDENTITY_LISTEN")
+  directory      grpc://$DIRECTORY_LISTEN   health: $("$BIN/cqrs-devtoken" health "$DIRECTORY_LISTEN")
   notifications  grpc://$NOTIFICATIONS_LISTEN   health: $("$BIN/cqrs-devtoken" health "$NOTIFICATIONS_LISTEN")
   mail sink      smtp://$MAILSINK_LISTEN   messages: $MAILSINK_DIR/ and $LOG_DIR/mailsink.log
 

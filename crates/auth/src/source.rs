@@ -2,8 +2,13 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
+use chrono::{DateTime, TimeDelta, Utc};
+use cqrs_proto::identity::v1::IssueServiceTokenRequest;
+use cqrs_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use futures::future::BoxFuture;
+use tonic::transport::Channel;
 
 use crate::error::AuthError;
 use crate::token::TokenIssuer;
@@ -55,6 +60,116 @@ impl TokenSource for IssuerTokenSource {
             .issue_service(&self.client_id, chrono::Utc::now())
             .map(|t| t.token);
         Box::pin(futures::future::ready(issued))
+    }
+}
+
+/// Service tokens obtained from identity's `IssueServiceToken` with client credentials, cached
+/// until shortly before they expire — what a deployed service uses when it does not hold the
+/// signing key.
+///
+/// One fetch at a time: callers arriving while a token is being fetched wait for it instead of
+/// each asking identity. A failed fetch is not cached, so the next call tries again.
+pub struct IdentityTokenSource {
+    client: IdentityServiceClient<Channel>,
+    client_id: String,
+    client_secret: String,
+    timeout: Duration,
+    cached: tokio::sync::Mutex<Option<CachedToken>>,
+}
+
+struct CachedToken {
+    token: String,
+    refresh_at: DateTime<Utc>,
+}
+
+/// Longest margin before expiry at which a cached token is replaced. Shorter-lived tokens are
+/// replaced at half their lifetime.
+const REFRESH_MARGIN: TimeDelta = TimeDelta::seconds(60);
+
+impl IdentityTokenSource {
+    /// Tokens for `client_id` / `client_secret` from the identity service behind `channel`;
+    /// each fetch gives up after `timeout`.
+    pub fn new(
+        channel: Channel,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            client: IdentityServiceClient::new(channel),
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            timeout,
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn fetch(&self) -> Result<CachedToken, AuthError> {
+        let mut request = tonic::Request::new(IssueServiceTokenRequest {
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+        });
+        request.set_timeout(self.timeout);
+        let mut client = self.client.clone();
+        let call = tokio::time::timeout(self.timeout, client.issue_service_token(request));
+        let response = match call.await {
+            Err(_) => {
+                return Err(AuthError::Unavailable(
+                    "token endpoint: timed out".to_owned(),
+                ));
+            }
+            Ok(Err(status)) => return Err(fetch_error(&status)),
+            Ok(Ok(response)) => response.into_inner(),
+        };
+        let now = Utc::now();
+        let expires_at = response
+            .expires_at
+            .and_then(|ts| DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?))
+            // Without an expiry, assume the shortest lifetime identity issues.
+            .unwrap_or(now + TimeDelta::minutes(5));
+        let lifetime = (expires_at - now).max(TimeDelta::zero());
+        let margin = REFRESH_MARGIN.min(lifetime / 2);
+        Ok(CachedToken {
+            token: response.access_token,
+            refresh_at: expires_at - margin,
+        })
+    }
+}
+
+/// Bad credentials are a configuration problem (`Issue`); anything else may pass (`Unavailable`).
+fn fetch_error(status: &tonic::Status) -> AuthError {
+    match status.code() {
+        tonic::Code::Unauthenticated
+        | tonic::Code::InvalidArgument
+        | tonic::Code::PermissionDenied => AuthError::Issue(format!(
+            "identity refused the client credentials ({:?})",
+            status.code()
+        )),
+        code => AuthError::Unavailable(format!("token endpoint: {code:?}")),
+    }
+}
+
+impl fmt::Debug for IdentityTokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentityTokenSource")
+            .field("client_id", &self.client_id)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenSource for IdentityTokenSource {
+    fn token(&self) -> BoxFuture<'_, Result<String, AuthError>> {
+        Box::pin(async move {
+            let mut cached = self.cached.lock().await;
+            if let Some(c) = cached.as_ref().filter(|c| Utc::now() < c.refresh_at) {
+                return Ok(c.token.clone());
+            }
+            let fresh = self.fetch().await?;
+            let token = fresh.token.clone();
+            *cached = Some(fresh);
+            Ok(token)
+        })
     }
 }
 

@@ -9,6 +9,7 @@ use cqrs_auth::Principal;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::errors::FieldViolations;
 use crate::paging::{Page, PageToken, paginate};
 
 /// Who did something.
@@ -121,6 +122,57 @@ pub struct Filter {
     pub end: Option<DateTime<Utc>>,
 }
 
+/// ListAuditEvents page sizes, the same in every service's contract: 0 means 100, at most 500.
+pub const DEFAULT_PAGE_SIZE: i32 = 100;
+pub const MAX_PAGE_SIZE: i32 = 500;
+/// Longest filter value looked at.
+const MAX_FILTER_LEN: usize = 128;
+
+impl Filter {
+    /// The filters of a ListAuditEvents request (every service's has the same fields), with
+    /// problems recorded in `violations`. Empty strings and unset times match anything.
+    pub fn from_request(
+        violations: &mut FieldViolations,
+        actor_id: &str,
+        target_id: &str,
+        action: &str,
+        start_time: Option<&prost_types::Timestamp>,
+        end_time: Option<&prost_types::Timestamp>,
+    ) -> Filter {
+        let mut text = |field: &str, value: &str| {
+            violations.check(
+                value.len() <= MAX_FILTER_LEN,
+                field,
+                "must be at most 128 characters",
+            );
+            (!value.is_empty()).then(|| value.to_owned())
+        };
+        let actor_id = text("actor_id", actor_id);
+        let target_id = text("target_id", target_id);
+        let action = text("action", action);
+        let mut time = |field: &str, ts: Option<&prost_types::Timestamp>| {
+            ts.and_then(|ts| {
+                let t = u32::try_from(ts.nanos)
+                    .ok()
+                    .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos));
+                if t.is_none() {
+                    violations.add(field, "must be a valid timestamp");
+                }
+                t
+            })
+        };
+        let start = time("start_time", start_time);
+        let end = time("end_time", end_time);
+        Filter {
+            actor_id,
+            target_id,
+            action,
+            start,
+            end,
+        }
+    }
+}
+
 /// Events matching `filter`, newest first, one page at a time.
 pub async fn list(
     pool: &PgPool,
@@ -154,4 +206,36 @@ pub async fn list(
         time: r.occurred_at,
         id: r.id,
     }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_from_a_request() {
+        let mut v = FieldViolations::new();
+        let start = prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 0,
+        };
+        let f = Filter::from_request(&mut v, "", "t1", "GRANT_ROLE", Some(&start), None);
+        assert!(v.is_empty());
+        assert_eq!(f.actor_id, None);
+        assert_eq!(f.target_id.as_deref(), Some("t1"));
+        assert_eq!(f.action.as_deref(), Some("GRANT_ROLE"));
+        assert_eq!(f.start.unwrap().timestamp(), 1_700_000_000);
+        assert_eq!(f.end, None);
+
+        let bad = prost_types::Timestamp {
+            seconds: 0,
+            nanos: -1,
+        };
+        Filter::from_request(&mut v, &"x".repeat(129), "", "", None, Some(&bad));
+        assert_eq!(
+            v.iter().map(|(f, _)| f).collect::<Vec<_>>(),
+            ["actor_id", "end_time"]
+        );
+    }
 }

@@ -265,7 +265,9 @@ fn validate_origin(origin: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn parse_endpoint(raw: &str) -> Result<String, &'static str> {
+/// An `http(s)://host[:port]` URL of another service (or a collector), for config values
+/// such as `IDENTITY_URL`.
+pub fn parse_endpoint(raw: &str) -> Result<String, &'static str> {
     let uri: http::Uri = raw.parse().map_err(|_| "not a valid URI")?;
     match uri.scheme_str() {
         Some("http") | Some("https") if uri.authority().is_some() => Ok(raw.to_owned()),

@@ -1,4 +1,4 @@
-//! Postgres pool and migrations.
+//! Postgres pool and migrations, and the shared Redis connection.
 //!
 //! When a service shares a database with others it gets its own schema: the schema is created
 //! if missing and every pooled connection starts with `search_path=<schema>`, so its tables and
@@ -102,6 +102,20 @@ async fn create_schema(options: &PgConnectOptions, schema: &str) -> Result<(), s
         }
         Err(e) => Err(e),
     }
+}
+
+/// A Redis connection that connects on first use and reconnects by itself, with short
+/// timeouts: while Redis is down, calls fail fast (callers answer `Unavailable`, session checks
+/// fail closed) instead of hanging, and the service recovers without a restart when it
+/// returns.
+pub fn redis_connection(url: &str) -> Result<redis::aio::ConnectionManager, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    redis::aio::ConnectionManager::new_lazy_with_config(client, config)
 }
 
 /// Applies `migrator`'s pending migrations (holding sqlx's advisory lock, so replicas starting

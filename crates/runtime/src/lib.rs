@@ -2,10 +2,12 @@
 //! migrations, error statuses, telemetry, health and the gRPC server stack.
 
 pub mod audit;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod errors;
 pub mod health;
+pub mod idempotency;
 pub mod paging;
 pub mod server;
 pub mod telemetry;

@@ -73,12 +73,30 @@ pub fn page_request(
     page_size: i32,
     page_token: &str,
 ) -> (i64, Option<PageToken>) {
+    page_request_bounded(
+        violations,
+        page_size,
+        page_token,
+        DEFAULT_PAGE_SIZE,
+        MAX_PAGE_SIZE,
+    )
+}
+
+/// [`page_request`] for a List RPC whose contract sets its own sizes: 0 means `default`, at
+/// most `max`.
+pub fn page_request_bounded(
+    violations: &mut FieldViolations,
+    page_size: i32,
+    page_token: &str,
+    default: i32,
+    max: i32,
+) -> (i64, Option<PageToken>) {
     let size = match page_size {
-        0 => DEFAULT_PAGE_SIZE,
-        n if (1..=MAX_PAGE_SIZE).contains(&n) => n,
+        0 => default,
+        n if (1..=max).contains(&n) => n,
         _ => {
-            violations.add("page_size", "must be between 0 and 100");
-            DEFAULT_PAGE_SIZE
+            violations.add("page_size", format!("must be between 0 and {max}"));
+            default
         }
     };
     let token = if page_token.is_empty() {
@@ -118,5 +136,12 @@ mod tests {
         page_request(&mut v, -1, "");
         page_request(&mut v, 101, "junk!");
         assert!(!v.is_empty());
+
+        let mut v = FieldViolations::new();
+        assert_eq!(page_request_bounded(&mut v, 0, "", 1000, 1000).0, 1000);
+        assert_eq!(page_request_bounded(&mut v, 1000, "", 1000, 1000).0, 1000);
+        assert!(v.is_empty());
+        page_request_bounded(&mut v, 1001, "", 1000, 1000);
+        assert_eq!(v.to_string(), "page_size: must be between 0 and 1000");
     }
 }

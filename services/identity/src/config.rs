@@ -365,14 +365,7 @@ fn split_list(raw: &str) -> Vec<String> {
 }
 
 fn parse_http_url(raw: &str) -> Result<String, &'static str> {
-    let rest = raw
-        .strip_prefix("http://")
-        .or_else(|| raw.strip_prefix("https://"))
-        .ok_or("expected an http(s):// URL")?;
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err("expected an http(s)://host:port URL");
-    }
-    Ok(raw.to_owned())
+    cqrs_runtime::config::parse_endpoint(raw)
 }
 
 #[cfg(test)]

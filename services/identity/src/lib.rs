@@ -24,7 +24,7 @@ use cqrs_proto::notifications::v1::notification_service_client::NotificationServ
 use cqrs_runtime::config::{DatabaseConfig, Env, ServerConfig};
 use cqrs_runtime::health::{PgReadiness, RedisReadiness};
 use cqrs_runtime::server::ServiceServer;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 pub use api::IdentityApi;
@@ -43,18 +43,9 @@ const OUTBOX_PURGE_EVERY: Duration = Duration::from_secs(10 * 60);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A Redis connection that connects on first use and reconnects by itself, with short
-/// timeouts: while Redis is down, calls fail fast (sign-in answers `Unavailable`) instead of
-/// hanging, and the service recovers without a restart when it returns.
-pub fn redis_connection(url: &str) -> Result<ConnectionManager, redis::RedisError> {
-    let client = redis::Client::open(url)?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(500));
-    ConnectionManager::new_lazy_with_config(client, config)
-}
+/// Identity's Redis connection (lock-out counters, sessions): see
+/// [`cqrs_runtime::db::redis_connection`].
+pub use cqrs_runtime::db::redis_connection;
 
 /// The running parts of the service over one database and one Redis.
 #[derive(Clone)]

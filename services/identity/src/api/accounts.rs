@@ -6,8 +6,8 @@ use cqrs_proto::identity::v1 as pb;
 use cqrs_proto::notifications::v1::EmailTemplate;
 use cqrs_runtime::audit::{self, Actor};
 use cqrs_runtime::errors::FieldViolations;
-use cqrs_runtime::paging::{PageToken, page_request};
-use sha2::{Digest, Sha256};
+use cqrs_runtime::idempotency::fingerprint;
+use cqrs_runtime::paging::{page_request, page_request_bounded};
 use tonic::Request;
 use uuid::Uuid;
 
@@ -28,9 +28,6 @@ use crate::store::{self, AccountFilter, AccountRow, NewAccount, accounts as acco
 const BOOTSTRAP_LOCK_KEY: i64 = 0x6964_626f_6f74;
 /// Draws of an initials-based User ID before falling back to random letters.
 const INITIALS_ATTEMPTS: usize = 10;
-/// ListAuditEvents page sizes (its own contract: default 100, at most 500).
-const AUDIT_DEFAULT_PAGE: i64 = 100;
-const AUDIT_MAX_PAGE: i32 = 500;
 /// Longest DisableAccount reason kept in the audit trail.
 const MAX_REASON_LEN: usize = 500;
 
@@ -42,15 +39,9 @@ pub(crate) enum Inserted {
     Skipped,
 }
 
-/// The request's fingerprint for idempotent retries. Fields are separated by NUL, which no
-/// validated field can contain, so different requests never share a fingerprint.
+/// The request's fingerprint for idempotent retries (shared rule: `cqrs_runtime::idempotency`).
 fn request_hash(realm: Realm, email: &str, first: &str, last: &str) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    for part in [realm.as_str(), email, first, last] {
-        hasher.update(part.as_bytes());
-        hasher.update([0u8]);
-    }
-    hasher.finalize().into()
+    fingerprint(&[realm.as_str(), email, first, last])
 }
 
 impl IdentityApi {
@@ -557,49 +548,22 @@ impl IdentityApi {
         require_internal_or_desk(&principal)?;
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
-        let page_size = match req.page_size {
-            0 => AUDIT_DEFAULT_PAGE,
-            n if (1..=AUDIT_MAX_PAGE).contains(&n) => i64::from(n),
-            _ => {
-                violations.add("page_size", "must be between 0 and 500");
-                AUDIT_DEFAULT_PAGE
-            }
-        };
-        let after = if req.page_token.is_empty() {
-            None
-        } else {
-            let token = PageToken::decode(&req.page_token);
-            if token.is_none() {
-                violations.add("page_token", "is not a token this service issued");
-            }
-            token
-        };
-        let mut text = |field: &str, value: &str| {
-            violations.check(value.len() <= 128, field, "must be at most 128 characters");
-            (!value.is_empty()).then(|| value.to_owned())
-        };
-        let actor_id = text("actor_id", &req.actor_id);
-        let target_id = text("target_id", &req.target_id);
-        let action = text("action", &req.action);
-        let mut time = |field: &str, ts: Option<&prost_types::Timestamp>| {
-            ts.and_then(|ts| {
-                let t = convert::from_timestamp(ts);
-                if t.is_none() {
-                    violations.add(field, "must be a valid timestamp");
-                }
-                t
-            })
-        };
-        let start = time("start_time", req.start_time.as_ref());
-        let end = time("end_time", req.end_time.as_ref());
+        let (page_size, after) = page_request_bounded(
+            &mut violations,
+            req.page_size,
+            &req.page_token,
+            audit::DEFAULT_PAGE_SIZE,
+            audit::MAX_PAGE_SIZE,
+        );
+        let filter = audit::Filter::from_request(
+            &mut violations,
+            &req.actor_id,
+            &req.target_id,
+            &req.action,
+            req.start_time.as_ref(),
+            req.end_time.as_ref(),
+        );
         violations.into_result().map_err(IdentityError::invalid)?;
-        let filter = audit::Filter {
-            actor_id,
-            target_id,
-            action,
-            start,
-            end,
-        };
         let page =
             store::list_audit(self.store().pool(), &filter, page_size, after.as_ref()).await?;
         Ok(pb::ListAuditEventsResponse {

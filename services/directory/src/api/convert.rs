@@ -1,0 +1,141 @@
+//! Rows to protobuf messages, and proto enums to domain values.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use cqrs_auth::Role;
+use cqrs_proto::directory::v1 as pb;
+use cqrs_runtime::audit::AuditRow;
+
+use crate::domain::OrganisationKind;
+use crate::store::{GrantRow, OrganisationRow};
+
+/// A proto enum number that names no value of the enum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownValue;
+
+pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+pub fn kind_to_proto(kind: Option<OrganisationKind>) -> pb::OrganisationKind {
+    match kind {
+        Some(OrganisationKind::Region) => pb::OrganisationKind::Region,
+        Some(OrganisationKind::CommissioningOrganisation) => {
+            pb::OrganisationKind::CommissioningOrganisation
+        }
+        Some(OrganisationKind::ServiceProvider) => pb::OrganisationKind::ServiceProvider,
+        Some(OrganisationKind::ServiceDesk) => pb::OrganisationKind::ServiceDesk,
+        None => pb::OrganisationKind::Unspecified,
+    }
+}
+
+/// `Ok(None)` for UNSPECIFIED, `Err` for a number that is no kind.
+pub fn kind_from_proto(value: i32) -> Result<Option<OrganisationKind>, UnknownValue> {
+    Ok(
+        match pb::OrganisationKind::try_from(value).map_err(|_| UnknownValue)? {
+            pb::OrganisationKind::Unspecified => None,
+            pb::OrganisationKind::Region => Some(OrganisationKind::Region),
+            pb::OrganisationKind::CommissioningOrganisation => {
+                Some(OrganisationKind::CommissioningOrganisation)
+            }
+            pb::OrganisationKind::ServiceProvider => Some(OrganisationKind::ServiceProvider),
+            pb::OrganisationKind::ServiceDesk => Some(OrganisationKind::ServiceDesk),
+        },
+    )
+}
+
+/// `Ok(None)` for UNSPECIFIED, `Err` for a number that is no role.
+pub fn role_from_proto(value: i32) -> Result<Option<Role>, UnknownValue> {
+    Role::from_proto(value).map_err(|_| UnknownValue)
+}
+
+pub fn organisation(row: &OrganisationRow) -> pb::Organisation {
+    pb::Organisation {
+        id: row.id.to_string(),
+        kind: kind_to_proto(row.kind()) as i32,
+        ods_code: row.ods_code.clone(),
+        name: row.name.clone(),
+        parent_id: row.parent_id.map(|p| p.to_string()).unwrap_or_default(),
+        multi_level_approval: row.multi_level_approval,
+        create_time: Some(timestamp(row.created_at)),
+        update_time: Some(timestamp(row.updated_at)),
+    }
+}
+
+pub fn grant(row: &GrantRow) -> pb::Grant {
+    pb::Grant {
+        id: row.id.to_string(),
+        account_id: row.account_id.to_string(),
+        organisation_id: row.organisation_id.to_string(),
+        role: row.role().map_or(pb::Role::Unspecified, Role::to_proto) as i32,
+        organisation_name: row.organisation_name.clone(),
+        ods_code: row.ods_code.clone(),
+        organisation_kind: kind_to_proto(row.organisation_kind()) as i32,
+        create_time: Some(timestamp(row.created_at)),
+    }
+}
+
+pub fn audit_event(row: &AuditRow) -> pb::AuditEvent {
+    let actor_kind = match row.actor_kind.as_str() {
+        "user" => pb::ActorKind::User,
+        "service" => pb::ActorKind::Service,
+        "anonymous" => pb::ActorKind::Anonymous,
+        "system" => pb::ActorKind::System,
+        _ => pb::ActorKind::Unspecified,
+    };
+    let outcome = match row.outcome.as_str() {
+        "success" => pb::AuditOutcome::Success,
+        "failure" => pb::AuditOutcome::Failure,
+        "denied" => pb::AuditOutcome::Denied,
+        _ => pb::AuditOutcome::Unspecified,
+    };
+    let details: HashMap<String, String> = match &row.details {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), value)
+            })
+            .collect(),
+        _ => HashMap::new(),
+    };
+    pb::AuditEvent {
+        id: row.id.to_string(),
+        actor_id: row.actor_id.clone(),
+        actor_kind: actor_kind as i32,
+        action: row.action.clone(),
+        target_type: row.target_type.clone(),
+        target_id: row.target_id.clone(),
+        outcome: outcome as i32,
+        request_id: row.request_id.clone().unwrap_or_default(),
+        create_time: Some(timestamp(row.occurred_at)),
+        details,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip() {
+        for kind in OrganisationKind::ALL {
+            let proto = kind_to_proto(Some(kind));
+            assert_eq!(
+                proto.as_str_name(),
+                format!("ORGANISATION_KIND_{}", kind.as_str())
+            );
+            assert_eq!(kind_from_proto(proto as i32), Ok(Some(kind)));
+        }
+        assert_eq!(kind_from_proto(0), Ok(None));
+        assert!(kind_from_proto(42).is_err());
+    }
+}

@@ -1,0 +1,357 @@
+//! gRPC handlers: decode, authorise (see [`authz`]), call the domain and the store, map errors
+//! once ([`DirectoryError`]).
+//!
+//! Every change commits with its audit event in one transaction. Refusals of changes for lack
+//! of permission are audited too (outcome `denied`), in a transaction of their own.
+
+pub mod authz;
+pub mod convert;
+mod error;
+mod grants;
+mod organisations;
+mod permissions;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use cqrs_auth::{Permission, Principal};
+use cqrs_proto::directory::v1::{self as pb, directory_service_server::DirectoryService};
+use cqrs_runtime::audit::{self, Actor, Event};
+use cqrs_runtime::clock::Clock;
+use cqrs_runtime::errors::FieldViolations;
+use cqrs_runtime::paging::page_request_bounded;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+pub use error::{DOMAIN, DirectoryError};
+
+use crate::session_ender::SessionEnder;
+use crate::store::{self, Store, organisations as org_store};
+use authz::Access;
+
+type ApiResult<T> = Result<Response<T>, Status>;
+
+/// Longest id echoed into a denied-attempt audit event.
+const MAX_AUDITED_ID: usize = 64;
+
+/// The directory's gRPC API. Cheap to clone.
+#[derive(Clone)]
+pub struct DirectoryApi {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    ender: SessionEnder,
+    clock: Arc<dyn Clock>,
+}
+
+impl DirectoryApi {
+    pub fn new(store: Store, ender: SessionEnder, clock: Arc<dyn Clock>) -> Self {
+        DirectoryApi {
+            inner: Arc::new(Inner {
+                store,
+                ender,
+                clock,
+            }),
+        }
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    /// Step 2 of [`authz`] for an organisation target: loads its ancestry and re-checks the
+    /// caller's grant in one query, then decides. Returns the ancestry.
+    async fn authorise_org(
+        &self,
+        access: &Access,
+        permission: Permission,
+        target: Uuid,
+        what: &'static str,
+    ) -> Result<Vec<Uuid>, DirectoryError> {
+        let (ancestry, held) =
+            org_store::ancestry_and_grant(self.store().pool(), target, access.held_grant()).await?;
+        authz::in_scope(access, permission, ancestry.as_deref(), held, what)?;
+        Ok(ancestry.unwrap_or_default())
+    }
+
+    /// Step 2 of [`authz`] for an action on the suite as a whole (empty ancestry).
+    async fn authorise_suite(
+        &self,
+        access: &Access,
+        permission: Permission,
+    ) -> Result<(), DirectoryError> {
+        let held = match access.held_grant() {
+            None => true,
+            Some((account, org, role)) => {
+                store::grants::holds(self.store().pool(), account, org, role).await?
+            }
+        };
+        authz::in_scope(access, permission, Some(&[]), held, "suite")
+    }
+
+    /// Records a refused change (best effort: the refusal stands either way).
+    async fn audit_denied(&self, denied: Denied, reason: &'static str) {
+        let event = Event {
+            action: denied.action,
+            target_type: denied.target_type,
+            target_id: &denied.target_id,
+            outcome: "denied",
+            details: serde_json::json!({ "reason": reason }),
+        };
+        let result = async {
+            let mut tx = self.store().begin().await?;
+            store::record(&mut tx, self.now(), &denied.actor, event).await?;
+            store::commit(tx).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, action = denied.action, "cannot audit a refused change");
+        }
+    }
+
+    /// Runs a change, auditing a refusal for lack of permission.
+    async fn audited<T>(
+        &self,
+        denied: Option<Denied>,
+        result: Result<T, DirectoryError>,
+    ) -> ApiResult<T> {
+        match result {
+            Ok(answer) => Ok(Response::new(answer)),
+            Err(DirectoryError::PermissionDenied(reason)) => {
+                if let Some(denied) = denied {
+                    self.audit_denied(denied, reason).await;
+                }
+                Err(DirectoryError::PermissionDenied(reason).into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// What a refused change would have been, for its audit event.
+struct Denied {
+    actor: Actor,
+    action: &'static str,
+    target_type: &'static str,
+    target_id: String,
+}
+
+impl Denied {
+    fn of<T>(
+        request: &Request<T>,
+        action: &'static str,
+        target_type: &'static str,
+        target_id: &str,
+    ) -> Option<Denied> {
+        let principal = request.extensions().get::<Principal>()?;
+        Some(Denied {
+            actor: Actor::from_request(request, principal),
+            action,
+            target_type,
+            target_id: target_id.chars().take(MAX_AUDITED_ID).collect(),
+        })
+    }
+}
+
+fn principal<T>(request: &Request<T>) -> Result<Principal, DirectoryError> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or(DirectoryError::Unauthenticated)
+}
+
+/// Parses a required UUID field, recording a violation.
+fn uuid_field(violations: &mut FieldViolations, field: &str, raw: &str) -> Option<Uuid> {
+    if raw.is_empty() {
+        violations.add(field, "is required");
+        return None;
+    }
+    Uuid::parse_str(raw)
+        .map_err(|_| violations.add(field, "must be a UUID"))
+        .ok()
+}
+
+fn parse_id(field: &str, raw: &str) -> Result<Uuid, DirectoryError> {
+    let mut violations = FieldViolations::new();
+    let id = uuid_field(&mut violations, field, raw);
+    id.ok_or(DirectoryError::InvalidArgument(violations))
+}
+
+/// A keyed create's request id.
+fn request_id_field(violations: &mut FieldViolations, raw: &str) -> Option<Uuid> {
+    uuid_field(violations, "request_id", raw)
+}
+
+#[tonic::async_trait]
+impl DirectoryService for DirectoryApi {
+    async fn create_organisation(
+        &self,
+        request: Request<pb::CreateOrganisationRequest>,
+    ) -> ApiResult<pb::CreateOrganisationResponse> {
+        let denied = Denied::of(
+            &request,
+            "CREATE_ORGANISATION",
+            "organisation",
+            &request.get_ref().ods_code,
+        );
+        let result = self.do_create_organisation(request).await;
+        self.audited(denied, result).await
+    }
+
+    async fn get_organisation(
+        &self,
+        request: Request<pb::GetOrganisationRequest>,
+    ) -> ApiResult<pb::GetOrganisationResponse> {
+        Ok(Response::new(self.do_get_organisation(request).await?))
+    }
+
+    async fn search_organisations(
+        &self,
+        request: Request<pb::SearchOrganisationsRequest>,
+    ) -> ApiResult<pb::SearchOrganisationsResponse> {
+        Ok(Response::new(self.do_search_organisations(request).await?))
+    }
+
+    async fn list_organisations(
+        &self,
+        request: Request<pb::ListOrganisationsRequest>,
+    ) -> ApiResult<pb::ListOrganisationsResponse> {
+        Ok(Response::new(self.do_list_organisations(request).await?))
+    }
+
+    async fn set_approval_level(
+        &self,
+        request: Request<pb::SetApprovalLevelRequest>,
+    ) -> ApiResult<pb::SetApprovalLevelResponse> {
+        let denied = Denied::of(
+            &request,
+            "SET_APPROVAL_LEVEL",
+            "organisation",
+            &request.get_ref().organisation_id,
+        );
+        let result = self.do_set_approval_level(request).await;
+        self.audited(denied, result).await
+    }
+
+    async fn grant_role(
+        &self,
+        request: Request<pb::GrantRoleRequest>,
+    ) -> ApiResult<pb::GrantRoleResponse> {
+        let denied = Denied::of(
+            &request,
+            "GRANT_ROLE",
+            "account",
+            &request.get_ref().account_id,
+        );
+        let result = self.do_grant_role(request).await;
+        self.audited(denied, result).await
+    }
+
+    async fn revoke_role(
+        &self,
+        request: Request<pb::RevokeRoleRequest>,
+    ) -> ApiResult<pb::RevokeRoleResponse> {
+        let denied = Denied::of(
+            &request,
+            "REVOKE_ROLE",
+            "grant",
+            &request.get_ref().grant_id,
+        );
+        let result = self.do_revoke_role(request).await;
+        self.audited(denied, result).await
+    }
+
+    async fn revoke_all_roles(
+        &self,
+        request: Request<pb::RevokeAllRolesRequest>,
+    ) -> ApiResult<pb::RevokeAllRolesResponse> {
+        let denied = Denied::of(
+            &request,
+            "REVOKE_ALL_ROLES",
+            "account",
+            &request.get_ref().account_id,
+        );
+        let result = self.do_revoke_all_roles(request).await;
+        self.audited(denied, result).await
+    }
+
+    async fn list_grants(
+        &self,
+        request: Request<pb::ListGrantsRequest>,
+    ) -> ApiResult<pb::ListGrantsResponse> {
+        Ok(Response::new(self.do_list_grants(request).await?))
+    }
+
+    async fn list_members(
+        &self,
+        request: Request<pb::ListMembersRequest>,
+    ) -> ApiResult<pb::ListMembersResponse> {
+        Ok(Response::new(self.do_list_members(request).await?))
+    }
+
+    async fn check_permission(
+        &self,
+        request: Request<pb::CheckPermissionRequest>,
+    ) -> ApiResult<pb::CheckPermissionResponse> {
+        Ok(Response::new(self.do_check_permission(request).await?))
+    }
+
+    async fn list_administrators(
+        &self,
+        request: Request<pb::ListAdministratorsRequest>,
+    ) -> ApiResult<pb::ListAdministratorsResponse> {
+        Ok(Response::new(self.do_list_administrators(request).await?))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> ApiResult<pb::ListAuditEventsResponse> {
+        Ok(Response::new(self.do_list_audit_events(request).await?))
+    }
+}
+
+impl DirectoryApi {
+    /// SERVICE_DESK (the only suite-wide holder of `ViewAuditEvents`), or internal: the trail
+    /// is not split by organisation, so a subtree's administrator cannot be given part of it.
+    async fn do_list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<pb::ListAuditEventsResponse, DirectoryError> {
+        let principal = principal(&request)?;
+        let access = authz::by_role(&principal, Permission::ViewAuditEvents)?;
+        let req = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let (page_size, after) = page_request_bounded(
+            &mut violations,
+            req.page_size,
+            &req.page_token,
+            audit::DEFAULT_PAGE_SIZE,
+            audit::MAX_PAGE_SIZE,
+        );
+        let filter = audit::Filter::from_request(
+            &mut violations,
+            &req.actor_id,
+            &req.target_id,
+            &req.action,
+            req.start_time.as_ref(),
+            req.end_time.as_ref(),
+        );
+        violations.into_result()?;
+        self.authorise_suite(&access, Permission::ViewAuditEvents)
+            .await?;
+        let page =
+            store::list_audit(self.store().pool(), &filter, page_size, after.as_ref()).await?;
+        Ok(pb::ListAuditEventsResponse {
+            audit_events: page.items.iter().map(convert::audit_event).collect(),
+            next_page_token: page.next_page_token(),
+        })
+    }
+}

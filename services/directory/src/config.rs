@@ -1,0 +1,210 @@
+//! Settings of the directory service, from environment variables.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `DIRECTORY_LISTEN` | `0.0.0.0:50052` | gRPC listen address (runtime) |
+//! | `DIRECTORY_DATABASE_URL` / `DATABASE_URL` | — | Postgres (own database, or schema `directory`) |
+//! | `CQRS_DB_MAX_CONNECTIONS` / `CQRS_DB_ACQUIRE_TIMEOUT_SECS` | 10 / 5 | Postgres pool (runtime) |
+//! | `CQRS_TOKEN_VERIFY_KEYS` | required | identity's public keys, `kid:base64url` comma list (runtime) |
+//! | `REDIS_URL` | `redis://127.0.0.1:6379` | identity's Redis, read to check that a user token's session is live |
+//! | `CQRS_REDIS_NAMESPACE` | empty | identity's Redis key prefix (the same value identity has) |
+//! | `IDENTITY_URL` | `http://127.0.0.1:50051` | the identity service: EndSessions after a revocation, IssueServiceToken |
+//! | `DIRECTORY_CLIENT_ID` | `directory` | this service's client id at identity |
+//! | `DIRECTORY_CLIENT_SECRET` | — | its client secret: service tokens come from identity's IssueServiceToken (cached until shortly before expiry) |
+//! | `CQRS_TOKEN_SIGNING_KEY` | — | without a client secret: service tokens are signed locally with this key. One of the two is required |
+//! | `DIRECTORY_IDENTITY_TIMEOUT_SECS` | 5 | longest call to identity (token and EndSessions); a request's own deadline is shorter when it is |
+//! | `DIRECTORY_REVOCATION_POLL_INTERVAL_MS` | 1000 | pending session ends: the background task's idle wait |
+//! | `DIRECTORY_REVOCATION_RETRY_BASE_MS` | 1000 | wait after a failed EndSessions; doubles per failure |
+//! | `DIRECTORY_REVOCATION_RETRY_MAX_SECS` | 60 | longest wait between EndSessions attempts |
+//!
+//! The runtime's common settings apply too: `CQRS_CORS_ALLOWED_ORIGINS`,
+//! `CQRS_REQUEST_TIMEOUT_SECS`, `CQRS_CONCURRENCY_LIMIT`, `CQRS_SHUTDOWN_GRACE_SECS`,
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`, `RUST_LOG`.
+
+use std::fmt;
+use std::time::Duration;
+
+use cqrs_auth::SigningKey;
+use cqrs_runtime::config::{ConfigError, Env, parse_endpoint};
+
+use crate::session_ender::RevocationConfig;
+
+/// How this service authenticates to identity.
+#[derive(Clone)]
+pub enum ServiceCredentials {
+    /// Client credentials for identity's IssueServiceToken (a real deployment).
+    ClientSecret { client_id: String, secret: String },
+    /// Tokens signed locally (development, tests, or a deployment that shares the key).
+    SigningKey {
+        client_id: String,
+        key: Box<SigningKey>,
+    },
+}
+
+impl ServiceCredentials {
+    pub fn client_id(&self) -> &str {
+        match self {
+            ServiceCredentials::ClientSecret { client_id, .. }
+            | ServiceCredentials::SigningKey { client_id, .. } => client_id,
+        }
+    }
+}
+
+// Never print the secret or the key.
+impl fmt::Debug for ServiceCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            ServiceCredentials::ClientSecret { .. } => "ClientSecret",
+            ServiceCredentials::SigningKey { .. } => "SigningKey",
+        };
+        f.debug_struct(kind)
+            .field("client_id", &self.client_id())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DirectoryConfig {
+    pub redis_url: String,
+    pub redis_namespace: String,
+    pub identity_url: String,
+    pub credentials: ServiceCredentials,
+    pub revocations: RevocationConfig,
+}
+
+impl DirectoryConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let identity_url = env
+            .optional_with("IDENTITY_URL", parse_endpoint)?
+            .unwrap_or_else(|| "http://127.0.0.1:50051".to_owned());
+        let client_id: String = env.or("DIRECTORY_CLIENT_ID", "directory".to_owned())?;
+        let client_id_ok = client_id.len() <= 64
+            && client_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !client_id_ok {
+            return Err(ConfigError::new(
+                "DIRECTORY_CLIENT_ID",
+                "must be 1-64 characters of [A-Za-z0-9._-]",
+            ));
+        }
+        let credentials = match (
+            env.get("DIRECTORY_CLIENT_SECRET")?,
+            env.optional_with("CQRS_TOKEN_SIGNING_KEY", SigningKey::from_env_value)?,
+        ) {
+            (Some(secret), _) => ServiceCredentials::ClientSecret {
+                client_id,
+                secret: secret.to_owned(),
+            },
+            (None, Some(key)) => ServiceCredentials::SigningKey {
+                client_id,
+                key: Box::new(key),
+            },
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "DIRECTORY_CLIENT_SECRET or CQRS_TOKEN_SIGNING_KEY",
+                    "one is required: revocations must be able to end sessions in identity",
+                ));
+            }
+        };
+
+        let call_timeout =
+            env.duration_secs("DIRECTORY_IDENTITY_TIMEOUT_SECS", Duration::from_secs(5))?;
+        if call_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "DIRECTORY_IDENTITY_TIMEOUT_SECS",
+                "must be greater than zero",
+            ));
+        }
+        let defaults = RevocationConfig::default();
+        let millis = |name: &str, default: Duration| -> Result<Duration, ConfigError> {
+            let ms: u64 = env.or(name, u64::try_from(default.as_millis()).unwrap_or(u64::MAX))?;
+            if ms == 0 {
+                return Err(ConfigError::new(name, "must be greater than zero"));
+            }
+            Ok(Duration::from_millis(ms))
+        };
+        let revocations = RevocationConfig {
+            poll_interval: millis(
+                "DIRECTORY_REVOCATION_POLL_INTERVAL_MS",
+                defaults.poll_interval,
+            )?,
+            retry_base: millis("DIRECTORY_REVOCATION_RETRY_BASE_MS", defaults.retry_base)?,
+            retry_max: env
+                .duration_secs("DIRECTORY_REVOCATION_RETRY_MAX_SECS", defaults.retry_max)?,
+            call_timeout,
+            ..defaults
+        };
+        if revocations.retry_max < revocations.retry_base {
+            return Err(ConfigError::new(
+                "DIRECTORY_REVOCATION_RETRY_MAX_SECS",
+                "must not be below DIRECTORY_REVOCATION_RETRY_BASE_MS",
+            ));
+        }
+
+        Ok(DirectoryConfig {
+            redis_url: cqrs_runtime::config::redis_url(env)?,
+            redis_namespace: env.get("CQRS_REDIS_NAMESPACE")?.unwrap_or("").to_owned(),
+            identity_url,
+            credentials,
+            revocations,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_with_a_client_secret() {
+        let env = Env::from_pairs(&[("DIRECTORY_CLIENT_SECRET", "s3cret-value")]);
+        let c = DirectoryConfig::from_env(&env).unwrap();
+        assert_eq!(c.identity_url, "http://127.0.0.1:50051");
+        assert_eq!(c.redis_url, "redis://127.0.0.1:6379");
+        assert_eq!(c.redis_namespace, "");
+        assert_eq!(c.credentials.client_id(), "directory");
+        assert!(matches!(
+            c.credentials,
+            ServiceCredentials::ClientSecret { .. }
+        ));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(c.revocations, RevocationConfig::default());
+    }
+
+    #[test]
+    fn signing_key_fallback_and_errors() {
+        let key = SigningKey::generate("k1").to_env_value();
+        let env = Env::from_pairs(&[
+            ("CQRS_TOKEN_SIGNING_KEY", &key),
+            ("DIRECTORY_CLIENT_ID", "dir-2"),
+            ("IDENTITY_URL", "http://identity:50051"),
+            ("DIRECTORY_REVOCATION_RETRY_BASE_MS", "50"),
+        ]);
+        let c = DirectoryConfig::from_env(&env).unwrap();
+        assert!(matches!(
+            c.credentials,
+            ServiceCredentials::SigningKey { .. }
+        ));
+        assert_eq!(c.credentials.client_id(), "dir-2");
+        assert_eq!(c.identity_url, "http://identity:50051");
+        assert_eq!(c.revocations.retry_base, Duration::from_millis(50));
+        assert!(!format!("{c:?}").contains(&key));
+
+        let err = DirectoryConfig::from_env(&Env::from_pairs(&[])).unwrap_err();
+        assert_eq!(err.var, "DIRECTORY_CLIENT_SECRET or CQRS_TOKEN_SIGNING_KEY");
+        let err = DirectoryConfig::from_env(&Env::from_pairs(&[
+            ("DIRECTORY_CLIENT_SECRET", "x"),
+            ("IDENTITY_URL", "identity:50051"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "IDENTITY_URL");
+        let err = DirectoryConfig::from_env(&Env::from_pairs(&[
+            ("DIRECTORY_CLIENT_SECRET", "x"),
+            ("DIRECTORY_CLIENT_ID", "bad id"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "DIRECTORY_CLIENT_ID");
+    }
+}

@@ -1,0 +1,154 @@
+//! The directory service: organisations (the REGION > COMMISSIONING_ORGANISATION >
+//! SERVICE_PROVIDER tree, plus SERVICE_DESK), grants (account x organisation x role) and the
+//! permission checks built on them.
+//!
+//! `api` decodes and authorises gRPC calls (with the shared decision of `cqrs_auth::decide`),
+//! `domain` holds the rules without I/O, `store` is Postgres. Revoking a grant ends the
+//! sessions acting through it in the identity service; [`session_ender`] makes that call and
+//! retries it durably while identity is unreachable.
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod session_ender;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_auth::{
+    IdentityTokenSource, IssuerTokenSource, RedisSessionCheck, SessionCheck, TokenIssuer,
+    TokenSource,
+};
+use cqrs_proto::directory::v1::directory_service_server::DirectoryServiceServer;
+use cqrs_runtime::clock::{Clock, SystemClock};
+use cqrs_runtime::config::{DatabaseConfig, Env, ServerConfig};
+use cqrs_runtime::db::PoolSettings;
+use cqrs_runtime::health::PgReadiness;
+use cqrs_runtime::server::ServiceServer;
+use tonic::transport::{Channel, Endpoint};
+
+pub use api::{DirectoryApi, DirectoryError};
+pub use config::{DirectoryConfig, ServiceCredentials};
+pub use session_ender::{RevocationConfig, SessionEnder};
+pub use store::{MIGRATOR, Store};
+
+pub const SERVICE: &str = "directory";
+pub const DEFAULT_PORT: u16 = 50052;
+
+/// Lifetime of locally signed service tokens (the shortest identity issues).
+const LOCAL_TOKEN_TTL: Duration = Duration::from_secs(300);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A channel to the identity service that connects on first use (identity may start after
+/// the directory) and reconnects by itself.
+pub fn identity_channel(url: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(timeout)
+        .connect_lazy())
+}
+
+/// Where this service's service tokens come from (see [`ServiceCredentials`]).
+pub fn token_source(
+    credentials: &ServiceCredentials,
+    identity: Channel,
+    timeout: Duration,
+) -> Arc<dyn TokenSource> {
+    match credentials {
+        ServiceCredentials::ClientSecret { client_id, secret } => Arc::new(
+            IdentityTokenSource::new(identity, client_id.clone(), secret.clone(), timeout),
+        ),
+        ServiceCredentials::SigningKey { client_id, key } => Arc::new(IssuerTokenSource::new(
+            Arc::new(TokenIssuer::new((**key).clone(), LOCAL_TOKEN_TTL)),
+            client_id.clone(),
+        )),
+    }
+}
+
+/// The running parts of the service over one database.
+#[derive(Clone)]
+pub struct Directory {
+    pub store: Store,
+    pub ender: SessionEnder,
+    pub api: DirectoryApi,
+}
+
+impl Directory {
+    /// The service over `store`, ending revoked sessions through `identity` with tokens from
+    /// `tokens`.
+    pub fn new(
+        store: Store,
+        identity: Channel,
+        tokens: Arc<dyn TokenSource>,
+        revocations: RevocationConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let ender = SessionEnder::new(
+            store.clone(),
+            identity,
+            tokens,
+            revocations,
+            Arc::clone(&clock),
+        );
+        let api = DirectoryApi::new(store.clone(), ender.clone(), clock);
+        Directory { store, ender, api }
+    }
+
+    /// The gRPC server: the directory's API behind the standard stack, user tokens checked
+    /// against identity's sessions, health following Postgres.
+    pub fn server(&self, config: ServerConfig, sessions: Arc<dyn SessionCheck>) -> ServiceServer {
+        ServiceServer::new(config)
+            .add_service(DirectoryServiceServer::new(self.api.clone()))
+            .readiness(PgReadiness::new(self.store.pool().clone()))
+            .session_check(sessions)
+    }
+}
+
+/// Runs the service as the binary does: configuration from `env`, migrations, the background
+/// task that retries pending session ends, and the gRPC server, until SIGTERM or SIGINT.
+pub async fn run(env: Env) -> Result<(), BoxError> {
+    let server_config = ServerConfig::from_env(&env, SERVICE, DEFAULT_PORT)?;
+    let database = DatabaseConfig::from_env(&env, SERVICE)?;
+    let pool_settings = PoolSettings::from_env(&env)?;
+    let config = DirectoryConfig::from_env(&env)?;
+    let _telemetry =
+        cqrs_runtime::telemetry::init(SERVICE, server_config.otel_endpoint.as_deref())?;
+
+    let pool = cqrs_runtime::db::connect_with(&database, pool_settings).await?;
+    cqrs_runtime::db::migrate(&pool, &MIGRATOR).await?;
+    let store = Store::new(pool);
+    let call_timeout = config.revocations.call_timeout;
+    let identity = identity_channel(&config.identity_url, call_timeout)?;
+    let tokens = token_source(&config.credentials, identity.clone(), call_timeout);
+    let directory = Directory::new(
+        store,
+        identity,
+        tokens,
+        config.revocations.clone(),
+        Arc::new(SystemClock),
+    );
+    let redis = cqrs_runtime::db::redis_connection(&config.redis_url)?;
+    let sessions = Arc::new(RedisSessionCheck::new(
+        redis,
+        config.redis_namespace.clone(),
+    ));
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let ender = tokio::spawn(directory.ender.clone().run(async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    }));
+
+    let listener = tokio::net::TcpListener::bind(server_config.listen).await?;
+    tracing::info!(listen = %server_config.listen, identity = %config.identity_url, client_id = config.credentials.client_id(), "directory service starting");
+    let signal = async move {
+        cqrs_runtime::server::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    directory
+        .server(server_config, sessions)
+        .serve_with(listener, signal)
+        .await?;
+    let _ = tokio::time::timeout(call_timeout + Duration::from_secs(1), ender).await;
+    Ok(())
+}

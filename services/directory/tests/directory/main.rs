@@ -1,0 +1,12 @@
+//! The directory service end to end, in-process, against a real Postgres database, a real
+//! Redis (sessions) and — for revocations — the real identity service.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod harness;
+
+mod grants;
+mod matrix;
+mod organisations;
+mod permissions;
+mod revocation;
