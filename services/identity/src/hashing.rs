@@ -2,26 +2,40 @@
 //! parameters kept in the PHC string so they can be raised later without breaking old hashes
 //! (SECURITY 10).
 //!
-//! Each hash holds ~19 MiB and a core for tens of milliseconds, so the work is bounded: a
-//! semaphore with one permit per core, a short wait for a permit (`queue_timeout`), then
-//! `HashError::Busy`, which the API answers with `ResourceExhausted`. A flood therefore costs
-//! at most `permits` hashes' worth of memory instead of growing without bound. The hashing
-//! itself runs on tokio's blocking pool so it never stalls the async workers.
+//! Each hash holds ~19 MiB and a core for tens of milliseconds, so the work is bounded: it runs
+//! on dedicated threads, one per core by default (the pool's "permits"), never on the async
+//! workers. Work waits in one queue for the next free thread; work that waited longer than
+//! `queue_timeout` is answered `HashError::Busy` (the API says `ResourceExhausted`) without
+//! being hashed, and work whose caller is gone is dropped. A flood therefore costs at most
+//! `permits` hashes' worth of memory and CPU instead of growing without bound.
+//!
+//! Two things keep the pool as fast as the bare algorithm on the same cores (measured by
+//! `benches/signin.rs`; together they were worth 10-20%):
+//! * a thread that finishes takes the next queued hash itself, so a core never idles waiting
+//!   for the async side to hand it work;
+//! * verifies reuse their argon2 memory: allocating 19 MiB per verify (what
+//!   `Argon2::verify_password` does) costs page faults and zeroing that the algorithm does
+//!   not need (it writes every block before reading it). The memory is freed once hashing has
+//!   been idle for [`IDLE_RELEASE`], so an idle service does not keep it.
 //!
 //! Unknown logins verify against a dummy hash made with the same parameters so they cost the
-//! same as real ones (SECURITY 9), and a moving average of the verify time lets the service pad
-//! answers that skip hashing (locked accounts) to the same duration.
+//! same as real ones (SECURITY 9), and a moving average of the verify time, as callers see it,
+//! lets the service pad answers that skip hashing (locked accounts) to the same duration
+//! ([`PasswordHasher::wait_like_verify`]).
 
 use std::num::NonZeroUsize;
-use std::sync::Arc;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::PasswordHasher as _;
+use argon2::password_hash::phc::{Output, PasswordHash};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use subtle::ConstantTimeEq;
 use thiserror::Error;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{OnceCell, oneshot};
 
 use crate::domain::password::NormalisedPassword;
 
@@ -41,6 +55,8 @@ const DUMMY_PASSWORD: &[u8] = b"cqrs-identity dummy password for unknown logins"
 /// Weight of a new sample in the moving average of verify time (1/8): smooth enough that one
 /// slow verify does not move it much, quick enough to follow a change of machine load.
 const EWMA_SHIFT: u32 = 3;
+/// Hashing idle this long frees the argon2 memory kept between verifies.
+pub const IDLE_RELEASE: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HashingConfig {
@@ -91,14 +107,81 @@ pub struct PasswordHasher {
 struct Inner {
     params: Params,
     permits: usize,
-    semaphore: Arc<Semaphore>,
     queue_timeout: Duration,
     dummy: OnceCell<String>,
-    /// Moving average of hash/verify time in microseconds; 0 until the first sample.
+    /// Moving average of hash/verify time in microseconds, from when a hashing thread was free
+    /// for the work to the caller having its result; 0 until the first sample.
     ewma_micros: AtomicU64,
+    /// Moving average of how much longer than asked a padding sleep lasts (timer granularity
+    /// and wake-up), in microseconds, subtracted from the next ones.
+    overshoot_micros: AtomicU64,
     /// Hashes running right now, and the most ever seen at once (for tests and metrics).
     running: AtomicUsize,
     peak_running: AtomicUsize,
+    /// Work for the hashing threads. Dropping the last hasher closes it and the threads end.
+    jobs: mpsc::Sender<Job>,
+}
+
+/// A unit of hashing work, given the thread's scratch memory and when the thread became free
+/// to take it.
+type Job = Box<dyn FnOnce(&mut Vec<Block>, Instant) + Send>;
+
+/// Argon2 memory not in use, at most one buffer per hashing thread, each exactly the size the
+/// configured parameters need (larger ones, from hashes with stronger old settings, are not
+/// kept).
+struct Scratch {
+    blocks: usize,
+    free: Mutex<Vec<Vec<Block>>>,
+}
+
+impl Scratch {
+    fn take(&self) -> Vec<Block> {
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give_back(&self, memory: Vec<Block>) {
+        if memory.len() == self.blocks {
+            self.free
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(memory);
+        }
+    }
+
+    fn release(&self) {
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
+/// One hashing thread: runs jobs with scratch memory until every hasher is gone. The thread
+/// holding the queue frees the kept memory when no job came for [`IDLE_RELEASE`].
+fn hashing_thread(queue: &Mutex<mpsc::Receiver<Job>>, scratch: &Scratch) {
+    loop {
+        let free_since = Instant::now();
+        let next = queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recv_timeout(IDLE_RELEASE);
+        match next {
+            Ok(job) => {
+                let mut memory = scratch.take();
+                // A panicking job only loses its own answer (its caller sees the reply
+                // channel close); the thread, and the pool's size, survive.
+                if catch_unwind(AssertUnwindSafe(|| job(&mut memory, free_since))).is_ok() {
+                    scratch.give_back(memory);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => scratch.release(),
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -138,21 +221,35 @@ impl PasswordHasher {
         }
         let params = Params::new(config.m_cost_kib, config.t_cost, config.p_cost, None)
             .map_err(|e| HashError::WeakParams(e.to_string()))?;
+        let scratch = Arc::new(Scratch {
+            blocks: params.block_count(),
+            free: Mutex::new(Vec::new()),
+        });
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..config.max_concurrency {
+            let (queue, scratch) = (Arc::clone(&queue), Arc::clone(&scratch));
+            std::thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || hashing_thread(&queue, &scratch))
+                .map_err(|e| HashError::Internal(format!("cannot start a hashing thread: {e}")))?;
+        }
         Ok(PasswordHasher {
             inner: Arc::new(Inner {
                 params,
                 permits: config.max_concurrency,
-                semaphore: Arc::new(Semaphore::new(config.max_concurrency)),
                 queue_timeout: config.queue_timeout,
                 dummy: OnceCell::new(),
                 ewma_micros: AtomicU64::new(0),
+                overshoot_micros: AtomicU64::new(0),
                 running: AtomicUsize::new(0),
                 peak_running: AtomicUsize::new(0),
+                jobs,
             }),
         })
     }
 
-    /// How many hashes may run at once.
+    /// How many hashes may run at once (the hashing threads).
     pub fn permits(&self) -> usize {
         self.inner.permits
     }
@@ -174,16 +271,10 @@ impl PasswordHasher {
         password: &NormalisedPassword,
         phc: &str,
     ) -> Result<bool, HashError> {
-        let (parsed, _) = parse_stored(phc).ok_or(HashError::InvalidHash)?;
+        let (parsed, params) = parse_stored(phc).ok_or(HashError::InvalidHash)?;
         let password = password.as_bytes().to_vec();
-        self.run(move || {
-            // A missing salt or output, a bad version or unknown parameters are all a
-            // non-matching password to argon2; a malformed hash was refused above already.
-            Ok(Argon2::default()
-                .verify_password(&password, &parsed)
-                .is_ok())
-        })
-        .await
+        self.run(move |memory| Ok(verify_with(memory, &password, &parsed, params)))
+            .await
     }
 
     /// Verifies against a dummy hash with the configured parameters and always answers
@@ -218,10 +309,28 @@ impl PasswordHasher {
                 != Params::DEFAULT_OUTPUT_LEN
     }
 
-    /// Typical time of one verify (moving average of recent hashes and verifies), for padding
-    /// answers that skip hashing. Zero until the first hash: call [`Self::warm_up`] at start.
+    /// Typical time of one verify (moving average of recent hashes and verifies, as their
+    /// callers waited for them once a thread was theirs), for padding answers that skip hashing.
+    /// Zero until the first hash: call [`Self::warm_up`] at start.
     pub fn typical_verify_duration(&self) -> Duration {
         Duration::from_micros(self.inner.ewma_micros.load(Ordering::Relaxed))
+    }
+
+    /// Waits as long as a verify typically takes, without hashing: sleeping costs no CPU, so
+    /// a flood of answers that skip hashing stays cheap. The timer wakes late (granularity,
+    /// scheduling); how late is learnt from earlier waits and asked for less, so the wait
+    /// itself, not only the request, matches [`Self::typical_verify_duration`].
+    pub async fn wait_like_verify(&self) {
+        let inner = &self.inner;
+        let target = self.typical_verify_duration();
+        let early = Duration::from_micros(inner.overshoot_micros.load(Ordering::Relaxed));
+        let asked = target.saturating_sub(early);
+        let started = Instant::now();
+        tokio::time::sleep(asked).await;
+        let late = started.elapsed().saturating_sub(asked);
+        if !target.is_zero() {
+            ewma_update(&inner.overshoot_micros, micros(late));
+        }
     }
 
     async fn dummy_hash(&self) -> Result<String, HashError> {
@@ -234,7 +343,8 @@ impl PasswordHasher {
 
     async fn hash_bytes(&self, password: Vec<u8>) -> Result<String, HashError> {
         let params = self.inner.params.clone();
-        self.run(move || {
+        // Hashing is rare (new passwords); it allocates its own memory like the argon2 crate.
+        self.run(move |_memory| {
             let salt: [u8; SALT_LEN] = rand::random();
             Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
                 .hash_password_with_salt(&password, &salt)
@@ -244,36 +354,104 @@ impl PasswordHasher {
         .await
     }
 
-    /// Runs argon2 work under the pool's limits and times it.
+    /// Runs argon2 work on a hashing thread under the pool's limits and times it.
     async fn run<T, F>(&self, work: F) -> Result<T, HashError>
     where
-        F: FnOnce() -> Result<T, HashError> + Send + 'static,
+        F: FnOnce(&mut Vec<Block>) -> Result<T, HashError> + Send + 'static,
         T: Send + 'static,
     {
-        let permit = tokio::time::timeout(
-            self.inner.queue_timeout,
-            Arc::clone(&self.inner.semaphore).acquire_owned(),
-        )
-        .await
-        .map_err(|_| HashError::Busy)?
-        .map_err(|_| HashError::Busy)?;
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            // The permit moves into the blocking task: if the caller gives up (deadline,
-            // disconnect) the hash still runs to the end, and its slot stays taken until then,
-            // so the bound is on work actually running, not on callers waiting.
-            let _permit = permit;
+        let sent = Instant::now();
+        // No deadline when the timeout is too large to add (waits as long as it takes).
+        let deadline = sent.checked_add(inner.queue_timeout);
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |memory, free_since| {
+            // The caller gave up (deadline, disconnect) before its turn: nothing to do.
+            // Once started, a hash runs to the end, so the bound is on work actually running.
+            if reply.is_closed() {
+                return;
+            }
+            if deadline.is_some_and(|deadline| Instant::now() > deadline) {
+                let _ = reply.send(Err(HashError::Busy));
+                return;
+            }
             let now_running = inner.running.fetch_add(1, Ordering::SeqCst) + 1;
             inner.peak_running.fetch_max(now_running, Ordering::SeqCst);
-            let started = Instant::now();
-            let result = work();
-            inner.record(started.elapsed());
+            let result = work(memory);
             inner.running.fetch_sub(1, Ordering::SeqCst);
-            result
-        })
-        .await
-        .map_err(|e| HashError::Internal(e.to_string()))?
+            // The caller may be gone by now; then nobody wants the answer.
+            let _ = reply.send(result.map(|value| (value, free_since)));
+        });
+        self.inner
+            .jobs
+            .send(job)
+            .map_err(|_| HashError::Internal("the hashing threads have stopped".to_owned()))?;
+        let (value, free_since) = answer
+            .await
+            .map_err(|_| HashError::Internal("a hashing thread failed".to_owned()))??;
+        // What a check costs its caller without the queue: from when a thread was free for it
+        // (its hand-off included when the thread was idle), to the answer being back here.
+        self.inner.record(sent.max(free_since).elapsed());
+        Ok(value)
     }
+}
+
+/// Whether `password` matches `parsed` (whose `params` were read from it), computed in
+/// `memory`, which is grown as needed. Mirrors `Argon2::verify_password`: a missing salt or
+/// output, a bad version or unusable parameters are a non-match, as are argon2 errors.
+fn verify_with(
+    memory: &mut Vec<Block>,
+    password: &[u8],
+    parsed: &PasswordHash,
+    params: Params,
+) -> bool {
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm.as_str()) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from).transpose() {
+        Ok(version) => version.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        // Bounded by the parameter limits checked when the hash was parsed; refused rather
+        // than aborting if the memory is not there.
+        memory.clear();
+        if memory.try_reserve_exact(blocks).is_err() {
+            return false;
+        }
+        memory.resize(blocks, Block::new());
+    }
+    let mut buffer = [0u8; Output::MAX_LENGTH];
+    let Some(out) = buffer.get_mut(..expected.len()) else {
+        return false;
+    };
+    // Every block is written before it is read, so memory left by an earlier hash is fine.
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password, salt, out, &mut memory[..blocks])
+        .is_ok()
+        && bool::from(out.ct_eq(expected.as_bytes()))
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Moves a moving average (0 = no sample yet) by 1/2^EWMA_SHIFT towards `sample`.
+fn ewma_update(average: &AtomicU64, sample: u64) {
+    // fetch_update only fails when the closure returns None, which it never does.
+    let _ = average.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+        Some(if old == 0 {
+            sample
+        } else if sample >= old {
+            old + ((sample - old) >> EWMA_SHIFT)
+        } else {
+            old - ((old - sample) >> EWMA_SHIFT)
+        })
+    });
 }
 
 /// A stored PHC string we are willing to verify: an argon2 variant, salt and output present,
@@ -294,21 +472,7 @@ fn within_limits(m_cost_kib: u32, t_cost: u32, p_cost: u32) -> bool {
 
 impl Inner {
     fn record(&self, elapsed: Duration) {
-        let sample = u64::try_from(elapsed.as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        // fetch_update only fails when the closure returns None, which it never does.
-        let _ = self
-            .ewma_micros
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                Some(if old == 0 {
-                    sample
-                } else if sample >= old {
-                    old + ((sample - old) >> EWMA_SHIFT)
-                } else {
-                    old - ((old - sample) >> EWMA_SHIFT)
-                })
-            });
+        ewma_update(&self.ewma_micros, micros(elapsed).max(1));
     }
 }
 
@@ -373,6 +537,71 @@ mod tests {
         assert!(argon2i.starts_with("$argon2i$"));
         assert!(h.verify(&pw("legacy"), &argon2i).await.unwrap());
         assert!(h.needs_rehash(&argon2i));
+    }
+
+    /// Verifies reuse one thread's memory across hashes of different settings and variants;
+    /// the answers must be the argon2 crate's own.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn reused_memory_answers_like_the_argon2_crate() {
+        use argon2::password_hash::PasswordVerifier as _;
+        let h = hasher(1, Duration::from_secs(30));
+        let salt = [9u8; 16];
+        let make = |algorithm, m_cost, password: &[u8]| {
+            let params = Params::new(m_cost, 2, 1, None).unwrap();
+            Argon2::new(algorithm, Version::V0x13, params)
+                .hash_password_with_salt(password, &salt)
+                .unwrap()
+                .to_string()
+        };
+        let hashes = [
+            h.hash(&pw("Kx7#pLm2")).await.unwrap(),
+            make(Algorithm::Argon2id, 24_576, b"Kx7#pLm2"),
+            make(Algorithm::Argon2i, MIN_M_COST_KIB, b"Kx7#pLm2"),
+            make(Algorithm::Argon2d, MIN_M_COST_KIB, b"other"),
+        ];
+        for _round in 0..2 {
+            for phc in &hashes {
+                for candidate in ["Kx7#pLm2", "other", "Kx7#pLm3", ""] {
+                    let expected = Argon2::default()
+                        .verify_password(candidate.as_bytes(), &PasswordHash::new(phc).unwrap())
+                        .is_ok();
+                    let got = h.verify(&pw(candidate), phc).await.unwrap();
+                    assert_eq!(got, expected, "{phc} / {candidate:?}");
+                }
+            }
+        }
+        // The configured size is kept between verifies (the last hash verified has it).
+        let kept = {
+            let (reply, answer) = oneshot::channel();
+            h.inner
+                .jobs
+                .send(Box::new(move |memory: &mut Vec<Block>, _| {
+                    let _ = reply.send(memory.len());
+                }))
+                .unwrap();
+            answer.await.unwrap()
+        };
+        assert_eq!(kept, h.inner.params.block_count());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn padding_waits_like_a_verify() {
+        let h = hasher(1, Duration::from_secs(30));
+        h.warm_up().await.unwrap();
+        let typical = h.typical_verify_duration();
+        for _ in 0..20 {
+            h.wait_like_verify().await;
+        }
+        let started = Instant::now();
+        h.wait_like_verify().await;
+        let waited = started.elapsed();
+        // The timer's lateness is learnt and subtracted: the wait lands near the estimate,
+        // not a tick after it. Loose upper bound: CI machines are noisy.
+        assert!(waited >= typical / 2, "{waited:?} vs {typical:?}");
+        assert!(
+            waited <= typical + Duration::from_millis(20),
+            "{waited:?} vs {typical:?}"
+        );
     }
 
     #[test]

@@ -374,6 +374,60 @@ async fn reading_an_unused_account_creates_no_state() {
     assert!(redis.keys().await.is_empty(), "{:?}", redis.keys().await);
 }
 
+/// `locked_until` reports locks that end by themselves, reads several accounts in order, and
+/// never creates a key.
+#[tokio::test]
+async fn locked_until_reads_without_creating_state() {
+    let redis = TestRedis::new().await;
+    let store = store(&redis);
+    let policy = policy(2, 3);
+    let (locked, permanent, free) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let now = t0().timestamp_millis();
+
+    assert_eq!(store.locked_until(free, t0()).await.unwrap(), None);
+    assert!(redis.keys().await.is_empty(), "{:?}", redis.keys().await);
+
+    // One failure: counted, not locked. Two: locked for the first wait.
+    store.begin_attempt(locked, &policy, t0()).await.unwrap();
+    assert_eq!(store.locked_until(locked, t0()).await.unwrap(), None);
+    store.begin_attempt(locked, &policy, t0()).await.unwrap();
+    let until = now + wait_after(&policy, 2);
+    assert_eq!(store.locked_until(locked, t0()).await.unwrap(), Some(until));
+    assert_eq!(
+        store.locked_until(locked, at_ms(until)).await.unwrap(),
+        None
+    );
+
+    // The script's permanent flag lapses with the counter until it is made durable.
+    let straight_to_permanent = self::policy(3, 3);
+    for _ in 0..3 {
+        store
+            .begin_attempt(permanent, &straight_to_permanent, t0())
+            .await
+            .unwrap();
+    }
+    let lapses = store.locked_until(permanent, t0()).await.unwrap().unwrap();
+    let window = i64::try_from(policy.failure_window.as_millis()).unwrap();
+    assert!(
+        (now + window - 5_000..=now + window).contains(&lapses),
+        "{lapses}"
+    );
+    store.set_permanent(permanent).await.unwrap();
+    assert_eq!(store.locked_until(permanent, t0()).await.unwrap(), None);
+
+    assert_eq!(
+        store
+            .locked_until_many(&[free, locked, permanent, free], t0())
+            .await
+            .unwrap(),
+        vec![None, Some(until), None, None]
+    );
+    assert!(store.locked_until_many(&[], t0()).await.unwrap().is_empty());
+    let keys = redis.keys().await;
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().all(|k| !k.contains(&free.to_string())));
+}
+
 /// A manager for a port nothing listens on, with short timeouts and few retries.
 async fn dead_redis() -> ConnectionManager {
     let port = {

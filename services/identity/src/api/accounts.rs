@@ -384,7 +384,7 @@ impl IdentityApi {
         }
         let account = self.load(account_id).await?;
         Ok(pb::GetAccountResponse {
-            account: Some(convert::account(&account)),
+            account: Some(self.account_view(&account).await?),
         })
     }
 
@@ -424,7 +424,7 @@ impl IdentityApi {
         };
         let account = found.ok_or(IdentityError::NotFound("account"))?;
         Ok(pb::LookupAccountResponse {
-            account: Some(convert::account(&account)),
+            account: Some(self.account_view(&account).await?),
         })
     }
 
@@ -472,7 +472,7 @@ impl IdentityApi {
         let page =
             account_store::list(self.store().pool(), &filter, page_size, after.as_ref()).await?;
         Ok(pb::ListAccountsResponse {
-            accounts: page.items.iter().map(convert::account).collect(),
+            accounts: self.account_views(&page.items).await?,
             next_page_token: page.next_page_token(),
         })
     }

@@ -83,13 +83,20 @@ pub fn role_from_proto(value: i32) -> Result<Option<Role>, UnknownValue> {
         .ok_or(UnknownValue)
 }
 
-/// An account as its callers see it. A temporary lock lives only in Redis and is not shown
-/// here; `lock_state` reports the durable (permanent) lock.
+/// An account as its callers see it when it has no temporary lock: just created, signed in,
+/// just unlocked. See [`account_with_lock`].
 pub fn account(row: &AccountRow) -> pb::Account {
-    let lock_state = if row.locked_at.is_some() {
-        pb::LockState::PermanentlyLocked
-    } else {
-        pb::LockState::Unlocked
+    account_with_lock(row, None)
+}
+
+/// An account as its callers see it: the durable (permanent) lock comes from the row, a
+/// temporary lock (which lives only in Redis) from `locked_until`, the end read from the
+/// lock-out store.
+pub fn account_with_lock(row: &AccountRow, locked_until: Option<DateTime<Utc>>) -> pb::Account {
+    let (lock_state, lock_expire_time) = match (row.locked_at, locked_until) {
+        (Some(_), _) => (pb::LockState::PermanentlyLocked, None),
+        (None, Some(until)) => (pb::LockState::TemporarilyLocked, Some(timestamp(until))),
+        (None, None) => (pb::LockState::Unlocked, None),
     };
     pb::Account {
         id: row.id.to_string(),
@@ -100,7 +107,7 @@ pub fn account(row: &AccountRow) -> pb::Account {
         last_name: row.last_name.clone(),
         state: state_to_proto(row.state()) as i32,
         lock_state: lock_state as i32,
-        lock_expire_time: None,
+        lock_expire_time,
         create_time: Some(timestamp(row.created_at)),
         update_time: Some(timestamp(row.updated_at)),
         password_change_time: row.password_changed_at.map(timestamp),

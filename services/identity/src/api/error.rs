@@ -65,7 +65,7 @@ pub enum IdentityError {
     #[error("too many password checks in progress")]
     Busy,
     #[error("the database is unavailable")]
-    DatabaseUnavailable(#[source] sqlx::Error),
+    DatabaseUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the session and lock-out store is unavailable")]
     RedisUnavailable(#[source] redis::RedisError),
     #[error("internal error")]
@@ -99,9 +99,13 @@ impl From<StoreError> for IdentityError {
             StoreError::NotFound => IdentityError::NotFound("account"),
             StoreError::EmailTaken => IdentityError::EmailTaken,
             StoreError::RequestIdReused => IdentityError::RequestIdReused,
-            StoreError::Unavailable(e) => IdentityError::DatabaseUnavailable(e),
-            e @ StoreError::UserIdsExhausted => IdentityError::internal(e),
+            StoreError::Unavailable(e) => IdentityError::DatabaseUnavailable(Box::new(e)),
+            StoreError::SharedUnavailable(e) => IdentityError::DatabaseUnavailable(Box::new(e)),
+            e @ (StoreError::UserIdsExhausted | StoreError::AuditWriterStopped) => {
+                IdentityError::internal(e)
+            }
             StoreError::Database(e) => IdentityError::internal(e),
+            StoreError::SharedDatabase(e) => IdentityError::internal(e),
         }
     }
 }

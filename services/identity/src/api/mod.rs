@@ -125,6 +125,39 @@ impl IdentityApi {
         }
     }
 
+    /// Accounts as callers see them, each with its temporary lock (if any) read from the
+    /// lock-out store in one round trip. An account locked for good needs no read: its row
+    /// says so.
+    async fn account_views(&self, rows: &[AccountRow]) -> Result<Vec<pb::Account>, IdentityError> {
+        let ids: Vec<Uuid> = rows
+            .iter()
+            .filter(|row| row.locked_at.is_none())
+            .map(|row| row.id)
+            .collect();
+        let mut ends = self
+            .inner
+            .lockout
+            .locked_until_many(&ids, self.now())
+            .await?
+            .into_iter();
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let until = if row.locked_at.is_none() {
+                    ends.next().flatten()
+                } else {
+                    None
+                };
+                convert::account_with_lock(row, until.and_then(DateTime::from_timestamp_millis))
+            })
+            .collect())
+    }
+
+    async fn account_view(&self, row: &AccountRow) -> Result<pb::Account, IdentityError> {
+        let mut views = self.account_views(std::slice::from_ref(row)).await?;
+        views.pop().ok_or(IdentityError::NotFound("account"))
+    }
+
     async fn load(&self, id: Uuid) -> Result<AccountRow, IdentityError> {
         account_store::account(self.store().pool(), id)
             .await?
@@ -421,15 +454,13 @@ impl IdentityService for IdentityApi {
     }
 }
 
-/// Writes one audit event in a transaction of its own (outcomes that change nothing else).
+/// Writes one audit event on its own (outcomes that change nothing else), batched with
+/// others so that a flood of refused sign-ins does not cost one commit each.
 async fn audit_alone(
     store: &Store,
     now: DateTime<Utc>,
     actor: &Actor,
     event: Event<'_>,
 ) -> Result<(), IdentityError> {
-    let mut tx = store.begin().await?;
-    store::record(&mut tx, now, actor, event).await?;
-    store::commit(tx).await?;
-    Ok(())
+    Ok(store.record_alone(now, actor, event).await?)
 }

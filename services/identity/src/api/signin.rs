@@ -107,11 +107,11 @@ impl IdentityApi {
         }
     }
 
-    /// Sleeps as long as a password check typically takes: answers that skip hashing
-    /// (locked accounts) must not be faster than those that do (SECURITY 4). Sleeping costs
+    /// Waits as long as a password check typically takes: answers that skip hashing
+    /// (locked accounts) must not be faster than those that do (SECURITY 4). Waiting costs
     /// no CPU, so a flood against a locked account stays cheap.
     async fn pad(&self) {
-        tokio::time::sleep(self.inner.hasher.typical_verify_duration()).await;
+        self.inner.hasher.wait_like_verify().await;
     }
 
     /// Records a refused password check, and the lock it causes: a permanent lock is written
@@ -133,47 +133,42 @@ impl IdentityApi {
         if let Some(failures) = failures {
             details["failures"] = failures.into();
         }
-        let mut tx = self.store().begin().await?;
-        store::record(
-            &mut tx,
-            now,
-            actor,
-            account_event(action, &id, "failure", details),
-        )
-        .await?;
-        if lock_now {
-            if let Some(locked) =
-                account_store::lock(&mut tx, account.id, LOCK_REASON_FAILURES, now).await?
-            {
-                store::record(
-                    &mut tx,
-                    now,
-                    &Actor::system("lockout"),
-                    account_event(
-                        "account.locked",
-                        &id,
-                        "success",
-                        serde_json::json!({ "reason": LOCK_REASON_FAILURES }),
-                    ),
+        let event = account_event(action, &id, "failure", details);
+        if !lock_now {
+            audit_alone(self.store(), now, actor, event).await?;
+            let temporarily_locked = failures.is_some_and(|n| {
+                matches!(
+                    self.config().lockout.lock_after(n),
+                    LockLevel::Temporary(_) | LockLevel::Permanent
                 )
-                .await?;
-                store::enqueue(&mut tx, &mail(EmailTemplate::AccountLocked, &locked, &[])).await?;
-                tracing::info!(account_id = %account.id, "account locked permanently");
+            });
+            if temporarily_locked {
+                self.inner.sessions.end_all(account.id).await?;
             }
-            self.end_sessions_before_commit(tx, account.id).await?;
-            self.inner.lockout.set_permanent(account.id).await?;
             return Ok(());
         }
-        store::commit(tx).await?;
-        let temporarily_locked = failures.is_some_and(|n| {
-            matches!(
-                self.config().lockout.lock_after(n),
-                LockLevel::Temporary(_) | LockLevel::Permanent
+        let mut tx = self.store().begin().await?;
+        store::record(&mut tx, now, actor, event).await?;
+        if let Some(locked) =
+            account_store::lock(&mut tx, account.id, LOCK_REASON_FAILURES, now).await?
+        {
+            store::record(
+                &mut tx,
+                now,
+                &Actor::system("lockout"),
+                account_event(
+                    "account.locked",
+                    &id,
+                    "success",
+                    serde_json::json!({ "reason": LOCK_REASON_FAILURES }),
+                ),
             )
-        });
-        if temporarily_locked {
-            self.inner.sessions.end_all(account.id).await?;
+            .await?;
+            store::enqueue(&mut tx, &mail(EmailTemplate::AccountLocked, &locked, &[])).await?;
+            tracing::info!(account_id = %account.id, "account locked permanently");
         }
+        self.end_sessions_before_commit(tx, account.id).await?;
+        self.inner.lockout.set_permanent(account.id).await?;
         Ok(())
     }
 

@@ -165,6 +165,46 @@ impl LockoutStore {
         Ok(failures.unwrap_or(0))
     }
 
+    /// When a lock now in force on the account ends (Unix ms): the end of a temporary lock,
+    /// or, for a permanent flag no durable lock backs yet, the expiry of the counter it lapses
+    /// with. `None` when attempts are not refused, or are refused for good (a durable permanent
+    /// lock mirrors Postgres, which reports it). Read-only: never creates a key.
+    pub async fn locked_until(
+        &self,
+        account_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, RedisError> {
+        Ok(self
+            .locked_until_many(&[account_id], now)
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    /// [`locked_until`](Self::locked_until) for several accounts in one round trip, in order.
+    pub async fn locked_until_many(
+        &self,
+        account_ids: &[Uuid],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<i64>>, RedisError> {
+        if account_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut read = redis::pipe();
+        for &id in account_ids {
+            let key = self.key(id);
+            read.hmget(&key, &["permanent", "durable", "locked_until_ms"])
+                .pttl(&key);
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<(LockFields, i64)> = read.query_async(&mut conn).await?;
+        let now_ms = now.timestamp_millis();
+        Ok(replies
+            .into_iter()
+            .map(|(fields, ttl_ms)| lock_end(&fields, ttl_ms, now_ms))
+            .collect())
+    }
+
     /// Service-desk unlock: forgets the count and any lock, temporary or permanent.
     pub async fn clear(&self, account_id: Uuid) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
@@ -185,6 +225,18 @@ impl LockoutStore {
             .exec_async(&mut conn)
             .await
     }
+}
+
+/// `permanent`, `durable` and `locked_until_ms` of a lock-out hash (all absent without one).
+type LockFields = (Option<String>, Option<String>, Option<i64>);
+
+/// See [`LockoutStore::locked_until`]; `ttl_ms` is the key's PTTL (negative: no key, or no
+/// expiry).
+fn lock_end((permanent, durable, until_ms): &LockFields, ttl_ms: i64, now_ms: i64) -> Option<i64> {
+    if permanent.is_some() {
+        return (durable.is_none() && ttl_ms > 0).then(|| now_ms.saturating_add(ttl_ms));
+    }
+    until_ms.filter(|&until| until > now_ms)
 }
 
 /// Lua numbers are doubles and PEXPIRE refuses times that overflow, so durations are kept
@@ -216,6 +268,28 @@ fn unexpected_reply() -> RedisError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_ends() {
+        let now = 1_700_000_000_000;
+        let some = |s: &str| Some(s.to_owned());
+        // No key, or a counter without a lock.
+        assert_eq!(lock_end(&(None, None, None), -2, now), None);
+        assert_eq!(lock_end(&(None, None, None), 86_400_000, now), None);
+        // A temporary lock, in force or over.
+        assert_eq!(
+            lock_end(&(None, None, Some(now + 60_000)), 86_400_000, now),
+            Some(now + 60_000)
+        );
+        assert_eq!(lock_end(&(None, None, Some(now)), 86_400_000, now), None);
+        // The script's permanent flag lapses with the counter until made durable.
+        assert_eq!(
+            lock_end(&(some("1"), None, Some(now - 5)), 3_600_000, now),
+            Some(now + 3_600_000)
+        );
+        assert_eq!(lock_end(&(some("1"), some("1"), None), -1, now), None);
+        assert_eq!(lock_end(&(some("1"), None, None), -1, now), None);
+    }
 
     #[test]
     fn gate_replies() {

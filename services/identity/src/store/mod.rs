@@ -6,14 +6,18 @@
 //! update in one unit, so the change and its consequences commit together.
 
 pub mod accounts;
+pub mod audit_writer;
 pub mod lockout;
 pub mod sessions;
+
+use std::sync::Arc;
 
 use cqrs_outbox::OutboxMessage;
 use cqrs_runtime::audit::{self, Actor, Event};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 pub use accounts::{AccountFilter, AccountRow, LinkRow, NewAccount, NewLink};
+pub use audit_writer::AuditWriter;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -34,6 +38,23 @@ pub enum StoreError {
     Unavailable(#[source] sqlx::Error),
     #[error("database error")]
     Database(#[source] sqlx::Error),
+    /// A batch of audit events could not be written; its events share the error.
+    #[error("database unavailable")]
+    SharedUnavailable(#[source] Arc<sqlx::Error>),
+    #[error("database error")]
+    SharedDatabase(#[source] Arc<sqlx::Error>),
+    #[error("the audit writer has stopped")]
+    AuditWriterStopped,
+}
+
+impl StoreError {
+    fn from_shared(err: Arc<sqlx::Error>) -> Self {
+        if cqrs_runtime::errors::is_unavailable(&err) {
+            StoreError::SharedUnavailable(err)
+        } else {
+            StoreError::SharedDatabase(err)
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -49,11 +70,15 @@ impl From<sqlx::Error> for StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    audit: Arc<AuditWriter>,
 }
 
 impl Store {
     pub fn new(pool: PgPool) -> Self {
-        Store { pool }
+        Store {
+            audit: Arc::new(AuditWriter::new(pool.clone())),
+            pool,
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -69,6 +94,17 @@ impl Store {
 
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(self.pool.begin().await?)
+    }
+
+    /// Appends an audit event that goes with no other change, batched with others (see
+    /// [`audit_writer`]); returns once it is committed.
+    pub async fn record_alone(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        actor: &Actor,
+        event: Event<'_>,
+    ) -> Result<(), StoreError> {
+        self.audit.record(now, actor, event).await
     }
 }
 

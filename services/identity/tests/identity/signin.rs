@@ -2,8 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{TimeDelta, Utc};
 use cqrs_auth::{SigningKey, TokenIssuer};
+use cqrs_identity::Clock as _;
 use cqrs_identity::api::BAD_CREDENTIALS_MESSAGE;
 use cqrs_identity::store::lockout::LockoutStore;
 use cqrs_proto::identity::v1 as pb;
@@ -269,6 +270,140 @@ async fn parallel_wrong_passwords_check_at_most_the_threshold() {
     assert_eq!(lockout.failures(id).await.unwrap(), T);
     // Locked: even the right password is refused.
     assert_bad_credentials(&h.sign_in(&account.user_id, PASSWORDS[0]).await.unwrap_err());
+}
+
+/// A temporary lock lives only in Redis, yet the account shows it, with its end, wherever
+/// the API returns accounts (GetAccount, LookupAccount, ListAccounts); it lifts by itself, and
+/// the desk's unlock lifts it at once.
+#[tokio::test]
+async fn temporary_lock_shows_on_the_account() {
+    let h = Harness::start(&[
+        ("CQRS_LOCKOUT_TEMPORARY_AFTER", "2"),
+        ("CQRS_LOCKOUT_PERMANENT_AFTER", "10"),
+    ])
+    .await;
+    let account = h
+        .active(pb::Realm::National, "hana.ward@nhs.net", PASSWORDS[0])
+        .await;
+    let other = h
+        .active(pb::Realm::Local, "ivan.cole@practice.org", PASSWORDS[1])
+        .await;
+    let desk = h.desk_token().await;
+    let service = h.service_token();
+    let lock_of = |a: &pb::Account| {
+        (
+            pb::LockState::try_from(a.lock_state).unwrap(),
+            a.lock_expire_time.map(|t| t.seconds),
+        )
+    };
+    let list = |ids: Vec<String>| {
+        let mut client = h.client();
+        let service = service.clone();
+        async move {
+            client
+                .list_accounts(with_token(
+                    pb::ListAccountsRequest {
+                        account_ids: ids,
+                        ..Default::default()
+                    },
+                    &service,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .accounts
+        }
+    };
+
+    // One failure is no lock yet.
+    assert_bad_credentials(
+        &h.sign_in(&account.user_id, "Wrong#Guess1")
+            .await
+            .unwrap_err(),
+    );
+    let view = h.get_account(&desk, &account.id).await.unwrap();
+    assert_eq!(lock_of(&view), (pb::LockState::Unlocked, None));
+
+    assert_bad_credentials(
+        &h.sign_in(&account.user_id, "Wrong#Guess2")
+            .await
+            .unwrap_err(),
+    );
+    let expected_end = h.clock.now().timestamp() + 60;
+    let view = h.get_account(&desk, &account.id).await.unwrap();
+    let (state, end) = lock_of(&view);
+    assert_eq!(state, pb::LockState::TemporarilyLocked);
+    let end = end.unwrap();
+    assert!(
+        (expected_end - 2..=expected_end).contains(&end),
+        "{end} vs {expected_end}"
+    );
+
+    let looked_up = h
+        .client()
+        .lookup_account(with_token(
+            pb::LookupAccountRequest {
+                key: Some(pb::lookup_account_request::Key::UserId(
+                    account.user_id.clone(),
+                )),
+            },
+            &service,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    assert_eq!(lock_of(&looked_up), (state, Some(end)));
+
+    let listed = list(vec![account.id.clone(), other.id.clone()]).await;
+    assert_eq!(listed.len(), 2);
+    for a in &listed {
+        let want = if a.id == account.id {
+            (pb::LockState::TemporarilyLocked, Some(end))
+        } else {
+            (pb::LockState::Unlocked, None)
+        };
+        assert_eq!(lock_of(a), want, "{}", a.email);
+    }
+
+    // Reading the lock leaves no trace for accounts that have none.
+    let keys = h.redis.keys().await;
+    assert!(keys.iter().all(|k| !k.contains(&other.id)), "{keys:?}");
+
+    // The lock lifts by itself.
+    h.clock.advance(TimeDelta::seconds(61));
+    let view = h.get_account(&desk, &account.id).await.unwrap();
+    assert_eq!(lock_of(&view), (pb::LockState::Unlocked, None));
+
+    // A further failure locks again, longer; the desk's unlock lifts it at once.
+    assert_bad_credentials(
+        &h.sign_in(&account.user_id, "Wrong#Guess3")
+            .await
+            .unwrap_err(),
+    );
+    let view = h.get_account(&desk, &account.id).await.unwrap();
+    let (state, end) = lock_of(&view);
+    assert_eq!(state, pb::LockState::TemporarilyLocked);
+    let wait = end.unwrap() - h.clock.now().timestamp();
+    assert!((118..=120).contains(&wait), "{wait}");
+    let unlocked = h
+        .client()
+        .unlock_account(with_token(
+            pb::UnlockAccountRequest {
+                account_id: account.id.clone(),
+            },
+            &desk,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    assert_eq!(lock_of(&unlocked), (pb::LockState::Unlocked, None));
+    let view = h.get_account(&desk, &account.id).await.unwrap();
+    assert_eq!(lock_of(&view), (pb::LockState::Unlocked, None));
+    h.sign_in(&account.user_id, PASSWORDS[0]).await.unwrap();
 }
 
 /// Permanent lock: durable in Postgres (a Redis flush does not lift it), audited, mailed,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use cqrs_identity::{Identity, Store, redis_connection};
 use cqrs_proto::identity::v1 as pb;
+use cqrs_runtime::audit::{Actor, Event};
 use cqrs_testkit::{assert_reason, spawn};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -218,4 +219,76 @@ async fn raised_hash_settings_reach_accounts_at_sign_in() {
     .unwrap();
     assert!(current.contains("t=3"), "{current}");
     assert_eq!(current, history);
+}
+
+/// Stand-alone audit events written in batches: many at once all commit, each exactly once,
+/// with its own fields, even when they need several statements; and with Postgres gone they
+/// answer Unavailable like any other write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_audit_events_are_each_written_once() {
+    let h = Harness::start(&[]).await;
+    let store = h.identity.store.clone();
+    let now = chrono::Utc::now();
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let target = format!("target-{i}");
+                store
+                    .record_alone(
+                        now,
+                        &Actor::system("batch-test"),
+                        Event {
+                            action: "test.batched",
+                            target_type: "account",
+                            target_id: &target,
+                            outcome: "success",
+                            // Large enough that a batch spans several statements.
+                            details: serde_json::json!({ "n": i, "pad": "x".repeat(200) }),
+                        },
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT target_id, details FROM audit_events WHERE action = 'test.batched' \
+         AND actor_id = 'batch-test' ORDER BY target_id",
+    )
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 300);
+    for (target, details) in &rows {
+        assert_eq!(*target, format!("target-{}", details["n"]));
+    }
+
+    // Postgres gone: the write fails as Unavailable, not as an internal error.
+    let dead = Store::new(
+        sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(500))
+            .connect_lazy("postgres://postgres@127.0.0.1:1/identity")
+            .unwrap(),
+    );
+    let err = dead
+        .record_alone(
+            now,
+            &Actor::system("batch-test"),
+            Event {
+                action: "test.batched",
+                target_type: "account",
+                target_id: "x",
+                outcome: "success",
+                details: serde_json::json!({}),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, cqrs_identity::store::StoreError::SharedUnavailable(_)),
+        "{err:?}"
+    );
 }
