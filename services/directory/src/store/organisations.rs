@@ -152,6 +152,11 @@ pub async fn children(
 /// The prefix is an explicit range on `name_key` (byte-wise "C" order): `[p, p || U+10FFFF)`
 /// holds every string starting with `p` that a validated name can produce, and — unlike
 /// `LIKE $1` — stays an index range in a generic plan. `starts_with` keeps the answer exact.
+///
+/// The name and ODS-code matches are two ordered branches merged, not one `OR`: an `OR` plans
+/// as a bitmap scan that reads and sorts every organisation with the prefix (a thousand for
+/// "th" among 10k), where each branch here walks its index in order and stops at the page.
+/// The ODS branch leaves out names with the prefix, which the first branch finds in order.
 pub async fn search(
     pool: &PgPool,
     name_prefix: &str,
@@ -163,13 +168,23 @@ pub async fn search(
     let rows: Vec<OrganisationRow> = sqlx::query_as(concat!(
         "SELECT ",
         org_columns!(),
-        " FROM organisations \
-         WHERE ((name_key >= lower($1) AND name_key < lower($1) || chr(1114111) \
-                 AND starts_with(name_key, lower($1))) \
-                OR ods_code = $2) \
-           AND ($3::text IS NULL OR kind = $3) \
-           AND ($4::uuid IS NULL \
-                OR (name_key, id) > (SELECT name_key, id FROM organisations WHERE id = $4)) \
+        " FROM ((SELECT ",
+        org_columns!(),
+        ", name_key FROM organisations \
+                 WHERE name_key >= lower($1) AND name_key < lower($1) || chr(1114111) \
+                   AND starts_with(name_key, lower($1)) \
+                   AND ($3::text IS NULL OR kind = $3) \
+                   AND ($4::uuid IS NULL OR (name_key, id) > \
+                        (SELECT name_key, id FROM organisations WHERE id = $4)) \
+                 ORDER BY name_key, id LIMIT $5) \
+                UNION ALL \
+                (SELECT ",
+        org_columns!(),
+        ", name_key FROM organisations \
+                 WHERE ods_code = $2 AND NOT starts_with(name_key, lower($1)) \
+                   AND ($3::text IS NULL OR kind = $3) \
+                   AND ($4::uuid IS NULL OR (name_key, id) > \
+                        (SELECT name_key, id FROM organisations WHERE id = $4)))) found \
          ORDER BY name_key, id LIMIT $5"
     ))
     .bind(name_prefix)

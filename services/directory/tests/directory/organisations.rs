@@ -359,6 +359,56 @@ async fn search_by_name_prefix_and_code_with_paging() {
         }
     }
     assert_eq!(names, ["Moor CCG", "Moor Surgery"]);
+    // A query that is both a name prefix and an ODS code: one answer in name order, each
+    // organisation once, in one page or page by page.
+    h.create_org(K::ServiceProvider, "MOO", "Aardvark Surgery", Some(tree.c2))
+        .await
+        .unwrap();
+    h.create_org(
+        K::ServiceProvider,
+        "MOOR",
+        "Moorland Practice",
+        Some(tree.c2),
+    )
+    .await
+    .unwrap();
+    for (query, kind, want) in [
+        (
+            "moo",
+            K::Unspecified,
+            &[
+                "Aardvark Surgery",
+                "Moor CCG",
+                "Moor Surgery",
+                "Moorland Practice",
+            ][..],
+        ),
+        (
+            "moor",
+            K::Unspecified,
+            &["Moor CCG", "Moor Surgery", "Moorland Practice"][..],
+        ),
+        (
+            "moo",
+            K::ServiceProvider,
+            &["Aardvark Surgery", "Moor Surgery", "Moorland Practice"][..],
+        ),
+    ] {
+        let found = search(query, kind, 0, "").await.unwrap().into_inner();
+        let names: Vec<_> = found.organisations.into_iter().map(|o| o.name).collect();
+        assert_eq!(names, want, "{query} {kind:?}");
+        let mut names = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = search(query, kind, 1, &token).await.unwrap().into_inner();
+            names.extend(page.organisations.into_iter().map(|o| o.name));
+            token = page.next_page_token;
+            if token.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(names, want, "{query} {kind:?} page by page");
+    }
     // Bad input.
     let err = search("x", K::Unspecified, 101, "junk!").await.unwrap_err();
     assert_eq!(violated_fields(&err), ["query", "page_size", "page_token"]);
