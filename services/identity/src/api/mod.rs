@@ -203,6 +203,31 @@ fn mail(template: EmailTemplate, account: &AccountRow, extra: &[(&str, &str)]) -
     }
 }
 
+/// Records `action` as a success on `account` and mails its owner `template`, both on the
+/// change's transaction, so the change, its audit event and its mail commit together.
+#[allow(clippy::too_many_arguments)]
+async fn audit_and_mail(
+    conn: &mut sqlx::PgConnection,
+    now: chrono::DateTime<chrono::Utc>,
+    actor: &Actor,
+    account: &AccountRow,
+    action: &str,
+    details: serde_json::Value,
+    template: EmailTemplate,
+    extra: &[(&str, &str)],
+) -> Result<(), IdentityError> {
+    let id = account.id.to_string();
+    store::record(
+        conn,
+        now,
+        actor,
+        account_event(action, &id, "success", details),
+    )
+    .await?;
+    store::enqueue(conn, &mail(template, account, extra)).await?;
+    Ok(())
+}
+
 /// An audit event about an account.
 fn account_event<'a>(
     action: &'a str,

@@ -13,8 +13,8 @@ use tonic::Request;
 
 use super::signin::{Gate, Presented};
 use super::{
-    IdentityApi, IdentityError, MAX_FIELD_BYTES, account_event, convert, mail, parse_id, principal,
-    require_desk, require_user,
+    IdentityApi, IdentityError, MAX_FIELD_BYTES, account_event, audit_and_mail, convert, parse_id,
+    principal, require_desk, require_user,
 };
 use crate::domain::account::{AccountState, Realm};
 use crate::domain::email::normalise_email;
@@ -259,21 +259,15 @@ impl IdentityApi {
             return Err(IdentityError::NotFound("account"));
         };
         account_store::revoke_links(&mut tx, account.id, LinkPurpose::PasswordReset, now).await?;
-        store::record(
+        audit_and_mail(
             &mut tx,
             now,
             &actor,
-            account_event(
-                "password.changed",
-                &account.id.to_string(),
-                "success",
-                serde_json::json!({}),
-            ),
-        )
-        .await?;
-        store::enqueue(
-            &mut tx,
-            &mail(EmailTemplate::PasswordChanged, &updated, &[]),
+            &updated,
+            "password.changed",
+            serde_json::json!({}),
+            EmailTemplate::PasswordChanged,
+            &[],
         )
         .await?;
         self.end_sessions_before_commit(tx, account.id).await?;
@@ -303,25 +297,15 @@ impl IdentityApi {
                 let token = self
                     .issue_link(&mut tx, &account, LinkPurpose::PasswordReset, false, now)
                     .await?;
-                store::enqueue(
-                    &mut tx,
-                    &mail(
-                        EmailTemplate::PasswordReset,
-                        &account,
-                        &[("token", token.as_str())],
-                    ),
-                )
-                .await?;
-                store::record(
+                audit_and_mail(
                     &mut tx,
                     now,
                     &actor,
-                    account_event(
-                        "password_reset.requested",
-                        &account.id.to_string(),
-                        "success",
-                        serde_json::json!({}),
-                    ),
+                    &account,
+                    "password_reset.requested",
+                    serde_json::json!({}),
+                    EmailTemplate::PasswordReset,
+                    &[("token", token.as_str())],
                 )
                 .await?;
             }
@@ -388,21 +372,15 @@ impl IdentityApi {
         else {
             return Err(IdentityError::InvalidLink);
         };
-        store::record(
+        audit_and_mail(
             &mut tx,
             now,
             &actor,
-            account_event(
-                "password.reset",
-                &account.id.to_string(),
-                "success",
-                serde_json::json!({ "exempt_min_age": link.exempt_min_age }),
-            ),
-        )
-        .await?;
-        store::enqueue(
-            &mut tx,
-            &mail(EmailTemplate::PasswordChanged, &updated, &[]),
+            &updated,
+            "password.reset",
+            serde_json::json!({ "exempt_min_age": link.exempt_min_age }),
+            EmailTemplate::PasswordChanged,
+            &[],
         )
         .await?;
         // SECURITY 20: every session ends and the reset does not sign anyone in.
@@ -425,25 +403,15 @@ impl IdentityApi {
         match account {
             Some(account) => {
                 let user_id = account.user_id.clone().unwrap_or_default();
-                store::enqueue(
-                    &mut tx,
-                    &mail(
-                        EmailTemplate::UserIdReminder,
-                        &account,
-                        &[("user_id", user_id.as_str())],
-                    ),
-                )
-                .await?;
-                store::record(
+                audit_and_mail(
                     &mut tx,
                     now,
                     &actor,
-                    account_event(
-                        "user_id.reminded",
-                        &account.id.to_string(),
-                        "success",
-                        serde_json::json!({}),
-                    ),
+                    &account,
+                    "user_id.reminded",
+                    serde_json::json!({}),
+                    EmailTemplate::UserIdReminder,
+                    &[("user_id", user_id.as_str())],
                 )
                 .await?;
             }
@@ -488,25 +456,15 @@ impl IdentityApi {
         let token = self
             .issue_link(&mut tx, &account, LinkPurpose::PasswordReset, true, now)
             .await?;
-        store::enqueue(
-            &mut tx,
-            &mail(
-                EmailTemplate::PasswordReset,
-                &account,
-                &[("token", token.as_str())],
-            ),
-        )
-        .await?;
-        store::record(
+        audit_and_mail(
             &mut tx,
             now,
             &actor,
-            account_event(
-                "password_reset.sent",
-                &account.id.to_string(),
-                "success",
-                serde_json::json!({}),
-            ),
+            &account,
+            "password_reset.sent",
+            serde_json::json!({}),
+            EmailTemplate::PasswordReset,
+            &[("token", token.as_str())],
         )
         .await?;
         store::commit(tx).await?;
