@@ -27,7 +27,9 @@
 //! | `IDENTITY_ARGON2_M_COST_KIB` / `IDENTITY_ARGON2_T_COST` / `IDENTITY_ARGON2_P_COST` | 19456 / 2 / 1 | argon2id parameters (never below these) |
 //! | `CQRS_SERVICE_CLIENTS` | none | `client_id:sha256hex(secret)` comma list for IssueServiceToken |
 //! | `NOTIFICATIONS_URL` | `http://127.0.0.1:50054` | where the outbox relay delivers mail |
-//! | `IDENTITY_OUTBOX_CLIENT_ID` | `identity` | client id of the relay's self-signed service tokens |
+//! | `IDENTITY_OUTBOX_CLIENT_ID` | `identity` | client id of the self-signed service tokens (outbox relay, directory calls) |
+//! | `DIRECTORY_URL` | `http://127.0.0.1:50052` | the directory service, asked for an account's grants (sign-in, SelectRole) |
+//! | `IDENTITY_DIRECTORY_TIMEOUT_MS` | 2000 | longest wait for the directory's answer, connecting included |
 //! | `IDENTITY_OUTBOX_POLL_INTERVAL_MS` | 1000 | relay's idle wait |
 //! | `CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL` | none | on a first start with no accounts: create this NATIONAL account and mail its registration link |
 //! | `CQRS_BOOTSTRAP_SERVICE_DESK_FIRST_NAME` | `Service` | its first name |
@@ -137,6 +139,8 @@ pub struct IdentityConfig {
     pub redis_namespace: String,
     pub notifications_url: String,
     pub outbox_client_id: String,
+    pub directory_url: String,
+    pub directory_timeout: Duration,
     pub relay: RelayConfig,
     pub bootstrap: Option<BootstrapConfig>,
 }
@@ -262,6 +266,16 @@ impl IdentityConfig {
 
         let outbox_client_id: String =
             env.or("IDENTITY_OUTBOX_CLIENT_ID", "identity".to_owned())?;
+        let directory_url = env
+            .optional_with("DIRECTORY_URL", parse_http_url)?
+            .unwrap_or_else(|| "http://127.0.0.1:50052".to_owned());
+        let directory_timeout_ms: u64 = env.or("IDENTITY_DIRECTORY_TIMEOUT_MS", 2000)?;
+        if directory_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                "IDENTITY_DIRECTORY_TIMEOUT_MS",
+                "must be at least 1",
+            ));
+        }
         let poll_ms: u64 = env.or("IDENTITY_OUTBOX_POLL_INTERVAL_MS", 1000)?;
         if poll_ms == 0 {
             return Err(ConfigError::new(
@@ -309,6 +323,8 @@ impl IdentityConfig {
             redis_namespace: env.get("CQRS_REDIS_NAMESPACE")?.unwrap_or("").to_owned(),
             notifications_url,
             outbox_client_id,
+            directory_url,
+            directory_timeout: Duration::from_millis(directory_timeout_ms),
             relay,
             bootstrap,
         })
@@ -401,6 +417,8 @@ mod tests {
         assert_eq!(config.password_profile_local, PasswordProfile::CqrsLocal);
         assert_eq!(config.lockout, LockoutPolicy::default());
         assert_eq!(config.notifications_url, "http://127.0.0.1:50054");
+        assert_eq!(config.directory_url, "http://127.0.0.1:50052");
+        assert_eq!(config.directory_timeout, Duration::from_secs(2));
         assert_eq!(config.redis_namespace, "");
         assert!(config.service_clients.is_empty());
         assert!(config.bootstrap.is_none());
@@ -418,6 +436,8 @@ mod tests {
             ("CQRS_SERVICE_CLIENTS", "access:nothex"),
             ("CQRS_SERVICE_CLIENTS", "nocolon"),
             ("NOTIFICATIONS_URL", "localhost:50054"),
+            ("DIRECTORY_URL", "localhost:50052"),
+            ("IDENTITY_DIRECTORY_TIMEOUT_MS", "0"),
             ("CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL", "not-an-address"),
             ("CQRS_TOKEN_VERIFY_KEYS", "garbage"),
             ("IDENTITY_HASH_QUEUE_TIMEOUT_MS", "soon"),

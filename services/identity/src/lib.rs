@@ -10,6 +10,7 @@ pub mod api;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;
+pub mod directory;
 pub mod domain;
 pub mod hashing;
 pub mod store;
@@ -30,6 +31,7 @@ use uuid::Uuid;
 pub use api::IdentityApi;
 pub use clock::{Clock, OffsetClock, SystemClock};
 pub use config::IdentityConfig;
+pub use directory::DirectoryClient;
 pub use hashing::PasswordHasher;
 pub use store::{MIGRATOR, Store};
 
@@ -47,6 +49,20 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// [`cqrs_runtime::db::redis_connection`].
 pub use cqrs_runtime::db::redis_connection;
 
+/// Why [`Identity::new`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("password hashing: {0}")]
+    Hashing(#[from] hashing::HashError),
+    #[error("directory endpoint: {0}")]
+    Directory(#[from] tonic::transport::Error),
+}
+
+/// The issuer of the service tokens identity signs for its own calls to other services.
+fn self_issuer(config: &IdentityConfig) -> TokenIssuer {
+    TokenIssuer::new(config.signing_key.clone(), config.access_token_ttl)
+}
+
 /// The running parts of the service over one database and one Redis.
 #[derive(Clone)]
 pub struct Identity {
@@ -62,14 +78,16 @@ impl Identity {
         store: Store,
         redis: ConnectionManager,
         clock: Arc<dyn Clock>,
-    ) -> Result<Self, hashing::HashError> {
+    ) -> Result<Self, StartError> {
         let config = Arc::new(config);
         let hasher = PasswordHasher::new(config.hashing.clone())?;
+        let directory = DirectoryClient::new(&config, Arc::new(self_issuer(&config)))?;
         let api = IdentityApi::new(
             Arc::clone(&config),
             store.clone(),
             redis.clone(),
             hasher,
+            directory,
             clock,
         );
         Ok(Identity {
@@ -103,12 +121,8 @@ impl Identity {
             tonic::transport::Endpoint::from_shared(self.config.notifications_url.clone())?
                 .connect_timeout(Duration::from_secs(5))
                 .connect_lazy();
-        let issuer = TokenIssuer::new(
-            self.config.signing_key.clone(),
-            self.config.access_token_ttl,
-        );
         let tokens = Arc::new(IssuerTokenSource::new(
-            Arc::new(issuer),
+            Arc::new(self_issuer(&self.config)),
             self.config.outbox_client_id.clone(),
         ));
         Ok(Relay::new(

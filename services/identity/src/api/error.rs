@@ -3,6 +3,7 @@
 use cqrs_runtime::errors::{self, FieldViolations};
 use tonic::{Code, Status};
 
+use crate::directory::DirectoryError;
 use crate::domain::password::PolicyRule;
 use crate::hashing::HashError;
 use crate::store::StoreError;
@@ -68,6 +69,10 @@ pub enum IdentityError {
     DatabaseUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the session and lock-out store is unavailable")]
     RedisUnavailable(#[source] redis::RedisError),
+    /// The directory (grants) did not answer usefully: down, slow, or refusing identity's
+    /// service token (a deployment fault, but to the caller equally a missing dependency).
+    #[error("the directory is unavailable")]
+    DirectoryUnavailable(#[source] DirectoryError),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -107,6 +112,12 @@ impl From<StoreError> for IdentityError {
             StoreError::Database(e) => IdentityError::internal(e),
             StoreError::SharedDatabase(e) => IdentityError::internal(e),
         }
+    }
+}
+
+impl From<DirectoryError> for IdentityError {
+    fn from(err: DirectoryError) -> Self {
+        IdentityError::DirectoryUnavailable(err)
     }
 }
 
@@ -213,7 +224,7 @@ impl From<IdentityError> for Status {
                 errors::status(Code::FailedPrecondition, DOMAIN, reason, message)
             }
             IdentityError::NoGrant => errors::status(
-                Code::FailedPrecondition,
+                Code::PermissionDenied,
                 DOMAIN,
                 "NO_GRANT",
                 "the caller holds no such grant",
@@ -231,6 +242,10 @@ impl From<IdentityError> for Status {
             IdentityError::RedisUnavailable(source) => {
                 tracing::warn!(error = %source, "redis unavailable");
                 errors::unavailable(DOMAIN, "the session store")
+            }
+            IdentityError::DirectoryUnavailable(source) => {
+                tracing::warn!(error = %source, "directory unavailable");
+                errors::unavailable(DOMAIN, "the directory")
             }
             IdentityError::Internal(source) => errors::internal(DOMAIN, source.as_ref()),
         }

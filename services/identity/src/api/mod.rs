@@ -31,6 +31,7 @@ pub use error::{BAD_CREDENTIALS_MESSAGE, DOMAIN, IdentityError};
 
 use crate::clock::Clock;
 use crate::config::IdentityConfig;
+use crate::directory::DirectoryClient;
 use crate::domain::account::Realm;
 use crate::domain::email::normalise_email;
 use crate::domain::user_id::normalise_user_id;
@@ -60,6 +61,7 @@ struct Inner {
     sessions: SessionStore,
     hasher: PasswordHasher,
     issuer: TokenIssuer,
+    directory: DirectoryClient,
     clock: Arc<dyn Clock>,
 }
 
@@ -71,6 +73,7 @@ impl IdentityApi {
         store: Store,
         redis: ConnectionManager,
         hasher: PasswordHasher,
+        directory: DirectoryClient,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let namespace = config.redis_namespace.clone();
@@ -87,6 +90,7 @@ impl IdentityApi {
                 store,
                 hasher,
                 issuer,
+                directory,
                 clock,
                 config,
             }),

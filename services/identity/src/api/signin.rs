@@ -1,7 +1,8 @@
 //! Sign-in, the lock-out gate every password check goes through, sessions and tokens.
 
 use chrono::{DateTime, Utc};
-use cqrs_auth::Principal;
+use cqrs_auth::{ActiveGrant, Principal};
+use cqrs_proto::directory::v1 as dir;
 use cqrs_proto::identity::v1 as pb;
 use cqrs_proto::notifications::v1::EmailTemplate;
 use cqrs_runtime::audit::{Actor, Event};
@@ -294,13 +295,24 @@ impl IdentityApi {
             ),
         )
         .await?;
+        // The grants are only a convenience for the role picker: the session and its token
+        // carry no role, and SelectRole checks the grant with the directory again. Failing
+        // closed here would stop every sign-in (service desk included) whenever the directory
+        // is down, so the sign-in is answered without them; the client can list them later
+        // (ListGrants) or retry SelectRole once the directory is back.
+        let grants = match inner.directory.list_grants(account.id).await {
+            Ok(grants) => grants,
+            Err(e) => {
+                tracing::warn!(account_id = %account.id, error = %e, "sign-in answered without grants: directory unavailable");
+                Vec::new()
+            }
+        };
         Ok(pb::SignInResponse {
             session_token,
             access_token: token.token,
             expires_at: Some(convert::timestamp(token.expires_at)),
             account: Some(convert::account(account)),
-            // Grants live in the directory service; until it is wired in there are none.
-            grants: Vec::new(),
+            grants,
             session: Some(convert::session(
                 &record,
                 self.config().session_idle_ttl,
@@ -309,24 +321,113 @@ impl IdentityApi {
         })
     }
 
-    /// Role switching needs the caller's grants, which the directory service will hold. No
-    /// grant exists yet, so after checking the request the answer is NO_GRANT: a true
-    /// statement, not a placeholder.
+    /// Switches the caller's session to one of its grants. The grant is checked with the
+    /// directory (fail closed: no answer, no switch), recorded on the session so refreshed
+    /// tokens keep it, and checked once more after recording: a revocation committed before
+    /// the second look is seen there, and one committed after it ends the session through
+    /// EndSessions, which by then finds the active grant on it. Either way no session keeps
+    /// a revoked grant.
     pub(super) async fn do_select_role(
         &self,
         request: Request<pb::SelectRoleRequest>,
     ) -> Result<pb::SelectRoleResponse, IdentityError> {
-        require_user(&principal(&request)?)?;
+        let principal = principal(&request)?;
+        let (account_id, session_id) = require_user(&principal)?;
+        let actor = Actor::from_request(&request, &principal);
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
-        uuid_field(&mut violations, "organisation_id", &req.organisation_id);
-        match convert::role_from_proto(req.role) {
-            Ok(Some(_)) => {}
-            Ok(None) => violations.add("role", "is required"),
-            Err(convert::UnknownValue) => violations.add("role", "must be a known Role"),
-        }
+        let organisation_id = uuid_field(&mut violations, "organisation_id", &req.organisation_id);
+        let role = match convert::role_from_proto(req.role) {
+            Ok(Some(role)) => Some(role),
+            Ok(None) => {
+                violations.add("role", "is required");
+                None
+            }
+            Err(convert::UnknownValue) => {
+                violations.add("role", "must be a known Role");
+                None
+            }
+        };
         violations.into_result().map_err(IdentityError::invalid)?;
-        Err(IdentityError::NoGrant)
+        let (Some(organisation_id), Some(role)) = (organisation_id, role) else {
+            return Err(IdentityError::invalid(FieldViolations::new()));
+        };
+        let wanted = ActiveGrant {
+            organisation_id,
+            role,
+        };
+        let inner = &self.inner;
+        let now = self.now();
+
+        let Some(grant) = self.held_grant(account_id, &wanted).await? else {
+            self.audit_selection(&actor, account_id, &wanted, "failure", now)
+                .await?;
+            return Err(IdentityError::NoGrant);
+        };
+        if !inner.sessions.set_active(&session_id, Some(wanted)).await? {
+            return Err(IdentityError::SessionEnded);
+        }
+        let grant = match self.held_grant(account_id, &wanted).await {
+            Ok(Some(_)) => grant,
+            checked => {
+                // Revoked meanwhile, or no longer verifiable: leave no unchecked grant on
+                // the session.
+                inner.sessions.set_active(&session_id, None).await?;
+                checked?;
+                self.audit_selection(&actor, account_id, &wanted, "failure", now)
+                    .await?;
+                return Err(IdentityError::NoGrant);
+            }
+        };
+        let issued =
+            inner
+                .issuer
+                .issue_user(account_id, &session_id, Some(&wanted), token_time())?;
+        self.audit_selection(&actor, account_id, &wanted, "success", now)
+            .await?;
+        Ok(pb::SelectRoleResponse {
+            access_token: issued.token,
+            expires_at: Some(convert::timestamp(issued.expires_at)),
+            grant: Some(grant),
+        })
+    }
+
+    /// The account's grant matching `wanted`, as the directory lists it now.
+    async fn held_grant(
+        &self,
+        account_id: Uuid,
+        wanted: &ActiveGrant,
+    ) -> Result<Option<dir::Grant>, IdentityError> {
+        let grants = self.inner.directory.list_grants(account_id).await?;
+        Ok(grants.into_iter().find(|g| {
+            Uuid::parse_str(&g.organisation_id).ok() == Some(wanted.organisation_id)
+                && convert::role_from_proto(g.role).ok().flatten() == Some(wanted.role)
+        }))
+    }
+
+    async fn audit_selection(
+        &self,
+        actor: &Actor,
+        account_id: Uuid,
+        grant: &ActiveGrant,
+        outcome: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), IdentityError> {
+        audit_alone(
+            self.store(),
+            now,
+            actor,
+            account_event(
+                "role.selected",
+                &account_id.to_string(),
+                outcome,
+                serde_json::json!({
+                    "organisation_id": grant.organisation_id.to_string(),
+                    "role": grant.role.as_str(),
+                }),
+            ),
+        )
+        .await
     }
 
     pub(super) async fn do_refresh(

@@ -5,8 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use cqrs_auth::{ActiveGrant, Role, SigningKey, TokenIssuer, TokenVerifier};
+use cqrs_auth::{
+    ActiveGrant, IssuerTokenSource, RedisSessionCheck, Role, SigningKey, TokenIssuer, TokenVerifier,
+};
 use cqrs_identity::{Identity, IdentityConfig, OffsetClock, Store, redis_connection};
+use cqrs_proto::directory::v1::directory_service_client::DirectoryServiceClient;
 use cqrs_proto::identity::v1::{self as pb, identity_service_client::IdentityServiceClient};
 use cqrs_runtime::config::{Env, ServerConfig};
 use cqrs_testkit::{RunningServer, SmtpSink, TestDb, TestKeys, TestRedis, spawn, with_token};
@@ -15,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::Status;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 use uuid::Uuid;
 
 pub const BASE_URL: &str = "https://cqrs.example.nhs.uk/portal/";
@@ -80,6 +83,73 @@ impl Mail {
     }
 }
 
+/// The real directory service beside identity: identity asks it for grants, and it ends
+/// identity's sessions on revocation. Trusts tokens signed by identity's key.
+pub struct DirectoryPeer {
+    pub channel: Channel,
+    _db: TestDb,
+    _stop: oneshot::Sender<()>,
+}
+
+impl DirectoryPeer {
+    /// A free port for the directory, known before identity is built (identity needs its URL,
+    /// the directory identity's). Released until [`DirectoryPeer::start`] binds it again.
+    async fn reserve() -> std::net::SocketAddr {
+        TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    async fn start(
+        addr: std::net::SocketAddr,
+        keys: &TestKeys,
+        redis: &TestRedis,
+        identity_url: &str,
+    ) -> DirectoryPeer {
+        let db = TestDb::new(&cqrs_directory::MIGRATOR).await;
+        let identity_channel =
+            cqrs_directory::identity_channel(identity_url, Duration::from_secs(2)).unwrap();
+        let tokens = Arc::new(IssuerTokenSource::new(
+            Arc::new(keys.issuer.clone()),
+            "directory",
+        ));
+        let directory = cqrs_directory::Directory::new(
+            cqrs_directory::Store::new(db.pool.clone()),
+            identity_channel,
+            tokens,
+            cqrs_directory::RevocationConfig::default(),
+            Arc::new(cqrs_runtime::clock::SystemClock),
+        );
+        let sessions = Arc::new(RedisSessionCheck::new(
+            redis.conn.clone(),
+            redis.namespace.clone(),
+        ));
+        let server = directory.server(
+            ServerConfig::for_tests("directory", keys.verifier.clone()),
+            sessions,
+        );
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(server.serve_with(listener, async move {
+            let _ = rx.await;
+        }));
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        DirectoryPeer {
+            channel,
+            _db: db,
+            _stop: tx,
+        }
+    }
+
+    pub fn client(&self) -> DirectoryServiceClient<Channel> {
+        DirectoryServiceClient::new(self.channel.clone())
+    }
+}
+
 pub struct Harness {
     pub db: TestDb,
     pub redis: TestRedis,
@@ -89,6 +159,7 @@ pub struct Harness {
     pub identity: Identity,
     pub server: RunningServer,
     pub mail: Option<Mail>,
+    pub directory: Option<DirectoryPeer>,
     _relay: Option<oneshot::Sender<()>>,
 }
 
@@ -110,6 +181,8 @@ fn identity_env(
         ("REDIS_URL", redis_url),
         ("CQRS_REDIS_NAMESPACE", &redis.namespace),
         ("NOTIFICATIONS_URL", notifications_url),
+        // Refuses connections at once; tests that need grants start the real directory.
+        ("DIRECTORY_URL", "http://127.0.0.1:1"),
         ("IDENTITY_OUTBOX_POLL_INTERVAL_MS", "50"),
         // Debug builds hash slowly and tests run side by side: wait for a slot rather than
         // answer RESOURCE_EXHAUSTED.
@@ -126,15 +199,20 @@ pub fn hex(bytes: &[u8]) -> String {
 
 impl Harness {
     pub async fn start(extra: &[(&str, &str)]) -> Harness {
-        Self::start_inner(extra, false).await
+        Self::start_inner(extra, false, false).await
     }
 
     /// With the notification service, an SMTP sink and identity's outbox relay running.
     pub async fn with_mail(extra: &[(&str, &str)]) -> Harness {
-        Self::start_inner(extra, true).await
+        Self::start_inner(extra, true, false).await
     }
 
-    async fn start_inner(extra: &[(&str, &str)], with_mail: bool) -> Harness {
+    /// With the real directory service, which identity asks for grants.
+    pub async fn with_directory() -> Harness {
+        Self::start_inner(&[], false, true).await
+    }
+
+    async fn start_inner(extra: &[(&str, &str)], with_mail: bool, with_directory: bool) -> Harness {
         let db = TestDb::new(&cqrs_identity::MIGRATOR).await;
         let redis = TestRedis::new().await;
         let signing = SigningKey::generate(&format!("id-{}", Uuid::new_v4().simple()));
@@ -146,7 +224,17 @@ impl Harness {
         let notifications_url = mail
             .as_ref()
             .map_or("http://127.0.0.1:1".to_owned(), |m| m.url.clone());
-        let env = identity_env(&signing, &redis, &redis.url, &notifications_url, extra);
+        let directory_addr = if with_directory {
+            Some(DirectoryPeer::reserve().await)
+        } else {
+            None
+        };
+        let directory_url = directory_addr.map(|addr| format!("http://{addr}"));
+        let mut extra = extra.to_vec();
+        if let Some(url) = &directory_url {
+            extra.push(("DIRECTORY_URL", url.as_str()));
+        }
+        let env = identity_env(&signing, &redis, &redis.url, &notifications_url, &extra);
         let clock = OffsetClock::new();
         let identity = build(&env, &db, &clock).await;
         let server = spawn(identity.server(server_config())).await;
@@ -164,6 +252,10 @@ impl Harness {
             verifier: TokenVerifier::new(vec![signing.verifying_key()]),
             issuer: TokenIssuer::new(signing.clone(), Duration::from_secs(600)),
         };
+        let directory = match directory_addr {
+            Some(addr) => Some(DirectoryPeer::start(addr, &keys, &redis, &server.url()).await),
+            None => None,
+        };
         Harness {
             db,
             redis,
@@ -173,6 +265,7 @@ impl Harness {
             identity,
             server,
             mail,
+            directory,
             _relay: relay,
         }
     }
@@ -348,6 +441,12 @@ impl Harness {
         .fetch_all(&self.db.pool)
         .await
         .unwrap()
+    }
+
+    pub fn directory(&self) -> &DirectoryPeer {
+        self.directory
+            .as_ref()
+            .expect("harness started without the directory")
     }
 
     pub fn mail(&self) -> &Mail {

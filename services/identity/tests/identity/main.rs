@@ -6,6 +6,7 @@
 mod harness;
 
 mod accounts;
+mod grants;
 mod links;
 mod signin;
 mod stores;

@@ -726,28 +726,15 @@ async fn service_tokens_need_the_right_secret() {
     );
 }
 
-/// SelectRole answers NO_GRANT until grants exist (directory service); EndSessions is for
-/// internal callers.
+/// EndSessions is for internal callers. (SelectRole: see grants.rs.)
 #[tokio::test]
-async fn select_role_and_end_sessions() {
+async fn end_sessions() {
     let h = Harness::start(&[]).await;
     let account = h
         .active(pb::Realm::Local, "kim.ross@practice.org", PASSWORDS[0])
         .await;
     let a = h.sign_in(&account.email, PASSWORDS[0]).await.unwrap();
     let b = h.sign_in(&account.email, PASSWORDS[0]).await.unwrap();
-    let err = h
-        .client()
-        .select_role(with_token(
-            pb::SelectRoleRequest {
-                organisation_id: Uuid::new_v4().to_string(),
-                role: cqrs_proto::directory::v1::Role::PracticeUser as i32,
-            },
-            &a.access_token,
-        ))
-        .await
-        .unwrap_err();
-    assert_reason(&err, Code::FailedPrecondition, "NO_GRANT");
 
     let request = || pb::EndSessionsRequest {
         account_id: account.id.clone(),

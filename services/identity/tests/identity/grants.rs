@@ -1,0 +1,245 @@
+//! Grants through the real directory service: listed at sign-in, checked by SelectRole,
+//! carried by the session's tokens, and dropped with the session when revoked.
+
+use chrono::Utc;
+use cqrs_auth::{ActiveGrant, Principal, Role};
+use cqrs_proto::directory::v1::{self as dir, OrganisationKind};
+use cqrs_proto::identity::v1 as pb;
+use cqrs_testkit::{assert_reason, with_token};
+use tonic::{Code, Status};
+use uuid::Uuid;
+
+use crate::harness::{Harness, PASSWORDS};
+
+impl Harness {
+    async fn org(&self, kind: OrganisationKind, ods: &str, parent: Option<Uuid>) -> Uuid {
+        let org = self
+            .directory()
+            .client()
+            .create_organisation(with_token(
+                dir::CreateOrganisationRequest {
+                    request_id: Uuid::new_v4().to_string(),
+                    kind: kind as i32,
+                    ods_code: ods.into(),
+                    name: format!("Organisation {ods}"),
+                    parent_id: parent.map(|p| p.to_string()).unwrap_or_default(),
+                    multi_level_approval: false,
+                },
+                &self.service_token(),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .organisation
+            .unwrap();
+        Uuid::parse_str(&org.id).unwrap()
+    }
+
+    /// Two practices under one commissioning organisation.
+    async fn practices(&self) -> (Uuid, Uuid) {
+        let region = self.org(OrganisationKind::Region, "Y56", None).await;
+        let ccg = self
+            .org(
+                OrganisationKind::CommissioningOrganisation,
+                "15N",
+                Some(region),
+            )
+            .await;
+        let p1 = self
+            .org(OrganisationKind::ServiceProvider, "A81001", Some(ccg))
+            .await;
+        let p2 = self
+            .org(OrganisationKind::ServiceProvider, "A81002", Some(ccg))
+            .await;
+        (p1, p2)
+    }
+
+    async fn grant_role(&self, account: &str, org: Uuid, role: Role) -> dir::Grant {
+        self.directory()
+            .client()
+            .grant_role(with_token(
+                dir::GrantRoleRequest {
+                    request_id: Uuid::new_v4().to_string(),
+                    account_id: account.into(),
+                    organisation_id: org.to_string(),
+                    role: role.to_proto() as i32,
+                },
+                &self.service_token(),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .grant
+            .unwrap()
+    }
+
+    async fn select(
+        &self,
+        token: &str,
+        org: Uuid,
+        role: Role,
+    ) -> Result<pb::SelectRoleResponse, Status> {
+        self.client()
+            .select_role(with_token(
+                pb::SelectRoleRequest {
+                    organisation_id: org.to_string(),
+                    role: role.to_proto() as i32,
+                },
+                token,
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn refresh(&self, session_token: &str) -> Result<String, Status> {
+        self.client()
+            .refresh_access_token(pb::RefreshAccessTokenRequest {
+                session_token: session_token.into(),
+            })
+            .await
+            .map(|r| r.into_inner().access_token)
+    }
+
+    async fn members(&self, token: &str, org: Uuid) -> Result<dir::ListMembersResponse, Status> {
+        self.directory()
+            .client()
+            .list_members(with_token(
+                dir::ListMembersRequest {
+                    organisation_id: org.to_string(),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    fn active_grant(&self, token: &str) -> Option<ActiveGrant> {
+        match self.keys.verifier.verify(token, Utc::now()).unwrap() {
+            Principal::User { active, .. } => active,
+            other => panic!("not a user token: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn sign_in_lists_grants_and_select_role_scopes_the_token() {
+    let h = Harness::with_directory().await;
+    let (p1, p2) = h.practices().await;
+    let account = h
+        .active(pb::Realm::Local, "kim.ross@practice.org", PASSWORDS[0])
+        .await;
+    let manager = h.grant_role(&account.id, p1, Role::PracticeManager).await;
+    let user = h.grant_role(&account.id, p2, Role::PracticeUser).await;
+
+    let signed_in = h.sign_in(&account.email, PASSWORDS[0]).await.unwrap();
+    let mut listed: Vec<String> = signed_in.grants.iter().map(|g| g.id.clone()).collect();
+    listed.sort();
+    let mut expected = vec![manager.id.clone(), user.id.clone()];
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert!(
+        signed_in
+            .grants
+            .iter()
+            .all(|g| !g.organisation_name.is_empty())
+    );
+    assert_eq!(h.active_grant(&signed_in.access_token), None);
+
+    // Without an active role the directory refuses a role-bound RPC.
+    let err = h.members(&signed_in.access_token, p1).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // A grant the account does not hold (role held elsewhere) is refused.
+    let err = h
+        .select(&signed_in.access_token, p2, Role::PracticeManager)
+        .await
+        .unwrap_err();
+    assert_reason(&err, Code::PermissionDenied, "NO_GRANT");
+
+    let selected = h
+        .select(&signed_in.access_token, p1, Role::PracticeManager)
+        .await
+        .unwrap();
+    assert_eq!(selected.grant.as_ref().unwrap().id, manager.id);
+    let wanted = ActiveGrant {
+        organisation_id: p1,
+        role: Role::PracticeManager,
+    };
+    assert_eq!(h.active_grant(&selected.access_token), Some(wanted));
+    let members = h.members(&selected.access_token, p1).await.unwrap();
+    assert!(members.grants.iter().any(|g| g.id == manager.id));
+
+    // The session keeps the grant: refreshed tokens carry it.
+    let refreshed = h.refresh(&signed_in.session_token).await.unwrap();
+    assert_eq!(h.active_grant(&refreshed), Some(wanted));
+    assert_eq!(h.audit("role.selected", &account.id).await.len(), 2);
+}
+
+#[tokio::test]
+async fn revoking_the_active_grant_ends_only_that_session() {
+    let h = Harness::with_directory().await;
+    let (p1, p2) = h.practices().await;
+    let account = h
+        .active(pb::Realm::Local, "lee.hart@practice.org", PASSWORDS[1])
+        .await;
+    let manager = h.grant_role(&account.id, p1, Role::PracticeManager).await;
+    h.grant_role(&account.id, p2, Role::PracticeUser).await;
+
+    let a = h.sign_in(&account.email, PASSWORDS[1]).await.unwrap();
+    let b = h.sign_in(&account.email, PASSWORDS[1]).await.unwrap();
+    h.select(&a.access_token, p1, Role::PracticeManager)
+        .await
+        .unwrap();
+    h.select(&b.access_token, p2, Role::PracticeUser)
+        .await
+        .unwrap();
+
+    h.directory()
+        .client()
+        .revoke_role(with_token(
+            dir::RevokeRoleRequest {
+                grant_id: manager.id.clone(),
+            },
+            &h.service_token(),
+        ))
+        .await
+        .unwrap();
+
+    let err = h.refresh(&a.session_token).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    let refreshed = h.refresh(&b.session_token).await.unwrap();
+    assert_eq!(
+        h.active_grant(&refreshed),
+        Some(ActiveGrant {
+            organisation_id: p2,
+            role: Role::PracticeUser,
+        })
+    );
+    // The revoked grant can no longer be selected from the surviving session.
+    let err = h
+        .select(&refreshed, p1, Role::PracticeManager)
+        .await
+        .unwrap_err();
+    assert_reason(&err, Code::PermissionDenied, "NO_GRANT");
+}
+
+/// Sign-in does not depend on the directory; SelectRole does, and fails closed.
+#[tokio::test]
+async fn directory_down_omits_grants_and_refuses_select_role() {
+    let h = Harness::start(&[]).await;
+    let account = h
+        .active(pb::Realm::Local, "sam.cole@practice.org", PASSWORDS[2])
+        .await;
+    let signed_in = h.sign_in(&account.email, PASSWORDS[2]).await.unwrap();
+    assert!(signed_in.grants.is_empty());
+    let err = h
+        .select(&signed_in.access_token, Uuid::new_v4(), Role::PracticeUser)
+        .await
+        .unwrap_err();
+    assert_reason(&err, Code::Unavailable, "UNAVAILABLE");
+    assert_eq!(
+        h.active_grant(&h.refresh(&signed_in.session_token).await.unwrap()),
+        None
+    );
+}
