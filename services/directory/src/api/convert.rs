@@ -63,6 +63,7 @@ pub fn organisation(row: &OrganisationRow) -> pb::Organisation {
         multi_level_approval: row.multi_level_approval,
         create_time: Some(timestamp(row.created_at)),
         update_time: Some(timestamp(row.updated_at)),
+        path: row.path.iter().map(ToString::to_string).collect(),
     }
 }
 

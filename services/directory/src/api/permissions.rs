@@ -56,6 +56,41 @@ fn decide_for_account<'g>(
     (false, decision.reason, None)
 }
 
+/// What a permission is asked about.
+#[derive(Clone, Copy)]
+enum Target {
+    Organisation(Uuid),
+    /// Someone's account: in scope wherever it holds a grant.
+    Account(Uuid),
+}
+
+/// The decision on an account holding `held_by_target`: allowed when allowed at any
+/// organisation where it holds a grant. An account with no grants sits in no subtree, so only
+/// suite-wide roles reach it (decided on the empty ancestry, "the suite as a whole").
+fn decide_for_target_account<'g>(
+    grants: &'g [GrantRow],
+    permission: Permission,
+    held_by_target: &[GrantRow],
+    active: Option<ActiveGrant>,
+) -> (bool, &'static str, Option<&'g GrantRow>) {
+    if held_by_target.is_empty() {
+        return decide_for_account(grants, permission, &[], active);
+    }
+    let mut refusal = (false, cqrs_auth::NO_GRANT_IN_SCOPE, None);
+    for held in held_by_target {
+        let decision = decide_for_account(grants, permission, &held.organisation_path, active);
+        if decision.0 {
+            return decision;
+        }
+        // The most telling refusal wins: a revoked grant or a role without the permission
+        // says more than "not in scope".
+        if decision.1 != cqrs_auth::NO_GRANT_IN_SCOPE {
+            refusal = decision;
+        }
+    }
+    refusal
+}
+
 impl DirectoryApi {
     /// Internal, or a user asking about its own account.
     pub(super) async fn do_check_permission(
@@ -81,7 +116,26 @@ impl DirectoryApi {
                 permission
             }
         };
-        let organisation_id = uuid_field(&mut violations, "organisation_id", &req.organisation_id);
+        let target = match (
+            req.organisation_id.is_empty(),
+            req.target_account_id.is_empty(),
+        ) {
+            (false, true) => uuid_field(&mut violations, "organisation_id", &req.organisation_id)
+                .map(Target::Organisation),
+            (true, false) => uuid_field(
+                &mut violations,
+                "target_account_id",
+                &req.target_account_id,
+            )
+            .map(Target::Account),
+            _ => {
+                violations.add(
+                    "organisation_id",
+                    "exactly one of organisation_id and target_account_id is required",
+                );
+                None
+            }
+        };
         let active_org = if req.active_organisation_id.is_empty() {
             None
         } else {
@@ -118,24 +172,36 @@ impl DirectoryApi {
         {
             return Err(DirectoryError::PermissionDenied(SELF_OR_INTERNAL_REQUIRED));
         }
-        let (Some(account_id), Some(permission), Some(organisation_id), true) = (
-            account_id,
-            permission,
-            organisation_id,
-            violations.is_empty(),
-        ) else {
+        let (Some(account_id), Some(permission), Some(target), true) =
+            (account_id, permission, target, violations.is_empty())
+        else {
             return Err(DirectoryError::InvalidArgument(violations));
         };
 
-        let (target, grants) =
-            grant_store::for_decision(self.store().pool(), account_id, organisation_id)
-                .await?
-                .ok_or(DirectoryError::NotFound("organisation"))?;
-        let (allowed, reason, grant) = decide_for_account(&grants, permission, &target, active);
+        let pool = self.store().pool();
+        let (allowed, reason, grant) = match target {
+            Target::Organisation(organisation_id) => {
+                let (target, grants) = grant_store::for_decision(pool, account_id, organisation_id)
+                    .await?
+                    .ok_or(DirectoryError::NotFound("organisation"))?;
+                let (allowed, reason, grant) =
+                    decide_for_account(&grants, permission, &target, active);
+                (allowed, reason, grant.map(convert::grant))
+            }
+            Target::Account(target_account) => {
+                let (grants, held_by_target) = tokio::try_join!(
+                    grant_store::all_for_account(pool, account_id),
+                    grant_store::all_for_account(pool, target_account),
+                )?;
+                let (allowed, reason, grant) =
+                    decide_for_target_account(&grants, permission, &held_by_target, active);
+                (allowed, reason, grant.map(convert::grant))
+            }
+        };
         Ok(pb::CheckPermissionResponse {
             allowed,
             reason: reason.to_owned(),
-            grant: grant.map(convert::grant),
+            grant,
         })
     }
 }
