@@ -28,12 +28,14 @@
 //! | `CQRS_SERVICE_CLIENTS` | none | `client_id:sha256hex(secret)` comma list for IssueServiceToken |
 //! | `NOTIFICATIONS_URL` | `http://127.0.0.1:50054` | where the outbox relay delivers mail |
 //! | `IDENTITY_OUTBOX_CLIENT_ID` | `identity` | client id of the self-signed service tokens (outbox relay, directory calls) |
-//! | `DIRECTORY_URL` | `http://127.0.0.1:50052` | the directory service, asked for an account's grants (sign-in, SelectRole) |
+//! | `DIRECTORY_URL` | `http://127.0.0.1:50052` | the directory service: an account's grants (sign-in, SelectRole), scope checks (disable, enable), the bootstrap grant |
 //! | `IDENTITY_DIRECTORY_TIMEOUT_MS` | 2000 | longest wait for the directory's answer, connecting included |
 //! | `IDENTITY_OUTBOX_POLL_INTERVAL_MS` | 1000 | relay's idle wait |
 //! | `CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL` | none | on a first start with no accounts: create this NATIONAL account and mail its registration link |
 //! | `CQRS_BOOTSTRAP_SERVICE_DESK_FIRST_NAME` | `Service` | its first name |
 //! | `CQRS_BOOTSTRAP_SERVICE_DESK_LAST_NAME` | `Desk` | its last name |
+//! | `CQRS_BOOTSTRAP_SERVICE_DESK_ODS_CODE` | `X26` | ODS code of the service-desk organisation the directory creates for it |
+//! | `CQRS_BOOTSTRAP_SERVICE_DESK_ORGANISATION` | `CQRS Service Desk` | that organisation's name |
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -118,6 +120,9 @@ pub struct BootstrapConfig {
     pub email: String,
     pub first_name: String,
     pub last_name: String,
+    /// The service-desk organisation the directory is asked to create for it.
+    pub organisation_ods_code: String,
+    pub organisation_name: String,
 }
 
 #[derive(Clone, Debug)]
@@ -302,6 +307,12 @@ impl IdentityConfig {
                     email,
                     first_name: name("CQRS_BOOTSTRAP_SERVICE_DESK_FIRST_NAME", "Service")?,
                     last_name: name("CQRS_BOOTSTRAP_SERVICE_DESK_LAST_NAME", "Desk")?,
+                    // The directory validates both; here only emptiness is refused early.
+                    organisation_ods_code: name("CQRS_BOOTSTRAP_SERVICE_DESK_ODS_CODE", "X26")?,
+                    organisation_name: name(
+                        "CQRS_BOOTSTRAP_SERVICE_DESK_ORGANISATION",
+                        "CQRS Service Desk",
+                    )?,
                 })
             }
         };

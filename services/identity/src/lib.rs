@@ -177,6 +177,13 @@ pub async fn run(mut env: Env) -> Result<(), BoxError> {
         }
     };
     let relay = tokio::spawn(identity.relay()?.run(stopped()));
+    if let Some(config) = identity.config.bootstrap.clone() {
+        tokio::spawn(bootstrap::grant_task(
+            identity.api.clone(),
+            config,
+            stopped(),
+        ));
+    }
     let purge_pool = identity.store.pool().clone();
     let purge_stop = stopped();
     let purge = tokio::spawn(async move {

@@ -2,6 +2,7 @@
 //! trail.
 
 use chrono::{DateTime, Utc};
+use cqrs_auth::Permission;
 use cqrs_proto::identity::v1 as pb;
 use cqrs_proto::notifications::v1::EmailTemplate;
 use cqrs_runtime::audit::{self, Actor};
@@ -77,6 +78,9 @@ impl IdentityApi {
             Created::New(row) => *row,
             Created::Retry(_) => return Ok(Inserted::Retry),
         };
+        if only_if_empty {
+            account_store::insert_bootstrap_grant(&mut tx, row.id, now).await?;
+        }
         let token = self
             .issue_link(&mut tx, &row, LinkPurpose::Registration, false, now)
             .await?;
@@ -273,9 +277,9 @@ impl IdentityApi {
         let (Some(account_id), true) = (account_id, violations.is_empty()) else {
             return Err(IdentityError::invalid(violations));
         };
-        // Approvers' scoped right to disable others comes with the directory service.
         if !(is_self(&principal, account_id) || principal.is_service()) {
-            return Err(IdentityError::PermissionDenied("SELF_OR_INTERNAL_REQUIRED"));
+            self.require_on_account(&principal, Permission::DisableAccount, account_id)
+                .await?;
         }
         let reason = req.reason.trim().to_owned();
         let now = self.now();
@@ -320,10 +324,13 @@ impl IdentityApi {
         request: Request<pb::EnableAccountRequest>,
     ) -> Result<pb::EnableAccountResponse, IdentityError> {
         let principal = principal(&request)?;
-        // Account administrators' scoped right comes with the directory service.
-        require_internal_or_desk(&principal)?;
-        let actor = Actor::from_request(&request, &principal);
         let account_id = parse_id("account_id", &request.get_ref().account_id)?;
+        // The service desk's scope is the whole suite: no need to ask the directory.
+        if !(principal.is_service() || is_service_desk(&principal)) {
+            self.require_on_account(&principal, Permission::EnableAccount, account_id)
+                .await?;
+        }
+        let actor = Actor::from_request(&request, &principal);
         let now = self.now();
         let mut tx = self.store().begin().await?;
         let updated = match account_store::set_state(
@@ -374,13 +381,19 @@ impl IdentityApi {
     ) -> Result<pb::GetAccountResponse, IdentityError> {
         let principal = principal(&request)?;
         let account_id = parse_id("account_id", &request.get_ref().account_id)?;
-        let allowed = is_self(&principal, account_id)
+        let unscoped = is_self(&principal, account_id)
             || principal.is_service()
             || is_service_desk(&principal);
-        if !allowed {
-            return Err(IdentityError::PermissionDenied(
-                "SELF_INTERNAL_OR_SERVICE_DESK_REQUIRED",
-            ));
+        if !unscoped {
+            // Commissioners see their scope; a practice manager sees its practice's users.
+            let permission = match principal.active_role() {
+                Some(role) if cqrs_auth::role_grants(role, Permission::ViewScope) => {
+                    Permission::ViewScope
+                }
+                _ => Permission::ViewPracticeUsers,
+            };
+            self.require_on_account(&principal, permission, account_id)
+                .await?;
         }
         let account = self.load(account_id).await?;
         Ok(pb::GetAccountResponse {

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use cqrs_auth::{Principal, Role, TokenIssuer};
+use cqrs_auth::{Permission, Principal, Role, TokenIssuer};
 use cqrs_outbox::OutboxMessage;
 use cqrs_proto::identity::v1::{self as pb, identity_service_server::IdentityService};
 use cqrs_proto::notifications::v1::EmailTemplate;
@@ -109,8 +109,12 @@ impl IdentityApi {
         &self.inner.config
     }
 
-    fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    pub fn directory(&self) -> &DirectoryClient {
+        &self.inner.directory
     }
 
     /// The account a login names: a User ID finds a NATIONAL account, an e-mail address a
@@ -286,6 +290,53 @@ fn require_service(principal: &Principal) -> Result<(), IdentityError> {
         Err(IdentityError::PermissionDenied(
             "SERVICE_PRINCIPAL_REQUIRED",
         ))
+    }
+}
+
+/// Reasons the directory gives for refusing a scoped action, as this service reports them.
+const SCOPE_REFUSALS: [&str; 3] = [
+    cqrs_auth::NO_GRANT_IN_SCOPE,
+    cqrs_auth::ROLE_LACKS_PERMISSION,
+    "GRANT_REVOKED",
+];
+
+impl IdentityApi {
+    /// A user acting through its active grant may use `permission` on the account `target`:
+    /// the role must carry it (decided here, no I/O), and the grant must reach an
+    /// organisation where `target` holds a grant (decided by the directory with the shared
+    /// decision; it also refuses a grant revoked since the token was issued). Permission comes
+    /// before existence: an unknown account is in nobody's scope, so it is refused the same
+    /// way. The directory unreachable is UNAVAILABLE (fail closed).
+    async fn require_on_account(
+        &self,
+        principal: &Principal,
+        permission: Permission,
+        target: Uuid,
+    ) -> Result<(), IdentityError> {
+        let Principal::User {
+            account_id, active, ..
+        } = principal
+        else {
+            return Err(IdentityError::PermissionDenied("USER_PRINCIPAL_REQUIRED"));
+        };
+        let active = active.ok_or(IdentityError::PermissionDenied("NO_ACTIVE_GRANT"))?;
+        if !cqrs_auth::role_grants(active.role, permission) {
+            return Err(IdentityError::PermissionDenied(
+                cqrs_auth::ROLE_LACKS_PERMISSION,
+            ));
+        }
+        let (allowed, reason) = self
+            .directory()
+            .check_on_account(*account_id, active, permission, target)
+            .await?;
+        if allowed {
+            return Ok(());
+        }
+        let reason = SCOPE_REFUSALS
+            .into_iter()
+            .find(|known| *known == reason)
+            .unwrap_or(cqrs_auth::NO_GRANT_IN_SCOPE);
+        Err(IdentityError::PermissionDenied(reason))
     }
 }
 

@@ -590,6 +590,44 @@ pub async fn unlock(
     .await?)
 }
 
+/// Records that the bootstrap account `account_id` still needs its directory grant.
+pub async fn insert_bootstrap_grant(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO bootstrap_grants (account_id, created_at) VALUES ($1, $2)")
+        .bind(account_id)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Bootstrap accounts whose directory grant is not yet confirmed.
+pub async fn pending_bootstrap_grants(pool: &PgPool) -> Result<Vec<Uuid>, StoreError> {
+    let rows: Vec<(Uuid,)> = sqlx::query_as(
+        "SELECT account_id FROM bootstrap_grants WHERE done_at IS NULL ORDER BY created_at",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// Marks the bootstrap grant of `account_id` as made.
+pub async fn finish_bootstrap_grant(
+    pool: &PgPool,
+    account_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE bootstrap_grants SET done_at = $2 WHERE account_id = $1")
+        .bind(account_id)
+        .bind(now)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {

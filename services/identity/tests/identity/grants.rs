@@ -12,7 +12,12 @@ use uuid::Uuid;
 use crate::harness::{Harness, PASSWORDS};
 
 impl Harness {
-    async fn org(&self, kind: OrganisationKind, ods: &str, parent: Option<Uuid>) -> Uuid {
+    pub(crate) async fn org(
+        &self,
+        kind: OrganisationKind,
+        ods: &str,
+        parent: Option<Uuid>,
+    ) -> Uuid {
         let org = self
             .directory()
             .client()
@@ -54,7 +59,7 @@ impl Harness {
         (p1, p2)
     }
 
-    async fn grant_role(&self, account: &str, org: Uuid, role: Role) -> dir::Grant {
+    pub(crate) async fn grant_role(&self, account: &str, org: Uuid, role: Role) -> dir::Grant {
         self.directory()
             .client()
             .grant_role(with_token(

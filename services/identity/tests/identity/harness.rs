@@ -212,6 +212,11 @@ impl Harness {
         Self::start_inner(&[], false, true).await
     }
 
+    /// With the real directory service and extra settings.
+    pub async fn with_directory_env(extra: &[(&str, &str)]) -> Harness {
+        Self::start_inner(extra, false, true).await
+    }
+
     async fn start_inner(extra: &[(&str, &str)], with_mail: bool, with_directory: bool) -> Harness {
         let db = TestDb::new(&cqrs_identity::MIGRATOR).await;
         let redis = TestRedis::new().await;

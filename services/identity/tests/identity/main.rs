@@ -8,5 +8,6 @@ mod harness;
 mod accounts;
 mod grants;
 mod links;
+mod scope;
 mod signin;
 mod stores;

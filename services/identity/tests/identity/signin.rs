@@ -507,7 +507,8 @@ async fn disable_ends_sessions_and_enable_restores_sign_in() {
     let signed = h.sign_in(&account.email, PASSWORDS[0]).await.unwrap();
     let other_signed = h.sign_in(&other.email, PASSWORDS[1]).await.unwrap();
 
-    // Someone else may not disable the account (approver scoping comes with the directory).
+    // Someone else may not disable the account: a user with no active grant has no scope
+    // (approvers in scope: tests/identity/scope.rs).
     let err = h
         .client()
         .disable_account(with_token(
@@ -519,7 +520,7 @@ async fn disable_ends_sessions_and_enable_restores_sign_in() {
         ))
         .await
         .unwrap_err();
-    assert_reason(&err, Code::PermissionDenied, "SELF_OR_INTERNAL_REQUIRED");
+    assert_reason(&err, Code::PermissionDenied, "NO_ACTIVE_GRANT");
 
     let disabled = h
         .client()
