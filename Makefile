@@ -13,8 +13,10 @@ services:
 build:
 	$(CARGO) build --workspace --all-targets
 
-# Unit, integration and service tests against real Postgres, Redis and an SMTP sink.
+# Deploy manifests validated offline first (seconds), then unit, integration and service
+# tests against real Postgres, Redis and an SMTP sink.
 test: services
+	@bash scripts/validate-deploy.sh
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
