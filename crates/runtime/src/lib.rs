@@ -2,8 +2,10 @@
 //! migrations, error statuses, telemetry, health and the gRPC server stack.
 
 pub mod audit;
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod credentials;
 pub mod db;
 pub mod errors;
 pub mod health;

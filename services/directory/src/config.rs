@@ -21,47 +21,12 @@
 //! `CQRS_REQUEST_TIMEOUT_SECS`, `CQRS_CONCURRENCY_LIMIT`, `CQRS_SHUTDOWN_GRACE_SECS`,
 //! `OTEL_EXPORTER_OTLP_ENDPOINT`, `RUST_LOG`.
 
-use std::fmt;
 use std::time::Duration;
 
-use cqrs_auth::SigningKey;
 use cqrs_runtime::config::{ConfigError, Env, parse_endpoint};
+pub use cqrs_runtime::credentials::ServiceCredentials;
 
 use crate::session_ender::RevocationConfig;
-
-/// How this service authenticates to identity.
-#[derive(Clone)]
-pub enum ServiceCredentials {
-    /// Client credentials for identity's IssueServiceToken (a real deployment).
-    ClientSecret { client_id: String, secret: String },
-    /// Tokens signed locally (development, tests, or a deployment that shares the key).
-    SigningKey {
-        client_id: String,
-        key: Box<SigningKey>,
-    },
-}
-
-impl ServiceCredentials {
-    pub fn client_id(&self) -> &str {
-        match self {
-            ServiceCredentials::ClientSecret { client_id, .. }
-            | ServiceCredentials::SigningKey { client_id, .. } => client_id,
-        }
-    }
-}
-
-// Never print the secret or the key.
-impl fmt::Debug for ServiceCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self {
-            ServiceCredentials::ClientSecret { .. } => "ClientSecret",
-            ServiceCredentials::SigningKey { .. } => "SigningKey",
-        };
-        f.debug_struct(kind)
-            .field("client_id", &self.client_id())
-            .finish_non_exhaustive()
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct DirectoryConfig {
@@ -77,36 +42,7 @@ impl DirectoryConfig {
         let identity_url = env
             .optional_with("IDENTITY_URL", parse_endpoint)?
             .unwrap_or_else(|| "http://127.0.0.1:50051".to_owned());
-        let client_id: String = env.or("DIRECTORY_CLIENT_ID", "directory".to_owned())?;
-        let client_id_ok = client_id.len() <= 64
-            && client_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !client_id_ok {
-            return Err(ConfigError::new(
-                "DIRECTORY_CLIENT_ID",
-                "must be 1-64 characters of [A-Za-z0-9._-]",
-            ));
-        }
-        let credentials = match (
-            env.get("DIRECTORY_CLIENT_SECRET")?,
-            env.optional_with("CQRS_TOKEN_SIGNING_KEY", SigningKey::from_env_value)?,
-        ) {
-            (Some(secret), _) => ServiceCredentials::ClientSecret {
-                client_id,
-                secret: secret.to_owned(),
-            },
-            (None, Some(key)) => ServiceCredentials::SigningKey {
-                client_id,
-                key: Box::new(key),
-            },
-            (None, None) => {
-                return Err(ConfigError::new(
-                    "DIRECTORY_CLIENT_SECRET or CQRS_TOKEN_SIGNING_KEY",
-                    "one is required: revocations must be able to end sessions in identity",
-                ));
-            }
-        };
+        let credentials = ServiceCredentials::from_env(env, crate::SERVICE)?;
 
         let call_timeout =
             env.duration_secs("DIRECTORY_IDENTITY_TIMEOUT_SECS", Duration::from_secs(5))?;
@@ -156,6 +92,7 @@ impl DirectoryConfig {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use cqrs_auth::SigningKey;
 
     #[test]
     fn defaults_with_a_client_secret() {

@@ -16,55 +16,26 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_auth::{
-    IdentityTokenSource, IssuerTokenSource, RedisSessionCheck, SessionCheck, TokenIssuer,
-    TokenSource,
-};
+use cqrs_auth::{RedisSessionCheck, SessionCheck, TokenSource};
 use cqrs_proto::directory::v1::directory_service_server::DirectoryServiceServer;
 use cqrs_runtime::clock::{Clock, SystemClock};
 use cqrs_runtime::config::{DatabaseConfig, Env, ServerConfig};
 use cqrs_runtime::db::PoolSettings;
 use cqrs_runtime::health::PgReadiness;
 use cqrs_runtime::server::ServiceServer;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub use api::{DirectoryApi, DirectoryError};
-pub use config::{DirectoryConfig, ServiceCredentials};
+pub use config::DirectoryConfig;
+/// Moved to the runtime (shared with the access service); re-exported for existing callers.
+pub use cqrs_runtime::credentials::{ServiceCredentials, identity_channel, token_source};
 pub use session_ender::{RevocationConfig, SessionEnder};
 pub use store::{MIGRATOR, Store};
 
 pub const SERVICE: &str = "directory";
 pub const DEFAULT_PORT: u16 = 50052;
 
-/// Lifetime of locally signed service tokens (the shortest identity issues).
-const LOCAL_TOKEN_TTL: Duration = Duration::from_secs(300);
-
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A channel to the identity service that connects on first use (identity may start after
-/// the directory) and reconnects by itself.
-pub fn identity_channel(url: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(timeout)
-        .connect_lazy())
-}
-
-/// Where this service's service tokens come from (see [`ServiceCredentials`]).
-pub fn token_source(
-    credentials: &ServiceCredentials,
-    identity: Channel,
-    timeout: Duration,
-) -> Arc<dyn TokenSource> {
-    match credentials {
-        ServiceCredentials::ClientSecret { client_id, secret } => Arc::new(
-            IdentityTokenSource::new(identity, client_id.clone(), secret.clone(), timeout),
-        ),
-        ServiceCredentials::SigningKey { client_id, key } => Arc::new(IssuerTokenSource::new(
-            Arc::new(TokenIssuer::new((**key).clone(), LOCAL_TOKEN_TTL)),
-            client_id.clone(),
-        )),
-    }
-}
 
 /// The running parts of the service over one database.
 #[derive(Clone)]
@@ -103,6 +74,15 @@ impl Directory {
             .readiness(PgReadiness::new(self.store.pool().clone()))
             .session_check(sessions)
     }
+}
+
+/// Applies the migrations and returns (`cqrs-directory migrate`).
+pub async fn migrate(env: Env) -> Result<(), BoxError> {
+    let database = DatabaseConfig::from_env(&env, SERVICE)?;
+    let pool = cqrs_runtime::db::connect(&database).await?;
+    cqrs_runtime::db::migrate(&pool, &MIGRATOR).await?;
+    pool.close().await;
+    Ok(())
 }
 
 /// Runs the service as the binary does: configuration from `env`, migrations, the background
