@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build test lint fmt run stop clean bench services
+.PHONY: all build test lint fmt run demo logs stop clean bench services
 
 all: build
 
@@ -31,16 +31,22 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# Starts what exists of the suite against local Postgres/Redis and a local mail sink.
+# The whole suite on this machine against local Postgres/Redis and a local mail sink, with
+# the service desk bootstrapped; `demo` loads a small data set into it (scripts/run.sh).
 run: services
 	@bash scripts/run.sh
+
+demo:
+	@bash scripts/run.sh demo
+
+logs:
+	@bash scripts/run.sh logs
 
 stop:
 	@bash scripts/run.sh stop
 
-clean: stop
-	rm -rf .run
-	$(CARGO) clean
+clean:
+	@bash scripts/run.sh clean
 
 # Benchmarks of every service, each reported as ratios against a baseline measured in the same
 # run (a bare tonic echo RPC, raw argon2id verifications); printed, never asserted.

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# `make run` / `make stop`: the suite on this machine against local Postgres and Redis,
-# with a local mail sink. Processes run in the background; logs and state live in .run/.
+# The suite on one machine, against local Postgres and Redis, with a local mail sink.
+#   scripts/run.sh          (make run)    build, start everything, bootstrap the service desk
+#   scripts/run.sh demo     (make demo)   load a small data set into the running suite
+#   scripts/run.sh logs     (make logs)   follow every service's log
+#   scripts/run.sh stop     (make stop)   stop what `make run` started
+#   scripts/run.sh clean    (make clean)  stop, then drop the dev database, Redis keys and .run/
+# Processes run in the background; logs (plain text) and state live in .run/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,13 +13,17 @@ RUN_DIR=.run
 LOG_DIR=$RUN_DIR/logs
 PID_DIR=$RUN_DIR/pids
 BIN=target/debug
+DEV_DB=cqrs_dev
+REDIS_NS=cqrs-dev:
+SERVICES=(notifications identity directory access)
 
 stop() {
   for pidfile in "$PID_DIR"/*.pid; do
     [ -e "$pidfile" ] || continue
     local pid name
     pid=$(cat "$pidfile"); name=$(basename "$pidfile" .pid)
-    if kill -0 "$pid" 2>/dev/null; then
+    # Only signal the process if it is still ours: a pid may have been reused since.
+    if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "cqrs-$name"; then
       kill -TERM "$pid" && echo "stopped $name (pid $pid)"
       for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     fi
@@ -22,45 +31,59 @@ stop() {
   done
 }
 
-if [ "${1:-}" = "stop" ]; then stop; exit 0; fi
+clean() {
+  stop
+  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $DEV_DB" && echo "dropped database $DEV_DB"
+  if command -v redis-cli >/dev/null; then
+    redis-cli -h 127.0.0.1 --scan --pattern "${REDIS_NS}*" | xargs -r redis-cli -h 127.0.0.1 del >/dev/null
+    echo "deleted Redis keys ${REDIS_NS}*"
+  fi
+  rm -rf "$RUN_DIR"
+}
 
-stop
-mkdir -p "$LOG_DIR" "$PID_DIR" "$RUN_DIR/mail"
-cargo build -q -p cqrs-notifications -p cqrs-identity -p cqrs-directory -p cqrs-testkit --bins
-
-# Development signing keys, made once per checkout (never used outside this machine).
-if [ ! -f "$RUN_DIR/keys.env" ]; then
-  "$BIN/cqrs-devtoken" keys > "$RUN_DIR/keys.env"
-fi
-# The directory's client secret for identity's IssueServiceToken, made once per checkout.
-if [ ! -f "$RUN_DIR/clients.env" ]; then
-  (umask 077 && echo "DIRECTORY_CLIENT_SECRET=$(head -c 32 /dev/urandom | base64 | tr -d '=+/\n')" > "$RUN_DIR/clients.env")
-fi
-set -a
-# shellcheck disable=SC1091
-source "$RUN_DIR/keys.env"
-# shellcheck disable=SC1091
-source "$RUN_DIR/clients.env"
-DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/cqrs_dev}
-REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
-CQRS_SMTP_URL=${CQRS_SMTP_URL:-smtp://127.0.0.1:2525}
-CQRS_MAIL_FROM=${CQRS_MAIL_FROM:-CQRS <no-reply@cqrs.localhost>}
-CQRS_PUBLIC_BASE_URL=${CQRS_PUBLIC_BASE_URL:-http://localhost:8080/}
-CQRS_CORS_ALLOWED_ORIGINS=${CQRS_CORS_ALLOWED_ORIGINS:-http://localhost:8080}
-NOTIFICATIONS_LISTEN=${NOTIFICATIONS_LISTEN:-127.0.0.1:50054}
-NOTIFICATIONS_URL=${NOTIFICATIONS_URL:-http://$NOTIFICATIONS_LISTEN}
-IDENTITY_LISTEN=${IDENTITY_LISTEN:-127.0.0.1:50051}
-IDENTITY_URL=${IDENTITY_URL:-http://$IDENTITY_LISTEN}
-DIRECTORY_LISTEN=${DIRECTORY_LISTEN:-127.0.0.1:50052}
-DIRECTORY_CLIENT_ID=${DIRECTORY_CLIENT_ID:-directory}
-# Identity knows each service client by the SHA-256 of its secret, never the secret.
-CQRS_SERVICE_CLIENTS=${CQRS_SERVICE_CLIENTS:-$DIRECTORY_CLIENT_ID:$(printf %s "$DIRECTORY_CLIENT_SECRET" | sha256sum | cut -d' ' -f1)}
-MAILSINK_LISTEN=${MAILSINK_LISTEN:-127.0.0.1:2525}
-MAILSINK_DIR=${MAILSINK_DIR:-$RUN_DIR/mail}
-set +a
-
-psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'cqrs_dev'" | grep -q 1 \
-  || psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE cqrs_dev"
+# The environment every process of the local suite shares.
+load_env() {
+  # Development signing keys, made once per checkout (never used outside this machine).
+  if [ ! -f "$RUN_DIR/keys.env" ]; then
+    "$BIN/cqrs-devtoken" keys > "$RUN_DIR/keys.env"
+  fi
+  # Client secrets of the services that ask identity for service tokens, made once.
+  if [ ! -f "$RUN_DIR/clients.env" ]; then
+    (umask 077 && {
+      echo "DIRECTORY_CLIENT_SECRET=$(head -c 32 /dev/urandom | base64 | tr -d '=+/\n')"
+      echo "ACCESS_CLIENT_SECRET=$(head -c 32 /dev/urandom | base64 | tr -d '=+/\n')"
+    } > "$RUN_DIR/clients.env")
+  fi
+  set -a
+  # shellcheck disable=SC1091
+  source "$RUN_DIR/keys.env"
+  # shellcheck disable=SC1091
+  source "$RUN_DIR/clients.env"
+  DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/$DEV_DB}
+  REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+  CQRS_REDIS_NAMESPACE=${CQRS_REDIS_NAMESPACE:-$REDIS_NS}
+  CQRS_LOG_FORMAT=${CQRS_LOG_FORMAT:-text}
+  CQRS_SMTP_URL=${CQRS_SMTP_URL:-smtp://127.0.0.1:2525}
+  CQRS_MAIL_FROM=${CQRS_MAIL_FROM:-CQRS <no-reply@cqrs.localhost>}
+  CQRS_PUBLIC_BASE_URL=${CQRS_PUBLIC_BASE_URL:-http://localhost:8080/}
+  CQRS_CORS_ALLOWED_ORIGINS=${CQRS_CORS_ALLOWED_ORIGINS:-http://localhost:8080}
+  CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL=${CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL:-service.desk@cqrs.localhost}
+  NOTIFICATIONS_LISTEN=${NOTIFICATIONS_LISTEN:-127.0.0.1:50054}
+  NOTIFICATIONS_URL=${NOTIFICATIONS_URL:-http://$NOTIFICATIONS_LISTEN}
+  IDENTITY_LISTEN=${IDENTITY_LISTEN:-127.0.0.1:50051}
+  IDENTITY_URL=${IDENTITY_URL:-http://$IDENTITY_LISTEN}
+  DIRECTORY_LISTEN=${DIRECTORY_LISTEN:-127.0.0.1:50052}
+  DIRECTORY_URL=${DIRECTORY_URL:-http://$DIRECTORY_LISTEN}
+  DIRECTORY_CLIENT_ID=${DIRECTORY_CLIENT_ID:-directory}
+  ACCESS_LISTEN=${ACCESS_LISTEN:-127.0.0.1:50053}
+  ACCESS_URL=${ACCESS_URL:-http://$ACCESS_LISTEN}
+  ACCESS_CLIENT_ID=${ACCESS_CLIENT_ID:-access}
+  # Identity knows each service client by the SHA-256 of its secret, never the secret.
+  CQRS_SERVICE_CLIENTS=${CQRS_SERVICE_CLIENTS:-$DIRECTORY_CLIENT_ID:$(printf %s "$DIRECTORY_CLIENT_SECRET" | sha256sum | cut -d' ' -f1),$ACCESS_CLIENT_ID:$(printf %s "$ACCESS_CLIENT_SECRET" | sha256sum | cut -d' ' -f1)}
+  MAILSINK_LISTEN=${MAILSINK_LISTEN:-127.0.0.1:2525}
+  MAILSINK_DIR=${MAILSINK_DIR:-$RUN_DIR/mail}
+  set +a
+}
 
 start() {
   local name=$1; shift
@@ -71,7 +94,7 @@ start() {
 # Waits until a service answers health checks (its own readiness covers its stores).
 wait_healthy() {
   local name=$1 addr=$2
-  for _ in $(seq 1 50); do
+  for _ in $(seq 1 100); do
     if "$BIN/cqrs-devtoken" health "$addr" >/dev/null 2>&1; then return 0; fi
     if ! kill -0 "$(cat "$PID_DIR/$name.pid")" 2>/dev/null; then
       echo "$name failed to start:"; tail -n 20 "$LOG_DIR/$name.log"; exit 1
@@ -81,25 +104,69 @@ wait_healthy() {
   echo "$name is not healthy yet (see $LOG_DIR/$name.log)"
 }
 
-start mailsink "$BIN/cqrs-mailsink"
-start notifications "$BIN/cqrs-notifications"
-wait_healthy notifications "$NOTIFICATIONS_LISTEN"
-start identity "$BIN/cqrs-identity"
-wait_healthy identity "$IDENTITY_LISTEN"
-start directory "$BIN/cqrs-directory"
-wait_healthy directory "$DIRECTORY_LISTEN"
+# The newest link mailed to $1, from the sink's files (<n>-<address>.eml).
+newest_link() {
+  local file
+  file=$(find "$MAILSINK_DIR" -maxdepth 1 -name "*-$1.eml" -printf '%f\n' 2>/dev/null | sort -n | tail -n 1)
+  [ -n "$file" ] || return 1
+  tr -d '\r' <"$MAILSINK_DIR/$file" | sed -e ':a' -e '/=$/N; s/=\n//; ta' -e 's/=3D/=/g' \
+    | grep -o 'https\?://[^" <>]*token=[A-Za-z0-9_-]*' | head -n 1
+}
 
+case "${1:-run}" in
+  stop) stop; exit 0 ;;
+  clean) clean; exit 0 ;;
+  logs) exec tail -n 50 -F "$LOG_DIR"/*.log ;;
+  demo)
+    load_env
+    cargo build -q -p cqrs-testkit --bin cqrs-demo
+    exec "$BIN/cqrs-demo" ;;
+  run) ;;
+  *) echo "usage: $0 [run | demo | logs | stop | clean]" >&2; exit 2 ;;
+esac
+
+stop
+mkdir -p "$LOG_DIR" "$PID_DIR" "$RUN_DIR/mail"
+cargo build -q -p cqrs-notifications -p cqrs-identity -p cqrs-directory -p cqrs-access -p cqrs-testkit --bins
+load_env
+
+psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DEV_DB'" | grep -q 1 \
+  || psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $DEV_DB"
+
+start mailsink "$BIN/cqrs-mailsink"
+for service in "${SERVICES[@]}"; do
+  listen_var="${service^^}_LISTEN"
+  start "$service" "$BIN/cqrs-$service"
+  wait_healthy "$service" "${!listen_var}"
+done
+
+echo "CQRS suite running (logs: $LOG_DIR/ or 'make logs'; stop with 'make stop', wipe with 'make clean'):"
+for service in "${SERVICES[@]}"; do
+  listen_var="${service^^}_LISTEN"
+  printf '  %-14s grpc://%-18s health: %s\n' "$service" "${!listen_var}" "$("$BIN/cqrs-devtoken" health "${!listen_var}")"
+done
+printf '  %-14s smtp://%-18s messages: %s/ (links also in %s/mailsink.log)\n' mailsink "$MAILSINK_LISTEN" "$MAILSINK_DIR" "$LOG_DIR"
+
+# The service desk is bootstrapped on the first start of an empty database; its registration
+# link arrives through the outbox, the notification service and the sink.
+echo
+link=""
+for _ in $(seq 1 50); do
+  link=$(newest_link "$CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL" || true)
+  [ -n "$link" ] && break
+  sleep 0.2
+done
+if [ -n "$link" ]; then
+  echo "Service desk ($CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL) registration link:"
+  echo "  $link"
+  echo "Set its password with identity CompleteRegistration (the token is the link's 'token'),"
+  echo "or run 'make demo' to do that and load a small data set with users in every role."
+else
+  echo "No registration mail for $CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL (already registered on an earlier run?)."
+fi
 cat <<INFO
-CQRS suite running (logs: $LOG_DIR/, stop with 'make stop'):
-  identity       grpc://$IDENTITY_LISTEN   health: $("$BIN/cqrs-devtoken" health "$IDENTITY_LISTEN")
-  directory      grpc://$DIRECTORY_LISTEN   health: $("$BIN/cqrs-devtoken" health "$DIRECTORY_LISTEN")
-  notifications  grpc://$NOTIFICATIONS_LISTEN   health: $("$BIN/cqrs-devtoken" health "$NOTIFICATIONS_LISTEN")
-  mail sink      smtp://$MAILSINK_LISTEN   messages: $MAILSINK_DIR/ and $LOG_DIR/mailsink.log
 
 A service token for trying internal RPCs (valid 15 minutes):
   $("$BIN/cqrs-devtoken" service cli)
-e.g. buf curl --protocol grpc --http2-prior-knowledge \\
-       -H "authorization: Bearer <token>" \\
-       -d '{"idempotencyKey":"try-1","template":"EMAIL_TEMPLATE_PASSWORD_RESET","to":"you@nhs.net","params":{"first_name":"Ann","token":"abc"}}' \\
-       http://$NOTIFICATIONS_LISTEN/cqrs.notifications.v1.NotificationService/EnqueueEmail
+e.g. buf curl --protocol grpc --http2-prior-knowledge --list-methods http://$DIRECTORY_LISTEN
 INFO

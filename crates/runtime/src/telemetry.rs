@@ -1,7 +1,8 @@
 //! Logs and traces.
 //!
-//! [`init`] installs JSON logs on stdout (filtered by `RUST_LOG`, default `info`) and an
-//! OpenTelemetry layer. Spans always get real W3C trace ids, so trace context flows through a
+//! [`init`] installs logs on stdout (filtered by `RUST_LOG`, default `info`) and an
+//! OpenTelemetry layer. Logs are JSON for collectors; `CQRS_LOG_FORMAT=text` gives one plain
+//! line per event for people reading a terminal (`make run`). Spans always get real W3C trace ids, so trace context flows through a
 //! service even when it exports nothing; with an OTLP endpoint they are also exported over gRPC.
 //!
 //! Propagation uses the W3C `traceparent`/`tracestate` headers: the server stack extracts them
@@ -18,6 +19,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -29,6 +31,9 @@ pub enum TelemetryError {
     /// `RUST_LOG` holds an invalid filter.
     #[error("RUST_LOG: invalid filter: {0}")]
     Filter(String),
+    /// `CQRS_LOG_FORMAT` is neither `json` nor `text`.
+    #[error("CQRS_LOG_FORMAT: must be json or text, got {0:?}")]
+    Format(String),
     /// The OTLP exporter could not be built.
     #[error("OTEL_EXPORTER_OTLP_ENDPOINT: cannot build exporter: {0}")]
     Exporter(String),
@@ -102,13 +107,27 @@ fn install(service: &str, otel_endpoint: Option<&str>) -> Result<TelemetryGuard,
     let provider = builder.build();
     let tracer = provider.tracer(service.to_owned());
 
-    let fmt = tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_target(true)
-        .with_writer(std::io::stdout);
+    let text = match std::env::var("CQRS_LOG_FORMAT").as_deref() {
+        Err(_) | Ok("" | "json") => false,
+        Ok("text") => true,
+        Ok(other) => return Err(TelemetryError::Format(other.to_owned())),
+    };
+    let fmt = if text {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_target(false)
+            .with_writer(std::io::stdout)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_target(true)
+            .with_writer(std::io::stdout)
+            .boxed()
+    };
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
     let installed = tracing_subscriber::registry()
         .with(filter)

@@ -142,6 +142,17 @@ impl Identity {
     }
 }
 
+/// Applies the migrations (and the outbox table) and returns (`cqrs-identity migrate`).
+pub async fn migrate(env: Env) -> Result<(), BoxError> {
+    let database = DatabaseConfig::from_env(&env, SERVICE)?;
+    let pool = cqrs_runtime::db::connect(&database).await?;
+    cqrs_runtime::db::migrate(&pool, &MIGRATOR).await?;
+    let store = Store::new(pool);
+    store.ensure_outbox().await?;
+    store.pool().close().await;
+    Ok(())
+}
+
 /// Runs the service as the binary does: configuration from `env`, migrations, bootstrap, the
 /// outbox relay and the gRPC server, until SIGTERM or SIGINT.
 pub async fn run(mut env: Env) -> Result<(), BoxError> {

@@ -52,6 +52,15 @@ pub fn worker(config: &NotificationsConfig, store: Store) -> Result<Worker, work
 
 /// Runs the service as the binary does: configuration from `env`, migrations, the gRPC
 /// server and the delivery workers, until SIGTERM or SIGINT.
+/// Applies the migrations and returns (`cqrs-notifications migrate`).
+pub async fn migrate(env: Env) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let database = DatabaseConfig::from_env(&env, SERVICE)?;
+    let pool = cqrs_runtime::db::connect(&database).await?;
+    cqrs_runtime::db::migrate(&pool, &MIGRATOR).await?;
+    pool.close().await;
+    Ok(())
+}
+
 pub async fn run(env: Env) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let server_config = ServerConfig::from_env(&env, SERVICE, DEFAULT_PORT)?;
     let database = DatabaseConfig::from_env(&env, SERVICE)?;
