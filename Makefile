@@ -27,6 +27,7 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	bash scripts/buf.sh lint
+	bash scripts/buf-breaking.sh
 
 fmt:
 	$(CARGO) fmt --all
