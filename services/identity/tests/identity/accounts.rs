@@ -470,11 +470,7 @@ async fn reads_lists_and_the_audit_trail() {
     assert_eq!(me.id, ann.id);
     for id in [national.id.clone(), Uuid::new_v4().to_string()] {
         let err = h.get_account(&signed.access_token, &id).await.unwrap_err();
-        assert_reason(
-            &err,
-            Code::PermissionDenied,
-            "NO_ACTIVE_GRANT",
-        );
+        assert_reason(&err, Code::PermissionDenied, "NO_ACTIVE_GRANT");
     }
     let desk = h.desk_token().await;
     h.get_account(&desk, &national.id).await.unwrap();
