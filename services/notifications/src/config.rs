@@ -14,6 +14,8 @@
 //! | `NOTIFICATIONS_MAX_ATTEMPTS` | 10 | attempts before dead-lettering |
 //! | `NOTIFICATIONS_RETRY_BASE_MS` | 2000 | first retry delay, doubled each time |
 //! | `NOTIFICATIONS_RETRY_MAX_SECS` | 3600 | longest retry delay |
+//! | `REDIS_URL` | `redis://127.0.0.1:6379` | identity's Redis, read to check that a user token's session is live (inbox and preference RPCs) |
+//! | `CQRS_REDIS_NAMESPACE` | empty | identity's Redis key prefix (the same value identity has) |
 
 use std::time::Duration;
 
@@ -31,6 +33,9 @@ pub struct NotificationsConfig {
     pub smtp_timeout: Duration,
     pub workers: usize,
     pub worker: WorkerConfig,
+    /// Identity's Redis: user tokens are accepted only while their session lives there.
+    pub redis_url: String,
+    pub redis_namespace: String,
 }
 
 impl NotificationsConfig {
@@ -56,6 +61,8 @@ impl NotificationsConfig {
             ));
         }
         Ok(NotificationsConfig {
+            redis_url: cqrs_runtime::config::redis_url(env)?,
+            redis_namespace: env.get("CQRS_REDIS_NAMESPACE")?.unwrap_or("").to_owned(),
             smtp_url: env.or("CQRS_SMTP_URL", "smtp://127.0.0.1:2525".to_owned())?,
             mail_from: env.or(
                 "CQRS_MAIL_FROM",
@@ -93,6 +100,8 @@ mod tests {
         let config = NotificationsConfig::from_env(&Env::from_pairs(&[])).unwrap();
         assert_eq!(config.worker.retry.max_attempts, 10);
         assert_eq!(config.public_base_url.as_str(), "http://localhost:8080/");
+        assert_eq!(config.redis_url, "redis://127.0.0.1:6379");
+        assert_eq!(config.redis_namespace, "");
 
         for (var, value) in [
             ("CQRS_PUBLIC_BASE_URL", "not a url"),

@@ -10,8 +10,10 @@ pub mod domain;
 pub mod store;
 pub mod worker;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use cqrs_auth::RedisSessionCheck;
 use cqrs_proto::notifications::v1::notification_service_server::NotificationServiceServer;
 use cqrs_runtime::config::{DatabaseConfig, Env, ServerConfig};
 use cqrs_runtime::health::PgReadiness;
@@ -25,12 +27,28 @@ pub use worker::{Mailer, Worker};
 pub const SERVICE: &str = "notifications";
 pub const DEFAULT_PORT: u16 = 50054;
 
-/// The gRPC server for this service, with its readiness check, ready to serve.
+/// The gRPC server for this service, with its readiness check, ready to serve. Give it
+/// [`session_check`] (`ServiceServer::session_check`, as [`run`] does): without one every
+/// user token is refused.
 pub fn server(config: ServerConfig, store: Store) -> ServiceServer {
     let readiness = PgReadiness::new(store.pool().clone());
     ServiceServer::new(config)
         .add_service(NotificationServiceServer::new(NotificationApi::new(store)))
         .readiness(readiness)
+}
+
+/// The check user tokens are held to: their session must be live in identity's Redis
+/// (`REDIS_URL`, `CQRS_REDIS_NAMESPACE`). The inbox and preference RPCs take user tokens, and
+/// a server without a session check refuses every one of them (fail closed), so [`run`] gives
+/// the server this one.
+pub fn session_check(
+    config: &NotificationsConfig,
+) -> Result<Arc<RedisSessionCheck>, Box<dyn std::error::Error + Send + Sync>> {
+    let redis = cqrs_runtime::db::redis_connection(&config.redis_url)?;
+    Ok(Arc::new(RedisSessionCheck::new(
+        redis,
+        config.redis_namespace.clone(),
+    )))
 }
 
 /// A delivery worker for this service's store.
@@ -86,6 +104,8 @@ pub async fn run(env: Env) -> Result<(), Box<dyn std::error::Error + Send + Sync
         workers.push(tokio::spawn(worker.run(stopped())));
     }
 
+    let sessions = session_check(&config)?;
+
     let listener = tokio::net::TcpListener::bind(server_config.listen).await?;
     tracing::info!(listen = %server_config.listen, workers = config.workers, "notification service starting");
     let signal = async move {
@@ -93,6 +113,7 @@ pub async fn run(env: Env) -> Result<(), Box<dyn std::error::Error + Send + Sync
         let _ = stop_tx.send(true);
     };
     server(server_config, store)
+        .session_check(sessions)
         .serve_with(listener, signal)
         .await?;
     for worker in workers {
