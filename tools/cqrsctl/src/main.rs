@@ -1,0 +1,5 @@
+//! The `cqrsctl` binary; everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    cqrsctl::main_entry()
+}
