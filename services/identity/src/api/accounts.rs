@@ -98,7 +98,7 @@ impl IdentityApi {
             now,
             actor,
             account_event(
-                "account.created",
+                "CREATE_ACCOUNT",
                 &row.id.to_string(),
                 "success",
                 serde_json::json!({
@@ -229,7 +229,7 @@ impl IdentityApi {
             now,
             &actor,
             account_event(
-                "account.unlocked",
+                "UNLOCK_ACCOUNT",
                 &account_id.to_string(),
                 "success",
                 serde_json::json!({ "was_locked": was_locked, "failures": failures }),
@@ -301,7 +301,7 @@ impl IdentityApi {
             now,
             &actor,
             account_event(
-                "account.disabled",
+                "DISABLE_ACCOUNT",
                 &account_id.to_string(),
                 "success",
                 serde_json::json!({ "reason": reason }),
@@ -350,7 +350,7 @@ impl IdentityApi {
             now,
             &actor,
             account_event(
-                "account.enabled",
+                "ENABLE_ACCOUNT",
                 &account_id.to_string(),
                 "success",
                 serde_json::json!({}),
@@ -536,7 +536,7 @@ impl IdentityApi {
             self.now(),
             &actor,
             account_event(
-                "sessions.ended",
+                "END_SESSIONS",
                 &account_id.to_string(),
                 "success",
                 serde_json::json!({

@@ -158,7 +158,7 @@ impl IdentityApi {
                 now,
                 &Actor::system("lockout"),
                 account_event(
-                    "account.locked",
+                    "LOCK_ACCOUNT",
                     &id,
                     "success",
                     serde_json::json!({ "reason": LOCK_REASON_FAILURES }),
@@ -193,7 +193,7 @@ impl IdentityApi {
                 now,
                 &actor,
                 Event {
-                    action: "signin.failure",
+                    action: "SIGN_IN",
                     target_type: "account",
                     target_id: "",
                     outcome: "failure",
@@ -207,16 +207,8 @@ impl IdentityApi {
         let (matched, failures, permanent_reached) =
             match self.gated_verify(&account, &presented, now).await? {
                 Gate::Locked => {
-                    self.record_failure(
-                        &account,
-                        &actor,
-                        "signin.failure",
-                        "locked",
-                        None,
-                        false,
-                        now,
-                    )
-                    .await?;
+                    self.record_failure(&account, &actor, "SIGN_IN", "locked", None, false, now)
+                        .await?;
                     return Err(IdentityError::BadCredentials);
                 }
                 Gate::Checked {
@@ -240,7 +232,7 @@ impl IdentityApi {
         self.record_failure(
             &account,
             &actor,
-            "signin.failure",
+            "SIGN_IN",
             reason,
             Some(failures),
             permanent_reached && !matched,
@@ -288,7 +280,7 @@ impl IdentityApi {
             now,
             actor,
             account_event(
-                "signin.success",
+                "SIGN_IN",
                 &account.id.to_string(),
                 "success",
                 serde_json::json!({}),
@@ -418,7 +410,7 @@ impl IdentityApi {
             now,
             actor,
             account_event(
-                "role.selected",
+                "SELECT_ROLE",
                 &account_id.to_string(),
                 outcome,
                 serde_json::json!({
@@ -538,9 +530,9 @@ impl IdentityApi {
         let now = self.now();
         let event = |outcome| Event {
             action: if outcome == "success" {
-                "service_token.issued"
+                "ISSUE_SERVICE_TOKEN"
             } else {
-                "service_token.failure"
+                "ISSUE_SERVICE_TOKEN"
             },
             target_type: "service_client",
             target_id: &req.client_id,

@@ -133,7 +133,7 @@ async fn create_account_is_idempotent_and_refuses_generic_mailboxes() {
         .account
         .unwrap();
     assert_eq!(created.user_id, "");
-    assert_eq!(h.audit("account.created", &created.id).await.len(), 1);
+    assert_eq!(h.audit("CREATE_ACCOUNT", &created.id).await.len(), 1);
     // The registration mail is queued with the account, token and (NATIONAL) User ID.
     let payload = h
         .outbox_payload(&first.id, "REGISTRATION_LINK")
@@ -195,7 +195,7 @@ async fn bootstrap_creates_the_desk_account_once_and_mails_it() {
     assert_eq!(account.last_name, "Desk");
     h.sign_in(&account.user_id, PASSWORDS[0]).await.unwrap();
     let (actor,): (String,) =
-        sqlx::query_as("SELECT actor_kind FROM audit_events WHERE action = 'account.created'")
+        sqlx::query_as("SELECT actor_kind FROM audit_events WHERE action = 'CREATE_ACCOUNT'")
             .fetch_one(&h.db.pool)
             .await
             .unwrap();
@@ -604,11 +604,7 @@ async fn reads_lists_and_the_audit_trail() {
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(
         actions,
-        [
-            "signin.success",
-            "registration.completed",
-            "account.created"
-        ]
+        ["SIGN_IN", "COMPLETE_REGISTRATION", "CREATE_ACCOUNT"]
     );
     assert_eq!(events[0].actor_kind, pb::ActorKind::Anonymous as i32);
     assert_eq!(events[2].actor_kind, pb::ActorKind::Service as i32);

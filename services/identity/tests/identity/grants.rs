@@ -178,7 +178,7 @@ async fn sign_in_lists_grants_and_select_role_scopes_the_token() {
     // The session keeps the grant: refreshed tokens carry it.
     let refreshed = h.refresh(&signed_in.session_token).await.unwrap();
     assert_eq!(h.active_grant(&refreshed), Some(wanted));
-    assert_eq!(h.audit("role.selected", &account.id).await.len(), 2);
+    assert_eq!(h.audit("SELECT_ROLE", &account.id).await.len(), 2);
 }
 
 #[tokio::test]

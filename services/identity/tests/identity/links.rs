@@ -102,10 +102,7 @@ async fn registration_links_are_single_use_and_expire() {
     assert!(activated.password_change_time.is_some());
     let err = h.complete(&token, PASSWORDS[2]).await.unwrap_err();
     assert_reason(&err, Code::FailedPrecondition, "LINK_INVALID");
-    assert_eq!(
-        h.audit("registration.completed", &account.id).await.len(),
-        1
-    );
+    assert_eq!(h.audit("COMPLETE_REGISTRATION", &account.id).await.len(), 1);
 
     // Expiry, with the clock moved past 7 days.
     let late = h
@@ -181,7 +178,7 @@ async fn reset_links_end_sessions_and_do_not_sign_in() {
             .await
             .is_some()
     );
-    assert_eq!(h.audit("password.reset", &account.id).await.len(), 1);
+    assert_eq!(h.audit("RESET_PASSWORD", &account.id).await.len(), 1);
 
     // Expired after the configured 10 minutes.
     request_reset(&h, &account.email).await;
@@ -269,7 +266,7 @@ async fn history_minimum_age_and_desk_exemption() {
         .unwrap_err();
     assert_reason(&err, Code::Unauthenticated, "INVALID_CREDENTIALS");
     assert_eq!(
-        h.audit("password_change.failure", &account.id).await[0].1["reason"],
+        h.audit("CHANGE_PASSWORD", &account.id).await[0].1["reason"],
         "wrong_password"
     );
 

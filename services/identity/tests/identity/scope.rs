@@ -336,7 +336,7 @@ async fn approver_disables_and_administrator_enables_in_scope() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    let audit = h.audit("account.disabled", &user.id).await;
+    let audit = h.audit("DISABLE_ACCOUNT", &user.id).await;
     assert_eq!(audit.len(), 1);
 
     let admin = Uuid::new_v4();
@@ -382,7 +382,7 @@ async fn scoped_actions_fail_closed_without_the_directory() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(h.audit("account.disabled", &target.id).await.is_empty());
+    assert!(h.audit("DISABLE_ACCOUNT", &target.id).await.is_empty());
     // A role that could never do it is refused without asking the directory.
     let user = h.role_token(Uuid::new_v4(), Some(Role::PracticeUser)).await;
     let err = h.call(Rpc::Disable, &user, &target.id).await.unwrap_err();

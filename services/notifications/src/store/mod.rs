@@ -158,8 +158,8 @@ impl Store {
             };
         };
         let action = match state {
-            DeliveryState::Suppressed => "email.suppressed",
-            _ => "email.enqueued",
+            DeliveryState::Suppressed => "SUPPRESS_EMAIL",
+            _ => "ENQUEUE_EMAIL",
         };
         audit::record(
             &mut tx,
@@ -285,7 +285,7 @@ impl Store {
             now,
             &Actor::system("notifications-worker"),
             Event {
-                action: "email.delivered",
+                action: "DELIVER_EMAIL",
                 target_type: "email",
                 target_id: &row.id.to_string(),
                 outcome: "success",
@@ -334,7 +334,7 @@ impl Store {
                     now,
                     &Actor::system("notifications-worker"),
                     Event {
-                        action: "email.dead_lettered",
+                        action: "DEAD_LETTER_EMAIL",
                         target_type: "email",
                         target_id: &row.id.to_string(),
                         outcome: "failure",
@@ -379,7 +379,7 @@ impl Store {
             now,
             actor,
             Event {
-                action: "notification.created",
+                action: "NOTIFY",
                 target_type: "notification",
                 target_id: &row.id.to_string(),
                 outcome: "success",
@@ -467,7 +467,7 @@ impl Store {
             now,
             actor,
             Event {
-                action: "notification.read",
+                action: "MARK_NOTIFICATION_READ",
                 target_type: "notification",
                 target_id: &id.to_string(),
                 outcome: "success",
@@ -507,7 +507,7 @@ impl Store {
             now,
             actor,
             Event {
-                action: "preferences.updated",
+                action: "UPDATE_PREFERENCES",
                 target_type: "account",
                 target_id: &account_id.to_string(),
                 outcome: "success",

@@ -181,7 +181,7 @@ async fn access_request_withdrawn_then_approved_gives_a_second_role() {
     let selected = suite
         .audit(
             Service::Identity,
-            AuditQuery::target(&sam.account_id).and_action("role.selected"),
+            AuditQuery::target(&sam.account_id).and_action("SELECT_ROLE"),
         )
         .await;
     let organisations: Vec<&str> = selected

@@ -241,10 +241,10 @@ async fn bootstrap_desk_builds_the_tree_and_onboards_an_administrator() {
         .await;
     let actions = audit_actions(&identity);
     for expected in [
-        "account.created",
-        "registration.completed",
-        "signin.success",
-        "role.selected",
+        "CREATE_ACCOUNT",
+        "COMPLETE_REGISTRATION",
+        "SIGN_IN",
+        "SELECT_ROLE",
     ] {
         assert!(actions.contains(&expected), "{expected}: {identity:#?}");
     }
@@ -254,10 +254,10 @@ async fn bootstrap_desk_builds_the_tree_and_onboards_an_administrator() {
     assert_eq!(
         audit_actions(&created)[..4],
         [
-            "account.created",
-            "registration.completed",
-            "signin.success",
-            "role.selected"
+            "CREATE_ACCOUNT",
+            "COMPLETE_REGISTRATION",
+            "SIGN_IN",
+            "SELECT_ROLE"
         ]
     );
     assert_eq!(

@@ -109,19 +109,19 @@ async fn disabled_user_is_locked_out_until_re_enabled() {
         .await;
     let disable_event = trail
         .iter()
-        .find(|e| e.action == "account.disabled" && e.is_success())
+        .find(|e| e.action == "DISABLE_ACCOUNT" && e.is_success())
         .unwrap_or_else(|| panic!("{}", summary(&trail)));
     assert_eq!(disable_event.actor_id, approver.account_id);
     assert_eq!(disable_event.detail("reason"), Some(REASON));
     let enable_event = trail
         .iter()
-        .find(|e| e.action == "account.enabled" && e.is_success())
+        .find(|e| e.action == "ENABLE_ACCOUNT" && e.is_success())
         .unwrap_or_else(|| panic!("{}", summary(&trail)));
     assert_eq!(enable_event.actor_id, world.admin.account_id);
     // The refused sign-in (right password, disabled account) is recorded as such.
     let failures: Vec<&str> = trail
         .iter()
-        .filter(|e| e.action == "signin.failure")
+        .filter(|e| e.action == "SIGN_IN" && !e.is_success())
         .filter_map(|e| e.detail("reason"))
         .collect();
     assert_eq!(
@@ -133,12 +133,12 @@ async fn disabled_user_is_locked_out_until_re_enabled() {
     // The refusals for lack of permission change nothing.
     let changes: Vec<&str> = trail
         .iter()
-        .filter(|e| e.action.starts_with("account.") && e.is_success())
+        .filter(|e| e.action.ends_with("_ACCOUNT") && e.is_success())
         .map(|e| e.action.as_str())
         .collect();
     assert_eq!(
         changes,
-        ["account.created", "account.disabled", "account.enabled"],
+        ["CREATE_ACCOUNT", "DISABLE_ACCOUNT", "ENABLE_ACCOUNT"],
         "{}",
         summary(&trail)
     );

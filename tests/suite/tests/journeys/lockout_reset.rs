@@ -160,13 +160,13 @@ async fn locked_out_user_is_unlocked_and_resets_within_the_minimum_age() {
         .await;
     let failures: Vec<&str> = trail
         .iter()
-        .filter(|e| e.action == "signin.failure")
+        .filter(|e| e.action == "SIGN_IN")
         .filter_map(|e| e.detail("failures"))
         .collect();
     assert_eq!(failures[..3], ["1", "2", "3"], "{}", summary(&trail));
     let lock = trail
         .iter()
-        .find(|e| e.action == "account.locked")
+        .find(|e| e.action == "LOCK_ACCOUNT")
         .unwrap_or_else(|| panic!("{}", summary(&trail)));
     assert_eq!(lock.actor_kind, "SYSTEM");
     let by_desk: Vec<&str> = trail
@@ -174,7 +174,7 @@ async fn locked_out_user_is_unlocked_and_resets_within_the_minimum_age() {
         .filter(|e| e.actor_id == suite.desk_account_id() && e.is_success())
         .map(|e| e.action.as_str())
         .collect();
-    assert_eq!(by_desk, ["account.unlocked", "password_reset.sent"]);
+    assert_eq!(by_desk, ["UNLOCK_ACCOUNT", "SEND_PASSWORD_RESET"]);
     let tail: Vec<(&str, &str)> = trail
         .iter()
         .rev()
@@ -184,22 +184,22 @@ async fn locked_out_user_is_unlocked_and_resets_within_the_minimum_age() {
     assert_eq!(
         tail,
         [
-            ("role.selected", "SUCCESS"),
-            ("signin.success", "SUCCESS"),
-            ("password.reset", "SUCCESS")
+            ("SELECT_ROLE", "SUCCESS"),
+            ("SIGN_IN", "SUCCESS"),
+            ("RESET_PASSWORD", "SUCCESS")
         ]
     );
     // The refused self-service change changed nothing; the reset was the exempt one.
     assert!(
         !trail
             .iter()
-            .any(|e| e.action == "password.changed" && e.is_success()),
+            .any(|e| e.action == "CHANGE_PASSWORD" && e.is_success()),
         "{}",
         summary(&trail)
     );
     let reset = trail
         .iter()
-        .find(|e| e.action == "password.reset")
+        .find(|e| e.action == "RESET_PASSWORD")
         .unwrap_or_else(|| panic!("{}", summary(&trail)));
     assert_eq!(reset.detail("exempt_min_age"), Some("true"));
 }

@@ -125,7 +125,7 @@ async fn revoked_user_keeps_the_login_but_no_roles() {
     let sessions = suite
         .audit(
             Service::Identity,
-            AuditQuery::target(&sam.account_id).and_action("sessions.ended"),
+            AuditQuery::target(&sam.account_id).and_action("END_SESSIONS"),
         )
         .await;
     assert!(!sessions.is_empty(), "identity records the ended session");

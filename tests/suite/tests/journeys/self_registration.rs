@@ -210,7 +210,7 @@ async fn self_registration_is_approved_and_a_second_one_rejected() {
     let created = suite
         .audit(
             Service::Identity,
-            AuditQuery::target(&sam.account_id).and_action("account.created"),
+            AuditQuery::target(&sam.account_id).and_action("CREATE_ACCOUNT"),
         )
         .await;
     assert_eq!(created.len(), 1, "{created:#?}");
