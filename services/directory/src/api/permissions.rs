@@ -122,12 +122,10 @@ impl DirectoryApi {
         ) {
             (false, true) => uuid_field(&mut violations, "organisation_id", &req.organisation_id)
                 .map(Target::Organisation),
-            (true, false) => uuid_field(
-                &mut violations,
-                "target_account_id",
-                &req.target_account_id,
-            )
-            .map(Target::Account),
+            (true, false) => {
+                uuid_field(&mut violations, "target_account_id", &req.target_account_id)
+                    .map(Target::Account)
+            }
             _ => {
                 violations.add(
                     "organisation_id",
