@@ -529,11 +529,7 @@ impl IdentityApi {
         let matched: bool = presented.ct_eq(&expected).into();
         let now = self.now();
         let event = |outcome| Event {
-            action: if outcome == "success" {
-                "ISSUE_SERVICE_TOKEN"
-            } else {
-                "ISSUE_SERVICE_TOKEN"
-            },
+            action: "ISSUE_SERVICE_TOKEN",
             target_type: "service_client",
             target_id: &req.client_id,
             outcome,
