@@ -666,6 +666,7 @@ fn service_check(picks: &Picks, rng: &mut Rng) -> pb::CheckPermissionRequest {
             String::new()
         },
         active_role: if active { role.to_proto() as i32 } else { 0 },
+        target_account_id: String::new(),
     }
 }
 
@@ -683,6 +684,7 @@ fn user_check(picks: &Picks, rng: &mut Rng) -> (String, pb::CheckPermissionReque
         organisation_id: target.to_string(),
         active_organisation_id: org.to_string(),
         active_role: role.to_proto() as i32,
+        target_account_id: String::new(),
     };
     (token.clone(), request)
 }

@@ -30,6 +30,7 @@ impl Check<'_> {
                     organisation_id: org.to_string(),
                     active_organisation_id: active.map(|a| a.0.to_string()).unwrap_or_default(),
                     active_role: active.map_or(0, |a| a.1.to_proto() as i32),
+                    target_account_id: String::new(),
                 },
                 token,
             ))
@@ -225,6 +226,7 @@ async fn callers_and_input() {
                 organisation_id: "x".into(),
                 active_organisation_id: tree.p1.to_string(),
                 active_role: 0,
+                target_account_id: String::new(),
             },
             &h.svc(),
         ))
