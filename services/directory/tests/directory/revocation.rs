@@ -108,7 +108,7 @@ async fn revoking_a_grant_ends_its_sessions_at_once() {
     assert_eq!(h.count("session_revocations").await, 0);
     assert_eq!(
         h.identity_count(
-            "SELECT count(*) FROM audit_events WHERE action = 'sessions.ended' \
+            "SELECT count(*) FROM audit_events WHERE action = 'END_SESSIONS' \
              AND details->>'reason' = 'ROLE_REVOKED' AND (details->>'ended')::int = 2"
         )
         .await,
@@ -125,8 +125,11 @@ async fn revoking_a_grant_ends_its_sessions_at_once() {
         .await
         .unwrap();
     assert_eq!(
-        h.identity_count("SELECT count(*) FROM audit_events WHERE action = 'service_token.issued'")
-            .await,
+        h.identity_count(
+            "SELECT count(*) FROM audit_events \
+             WHERE action = 'ISSUE_SERVICE_TOKEN' AND outcome = 'success'"
+        )
+        .await,
         1
     );
 }
