@@ -78,9 +78,30 @@ pub async fn connect_with(
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)
+        // sqlx pings every idle connection before handing it out by default: one extra round
+        // trip in front of every pooled query, which on a busy service costs as much as the
+        // query itself. A connection in steady use has just proved itself (sqlx also pings it
+        // when it comes back to the pool, and drops it if that fails), so only one that sat
+        // idle long enough for a firewall, a failover or a server restart to have cut it is
+        // tested. A connection cut more recently fails its next query once (`Unavailable`,
+        // which callers may retry) and is then discarded; `max_lifetime` and `idle_timeout`
+        // (sqlx's defaults, 30 and 10 minutes) still retire old ones, and the readiness probe
+        // notices an unreachable server.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
 }
+
+/// A pooled connection idle at least this long is pinged before use (see [`connect_with`]).
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
 
 async fn create_schema(options: &PgConnectOptions, schema: &str) -> Result<(), sqlx::Error> {
     let mut conn = PgConnection::connect_with(options).await?;
@@ -120,8 +141,16 @@ pub fn redis_connection(url: &str) -> Result<redis::aio::ConnectionManager, redi
 
 /// Applies `migrator`'s pending migrations (holding sqlx's advisory lock, so replicas starting
 /// together migrate once).
+///
+/// Migrations recorded in the database but unknown to this binary are tolerated: during a
+/// rolling upgrade, pods of the previous release restart against a schema the new release
+/// has already migrated, and rolling back must be possible. That is safe only because every
+/// migration is additive within a release (expand, then contract in a later one; see
+/// deploy/README.md).
 pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> Result<(), MigrateError> {
-    migrator.run(pool).await
+    let mut tolerant = Migrator::with_migrations(migrator.iter().cloned().collect());
+    tolerant.set_ignore_missing(true);
+    tolerant.run(pool).await
 }
 
 #[cfg(test)]
@@ -182,6 +211,22 @@ mod tests {
             ),
             false,
         )];
+        Migrator {
+            migrations: Cow::Owned(migrations),
+            ..Migrator::DEFAULT
+        }
+    }
+
+    /// The next release's migrator: the same first migration and an additive second one.
+    fn next_release_migrator() -> Migrator {
+        let mut migrations: Vec<Migration> = migrator().iter().cloned().collect();
+        migrations.push(Migration::new(
+            2,
+            Cow::Borrowed("add widget colour"),
+            sqlx::migrate::MigrationType::Simple,
+            sqlx::SqlStr::from_static("ALTER TABLE widgets ADD COLUMN colour TEXT;"),
+            false,
+        ));
         Migrator {
             migrations: Cow::Owned(migrations),
             ..Migrator::DEFAULT
@@ -285,6 +330,87 @@ mod tests {
                 tables_in(&pool, "public").await,
                 ["_sqlx_migrations", "widgets"]
             );
+            pool.close().await;
+        })
+        .await;
+        scratch.drop_db().await;
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+
+    /// A pod of the previous release restarting after the upgrade migrated (or a rollback)
+    /// still starts: migrations it does not know are tolerated.
+    #[tokio::test]
+    async fn previous_release_starts_against_a_newer_schema() {
+        let scratch = Scratch::new().await;
+        let url = scratch.url.clone();
+        let outcome = tokio::spawn(async move {
+            let pool = connect(&DatabaseConfig { url, schema: None })
+                .await
+                .unwrap();
+            migrate(&pool, &next_release_migrator()).await.unwrap();
+            migrate(&pool, &migrator()).await.unwrap();
+            let versions: Vec<i64> =
+                sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            assert_eq!(versions, [1, 2]);
+            pool.close().await;
+        })
+        .await;
+        scratch.drop_db().await;
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+
+    /// Pooled connections are not pinged before each use: one the server cut is found by the
+    /// next query on it, which may fail, and is then replaced.
+    #[tokio::test]
+    async fn a_connection_cut_by_the_server_is_replaced() {
+        let scratch = Scratch::new().await;
+        let url = scratch.url.clone();
+        let outcome = tokio::spawn(async move {
+            let pool = connect_with(
+                &DatabaseConfig { url, schema: None },
+                PoolSettings {
+                    max_connections: 1,
+                    acquire_timeout: Duration::from_secs(5),
+                },
+            )
+            .await
+            .unwrap();
+            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            let admin_url =
+                std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| ADMIN_URL.to_owned());
+            let mut admin = PgConnection::connect(&admin_url).await.unwrap();
+            let cut: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+                .bind(pid)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+            assert!(cut);
+            admin.close().await.unwrap();
+            let mut failures = 0;
+            let new_pid: i32 = loop {
+                match sqlx::query_scalar("SELECT pg_backend_pid()")
+                    .fetch_one(&pool)
+                    .await
+                {
+                    Ok(pid) => break pid,
+                    Err(e) => {
+                        assert!(crate::errors::is_unavailable(&e), "{e:?}");
+                        failures += 1;
+                        assert!(failures <= 1, "more than one query failed: {e}");
+                    }
+                }
+            };
+            assert_ne!(new_pid, pid);
             pool.close().await;
         })
         .await;
