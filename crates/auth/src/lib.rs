@@ -14,6 +14,7 @@ mod roles;
 mod session;
 mod source;
 mod token;
+mod token_cache;
 
 pub use decision::{
     Decision, GRANTED, NO_GRANT_IN_SCOPE, ROLE_LACKS_PERMISSION, counts_approver_grants, covers,

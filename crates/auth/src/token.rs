@@ -14,6 +14,7 @@ use crate::error::{AuthError, KeyError};
 use crate::keys::{SigningKey, VerifyingKey};
 use crate::principal::{ActiveGrant, Principal};
 use crate::roles::Role;
+use crate::token_cache::{self, TokenCache};
 
 /// `iss` of every access token.
 pub const ISSUER: &str = "cqrs-identity";
@@ -187,10 +188,14 @@ impl TokenIssuer {
 struct VerifierInner {
     keys: HashMap<String, (VerifyingKey, DecodingKey)>,
     validation: Validation,
+    /// Tokens this verifier accepted, by SHA-256 (see [`crate::token_cache`]). It lives with
+    /// the key set, so it never answers for a key the verifier does not hold.
+    verified: TokenCache,
 }
 
 /// Verifies access tokens against a set of public keys, selected by the token's `kid`
-/// (several keys allow rotation). Cheap to clone.
+/// (several keys allow rotation). Cheap to clone; clones share a bounded cache of tokens
+/// already verified, so a token seen again costs a hash instead of a signature check.
 #[derive(Clone)]
 pub struct TokenVerifier {
     inner: Arc<VerifierInner>,
@@ -218,7 +223,11 @@ impl TokenVerifier {
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
         Self {
-            inner: Arc::new(VerifierInner { keys, validation }),
+            inner: Arc::new(VerifierInner {
+                keys,
+                validation,
+                verified: TokenCache::new(token_cache::DEFAULT_CAPACITY),
+            }),
         }
     }
 
@@ -247,7 +256,38 @@ impl TokenVerifier {
     /// Checks signature (EdDSA only, key chosen by `kid`), `iss`, `aud`, `exp` against `now`
     /// (at most [`CLOCK_LEEWAY_SECS`] late) and the claim shape, and returns the caller.
     /// Session liveness is not checked here (see [`crate::SessionCheck`]).
+    ///
+    /// A token this verifier accepted before answers from its cache while `now` is before the
+    /// token's `exp`; past that (in the leeway) it is checked in full again.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Principal, AuthError> {
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return Err(AuthError::InvalidToken);
+        }
+        let key = token_cache::key_of(token);
+        if let Some(principal) = self.inner.verified.get(&key, now.timestamp()) {
+            return Ok(principal);
+        }
+        let (principal, iat, exp) = self.verify_in_full(token, now)?;
+        // Accepted in the leeway after `exp`: the cache could not answer for it anyway.
+        if now.timestamp() < exp {
+            self.inner.verified.insert(key, principal.clone(), iat, exp);
+        }
+        Ok(principal)
+    }
+
+    /// [`TokenVerifier::verify`] without the cache: every call checks the signature and
+    /// claims (for benchmarks and tests that measure or exercise exactly that).
+    pub fn verify_uncached(&self, token: &str, now: DateTime<Utc>) -> Result<Principal, AuthError> {
+        self.verify_in_full(token, now)
+            .map(|(principal, _, _)| principal)
+    }
+
+    /// The full check; returns the caller with the token's `iat` and `exp`.
+    fn verify_in_full(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Principal, i64, i64), AuthError> {
         ensure_crypto_provider();
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::InvalidToken);
@@ -263,7 +303,8 @@ impl TokenVerifier {
         let claims = jsonwebtoken::decode::<Claims>(token, key, &self.inner.validation)
             .map_err(|_| AuthError::InvalidToken)?
             .claims;
-        Self::check_claims(claims, now)
+        let (iat, exp) = (claims.iat, claims.exp);
+        Ok((Self::check_claims(claims, now)?, iat, exp))
     }
 
     fn check_claims(claims: Claims, now: DateTime<Utc>) -> Result<Principal, AuthError> {
@@ -702,6 +743,86 @@ mod tests {
                 actual: 1
             }
         );
+    }
+
+    #[test]
+    fn verified_tokens_are_cached_until_exp() {
+        let (issuer, verifier) = setup();
+        let g = grant();
+        let t = issuer
+            .issue_user(Uuid::new_v4(), "s1", Some(&g), now())
+            .unwrap();
+        let first = verifier.verify(&t.token, now()).unwrap();
+        assert_eq!(verifier.inner.verified.len(), 1);
+        // A hit answers the same caller; the clone shares the cache.
+        let clone = verifier.clone();
+        assert_eq!(clone.verify(&t.token, now()).unwrap(), first);
+        let exp = now() + TimeDelta::seconds(600);
+        assert_eq!(
+            verifier
+                .verify(&t.token, exp - TimeDelta::seconds(1))
+                .unwrap(),
+            first
+        );
+        assert_eq!(verifier.inner.verified.len(), 1);
+        // From exp on the full check decides (leeway included), and then refuses.
+        assert_eq!(verifier.verify(&t.token, exp).unwrap(), first);
+        assert!(matches!(
+            verifier.verify(&t.token, exp + TimeDelta::seconds(31)),
+            Err(AuthError::Expired)
+        ));
+        // Before its iat (less the leeway), the full check refuses even a token seen before.
+        let t = issuer.issue_service("svc", now()).unwrap();
+        assert!(verifier.verify(&t.token, now()).is_ok());
+        assert!(matches!(
+            verifier.verify(&t.token, now() - TimeDelta::seconds(31)),
+            Err(AuthError::InvalidToken)
+        ));
+        // Refusals are not cached.
+        let before = verifier.inner.verified.len();
+        assert!(verifier.verify("a.b.c", now()).is_err());
+        assert_eq!(verifier.inner.verified.len(), before);
+    }
+
+    #[test]
+    fn a_cached_token_does_not_vouch_for_a_tampered_one() {
+        let (issuer, verifier) = setup();
+        let good = issuer
+            .issue_user(Uuid::new_v4(), "s", Some(&grant()), now())
+            .unwrap();
+        assert!(verifier.verify(&good.token, now()).is_ok());
+        let (h, mut claims, sig) = parts(&good.token);
+        claims["role"] = "SERVICE_DESK".into();
+        let forged = format!("{}.{}.{sig}", enc(&h), enc(&claims));
+        assert!(matches!(
+            verifier.verify(&forged, now()),
+            Err(AuthError::InvalidToken)
+        ));
+    }
+
+    #[test]
+    fn a_verifier_without_the_key_ignores_what_another_cached() {
+        let old = SigningKey::generate("old");
+        let new = SigningKey::generate("new");
+        let both = TokenVerifier::new(vec![old.verifying_key(), new.verifying_key()]);
+        let t = TokenIssuer::new(old, TTL)
+            .issue_service("svc", now())
+            .unwrap();
+        assert!(both.verify(&t.token, now()).is_ok());
+        // After rotation the service builds a verifier with the new key set.
+        let rotated = TokenVerifier::new(vec![new.verifying_key()]);
+        assert!(matches!(
+            rotated.verify(&t.token, now()),
+            Err(AuthError::UnknownKey)
+        ));
+    }
+
+    #[test]
+    fn uncached_verification_checks_every_time() {
+        let (issuer, verifier) = setup();
+        let t = issuer.issue_service("svc", now()).unwrap();
+        assert!(verifier.verify_uncached(&t.token, now()).is_ok());
+        assert_eq!(verifier.inner.verified.len(), 0);
     }
 
     #[test]
