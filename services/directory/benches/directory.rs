@@ -10,7 +10,9 @@
 //! desk. Then `VACUUM (ANALYZE)`, as autovacuum would leave the tables.
 //!
 //! The directory runs in-process as a deployment runs it: the full server stack with the auth
-//! layer, the default database pool, user sessions in Redis. Measured:
+//! layer (and its cache of verified tokens), the default database pool, user sessions in
+//! Redis, and the in-memory permission cache (`store::cache`), whose start-up load is awaited
+//! as a replica that has been up for a moment would have done it. Measured:
 //!
 //! * capacity: calls per second from enough closed-loop callers to saturate the machine. For
 //!   CheckPermission with token verification, as a ratio of the echo rate (target ≥ 0.5); the
@@ -18,7 +20,8 @@
 //!   itself, which also checks its session in Redis) is shown too. Echo and CheckPermission
 //!   phases alternate, so other load on the machine weighs on both alike. A breakdown shows
 //!   where CheckPermission's time goes: the server stack alone (the public health check), with
-//!   token verification (a request refused before any lookup), the decision's query alone;
+//!   token verification (a request refused before any lookup), the decision's query alone
+//!   (what a check the cache cannot answer adds), and the signature check alone and cached;
 //! * latency (p50/p90/p99) under moderate load, so queueing does not dominate: an open loop
 //!   offering one call per millisecond, evenly paced (at most a quarter of the call's
 //!   capacity) — CheckPermission (p99 < 5 ms with token verification, < 2 ms at this size),
@@ -883,6 +886,7 @@ async fn main() {
     let keys = TestKeys::generate();
     let identity =
         cqrs_directory::identity_channel("http://127.0.0.1:1", Duration::from_secs(2)).unwrap();
+    let cache_started = Instant::now();
     let directory = Directory::new(
         Store::new(pool.clone()),
         identity,
@@ -935,6 +939,18 @@ async fn main() {
     };
     let echo_server = echo::spawn().await;
     let echo_channels = Arc::new(channels(echo_server.addr).await);
+
+    // A replica that has been up for a moment: its permission cache has loaded the grants
+    // (measured from the directory's creation).
+    let cache = directory.api.cache();
+    while !cache.is_warm()
+        && cache_started.elapsed() < Duration::from_secs(120)
+        && (cache.is_listening() || cache_started.elapsed() < Duration::from_secs(10))
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cache_load = cache.is_warm().then(|| cache_started.elapsed());
+    let cached_accounts = cache.cached_accounts();
 
     // Warm-up: connections opened, statements prepared on every pooled connection.
     echo_phase(&echo_channels, SATURATING_CALLERS, WARM_UP).await;
@@ -989,16 +1005,23 @@ async fn main() {
     let (query_only, _) = directory_callers
         .run(SATURATING_CALLERS, PHASE, Callers::decision_query)
         .await;
-    let verify_rate = {
+    // The signature check itself, and a token the verifier has seen before (its cache).
+    let verify_rate_of = |verify: &dyn Fn(&str)| {
         let token = &directory_callers.picks.service_token;
         let start = Instant::now();
         let mut n = 0u64;
         while start.elapsed() < Duration::from_secs(1) {
-            keys.verifier.verify(token, Utc::now()).unwrap();
+            verify(token);
             n += 1;
         }
         n as f64 / start.elapsed().as_secs_f64()
     };
+    let verify_rate = verify_rate_of(&|token| {
+        keys.verifier.verify_uncached(token, Utc::now()).unwrap();
+    });
+    let cached_verify_rate = verify_rate_of(&|token| {
+        keys.verifier.verify(token, Utc::now()).unwrap();
+    });
 
     // Latency under moderate load: an open loop well below each call's capacity.
     let at = |o: &Outcome| PACED_RATE.min(o.rate() * PACED_MAX_SHARE);
@@ -1041,6 +1064,13 @@ async fn main() {
          grants; generated and loaded in {:.1} s",
         load_time.as_secs_f64()
     );
+    match cache_load {
+        Some(took) => println!(
+            "  permission cache: {cached_accounts} accounts' grants loaded within {:.1} s of start-up",
+            took.as_secs_f64()
+        ),
+        None => println!("  permission cache: not loaded (checks read Postgres)"),
+    }
     println!(
         "  ListGrants answers {:.2} grants on average; SearchOrganisations {:.1} organisations \
          (page of 20); CheckPermission allowed {:.0}% (service) / {:.0}% (user)",
@@ -1097,6 +1127,10 @@ async fn main() {
     println!(
         "  {:<46} {:>10.0}          (one thread)",
         "  token verification alone", verify_rate
+    );
+    println!(
+        "  {:<46} {:>10.0}          (one thread)",
+        "  the same token again (verifier's cache)", cached_verify_rate
     );
 
     let lat_header = |title: String| {

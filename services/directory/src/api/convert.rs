@@ -6,9 +6,10 @@ use chrono::{DateTime, Utc};
 use cqrs_auth::Role;
 use cqrs_proto::directory::v1 as pb;
 use cqrs_runtime::audit::AuditRow;
+use uuid::Uuid;
 
 use crate::domain::OrganisationKind;
-use crate::store::{GrantRow, OrganisationRow};
+use crate::store::{AccountGrant, GrantRow, OrganisationRow};
 
 /// A proto enum number that names no value of the enum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +78,20 @@ pub fn grant(row: &GrantRow) -> pb::Grant {
         ods_code: row.ods_code.clone(),
         organisation_kind: kind_to_proto(row.organisation_kind()) as i32,
         create_time: Some(timestamp(row.created_at)),
+    }
+}
+
+/// A grant of `account_id` as CheckPermission holds it.
+pub fn account_grant(account_id: Uuid, grant: &AccountGrant) -> pb::Grant {
+    pb::Grant {
+        id: grant.id.to_string(),
+        account_id: account_id.to_string(),
+        organisation_id: grant.organisation.id.to_string(),
+        role: grant.role.to_proto() as i32,
+        organisation_name: grant.organisation.name.to_string(),
+        ods_code: grant.organisation.ods_code.to_string(),
+        organisation_kind: kind_to_proto(grant.organisation.kind) as i32,
+        create_time: Some(timestamp(grant.created_at)),
     }
 }
 

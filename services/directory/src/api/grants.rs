@@ -4,7 +4,8 @@
 //! A revocation commits first — the grant's removal, its audit event and a pending session
 //! end in one transaction — and then asks identity to end the sessions acting through the
 //! grant ([`crate::session_ender`]); if identity cannot be reached the pending row is retried
-//! in the background.
+//! in the background. Every change drops the account's grants from this instance's permission
+//! cache after its commit and before answering ([`crate::store::cache`]).
 
 use cqrs_auth::{Permission, Principal, Role, role_grants};
 use cqrs_proto::directory::v1 as pb;
@@ -136,7 +137,12 @@ impl DirectoryApi {
                 grant: Some(convert::grant(&row)),
             };
             requests::answer(&mut tx, request_id, &answer.encode_to_vec()).await?;
-            store::commit(tx).await?;
+            let committed = store::commit(tx).await;
+            // Even when the commit's answer was lost: it may have committed.
+            if created {
+                self.inner.cache.invalidate(account_id);
+            }
+            committed?;
             return Ok(answer);
         }
         Err(DirectoryError::internal(std::io::Error::other(
@@ -184,7 +190,9 @@ impl DirectoryApi {
         let pending = self
             .pending_session_end(&mut tx, &row, ROLE_REVOKED, now)
             .await?;
-        store::commit(tx).await?;
+        let committed = store::commit(tx).await;
+        self.inner.cache.invalidate(row.account_id);
+        committed?;
         tracing::info!(grant_id = %row.id, account_id = %row.account_id, role = %row.role, "role revoked");
         self.inner.ender.end_now(vec![pending], deadline).await;
         Ok(pb::RevokeRoleResponse {
@@ -247,7 +255,9 @@ impl DirectoryApi {
             },
         )
         .await?;
-        store::commit(tx).await?;
+        let committed = store::commit(tx).await;
+        self.inner.cache.invalidate(account_id);
+        committed?;
         tracing::info!(account_id = %account_id, removed = rows.len(), "roles revoked");
         self.inner.ender.end_now(pending, deadline).await;
         Ok(pb::RevokeAllRolesResponse {

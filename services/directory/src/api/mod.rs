@@ -26,7 +26,8 @@ use uuid::Uuid;
 pub use error::{DOMAIN, DirectoryError};
 
 use crate::session_ender::SessionEnder;
-use crate::store::{self, Store, organisations as org_store};
+use crate::store::cache::AbortOnDrop;
+use crate::store::{self, CacheSettings, DecisionCache, Store, organisations as org_store};
 use authz::Access;
 
 type ApiResult<T> = Result<Response<T>, Status>;
@@ -44,17 +45,46 @@ struct Inner {
     store: Store,
     ender: SessionEnder,
     clock: Arc<dyn Clock>,
+    /// What CheckPermission decides on, in memory (see [`store::cache`]).
+    cache: DecisionCache,
+    /// Stops the cache's listener when the API is dropped.
+    _listener: Option<AbortOnDrop>,
 }
 
 impl DirectoryApi {
+    /// The API with the default [`CacheSettings`].
     pub fn new(store: Store, ender: SessionEnder, clock: Arc<dyn Clock>) -> Self {
+        Self::with_cache(store, ender, clock, CacheSettings::default())
+    }
+
+    /// The API over `store`. Its permission cache starts listening for grant changes at once
+    /// (a background task on the current tokio runtime, stopped when the last clone of the
+    /// API is dropped); outside a runtime nothing listens and every check reads Postgres.
+    pub fn with_cache(
+        store: Store,
+        ender: SessionEnder,
+        clock: Arc<dyn Clock>,
+        settings: CacheSettings,
+    ) -> Self {
+        let cache = DecisionCache::new(settings);
+        let listener = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let task = runtime.spawn(cache.clone().listen(store.pool().clone()));
+            AbortOnDrop(task.abort_handle())
+        });
         DirectoryApi {
             inner: Arc::new(Inner {
                 store,
                 ender,
                 clock,
+                cache,
+                _listener: listener,
             }),
         }
+    }
+
+    /// The in-memory view CheckPermission decides on.
+    pub fn cache(&self) -> &DecisionCache {
+        &self.inner.cache
     }
 
     fn store(&self) -> &Store {

@@ -1,5 +1,9 @@
 //! CheckPermission: the shared decision (`cqrs_auth::decide`) over an account's grants, for
 //! other services and for users asking about themselves.
+//!
+//! The grants and the target's ancestry come from the in-memory [`DecisionCache`] (its rules
+//! and consistency window are at the top of `store::cache`), or from Postgres when it does not
+//! hold them.
 
 use cqrs_auth::{ActiveGrant, Permission, Role, counts_approver_grants, decide, decide_any};
 use cqrs_proto::directory::v1 as pb;
@@ -8,23 +12,23 @@ use tonic::Request;
 use uuid::Uuid;
 
 use super::{DirectoryApi, DirectoryError, authz, convert, principal, uuid_field};
-use crate::store::{GrantRow, grants as grant_store};
+use crate::store::{AccountGrant, DecisionCache};
 
 /// Reason when a user asks about someone else.
 const SELF_OR_INTERNAL_REQUIRED: &str = "SELF_OR_INTERNAL_REQUIRED";
 
 /// The decision for one account: allowed + reason, and the grant that allows it.
 fn decide_for_account<'g>(
-    grants: &'g [GrantRow],
+    grants: &'g [AccountGrant],
     permission: Permission,
     target: &[Uuid],
     active: Option<ActiveGrant>,
-) -> (bool, &'static str, Option<&'g GrantRow>) {
-    let parsed: Vec<(&'g GrantRow, Uuid, Role)> = grants
+) -> (bool, &'static str, Option<&'g AccountGrant>) {
+    let parsed: Vec<(&'g AccountGrant, Uuid, Role)> = grants
         .iter()
-        .filter_map(|g| Some((g, g.organisation_id, g.role()?)))
+        .map(|g| (g, g.organisation_id(), g.role))
         .collect();
-    let any_of = |candidates: Vec<&(&'g GrantRow, Uuid, Role)>| {
+    let any_of = |candidates: Vec<&(&'g AccountGrant, Uuid, Role)>| {
         let pairs: Vec<(Uuid, Role)> = candidates.iter().map(|(_, o, r)| (*o, *r)).collect();
         let (decision, index) = decide_any(&pairs, permission, target);
         let grant = index.and_then(|i| candidates.get(i)).map(|(g, _, _)| *g);
@@ -68,17 +72,17 @@ enum Target {
 /// organisation where it holds a grant. An account with no grants sits in no subtree, so only
 /// suite-wide roles reach it (decided on the empty ancestry, "the suite as a whole").
 fn decide_for_target_account<'g>(
-    grants: &'g [GrantRow],
+    grants: &'g [AccountGrant],
     permission: Permission,
-    held_by_target: &[GrantRow],
+    held_by_target: &[AccountGrant],
     active: Option<ActiveGrant>,
-) -> (bool, &'static str, Option<&'g GrantRow>) {
+) -> (bool, &'static str, Option<&'g AccountGrant>) {
     if held_by_target.is_empty() {
         return decide_for_account(grants, permission, &[], active);
     }
     let mut refusal = (false, cqrs_auth::NO_GRANT_IN_SCOPE, None);
     for held in held_by_target {
-        let decision = decide_for_account(grants, permission, &held.organisation_path, active);
+        let decision = decide_for_account(grants, permission, &held.organisation.path, active);
         if decision.0 {
             return decision;
         }
@@ -177,23 +181,33 @@ impl DirectoryApi {
         };
 
         let pool = self.store().pool();
+        let cache: &DecisionCache = &self.inner.cache;
         let (allowed, reason, grant) = match target {
             Target::Organisation(organisation_id) => {
-                let (target, grants) = grant_store::for_decision(pool, account_id, organisation_id)
+                let (target, grants) = cache
+                    .for_decision(pool, account_id, organisation_id)
                     .await?
                     .ok_or(DirectoryError::NotFound("organisation"))?;
                 let (allowed, reason, grant) =
-                    decide_for_account(&grants, permission, &target, active);
-                (allowed, reason, grant.map(convert::grant))
+                    decide_for_account(&grants, permission, &target.path, active);
+                (
+                    allowed,
+                    reason,
+                    grant.map(|g| convert::account_grant(account_id, g)),
+                )
             }
             Target::Account(target_account) => {
                 let (grants, held_by_target) = tokio::try_join!(
-                    grant_store::all_for_account(pool, account_id),
-                    grant_store::all_for_account(pool, target_account),
+                    cache.grants(pool, account_id),
+                    cache.grants(pool, target_account),
                 )?;
                 let (allowed, reason, grant) =
                     decide_for_target_account(&grants, permission, &held_by_target, active);
-                (allowed, reason, grant.map(convert::grant))
+                (
+                    allowed,
+                    reason,
+                    grant.map(|g| convert::account_grant(account_id, g)),
+                )
             }
         };
         Ok(pb::CheckPermissionResponse {
@@ -208,23 +222,26 @@ impl DirectoryApi {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::store::Organisation;
     use chrono::Utc;
+    use std::sync::Arc;
 
     const REGION: Uuid = Uuid::from_u128(1);
     const CCG: Uuid = Uuid::from_u128(2);
     const PRACTICE: Uuid = Uuid::from_u128(3);
 
-    fn grant(org: Uuid, role: Role) -> GrantRow {
-        GrantRow {
+    fn grant(org: Uuid, role: Role) -> AccountGrant {
+        AccountGrant {
             id: Uuid::new_v4(),
-            account_id: Uuid::from_u128(9),
-            organisation_id: org,
-            role: role.as_str().to_owned(),
+            role,
             created_at: Utc::now(),
-            organisation_name: String::new(),
-            ods_code: String::new(),
-            organisation_kind: String::new(),
-            organisation_path: vec![org],
+            organisation: Arc::new(Organisation {
+                id: org,
+                path: vec![org].into_boxed_slice(),
+                name: "".into(),
+                ods_code: "".into(),
+                kind: None,
+            }),
         }
     }
 

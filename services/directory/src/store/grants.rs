@@ -8,7 +8,7 @@ use cqrs_runtime::paging::{Page, PageToken, paginate};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::StoreError;
+use super::{OrganisationRow, StoreError};
 use crate::domain::OrganisationKind;
 
 /// The columns of [`GrantRow`] over `grants g JOIN organisations o`.
@@ -272,16 +272,24 @@ pub async fn at_ancestry(
     Ok(paginate(rows, page_size, GrantRow::page_token))
 }
 
-/// For a permission decision: the target's ancestry and every grant of the account, in one
+/// For a permission decision: the target organisation and every grant of the account, in one
 /// round trip. `None` when the target does not exist.
 pub async fn for_decision(
     pool: &PgPool,
     account_id: Uuid,
     target: Uuid,
-) -> Result<Option<(Vec<Uuid>, Vec<GrantRow>)>, StoreError> {
+) -> Result<Option<(OrganisationRow, Vec<GrantRow>)>, StoreError> {
     #[derive(sqlx::FromRow)]
     struct Joined {
-        target_path: Vec<Uuid>,
+        t_id: Uuid,
+        t_kind: String,
+        t_ods_code: String,
+        t_name: String,
+        t_parent_id: Option<Uuid>,
+        t_path: Vec<Uuid>,
+        t_multi_level_approval: bool,
+        t_created_at: DateTime<Utc>,
+        t_updated_at: DateTime<Utc>,
         id: Option<Uuid>,
         account_id: Option<Uuid>,
         organisation_id: Option<Uuid>,
@@ -293,7 +301,10 @@ pub async fn for_decision(
         organisation_path: Option<Vec<Uuid>>,
     }
     let rows: Vec<Joined> = sqlx::query_as(concat!(
-        "SELECT t.path AS target_path, ",
+        "SELECT t.id AS t_id, t.kind AS t_kind, t.ods_code AS t_ods_code, t.name AS t_name, \
+                t.parent_id AS t_parent_id, t.path AS t_path, \
+                t.multi_level_approval AS t_multi_level_approval, \
+                t.created_at AS t_created_at, t.updated_at AS t_updated_at, ",
         grant_columns!(),
         " FROM organisations t \
           LEFT JOIN (grants g JOIN organisations o ON o.id = g.organisation_id) \
@@ -304,8 +315,19 @@ pub async fn for_decision(
     .bind(target)
     .fetch_all(pool)
     .await?;
-    let Some(target_path) = rows.first().map(|r| r.target_path.clone()) else {
+    let Some(first) = rows.first() else {
         return Ok(None);
+    };
+    let organisation = OrganisationRow {
+        id: first.t_id,
+        kind: first.t_kind.clone(),
+        ods_code: first.t_ods_code.clone(),
+        name: first.t_name.clone(),
+        parent_id: first.t_parent_id,
+        path: first.t_path.clone(),
+        multi_level_approval: first.t_multi_level_approval,
+        created_at: first.t_created_at,
+        updated_at: first.t_updated_at,
     };
     let grants = rows
         .into_iter()
@@ -323,5 +345,5 @@ pub async fn for_decision(
             })
         })
         .collect();
-    Ok(Some((target_path, grants)))
+    Ok(Some((organisation, grants)))
 }

@@ -4,6 +4,7 @@
 //! Changes run in a transaction the api opens with [`Store::begin`], so a change and its audit
 //! event (and, for revocations, its pending session ends) commit together.
 
+pub mod cache;
 pub mod grants;
 pub mod organisations;
 pub mod requests;
@@ -14,6 +15,7 @@ use cqrs_runtime::audit::{self, Actor, Event};
 use cqrs_runtime::paging::{Page, PageToken};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
+pub use cache::{AccountGrant, CacheSettings, DecisionCache, Grants, Organisation};
 pub use grants::GrantRow;
 pub use organisations::OrganisationRow;
 pub use revocations::RevocationRow;

@@ -377,3 +377,51 @@ impl Tree {
         }
     }
 }
+
+impl Harness {
+    /// Another directory instance over the same database (its own pool, cache and server),
+    /// as a second replica would run.
+    pub async fn replica(&self) -> (Directory, RunningServer) {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&self.db.url)
+            .await
+            .unwrap();
+        let channel =
+            cqrs_directory::identity_channel("http://127.0.0.1:1", Duration::from_secs(2)).unwrap();
+        let directory = Directory::new(
+            Store::new(pool),
+            channel,
+            Arc::new(IssuerTokenSource::new(
+                Arc::new(self.keys.issuer.clone()),
+                CLIENT_ID,
+            )),
+            revocation_config(),
+            Arc::new(SystemClock),
+        );
+        let sessions = Arc::new(RedisSessionCheck::new(
+            self.redis.conn.clone(),
+            self.redis.namespace.clone(),
+        ));
+        let server = spawn(directory.server(
+            ServerConfig::for_tests("directory", self.keys.verifier.clone()),
+            sessions,
+        ))
+        .await;
+        wait_until_listening(&directory).await;
+        (directory, server)
+    }
+}
+
+/// Waits (up to 10 s) until `directory`'s permission cache listens for grant changes, so that
+/// checks go through the cache.
+pub async fn wait_until_listening(directory: &Directory) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !directory.api.cache().is_listening() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the directory's cache never started listening for grant changes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod cache;
 mod grants;
 mod matrix;
 mod organisations;
