@@ -5,10 +5,15 @@
 //! request (SHA-256 over its normalised fields). The first writer claims the id with
 //! `INSERT … ON CONFLICT (request_id) DO NOTHING` in the transaction of the create; a
 //! parallel duplicate waits on that row, finds it claimed, and reads the first answer once
-//! the first transaction has committed. [`fingerprint`] and [`Earlier::check`] are the parts
-//! every service shares; the tables are each service's own.
+//! the first transaction has committed. [`fingerprint`], [`Earlier::check`] and the queries
+//! ([`earlier`], [`claim`], [`answer`]) are shared; each service keeps its own `request_keys`
+//! table (`request_id uuid PRIMARY KEY, request_hash bytea, response bytea, created_at`) in
+//! its schema.
 
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
 
 /// The fingerprint of a request: SHA-256 over its fields, each followed by a NUL byte. No
 /// validated field contains NUL, so different requests never share a fingerprint (`["ab",
@@ -44,6 +49,51 @@ impl Earlier {
             Some(_) => Err(RequestIdReused),
         }
     }
+}
+
+/// The stored fingerprint and answer of `request_id`, if it was used (and committed).
+pub async fn earlier(
+    pool: &PgPool,
+    request_id: Uuid,
+) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>, sqlx::Error> {
+    sqlx::query_as("SELECT request_hash, response FROM request_keys WHERE request_id = $1")
+        .bind(request_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Claims `request_id` for this transaction. `false` when another request holds it: a
+/// parallel holder is waited for, so `false` means it committed and [`earlier`] has its answer.
+pub async fn claim(
+    conn: &mut PgConnection,
+    request_id: Uuid,
+    hash: &[u8; 32],
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let claimed: Option<(Uuid,)> = sqlx::query_as(
+        "INSERT INTO request_keys (request_id, request_hash, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+    )
+    .bind(request_id)
+    .bind(hash.as_slice())
+    .bind(now)
+    .fetch_optional(conn)
+    .await?;
+    Ok(claimed.is_some())
+}
+
+/// Stores the answer of a claimed request, in the transaction that claimed it.
+pub async fn answer(
+    conn: &mut PgConnection,
+    request_id: Uuid,
+    response: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE request_keys SET response = $2 WHERE request_id = $1")
+        .bind(request_id)
+        .bind(response)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -76,6 +76,12 @@ impl AccessError {
     }
 }
 
+impl From<sqlx::Error> for AccessError {
+    fn from(err: sqlx::Error) -> Self {
+        StoreError::from(err).into()
+    }
+}
+
 impl From<StoreError> for AccessError {
     fn from(err: StoreError) -> Self {
         match err {

@@ -9,7 +9,8 @@
 pub mod access_requests;
 pub mod invitations;
 pub mod registrations;
-pub mod requests;
+/// Keyed creates: the shared queries over this service's `request_keys` table.
+pub use cqrs_runtime::idempotency as requests;
 
 use chrono::{DateTime, Utc};
 use cqrs_outbox::OutboxMessage;

@@ -47,6 +47,12 @@ impl DirectoryError {
     }
 }
 
+impl From<sqlx::Error> for DirectoryError {
+    fn from(err: sqlx::Error) -> Self {
+        StoreError::from(err).into()
+    }
+}
+
 impl From<StoreError> for DirectoryError {
     fn from(err: StoreError) -> Self {
         match err {

@@ -7,7 +7,8 @@
 pub mod cache;
 pub mod grants;
 pub mod organisations;
-pub mod requests;
+/// Keyed creates: the shared queries over this service's `request_keys` table.
+pub use cqrs_runtime::idempotency as requests;
 pub mod revocations;
 
 use chrono::{DateTime, Utc};
