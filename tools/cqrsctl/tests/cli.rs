@@ -366,3 +366,131 @@ async fn service_desk_journey() {
     assert_eq!(cli.run(&["logout"], None).await.code, 0);
     assert_eq!(cli.run(&["whoami"], None).await.code, 3);
 }
+
+/// Role selection, the session cache and session endings, with the desk holding two grants.
+#[tokio::test(flavor = "multi_thread")]
+async fn roles_cache_and_session_endings() {
+    use cqrs_proto::directory::v1 as dir;
+    use cqrs_proto::identity::v1 as id;
+    use cqrs_suite::with_token;
+
+    let suite = Suite::start_registered().await;
+    let cli = Cli::new(&suite);
+    let user_id = suite.desk_user_id().to_owned();
+    let desk_id = suite.desk_account_id().to_owned();
+    let service = suite.service_token().await;
+    let region = suite
+        .create_organisation(
+            &service,
+            dir::OrganisationKind::Region,
+            "Y56",
+            "North of England",
+            None,
+        )
+        .await
+        .unwrap();
+    suite
+        .directory()
+        .grant_role(with_token(
+            dir::GrantRoleRequest {
+                request_id: "0190a1b2-c3d4-7e5f-8a9b-00000000c0de".into(),
+                account_id: desk_id.clone(),
+                organisation_id: region.id.clone(),
+                role: dir::Role::CommissioningUser as i32,
+            },
+            &service,
+        ))
+        .await
+        .unwrap();
+    let login = |extra: &'static [&'static str]| {
+        let mut args = vec!["login", "--user-id", user_id.as_str(), "--password-stdin"];
+        args.extend_from_slice(extra);
+        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let password = format!("{DESK_PASSWORD}\n");
+    let run_login = |extra: &'static [&'static str]| {
+        let args = login(extra);
+        let password = password.clone();
+        let cli = &cli;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli.run(&args, Some(&password)).await
+        }
+    };
+
+    // Two grants: signed in without a role.
+    let out = run_login(&[]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("signed in with no active role"),
+        "{out:?}"
+    );
+    // The cache: private, with tokens, without the password.
+    let cache = cli.home.path().join("cqrsctl/default.json");
+    let text = std::fs::read_to_string(&cache).unwrap();
+    assert!(!text.contains(DESK_PASSWORD));
+    assert!(!text.to_lowercase().contains("password"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // use-role lists the grants, then switches.
+    let out = cli.run(&["use-role"], None).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("SERVICE_DESK") && out.stdout.contains("COMMISSIONING_USER"),
+        "{out:?}"
+    );
+    let out = cli.run(&["use-role", "--role", "service-desk"], None).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let me = cli.run(&["whoami", "--output", "json"], None).await.json();
+    assert_eq!(me["active_role"], "SERVICE_DESK");
+    assert_eq!(me["active_ods_code"], "X26");
+    assert_eq!(me["user_id"], user_id.as_str());
+
+    // A mistyped password keeps the current session.
+    let out = cli
+        .run(
+            &["login", "--user-id", &user_id, "--password-stdin"],
+            Some("typo\n"),
+        )
+        .await;
+    assert_eq!(out.code, 3, "{out:?}");
+    assert_eq!(cli.run(&["whoami"], None).await.code, 0);
+
+    // A named grant that does not exist: exit 5, signed in without a role.
+    let out = run_login(&["--role", "practice-user"]).await;
+    assert_eq!(out.code, 5, "{out:?}");
+    assert!(
+        out.stderr.contains("no grant of the account fits"),
+        "{out:?}"
+    );
+    let out = run_login(&["--role", "COMMISSIONING_USER", "--organisation", "y56"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let me = cli.run(&["whoami", "--output", "json"], None).await.json();
+    assert_eq!(me["active_role"], "COMMISSIONING_USER");
+    assert_eq!(me["active_organisation_id"], region.id.as_str());
+
+    // Sessions ended elsewhere (e.g. the account was disabled) need a new login.
+    suite
+        .identity()
+        .end_sessions(with_token(
+            id::EndSessionsRequest {
+                account_id: desk_id,
+                reason: "TEST".into(),
+                ..Default::default()
+            },
+            &service,
+        ))
+        .await
+        .unwrap();
+    let out = cli.run(&["whoami"], None).await;
+    assert_eq!(out.code, 3, "{out:?}");
+    // Logging out of an ended session, and twice, is fine.
+    assert_eq!(cli.run(&["logout"], None).await.code, 0);
+    assert_eq!(cli.run(&["logout"], None).await.code, 0);
+    assert!(!cache.exists());
+}
