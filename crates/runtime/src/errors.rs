@@ -32,6 +32,26 @@ impl FieldViolations {
         self.0.push((field.into(), description.into()));
     }
 
+    /// A required UUID field: `None` (and a violation) when it is empty or not a UUID.
+    pub fn uuid(&mut self, field: &str, raw: &str) -> Option<uuid::Uuid> {
+        if raw.is_empty() {
+            self.add(field, "is required");
+            return None;
+        }
+        uuid::Uuid::parse_str(raw)
+            .map_err(|_| self.add(field, "must be a UUID"))
+            .ok()
+    }
+
+    /// An optional UUID field: empty means unset (`None`, no violation).
+    pub fn optional_uuid(&mut self, field: &str, raw: &str) -> Option<uuid::Uuid> {
+        if raw.is_empty() {
+            None
+        } else {
+            self.uuid(field, raw)
+        }
+    }
+
     /// Records a violation unless `ok`.
     pub fn check(&mut self, ok: bool, field: impl Into<String>, description: impl Into<String>) {
         if !ok {

@@ -17,8 +17,7 @@ use uuid::Uuid;
 use super::registrations::{clip, role_label};
 use super::{
     AccessApi, AccessError, KEYED_ROUNDS, MAX_TITLE_CHARS, authz, check_role_at, convert,
-    decision_field, in_app, optional_uuid_field, organisation_facts, page_fields, parse_id,
-    principal, role_field, uuid_field,
+    decision_field, in_app, organisation_facts, page_fields, parse_id, principal, role_field,
 };
 use crate::domain::rules::{Decision, decision_reason, derived_id, normalise_reason, requestable};
 use crate::domain::{AccessRequestEvent, AccessRequestState, Workflow, access_request};
@@ -70,8 +69,8 @@ impl AccessApi {
         let req = request.into_inner();
 
         let mut violations = FieldViolations::new();
-        let request_id = uuid_field(&mut violations, "request_id", &req.request_id);
-        let organisation_id = uuid_field(&mut violations, "organisation_id", &req.organisation_id);
+        let request_id = violations.uuid("request_id", &req.request_id);
+        let organisation_id = violations.uuid("organisation_id", &req.organisation_id);
         let role = role_field(&mut violations, req.role).filter(|role| {
             let ok = requestable(*role);
             violations.check(
@@ -297,8 +296,7 @@ impl AccessApi {
         let deadline = request_deadline(&request);
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
-        let organisation =
-            optional_uuid_field(&mut violations, "organisation_id", &req.organisation_id);
+        let organisation = violations.optional_uuid("organisation_id", &req.organisation_id);
         let state = state_filter(&mut violations, req.state);
         let (page_size, after) = page_fields(&mut violations, req.page_size, &req.page_token);
         violations.into_result()?;
@@ -345,7 +343,7 @@ impl AccessApi {
         let req = request.into_inner();
 
         let mut violations = FieldViolations::new();
-        let id = uuid_field(&mut violations, "access_request_id", &req.access_request_id);
+        let id = violations.uuid("access_request_id", &req.access_request_id);
         let decision = decision_field(&mut violations, req.decision);
         let reason = decision.and_then(|decision| {
             decision_reason(decision, &req.reason)

@@ -17,8 +17,7 @@ use uuid::Uuid;
 
 use super::{
     AccessApi, AccessError, KEYED_ROUNDS, authz, check_role_at, convert, name_field,
-    optional_uuid_field, organisation_facts, page_fields, parse_id, principal, role_field,
-    uuid_field,
+    organisation_facts, page_fields, parse_id, principal, role_field,
 };
 use crate::domain::rules::{
     LinkToken, derived_id, hash_token, is_well_formed_token, new_link_token,
@@ -226,11 +225,11 @@ impl AccessApi {
 
         let mut violations = FieldViolations::new();
         let mut reason = "INVALID_ARGUMENT";
-        let request_id = uuid_field(&mut violations, "request_id", &req.request_id);
+        let request_id = violations.uuid("request_id", &req.request_id);
         let email = self.email_field(&mut violations, &mut reason, &req.email);
         let first_name = name_field(&mut violations, "first_name", &req.first_name);
         let last_name = name_field(&mut violations, "last_name", &req.last_name);
-        let organisation_id = uuid_field(&mut violations, "organisation_id", &req.organisation_id);
+        let organisation_id = violations.uuid("organisation_id", &req.organisation_id);
         let role = role_field(&mut violations, req.role);
         let (
             Some(request_id),
@@ -353,8 +352,7 @@ impl AccessApi {
         let deadline = request_deadline(&request);
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
-        let organisation =
-            optional_uuid_field(&mut violations, "organisation_id", &req.organisation_id);
+        let organisation = violations.optional_uuid("organisation_id", &req.organisation_id);
         let state = match convert::invitation_state_from_proto(req.state) {
             Ok(state) => state,
             Err(convert::UnknownValue) => {

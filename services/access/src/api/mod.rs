@@ -413,29 +413,9 @@ fn principal<T>(request: &Request<T>) -> Result<Principal, AccessError> {
         .ok_or(AccessError::Unauthenticated)
 }
 
-/// Parses a required UUID field, recording a violation.
-fn uuid_field(violations: &mut FieldViolations, field: &str, raw: &str) -> Option<Uuid> {
-    if raw.is_empty() {
-        violations.add(field, "is required");
-        return None;
-    }
-    Uuid::parse_str(raw)
-        .map_err(|_| violations.add(field, "must be a UUID"))
-        .ok()
-}
-
-/// An optional UUID field (empty means unset).
-fn optional_uuid_field(violations: &mut FieldViolations, field: &str, raw: &str) -> Option<Uuid> {
-    if raw.is_empty() {
-        None
-    } else {
-        uuid_field(violations, field, raw)
-    }
-}
-
 fn parse_id(field: &str, raw: &str) -> Result<Uuid, AccessError> {
     let mut violations = FieldViolations::new();
-    let id = uuid_field(&mut violations, field, raw);
+    let id = violations.uuid(field, raw);
     id.ok_or(AccessError::from(violations))
 }
 

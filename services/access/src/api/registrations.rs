@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{
     AccessApi, AccessError, KEYED_ROUNDS, authz, check_role_at, convert, name_field,
-    optional_uuid_field, organisation_facts, page_fields, principal, role_field, uuid_field,
+    organisation_facts, page_fields, principal, role_field,
 };
 use crate::domain::rules::{
     Decision, decision_reason, derived_id, normalise_ods_code, requestable,
@@ -106,7 +106,7 @@ impl AccessApi {
 
         let mut violations = FieldViolations::new();
         let mut reason = "INVALID_ARGUMENT";
-        let request_id = uuid_field(&mut violations, "request_id", &req.request_id);
+        let request_id = violations.uuid("request_id", &req.request_id);
         let email = self.email_field(&mut violations, &mut reason, &req.email);
         let first_name = name_field(&mut violations, "first_name", &req.first_name);
         let last_name = name_field(&mut violations, "last_name", &req.last_name);
@@ -125,7 +125,7 @@ impl AccessApi {
         }
         let target = match &req.organisation {
             Some(Organisation::OrganisationId(raw)) => {
-                uuid_field(&mut violations, "organisation_id", raw).map(Target::Id)
+                violations.uuid("organisation_id", raw).map(Target::Id)
             }
             Some(Organisation::OdsCode(raw)) => normalise_ods_code(raw)
                 .map_err(|e| violations.add("ods_code", e))
@@ -297,8 +297,7 @@ impl AccessApi {
         let deadline = request_deadline(&request);
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
-        let organisation =
-            optional_uuid_field(&mut violations, "organisation_id", &req.organisation_id);
+        let organisation = violations.optional_uuid("organisation_id", &req.organisation_id);
         let state = match convert::registration_state_from_proto(req.state) {
             Ok(state) => state,
             Err(convert::UnknownValue) => {
@@ -343,7 +342,7 @@ impl AccessApi {
         let req = request.into_inner();
 
         let mut violations = FieldViolations::new();
-        let id = uuid_field(&mut violations, "registration_id", &req.registration_id);
+        let id = violations.uuid("registration_id", &req.registration_id);
         let decision = super::decision_field(&mut violations, req.decision);
         let reason = decision.and_then(|decision| {
             decision_reason(decision, &req.reason)

@@ -18,9 +18,7 @@ use prost::Message;
 use tonic::Request;
 
 use super::authz::{self, Access};
-use super::{
-    DirectoryApi, DirectoryError, convert, parse_id, principal, request_id_field, uuid_field,
-};
+use super::{DirectoryApi, DirectoryError, convert, parse_id, principal, request_id_field};
 use crate::domain::role_valid_at;
 use crate::store::{self, GrantRow, Tx, grants as grant_store, organisations as org_store};
 use crate::store::{requests, revocations};
@@ -87,8 +85,8 @@ impl DirectoryApi {
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
         let request_id = request_id_field(&mut violations, &req.request_id);
-        let account_id = uuid_field(&mut violations, "account_id", &req.account_id);
-        let organisation_id = uuid_field(&mut violations, "organisation_id", &req.organisation_id);
+        let account_id = violations.uuid("account_id", &req.account_id);
+        let organisation_id = violations.uuid("organisation_id", &req.organisation_id);
         let role = role_field(&mut violations, req.role, true);
         let (Some(request_id), Some(account_id), Some(organisation_id), Some(role)) =
             (request_id, account_id, organisation_id, role)
@@ -293,7 +291,7 @@ impl DirectoryApi {
         let principal = principal(&request)?;
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
-        let account_id = uuid_field(&mut violations, "account_id", &req.account_id);
+        let account_id = violations.uuid("account_id", &req.account_id);
         let (page_size, after) = page_request_bounded(
             &mut violations,
             req.page_size,
@@ -341,7 +339,7 @@ impl DirectoryApi {
         let (access, permission) = view_access(&principal)?;
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
-        let organisation_id = uuid_field(&mut violations, "organisation_id", &req.organisation_id);
+        let organisation_id = violations.uuid("organisation_id", &req.organisation_id);
         let role = role_field(&mut violations, req.role, false);
         let (page_size, after) = page_request(&mut violations, req.page_size, &req.page_token);
         let (Some(organisation_id), true) = (organisation_id, violations.is_empty()) else {
@@ -375,7 +373,7 @@ impl DirectoryApi {
         authz::internal_only(&principal)?;
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
-        let organisation_id = uuid_field(&mut violations, "organisation_id", &req.organisation_id);
+        let organisation_id = violations.uuid("organisation_id", &req.organisation_id);
         let role = role_field(&mut violations, req.role, false);
         let (page_size, after) = page_request_bounded(
             &mut violations,

@@ -197,26 +197,15 @@ fn principal<T>(request: &Request<T>) -> Result<Principal, DirectoryError> {
         .ok_or(DirectoryError::Unauthenticated)
 }
 
-/// Parses a required UUID field, recording a violation.
-fn uuid_field(violations: &mut FieldViolations, field: &str, raw: &str) -> Option<Uuid> {
-    if raw.is_empty() {
-        violations.add(field, "is required");
-        return None;
-    }
-    Uuid::parse_str(raw)
-        .map_err(|_| violations.add(field, "must be a UUID"))
-        .ok()
-}
-
 fn parse_id(field: &str, raw: &str) -> Result<Uuid, DirectoryError> {
     let mut violations = FieldViolations::new();
-    let id = uuid_field(&mut violations, field, raw);
+    let id = violations.uuid(field, raw);
     id.ok_or(DirectoryError::InvalidArgument(violations))
 }
 
 /// A keyed create's request id.
 fn request_id_field(violations: &mut FieldViolations, raw: &str) -> Option<Uuid> {
-    uuid_field(violations, "request_id", raw)
+    violations.uuid("request_id", raw)
 }
 
 #[tonic::async_trait]

@@ -11,7 +11,7 @@ use cqrs_runtime::errors::FieldViolations;
 use tonic::Request;
 use uuid::Uuid;
 
-use super::{DirectoryApi, DirectoryError, authz, convert, principal, uuid_field};
+use super::{DirectoryApi, DirectoryError, authz, convert, principal};
 use crate::store::{AccountGrant, DecisionCache};
 
 /// Reason when a user asks about someone else.
@@ -104,7 +104,7 @@ impl DirectoryApi {
         let principal = principal(&request)?;
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
-        let account_id = uuid_field(&mut violations, "account_id", &req.account_id);
+        let account_id = violations.uuid("account_id", &req.account_id);
         let permission = match req.permission.as_str() {
             "" => {
                 violations.add("permission", "is required");
@@ -124,12 +124,12 @@ impl DirectoryApi {
             req.organisation_id.is_empty(),
             req.target_account_id.is_empty(),
         ) {
-            (false, true) => uuid_field(&mut violations, "organisation_id", &req.organisation_id)
+            (false, true) => violations
+                .uuid("organisation_id", &req.organisation_id)
                 .map(Target::Organisation),
-            (true, false) => {
-                uuid_field(&mut violations, "target_account_id", &req.target_account_id)
-                    .map(Target::Account)
-            }
+            (true, false) => violations
+                .uuid("target_account_id", &req.target_account_id)
+                .map(Target::Account),
             _ => {
                 violations.add(
                     "organisation_id",
@@ -141,11 +141,7 @@ impl DirectoryApi {
         let active_org = if req.active_organisation_id.is_empty() {
             None
         } else {
-            uuid_field(
-                &mut violations,
-                "active_organisation_id",
-                &req.active_organisation_id,
-            )
+            violations.uuid("active_organisation_id", &req.active_organisation_id)
         };
         let active_role = match convert::role_from_proto(req.active_role) {
             Ok(role) => role,

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::signin::is_self;
 use super::{
     IdentityApi, IdentityError, account_event, audit_alone, convert, is_service_desk, mail,
-    parse_id, principal, require_desk, require_internal_or_desk, require_service, uuid_field,
+    parse_id, principal, require_desk, require_internal_or_desk, require_service,
 };
 use crate::domain::account::{AccountState, Realm, normalise_name};
 use crate::domain::email::normalise_email;
@@ -125,7 +125,7 @@ impl IdentityApi {
 
         let mut violations = FieldViolations::new();
         let mut reason = "INVALID_ARGUMENT";
-        let request_id = uuid_field(&mut violations, "request_id", &req.request_id);
+        let request_id = violations.uuid("request_id", &req.request_id);
         let realm = match convert::realm_from_proto(req.realm) {
             Ok(Some(realm)) => Some(realm),
             Ok(None) => {
@@ -263,7 +263,7 @@ impl IdentityApi {
         let actor = Actor::from_request(&request, &principal);
         let req = request.get_ref();
         let mut violations = FieldViolations::new();
-        let account_id = uuid_field(&mut violations, "account_id", &req.account_id);
+        let account_id = violations.uuid("account_id", &req.account_id);
         violations.check(
             req.reason.chars().count() <= MAX_REASON_LEN,
             "reason",
@@ -470,7 +470,7 @@ impl IdentityApi {
         );
         let mut ids = Vec::with_capacity(req.account_ids.len());
         for (i, raw) in req.account_ids.iter().enumerate() {
-            if let Some(id) = uuid_field(&mut violations, &format!("account_ids[{i}]"), raw) {
+            if let Some(id) = violations.uuid(&format!("account_ids[{i}]"), raw) {
                 ids.push(id);
             }
         }
@@ -499,11 +499,11 @@ impl IdentityApi {
         let actor = Actor::from_request(&request, &principal);
         let req = request.get_ref();
         let mut violations = FieldViolations::new();
-        let account_id = uuid_field(&mut violations, "account_id", &req.account_id);
+        let account_id = violations.uuid("account_id", &req.account_id);
         let organisation_id = if req.organisation_id.is_empty() {
             None
         } else {
-            uuid_field(&mut violations, "organisation_id", &req.organisation_id)
+            violations.uuid("organisation_id", &req.organisation_id)
         };
         let role = convert::role_from_proto(req.role).unwrap_or_else(|convert::UnknownValue| {
             violations.add("role", "must be a known Role");

@@ -354,24 +354,9 @@ fn require_user(principal: &Principal) -> Result<(Uuid, String), IdentityError> 
     }
 }
 
-/// Parses a UUID field, recording a violation.
-fn uuid_field(violations: &mut FieldViolations, field: &str, raw: &str) -> Option<Uuid> {
-    if raw.is_empty() {
-        violations.add(field, "is required");
-        return None;
-    }
-    match Uuid::parse_str(raw) {
-        Ok(id) => Some(id),
-        Err(_) => {
-            violations.add(field, "must be a UUID");
-            None
-        }
-    }
-}
-
 fn parse_id(field: &str, raw: &str) -> Result<Uuid, IdentityError> {
     let mut violations = FieldViolations::new();
-    let id = uuid_field(&mut violations, field, raw);
+    let id = violations.uuid(field, raw);
     match id {
         Some(id) => Ok(id),
         None => Err(IdentityError::invalid(violations)),

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     IdentityApi, IdentityError, MAX_PASSWORD_BYTES, account_event, audit_alone, convert, mail,
-    principal, require_user, uuid_field,
+    principal, require_user,
 };
 use crate::domain::account::AccountState;
 use crate::domain::lockout::LockLevel;
@@ -328,7 +328,7 @@ impl IdentityApi {
         let actor = Actor::from_request(&request, &principal);
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
-        let organisation_id = uuid_field(&mut violations, "organisation_id", &req.organisation_id);
+        let organisation_id = violations.uuid("organisation_id", &req.organisation_id);
         let role = match convert::role_from_proto(req.role) {
             Ok(Some(role)) => Some(role),
             Ok(None) => {
