@@ -25,6 +25,8 @@ test: services
 
 lint:
 	$(CARGO) fmt --all --check
+	bash scripts/check-domain.sh --self-test
+	bash scripts/check-domain.sh
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	bash scripts/buf.sh lint
 	bash scripts/buf-breaking.sh

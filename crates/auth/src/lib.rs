@@ -5,26 +5,26 @@
 //! service with its public key(s); a user token is only honoured while its session is live in
 //! identity's Redis ([`SessionCheck`]).
 
-mod decision;
 mod error;
 mod keys;
 mod layer;
 mod principal;
-mod roles;
+mod role_proto;
 mod session;
 mod source;
 mod token;
 mod token_cache;
 
-pub use decision::{
+pub use cqrs_rules::decision::{
     Decision, GRANTED, NO_GRANT_IN_SCOPE, ROLE_LACKS_PERMISSION, counts_approver_grants, covers,
     decide, decide_any, has_suite_scope,
 };
+pub use cqrs_rules::roles::{Permission, Role, UnknownName, role_grants};
 pub use error::{AuthError, KeyError, UNAUTHENTICATED_MESSAGE, UNAVAILABLE_MESSAGE};
 pub use keys::{SigningKey, VerifyingKey};
 pub use layer::{AuthLayer, AuthService, PUBLIC_METHODS, PUBLIC_PREFIXES, is_public};
 pub use principal::{ActiveGrant, Principal, principal};
-pub use roles::{Permission, Role, UnknownName, role_grants};
+pub use role_proto::RoleProto;
 pub use session::{RedisSessionCheck, SESSION_KEY_PREFIX, SessionCheck, session_key};
 pub use source::{IdentityTokenSource, IssuerTokenSource, StaticToken, TokenSource};
 pub use token::{AUDIENCE, CLOCK_LEEWAY_SECS, ISSUER, IssuedToken, TokenIssuer, TokenVerifier};

@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use crate::error::UNAUTHENTICATED_MESSAGE;
-use crate::roles::{Permission, Role, role_grants};
+use cqrs_rules::{Permission, Role, role_grants};
 
 /// The grant a user picked for this session: acts as `role` at `organisation_id` (and, for
 /// scope checks, at its descendants).

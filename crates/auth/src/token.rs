@@ -13,8 +13,8 @@ use uuid::Uuid;
 use crate::error::{AuthError, KeyError};
 use crate::keys::{SigningKey, VerifyingKey};
 use crate::principal::{ActiveGrant, Principal};
-use crate::roles::Role;
 use crate::token_cache::{self, TokenCache};
+use cqrs_rules::Role;
 
 /// `iss` of every access token.
 pub const ISSUER: &str = "cqrs-identity";

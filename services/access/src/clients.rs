@@ -7,19 +7,20 @@
 //! workflow row (`domain::rules::derived_id`), so repeating one after a timeout or a crash
 //! creates nothing twice.
 
+use cqrs_auth::RoleProto;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_auth::{ActiveGrant, AuthError, Permission, Role, TokenSource};
-use cqrs_identity::domain::account::Realm;
 use cqrs_proto::directory::v1::{
     self as directory_pb, directory_service_client::DirectoryServiceClient,
 };
 use cqrs_proto::identity::v1::{
     self as identity_pb, identity_service_client::IdentityServiceClient,
 };
+use cqrs_rules::account::Realm;
 use cqrs_runtime::server::RequestDeadline;
 use tonic::Code;
 use tonic::metadata::MetadataValue;

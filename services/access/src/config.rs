@@ -29,7 +29,7 @@
 
 use std::time::Duration;
 
-use cqrs_identity::domain::account::Realm;
+use cqrs_rules::account::Realm;
 use cqrs_runtime::config::{ConfigError, Env, parse_endpoint};
 use cqrs_runtime::credentials::ServiceCredentials;
 

@@ -7,6 +7,7 @@
 //! it with exponential backoff until it succeeds: nothing accepted is lost, and sessions end
 //! as soon as identity is back.
 
+use cqrs_auth::RoleProto;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,6 +7,7 @@
 //! not depend on identity's own token endpoint. Each call, connecting included, is bounded by
 //! a short deadline: identity answers interactive requests and must not hang on the directory.
 
+use cqrs_auth::RoleProto;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! Rows to protobuf messages, and proto enums to domain values.
 
+use cqrs_auth::RoleProto;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};

@@ -152,7 +152,7 @@ mod tests {
 
     #[test]
     fn expiry_is_effective_at_once() {
-        let now = Utc::now();
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let later = now + TimeDelta::days(7);
         assert_eq!(effective(S::Sent, later, now), S::Sent);
         assert_eq!(effective(S::Sent, now, now), S::Expired);

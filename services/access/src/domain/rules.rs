@@ -1,24 +1,17 @@
 //! Which permission each workflow needs, what a reviewer's decision must carry, and the checks
 //! on what an applicant may ask for.
 //!
-//! Reused from the services that own the rule, so there is one definition in the suite:
-//! e-mail normal form, the generic-mailbox rule, the name rule and the link-token scheme from
-//! identity's domain; which roles an organisation kind can hold and the ODS-code format from
-//! the directory's.
+//! The suite's shared rules (e-mail normal form, the generic-mailbox rule, the name rule, the
+//! link-token scheme, which roles an organisation kind can hold and the ODS-code format) come
+//! from `cqrs_rules` and are re-exported here, so there is one definition of each.
 
-use cqrs_auth::{Permission, Role, role_grants};
+use cqrs_rules::{Permission, Role, role_grants};
 use uuid::Uuid;
 
-pub use cqrs_directory::domain::organisation::{
-    OrganisationKind, normalise_ods_code, role_valid_at,
-};
-pub use cqrs_identity::domain::account::normalise_name;
-pub use cqrs_identity::domain::email::{
-    DEFAULT_GENERIC_LOCAL_PARTS, GenericMailboxRules, normalise_email,
-};
-pub use cqrs_identity::domain::links::{
-    LinkToken, hash_token, is_well_formed_token, new_link_token,
-};
+pub use cqrs_rules::account::normalise_name;
+pub use cqrs_rules::email::{DEFAULT_GENERIC_LOCAL_PARTS, GenericMailboxRules, normalise_email};
+pub use cqrs_rules::links::{LinkToken, hash_token, is_well_formed_token, new_link_token};
+pub use cqrs_rules::organisation::{OrganisationKind, normalise_ods_code, role_valid_at};
 
 /// Longest reason (an applicant's or a reviewer's), in code points: it is e-mailed and shown.
 pub const MAX_REASON_CHARS: usize = 1000;

@@ -2,6 +2,7 @@
 //! review racing a withdrawal.
 
 use cqrs_auth::Role;
+use cqrs_auth::RoleProto;
 use cqrs_proto::access::v1 as pb;
 use cqrs_testkit::{assert_reason, status_reason, violated_fields, with_token};
 use tonic::Code;

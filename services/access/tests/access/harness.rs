@@ -11,6 +11,7 @@
 //! └── OTHER_CCG    ── OTHER_PRACTICE
 //! ```
 
+use cqrs_auth::RoleProto;
 use std::sync::Arc;
 use std::time::Duration;
 

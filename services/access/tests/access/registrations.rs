@@ -1,5 +1,6 @@
 //! Self-registration: submit, notification of the administrators in scope, review.
 
+use cqrs_auth::RoleProto;
 use std::time::Duration;
 
 use cqrs_access::WorkflowSettings;

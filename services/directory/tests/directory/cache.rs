@@ -1,6 +1,7 @@
 //! CheckPermission answers from memory (`store::cache`): a change is seen at once by the
 //! instance that made it, and within a short wait by the other replicas, however it was made.
 
+use cqrs_auth::RoleProto;
 use std::future::Future;
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! Grants: validity per kind, keyed grants, lists, administrators, revocation without identity.
 
+use cqrs_auth::RoleProto;
 use std::collections::HashSet;
 
 use cqrs_auth::Role;

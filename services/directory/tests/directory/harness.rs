@@ -2,6 +2,7 @@
 //! namespace, and — for revocations — the real identity service in-process, sharing that
 //! namespace and the signing key.
 
+use cqrs_auth::RoleProto;
 use std::sync::Arc;
 use std::time::Duration;
 

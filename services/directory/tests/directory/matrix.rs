@@ -7,6 +7,7 @@
 //! The expectations below are written out from the design, independently of the code under
 //! test.
 
+use cqrs_auth::RoleProto;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use cqrs_auth::Role;

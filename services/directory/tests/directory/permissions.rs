@@ -1,6 +1,7 @@
 //! CheckPermission: scope over descendants, the approver-role rule, active grants, callers.
 
 use cqrs_auth::Role;
+use cqrs_auth::RoleProto;
 use cqrs_proto::directory::v1 as pb;
 use cqrs_testkit::{assert_reason, violated_fields, with_token};
 use tonic::Code;

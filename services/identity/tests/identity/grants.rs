@@ -2,6 +2,7 @@
 //! carried by the session's tokens, and dropped with the session when revoked.
 
 use chrono::Utc;
+use cqrs_auth::RoleProto;
 use cqrs_auth::{ActiveGrant, Principal, Role};
 use cqrs_proto::directory::v1::{self as dir, OrganisationKind};
 use cqrs_proto::identity::v1 as pb;

@@ -7,6 +7,7 @@
 //!
 //! The expectations are written out from the design, independently of the code under test.
 
+use cqrs_auth::RoleProto;
 use cqrs_auth::{ActiveGrant, Role};
 use cqrs_proto::directory::v1::{self as dir, OrganisationKind as K};
 use cqrs_proto::identity::v1 as pb;

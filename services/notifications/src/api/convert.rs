@@ -25,7 +25,7 @@ pub fn delivery(row: &DeliveryRow) -> pb::Delivery {
     pb::Delivery {
         id: row.id.to_string(),
         idempotency_key: row.idempotency_key.clone(),
-        template: row.template().map(Template::to_proto).unwrap_or_default() as i32,
+        template: row.template().map(template_to_proto).unwrap_or_default() as i32,
         to: row.recipient.clone(),
         account_id: row.account_id.map(|id| id.to_string()).unwrap_or_default(),
         state: state as i32,
@@ -56,5 +56,34 @@ pub fn preferences(row: &PreferencesRow) -> pb::Preferences {
         account_id: row.account_id.to_string(),
         email_enabled: row.email_enabled,
         update_time: row.updated_at.map(timestamp),
+    }
+}
+
+/// The wire enum of a template: its value name is the template's stored name.
+pub fn template_to_proto(template: Template) -> pb::EmailTemplate {
+    pb::EmailTemplate::from_str_name(template.as_str()).unwrap_or_default()
+}
+
+/// The template a request names; `None` for unspecified or unknown numbers.
+pub fn template_from_proto(value: i32) -> Option<Template> {
+    pb::EmailTemplate::try_from(value)
+        .ok()
+        .and_then(|t| Template::parse(t.as_str_name()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_round_trips_through_the_wire_enum() {
+        for template in Template::ALL {
+            let wire = template_to_proto(template);
+            assert_ne!(wire, pb::EmailTemplate::Unspecified, "{template:?}");
+            assert_eq!(template_from_proto(wire as i32), Some(template));
+        }
+        assert_eq!(template_from_proto(0), None);
+        assert_eq!(template_from_proto(999), None);
     }
 }

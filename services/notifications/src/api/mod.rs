@@ -88,7 +88,7 @@ impl NotificationService for NotificationApi {
         let params: BTreeMap<String, String> = req.params.into_iter().collect();
         let email = NewEmail::validate(
             &req.idempotency_key,
-            req.template,
+            convert::template_from_proto(req.template),
             &req.to,
             params,
             &req.account_id,

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 
-use cqrs_proto::notifications::v1::EmailTemplate;
 use url::Url;
 
 /// A template the notification service knows how to render.
@@ -61,53 +60,29 @@ impl Template {
         Template::PasswordChanged,
     ];
 
-    pub fn from_proto(value: i32) -> Option<Self> {
-        let template = match EmailTemplate::try_from(value).ok()? {
-            EmailTemplate::Unspecified => return None,
-            EmailTemplate::RegistrationLink => Template::RegistrationLink,
-            EmailTemplate::Invitation => Template::Invitation,
-            EmailTemplate::RegistrationReceived => Template::RegistrationReceived,
-            EmailTemplate::RegistrationApproved => Template::RegistrationApproved,
-            EmailTemplate::RegistrationRejected => Template::RegistrationRejected,
-            EmailTemplate::AccessRequestApproved => Template::AccessRequestApproved,
-            EmailTemplate::AccessRequestRejected => Template::AccessRequestRejected,
-            EmailTemplate::PasswordReset => Template::PasswordReset,
-            EmailTemplate::UserIdReminder => Template::UserIdReminder,
-            EmailTemplate::AccountLocked => Template::AccountLocked,
-            EmailTemplate::AccountUnlocked => Template::AccountUnlocked,
-            EmailTemplate::AccountDisabled => Template::AccountDisabled,
-            EmailTemplate::AccountEnabled => Template::AccountEnabled,
-            EmailTemplate::PasswordChanged => Template::PasswordChanged,
-        };
-        Some(template)
-    }
-
-    pub fn to_proto(self) -> EmailTemplate {
+    /// The stored name, stable across releases (the proto enum value's name, which
+    /// `api::convert` maps to and from).
+    pub fn as_str(self) -> &'static str {
         match self {
-            Template::RegistrationLink => EmailTemplate::RegistrationLink,
-            Template::Invitation => EmailTemplate::Invitation,
-            Template::RegistrationReceived => EmailTemplate::RegistrationReceived,
-            Template::RegistrationApproved => EmailTemplate::RegistrationApproved,
-            Template::RegistrationRejected => EmailTemplate::RegistrationRejected,
-            Template::AccessRequestApproved => EmailTemplate::AccessRequestApproved,
-            Template::AccessRequestRejected => EmailTemplate::AccessRequestRejected,
-            Template::PasswordReset => EmailTemplate::PasswordReset,
-            Template::UserIdReminder => EmailTemplate::UserIdReminder,
-            Template::AccountLocked => EmailTemplate::AccountLocked,
-            Template::AccountUnlocked => EmailTemplate::AccountUnlocked,
-            Template::AccountDisabled => EmailTemplate::AccountDisabled,
-            Template::AccountEnabled => EmailTemplate::AccountEnabled,
-            Template::PasswordChanged => EmailTemplate::PasswordChanged,
+            Template::RegistrationLink => "EMAIL_TEMPLATE_REGISTRATION_LINK",
+            Template::Invitation => "EMAIL_TEMPLATE_INVITATION",
+            Template::RegistrationReceived => "EMAIL_TEMPLATE_REGISTRATION_RECEIVED",
+            Template::RegistrationApproved => "EMAIL_TEMPLATE_REGISTRATION_APPROVED",
+            Template::RegistrationRejected => "EMAIL_TEMPLATE_REGISTRATION_REJECTED",
+            Template::AccessRequestApproved => "EMAIL_TEMPLATE_ACCESS_REQUEST_APPROVED",
+            Template::AccessRequestRejected => "EMAIL_TEMPLATE_ACCESS_REQUEST_REJECTED",
+            Template::PasswordReset => "EMAIL_TEMPLATE_PASSWORD_RESET",
+            Template::UserIdReminder => "EMAIL_TEMPLATE_USER_ID_REMINDER",
+            Template::AccountLocked => "EMAIL_TEMPLATE_ACCOUNT_LOCKED",
+            Template::AccountUnlocked => "EMAIL_TEMPLATE_ACCOUNT_UNLOCKED",
+            Template::AccountDisabled => "EMAIL_TEMPLATE_ACCOUNT_DISABLED",
+            Template::AccountEnabled => "EMAIL_TEMPLATE_ACCOUNT_ENABLED",
+            Template::PasswordChanged => "EMAIL_TEMPLATE_PASSWORD_CHANGED",
         }
     }
 
-    /// The stored name: the proto enum value name, stable across releases.
-    pub fn as_str(self) -> &'static str {
-        self.to_proto().as_str_name()
-    }
-
     pub fn parse(name: &str) -> Option<Self> {
-        EmailTemplate::from_str_name(name).and_then(|t| Self::from_proto(t as i32))
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
     }
 
     /// Security mail reaches the owner whatever their preferences say: it is how they get
@@ -412,13 +387,8 @@ mod tests {
     fn every_template_round_trips_through_its_stored_name() {
         for template in Template::ALL {
             assert_eq!(Template::parse(template.as_str()), Some(template));
-            assert_eq!(
-                Template::from_proto(template.to_proto() as i32),
-                Some(template)
-            );
         }
-        assert_eq!(Template::from_proto(0), None);
-        assert_eq!(Template::from_proto(999), None);
+        assert_eq!(Template::parse("EMAIL_TEMPLATE_UNSPECIFIED"), None);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::names;
+
 /// Longest first or last name accepted, in code points.
 pub const MAX_NAME_LEN: usize = 100;
 
@@ -73,17 +75,7 @@ impl fmt::Display for AccountState {
 /// A first or last name as stored: trimmed, required, bounded, without control characters
 /// (names end up in mail headers and logs). The error is the field-violation description.
 pub fn normalise_name(raw: &str) -> Result<String, &'static str> {
-    let name = raw.trim();
-    if name.is_empty() {
-        return Err("is required");
-    }
-    if name.chars().count() > MAX_NAME_LEN {
-        return Err("must be at most 100 characters");
-    }
-    if name.chars().any(char::is_control) {
-        return Err("must not contain control characters");
-    }
-    Ok(name.to_owned())
+    names::normalise(raw, MAX_NAME_LEN, "must be at most 100 characters")
 }
 
 #[cfg(test)]

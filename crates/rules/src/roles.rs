@@ -53,42 +53,6 @@ impl Role {
     }
 }
 
-impl Role {
-    /// The `cqrs.directory.v1.Role` value (shared by every package's messages).
-    pub fn to_proto(self) -> cqrs_proto::directory::v1::Role {
-        use cqrs_proto::directory::v1::Role as P;
-        match self {
-            Role::ServiceDesk => P::ServiceDesk,
-            Role::CommissioningAccountAdministrator => P::CommissioningAccountAdministrator,
-            Role::CommissioningApprover => P::CommissioningApprover,
-            Role::CommissioningUser => P::CommissioningUser,
-            Role::CommissioningFinance => P::CommissioningFinance,
-            Role::PracticeManager => P::PracticeManager,
-            Role::PracticeUser => P::PracticeUser,
-        }
-    }
-
-    /// A `cqrs.directory.v1.Role` number: `Ok(None)` for `ROLE_UNSPECIFIED`, an error for a
-    /// number that names no role.
-    pub fn from_proto(value: i32) -> Result<Option<Role>, UnknownName> {
-        use cqrs_proto::directory::v1::Role as P;
-        let proto = P::try_from(value).map_err(|_| UnknownName {
-            kind: "role",
-            value: value.to_string(),
-        })?;
-        Ok(match proto {
-            P::Unspecified => None,
-            P::ServiceDesk => Some(Role::ServiceDesk),
-            P::CommissioningAccountAdministrator => Some(Role::CommissioningAccountAdministrator),
-            P::CommissioningApprover => Some(Role::CommissioningApprover),
-            P::CommissioningUser => Some(Role::CommissioningUser),
-            P::CommissioningFinance => Some(Role::CommissioningFinance),
-            P::PracticeManager => Some(Role::PracticeManager),
-            P::PracticeUser => Some(Role::PracticeUser),
-        })
-    }
-}
-
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -392,17 +356,6 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), Permission::ALL.len());
-    }
-
-    #[test]
-    fn proto_round_trip() {
-        for role in Role::ALL {
-            let proto = role.to_proto();
-            assert_eq!(proto.as_str_name(), format!("ROLE_{}", role.as_str()));
-            assert_eq!(Role::from_proto(proto as i32), Ok(Some(role)));
-        }
-        assert_eq!(Role::from_proto(0), Ok(None));
-        assert!(Role::from_proto(99).is_err());
     }
 
     #[test]

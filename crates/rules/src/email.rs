@@ -201,6 +201,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn deliverable_addresses() {
+        for good in ["a@b.co", "first.last+tag@nhs.net", "x_y@sub.domain-1.org"] {
+            assert_eq!(validate_email(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "plain",
+            "@nhs.net",
+            "a@",
+            "a@nhs",
+            "a..b@nhs.net",
+            ".a@nhs.net",
+            "a@-nhs.net",
+            "a b@nhs.net",
+            "a@nhs.net\r\nBcc: x@y.z",
+            "a@@nhs.net",
+        ] {
+            assert!(validate_email(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_email(&format!("{}@nhs.net", "a".repeat(65))).is_err());
+    }
+
+    #[test]
     fn normalises_domain_case_and_keeps_local_case() {
         assert_eq!(
             normalise_email("  Jane.Doe@Example.NHS.uk \n").unwrap(),
