@@ -29,7 +29,14 @@ lint:
 	bash scripts/check-domain.sh
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	bash scripts/buf.sh lint
+	bash scripts/buf-breaking.sh --self-test
 	bash scripts/buf-breaking.sh
+
+# Accepts a breaking change of the contracts on purpose: rewrites the baseline image that
+# `make lint` compares them with (proto/baseline/cqrs-v1.binpb); commit it with the change.
+.PHONY: proto-baseline
+proto-baseline:
+	bash scripts/buf-breaking.sh --refresh
 
 fmt:
 	$(CARGO) fmt --all

@@ -5,6 +5,13 @@
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/cqrs_descriptor.bin"));
 
+/// Types every service's contract shares: roles and the audit trail.
+pub mod common {
+    pub mod v1 {
+        tonic::include_proto!("cqrs.common.v1");
+    }
+}
+
 pub mod identity {
     pub mod v1 {
         tonic::include_proto!("cqrs.identity.v1");
