@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use chrono::{DateTime, Utc};
+use cqrs_rules::clock::Clock;
 use futures::future::BoxFuture;
 use http::HeaderMap;
 use tower::{Layer, Service};
@@ -65,16 +66,29 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
 /// inserts the [`Principal`] into the request extensions. Failures are answered here as
 /// trailers-only gRPC responses: `Unauthenticated` ("missing or invalid credentials") for any
 /// credential problem, `Unavailable` when the session store cannot answer (fail closed).
+///
+/// Tokens are checked against `clock`: token time, the system clock in every service (see
+/// [`cqrs_rules::clock`]), not a service's adjustable clock.
 #[derive(Clone)]
 pub struct AuthLayer {
     verifier: TokenVerifier,
     sessions: Arc<dyn SessionCheck>,
+    clock: Arc<dyn Clock>,
 }
 
 impl AuthLayer {
-    /// A layer verifying with `verifier` and checking user sessions with `sessions`.
-    pub fn new(verifier: TokenVerifier, sessions: Arc<dyn SessionCheck>) -> Self {
-        Self { verifier, sessions }
+    /// A layer verifying with `verifier` at `clock`'s time and checking user sessions with
+    /// `sessions`.
+    pub fn new(
+        verifier: TokenVerifier,
+        sessions: Arc<dyn SessionCheck>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            verifier,
+            sessions,
+            clock,
+        }
     }
 
     /// The check the layer runs, for callers outside a tower stack.
@@ -118,6 +132,7 @@ impl<S> Layer<S> for AuthLayer {
             inner,
             verifier: self.verifier.clone(),
             sessions: self.sessions.clone(),
+            clock: self.clock.clone(),
         }
     }
 }
@@ -128,6 +143,7 @@ pub struct AuthService<S> {
     inner: S,
     verifier: TokenVerifier,
     sessions: Arc<dyn SessionCheck>,
+    clock: Arc<dyn Clock>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for AuthService<S> {
@@ -165,8 +181,9 @@ where
         }
         let verifier = self.verifier.clone();
         let sessions = self.sessions.clone();
+        let now = self.clock.now();
         Box::pin(async move {
-            match authenticate(&verifier, sessions.as_ref(), req.headers(), Utc::now()).await {
+            match authenticate(&verifier, sessions.as_ref(), req.headers(), now).await {
                 Ok(principal) => {
                     req.extensions_mut().insert(principal);
                     inner.call(req).await

@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use cqrs_proto::identity::v1::IssueServiceTokenRequest;
 use cqrs_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use cqrs_rules::clock::Clock;
 use futures::future::BoxFuture;
 use tonic::transport::Channel;
 
@@ -37,19 +38,35 @@ impl TokenSource for StaticToken {
 
 /// Mints a fresh service token from a local [`TokenIssuer`] on every call (tests, and
 /// deployments where the caller holds the signing key).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct IssuerTokenSource {
     issuer: Arc<TokenIssuer>,
     client_id: String,
+    clock: Arc<dyn Clock>,
 }
 
 impl IssuerTokenSource {
-    /// Tokens for `client_id` signed by `issuer`.
-    pub fn new(issuer: Arc<TokenIssuer>, client_id: impl Into<String>) -> Self {
+    /// Tokens for `client_id` signed by `issuer`, issued at `clock`'s time (token time: the
+    /// system clock, which the services verifying them use too).
+    pub fn new(
+        issuer: Arc<TokenIssuer>,
+        client_id: impl Into<String>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             issuer,
             client_id: client_id.into(),
+            clock,
         }
+    }
+}
+
+impl fmt::Debug for IssuerTokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuerTokenSource")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -57,7 +74,7 @@ impl TokenSource for IssuerTokenSource {
     fn token(&self) -> BoxFuture<'_, Result<String, AuthError>> {
         let issued = self
             .issuer
-            .issue_service(&self.client_id, chrono::Utc::now())
+            .issue_service(&self.client_id, self.clock.now())
             .map(|t| t.token);
         Box::pin(futures::future::ready(issued))
     }
@@ -74,6 +91,7 @@ pub struct IdentityTokenSource {
     client_id: String,
     client_secret: String,
     timeout: Duration,
+    clock: Arc<dyn Clock>,
     cached: tokio::sync::Mutex<Option<CachedToken>>,
 }
 
@@ -88,18 +106,21 @@ const REFRESH_MARGIN: TimeDelta = TimeDelta::seconds(60);
 
 impl IdentityTokenSource {
     /// Tokens for `client_id` / `client_secret` from the identity service behind `channel`;
-    /// each fetch gives up after `timeout`.
+    /// each fetch gives up after `timeout`. A token is replaced when `clock` (token time: the
+    /// system clock) nears its expiry.
     pub fn new(
         channel: Channel,
         client_id: impl Into<String>,
         client_secret: impl Into<String>,
         timeout: Duration,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             client: IdentityServiceClient::new(channel),
             client_id: client_id.into(),
             client_secret: client_secret.into(),
             timeout,
+            clock,
             cached: tokio::sync::Mutex::new(None),
         }
     }
@@ -121,7 +142,7 @@ impl IdentityTokenSource {
             Ok(Err(status)) => return Err(fetch_error(&status)),
             Ok(Ok(response)) => response.into_inner(),
         };
-        let now = Utc::now();
+        let now = self.clock.now();
         let expires_at = response
             .expires_at
             .and_then(|ts| DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?))
@@ -162,7 +183,7 @@ impl TokenSource for IdentityTokenSource {
     fn token(&self) -> BoxFuture<'_, Result<String, AuthError>> {
         Box::pin(async move {
             let mut cached = self.cached.lock().await;
-            if let Some(c) = cached.as_ref().filter(|c| Utc::now() < c.refresh_at) {
+            if let Some(c) = cached.as_ref().filter(|c| self.clock.now() < c.refresh_at) {
                 return Ok(c.token.clone());
             }
             let fresh = self.fetch().await?;
@@ -178,6 +199,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::{SigningKey, TokenVerifier};
+    use cqrs_rules::clock::SystemClock;
 
     #[tokio::test]
     async fn static_and_issuer_sources() {
@@ -190,9 +212,10 @@ mod tests {
         let src = IssuerTokenSource::new(
             Arc::new(TokenIssuer::new(key, std::time::Duration::from_secs(60))),
             "outbox",
+            Arc::new(SystemClock),
         );
         let token = src.token().await.unwrap();
-        let p = verifier.verify(&token, chrono::Utc::now()).unwrap();
+        let p = verifier.verify(&token, SystemClock.now()).unwrap();
         assert_eq!(p.client_id(), Some("outbox"));
     }
 }

@@ -7,11 +7,12 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
+use chrono::TimeDelta;
 use cqrs_auth::{
     ActiveGrant, AuthError, AuthLayer, Principal, RedisSessionCheck, Role, SessionCheck,
     SigningKey, TokenIssuer, TokenVerifier, session_key,
 };
+use cqrs_rules::clock::{Clock, SystemClock};
 use futures::future::BoxFuture;
 use redis::AsyncCommands;
 use tonic::body::Body;
@@ -105,14 +106,18 @@ fn bearer(t: &str) -> String {
 #[tokio::test]
 async fn no_or_bad_credentials_are_unauthenticated() {
     let k = keys();
-    let layer = AuthLayer::new(k.verifier.clone(), Arc::new(MemSessions::default()));
+    let layer = AuthLayer::new(
+        k.verifier.clone(),
+        Arc::new(MemSessions::default()),
+        Arc::new(SystemClock),
+    );
     let seen = Seen::default();
     let expired = k
         .issuer
-        .issue_service("svc", Utc::now() - TimeDelta::hours(1))
+        .issue_service("svc", SystemClock.now() - TimeDelta::hours(1))
         .unwrap();
     let other = TokenIssuer::new(SigningKey::generate("k1"), Duration::from_secs(60))
-        .issue_service("svc", Utc::now())
+        .issue_service("svc", SystemClock.now())
         .unwrap();
     let cases = [
         None,
@@ -138,9 +143,12 @@ async fn service_token_passes_without_a_session() {
         down: true,
         ..Default::default()
     });
-    let layer = AuthLayer::new(k.verifier.clone(), sessions);
+    let layer = AuthLayer::new(k.verifier.clone(), sessions, Arc::new(SystemClock));
     let seen = Seen::default();
-    let t = k.issuer.issue_service("outbox-relay", Utc::now()).unwrap();
+    let t = k
+        .issuer
+        .issue_service("outbox-relay", SystemClock.now())
+        .unwrap();
     let (_, grpc, _) = call(&layer, PROTECTED, Some(&bearer(&t.token)), None, &seen).await;
     assert_eq!(grpc, "0");
     assert_eq!(
@@ -156,16 +164,16 @@ async fn user_token_needs_a_live_session_in_memory() {
     let k = keys();
     let sessions = Arc::new(MemSessions::default());
     sessions.live.lock().unwrap().insert("live-1".into());
-    let layer = AuthLayer::new(k.verifier.clone(), sessions);
+    let layer = AuthLayer::new(k.verifier.clone(), sessions, Arc::new(SystemClock));
     let seen = Seen::default();
     let account = Uuid::new_v4();
     let live = k
         .issuer
-        .issue_user(account, "live-1", None, Utc::now())
+        .issue_user(account, "live-1", None, SystemClock.now())
         .unwrap();
     let dead = k
         .issuer
-        .issue_user(account, "dead-1", None, Utc::now())
+        .issue_user(account, "dead-1", None, SystemClock.now())
         .unwrap();
     assert_eq!(
         call(&layer, PROTECTED, Some(&bearer(&live.token)), None, &seen)
@@ -191,11 +199,12 @@ async fn session_store_down_is_unavailable() {
             down: true,
             ..Default::default()
         }),
+        Arc::new(SystemClock),
     );
     let seen = Seen::default();
     let t = k
         .issuer
-        .issue_user(Uuid::new_v4(), "s", None, Utc::now())
+        .issue_user(Uuid::new_v4(), "s", None, SystemClock.now())
         .unwrap();
     let (http_status, grpc, msg) =
         call(&layer, PROTECTED, Some(&bearer(&t.token)), None, &seen).await;
@@ -210,7 +219,11 @@ async fn session_store_down_is_unavailable() {
 #[tokio::test]
 async fn public_paths_pass_without_a_token_and_never_carry_a_principal() {
     let k = keys();
-    let layer = AuthLayer::new(k.verifier.clone(), Arc::new(MemSessions::default()));
+    let layer = AuthLayer::new(
+        k.verifier.clone(),
+        Arc::new(MemSessions::default()),
+        Arc::new(SystemClock),
+    );
     let seen = Seen::default();
     let planted = Principal::Service {
         client_id: "forged".into(),
@@ -276,7 +289,7 @@ async fn redis_session_check_and_layer() {
     assert!(!check.is_live("dead-sid").await.unwrap());
 
     let k = keys();
-    let layer = AuthLayer::new(k.verifier.clone(), Arc::new(check));
+    let layer = AuthLayer::new(k.verifier.clone(), Arc::new(check), Arc::new(SystemClock));
     let seen = Seen::default();
     let account = Uuid::new_v4();
     let grant = ActiveGrant {
@@ -285,11 +298,11 @@ async fn redis_session_check_and_layer() {
     };
     let live = k
         .issuer
-        .issue_user(account, "live-sid", Some(&grant), Utc::now())
+        .issue_user(account, "live-sid", Some(&grant), SystemClock.now())
         .unwrap();
     let dead = k
         .issuer
-        .issue_user(account, "dead-sid", Some(&grant), Utc::now())
+        .issue_user(account, "dead-sid", Some(&grant), SystemClock.now())
         .unwrap();
 
     assert_eq!(

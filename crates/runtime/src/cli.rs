@@ -41,10 +41,27 @@ pub fn exit<E: std::fmt::Display>(binary: &str, result: Result<(), E>) -> ExitCo
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("{binary}: {err}");
+            eprint!("{}", report(binary, &err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `err` as printed: each of its lines prefixed with the binary's name, so every problem of a
+/// configuration ([`crate::config::ConfigErrors`], one per line) reads on its own in a log.
+fn report(binary: &str, err: &dyn std::fmt::Display) -> String {
+    let text = err.to_string();
+    let mut out = String::new();
+    for line in text.lines() {
+        out.push_str(binary);
+        out.push_str(": ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    if out.is_empty() {
+        out = format!("{binary}: failed\n");
+    }
+    out
 }
 
 #[cfg(test)]
@@ -66,5 +83,18 @@ mod tests {
         assert_eq!(parse(args(&["migrate"])), Ok(Command::Migrate));
         assert!(parse(args(&["migrat"])).is_err());
         assert!(parse(args(&["migrate", "now"])).is_err());
+    }
+
+    #[test]
+    fn every_configuration_problem_is_printed_on_its_own_line() {
+        use crate::config::{ConfigError, ConfigErrors};
+        let mut errs = ConfigErrors::default();
+        errs.push(ConfigError::new("A_PORT", "invalid value \"x\": bad"));
+        errs.push(ConfigError::new("B_URL", "is required but not set"));
+        assert_eq!(
+            report("cqrs-x", &errs),
+            "cqrs-x: A_PORT: invalid value \"x\": bad\ncqrs-x: B_URL: is required but not set\n"
+        );
+        assert_eq!(report("cqrs-x", &"boom"), "cqrs-x: boom\n");
     }
 }

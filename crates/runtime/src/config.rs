@@ -4,9 +4,30 @@
 //! and never race on the process environment. Every error names the variable and what is wrong
 //! with its value; values of variables that may carry credentials (names containing `URL`,
 //! `KEY`, `SECRET`, `PASSWORD` or `TOKEN`) are never echoed, not even inside a parser's message.
+//!
+//! A configuration is read whole: every bad variable is collected in [`ConfigErrors`] and
+//! reported at once, so an operator fixes them all in one go rather than one per restart.
+//! `from_env` functions follow one pattern:
+//!
+//! ```
+//! # use cqrs_runtime::config::{ConfigErrors, Env, nonzero};
+//! # struct Settings { port: u16, workers: usize }
+//! fn from_env(env: &Env) -> Result<Settings, ConfigErrors> {
+//!     let mut errs = ConfigErrors::default();
+//!     let port = errs.take(env.required::<u16>("X_PORT"));
+//!     let workers = errs.take(env.or("X_WORKERS", 1usize).and_then(nonzero("X_WORKERS")));
+//!     // Rules between values once both are read: `errs.check(ok, "X_VAR", "why")`.
+//!     errs.finish(|| Some(Settings { port: port?, workers: workers? }))
+//! }
+//! let Err(errs) = from_env(&Env::from_pairs(&[("X_WORKERS", "0")])) else { panic!() };
+//! assert_eq!(
+//!     errs.to_string(),
+//!     "X_PORT: is required but not set\nX_WORKERS: must be greater than zero"
+//! );
+//! ```
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt::Display;
+use std::fmt::{self, Display};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
@@ -34,7 +55,131 @@ impl ConfigError {
             message: message.into(),
         }
     }
+
+    /// `Ok` when `ok`, else an error about `var` (a rule a parsed value must keep).
+    pub fn check(ok: bool, var: &str, message: impl Into<String>) -> Result<(), ConfigError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(ConfigError::new(var, message))
+        }
+    }
 }
+
+/// Every bad or missing value found while reading a configuration, in the order read; shown
+/// one per line, each naming its variable (see the module docs for the reading pattern).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigErrors(Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// Records `error`, unless the same error is already recorded (two parts of a service may
+    /// read the same variable).
+    pub fn push(&mut self, error: ConfigError) {
+        if !self.0.contains(&error) {
+            self.0.push(error);
+        }
+    }
+
+    /// The value of `result`, or `None` after recording its error(s).
+    pub fn take<T, E: Into<ConfigErrors>>(&mut self, result: Result<T, E>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(errors) => {
+                for error in errors.into() {
+                    self.push(error);
+                }
+                None
+            }
+        }
+    }
+
+    /// Records an error about `var` unless `ok` (a rule between values read earlier).
+    pub fn check(&mut self, ok: bool, var: &str, message: impl Into<String>) {
+        self.take(ConfigError::check(ok, var, message));
+    }
+
+    /// `Err` with every recorded error, or `Ok` when there is none.
+    pub fn into_result(self) -> Result<(), ConfigErrors> {
+        if self.0.is_empty() { Ok(()) } else { Err(self) }
+    }
+
+    /// Every recorded error, or else what `build` makes of the values taken (each a `Some`
+    /// when nothing was recorded, so `value?` in `build` never fails then).
+    pub fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, ConfigErrors> {
+        self.into_result()?;
+        build().ok_or_else(|| {
+            ConfigError::new(
+                "configuration",
+                "a value is missing although no error was recorded",
+            )
+            .into()
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The recorded errors, in the order read.
+    pub fn errors(&self) -> &[ConfigError] {
+        &self.0
+    }
+
+    /// The error when exactly one was recorded.
+    pub fn only(&self) -> Option<&ConfigError> {
+        match self.0.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        }
+    }
+
+    /// Whether an error names `var` (exactly).
+    pub fn names(&self, var: &str) -> bool {
+        self.0.iter().any(|e| e.var == var)
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(error: ConfigError) -> Self {
+        ConfigErrors(vec![error])
+    }
+}
+
+impl IntoIterator for ConfigErrors {
+    type Item = ConfigError;
+    type IntoIter = std::vec::IntoIter<ConfigError>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a ConfigErrors {
+    type Item = &'a ConfigError;
+    type IntoIter = std::slice::Iter<'a, ConfigError>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
 
 /// A snapshot of environment variables.
 ///
@@ -159,6 +304,14 @@ fn parse_secs(raw: &str) -> Result<Duration, String> {
         .map_err(|_| "expected a number of seconds".to_owned())?;
     Duration::try_from_secs_f64(secs)
         .map_err(|_| "expected a finite, non-negative number of seconds".to_owned())
+}
+
+/// A rule for `Result::and_then` on a value read from `var`: zero (`T::default()`, e.g.
+/// `Duration::ZERO`) is an error, "must be greater than zero".
+pub fn nonzero<T: Default + PartialEq>(var: &str) -> impl FnOnce(T) -> Result<T, ConfigError> {
+    move |value| {
+        ConfigError::check(value != T::default(), var, "must be greater than zero").map(|()| value)
+    }
 }
 
 /// Whether `name` may hold a credential, so its value must never be shown.
@@ -298,49 +451,47 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// Reads and validates the settings of `service`.
+    /// Reads and validates the settings of `service`, reporting every bad variable.
     pub fn from_env(
         env: &Env,
         service: &'static str,
         default_port: u16,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, ConfigErrors> {
+        let mut errs = ConfigErrors::default();
         let listen_var = format!("{}_LISTEN", env_prefix(service));
-        let listen = env.or(
+        let listen = errs.take(env.or(
             &listen_var,
             SocketAddr::from((Ipv4Addr::UNSPECIFIED, default_port)),
-        )?;
-        let cors_allowed_origins = env
-            .optional_with("CQRS_CORS_ALLOWED_ORIGINS", parse_origins)?
-            .unwrap_or_default();
-        let request_timeout =
-            env.duration_secs("CQRS_REQUEST_TIMEOUT_SECS", Duration::from_secs(30))?;
-        if request_timeout.is_zero() {
-            return Err(ConfigError::new(
-                "CQRS_REQUEST_TIMEOUT_SECS",
-                "must be greater than zero",
-            ));
-        }
-        let concurrency_limit: usize = env.or("CQRS_CONCURRENCY_LIMIT", 1024)?;
-        if concurrency_limit == 0 {
-            return Err(ConfigError::new(
-                "CQRS_CONCURRENCY_LIMIT",
-                "must be greater than zero",
-            ));
-        }
+        ));
+        let cors_allowed_origins = errs.take(
+            env.optional_with("CQRS_CORS_ALLOWED_ORIGINS", parse_origins)
+                .map(Option::unwrap_or_default),
+        );
+        let request_timeout = errs.take(
+            env.duration_secs("CQRS_REQUEST_TIMEOUT_SECS", Duration::from_secs(30))
+                .and_then(nonzero("CQRS_REQUEST_TIMEOUT_SECS")),
+        );
+        let concurrency_limit = errs.take(
+            env.or("CQRS_CONCURRENCY_LIMIT", 1024usize)
+                .and_then(nonzero("CQRS_CONCURRENCY_LIMIT")),
+        );
         let shutdown_grace =
-            env.duration_secs("CQRS_SHUTDOWN_GRACE_SECS", Duration::from_secs(10))?;
-        let otel_endpoint = env.optional_with("OTEL_EXPORTER_OTLP_ENDPOINT", parse_endpoint)?;
+            errs.take(env.duration_secs("CQRS_SHUTDOWN_GRACE_SECS", Duration::from_secs(10)));
+        let otel_endpoint =
+            errs.take(env.optional_with("OTEL_EXPORTER_OTLP_ENDPOINT", parse_endpoint));
         let token_verify_keys =
-            env.required_with("CQRS_TOKEN_VERIFY_KEYS", TokenVerifier::from_env_value)?;
-        Ok(ServerConfig {
-            service,
-            listen,
-            cors_allowed_origins,
-            request_timeout,
-            concurrency_limit,
-            shutdown_grace,
-            otel_endpoint,
-            token_verify_keys,
+            errs.take(env.required_with("CQRS_TOKEN_VERIFY_KEYS", TokenVerifier::from_env_value));
+        errs.finish(|| {
+            Some(ServerConfig {
+                service,
+                listen: listen?,
+                cors_allowed_origins: cors_allowed_origins?,
+                request_timeout: request_timeout?,
+                concurrency_limit: concurrency_limit?,
+                shutdown_grace: shutdown_grace?,
+                otel_endpoint: otel_endpoint?,
+                token_verify_keys: token_verify_keys?,
+            })
         })
     }
 
@@ -462,8 +613,15 @@ mod tests {
         env
     }
 
+    /// The one error in `errs`.
+    fn one(errs: &ConfigErrors) -> ConfigError {
+        errs.only()
+            .cloned()
+            .unwrap_or_else(|| panic!("expected exactly one error, got:\n{errs}"))
+    }
+
     fn err_for(env: &Env) -> ConfigError {
-        ServerConfig::from_env(env, "notifications", 50054).unwrap_err()
+        one(&ServerConfig::from_env(env, "notifications", 50054).unwrap_err())
     }
 
     #[test]
@@ -605,7 +763,7 @@ mod tests {
 
     #[test]
     fn verify_keys_required() {
-        let err = ServerConfig::from_env(&Env::from_pairs(&[]), "x", 1).unwrap_err();
+        let err = one(&ServerConfig::from_env(&Env::from_pairs(&[]), "x", 1).unwrap_err());
         assert_eq!(err.var, "CQRS_TOKEN_VERIFY_KEYS");
         assert_eq!(err.message, "is required but not set");
     }
@@ -618,6 +776,57 @@ mod tests {
         assert_eq!(err.var, "CQRS_TOKEN_VERIFY_KEYS");
         assert!(err.message.contains("not shown"), "{err}");
         assert!(!err.to_string().contains("notbase64"), "{err}");
+    }
+
+    #[test]
+    fn every_bad_variable_is_reported_at_once() {
+        let mut env = Env::from_pairs(&[]);
+        env.set("NOTIFICATIONS_LISTEN", "localhost");
+        env.set("CQRS_CONCURRENCY_LIMIT", "0");
+        env.set("CQRS_TOKEN_VERIFY_KEYS", "k1:notbase64!!!");
+        let errs = ServerConfig::from_env(&env, "notifications", 50054).unwrap_err();
+        let vars: Vec<&str> = errs.errors().iter().map(|e| e.var.as_str()).collect();
+        assert_eq!(
+            vars,
+            [
+                "NOTIFICATIONS_LISTEN",
+                "CQRS_CONCURRENCY_LIMIT",
+                "CQRS_TOKEN_VERIFY_KEYS",
+            ]
+        );
+        // One line per problem, each naming its variable; secrets are still not echoed.
+        let text = errs.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        for (line, var) in lines.iter().zip(&vars) {
+            assert!(line.starts_with(&format!("{var}: ")), "{text}");
+        }
+        assert!(!text.contains("notbase64"), "{text}");
+    }
+
+    #[test]
+    fn collected_errors() {
+        let mut errs = ConfigErrors::default();
+        assert_eq!(errs.take(Ok::<_, ConfigError>(5)), Some(5));
+        assert!(errs.is_empty());
+        assert_eq!(errs.clone().into_result(), Ok(()));
+        let bad = ConfigError::new("A", "bad");
+        assert_eq!(errs.take(Err::<u8, _>(bad.clone())), None);
+        // The same problem found twice (two readers of one variable) is reported once.
+        errs.push(bad.clone());
+        errs.check(true, "B", "fine");
+        errs.check(false, "C", "must be set with A");
+        assert_eq!(errs.len(), 2);
+        assert!(errs.names("A") && errs.names("C") && !errs.names("B"));
+        assert_eq!(errs.only(), None);
+        assert_eq!(errs.to_string(), "A: bad\nC: must be set with A");
+        let mut outer = ConfigErrors::default();
+        assert_eq!(outer.take(Err::<(), _>(errs.clone())), None);
+        assert_eq!(outer, errs);
+        assert_eq!(errs.finish(|| Some(1)).unwrap_err().len(), 2);
+        assert_eq!(ConfigErrors::default().finish(|| Some(1)), Ok(1));
+        assert!(ConfigErrors::default().finish(|| None::<u8>).is_err());
+        assert_eq!(ConfigErrors::from(bad.clone()).only(), Some(&bad));
     }
 
     #[test]

@@ -15,7 +15,8 @@ use std::time::Duration;
 use cqrs_auth::{IdentityTokenSource, IssuerTokenSource, SigningKey, TokenIssuer, TokenSource};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::config::{ConfigError, Env, env_prefix};
+use crate::clock::Clock;
+use crate::config::{ConfigError, ConfigErrors, Env, env_prefix};
 
 /// Lifetime of locally signed service tokens (the shortest identity issues).
 const LOCAL_TOKEN_TTL: Duration = Duration::from_secs(300);
@@ -36,39 +37,47 @@ pub enum ServiceCredentials {
 
 impl ServiceCredentials {
     /// Reads `<SERVICE>_CLIENT_ID`, `<SERVICE>_CLIENT_SECRET` and `CQRS_TOKEN_SIGNING_KEY`
-    /// (see the module docs); `service` is the service's name, e.g. `"directory"`.
-    pub fn from_env(env: &Env, service: &str) -> Result<Self, ConfigError> {
+    /// (see the module docs); `service` is the service's name, e.g. `"directory"`. Every bad
+    /// variable is reported.
+    pub fn from_env(env: &Env, service: &str) -> Result<Self, ConfigErrors> {
         let prefix = env_prefix(service);
         let id_var = format!("{prefix}_CLIENT_ID");
         let secret_var = format!("{prefix}_CLIENT_SECRET");
-        let client_id: String = env.or(&id_var, service.to_ascii_lowercase())?;
-        let client_id_ok = client_id.len() <= MAX_CLIENT_ID_LEN
-            && client_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !client_id_ok {
-            return Err(ConfigError::new(
-                id_var,
-                "must be 1-64 characters of [A-Za-z0-9._-]",
-            ));
-        }
-        match (
-            env.get(&secret_var)?,
-            env.optional_with("CQRS_TOKEN_SIGNING_KEY", SigningKey::from_env_value)?,
-        ) {
-            (Some(secret), _) => Ok(ServiceCredentials::ClientSecret {
-                client_id,
-                secret: secret.to_owned(),
-            }),
-            (None, Some(key)) => Ok(ServiceCredentials::SigningKey {
-                client_id,
-                key: Box::new(key),
-            }),
-            (None, None) => Err(ConfigError::new(
+        let mut errs = ConfigErrors::default();
+        let client_id = errs.take(
+            env.or(&id_var, service.to_ascii_lowercase())
+                .and_then(|id| {
+                    let ok = id.len() <= MAX_CLIENT_ID_LEN
+                        && id
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+                    ConfigError::check(ok, &id_var, "must be 1-64 characters of [A-Za-z0-9._-]")
+                        .map(|()| id)
+                }),
+        );
+        let secret = errs.take(env.get(&secret_var));
+        let key =
+            errs.take(env.optional_with("CQRS_TOKEN_SIGNING_KEY", SigningKey::from_env_value));
+        if let (Some(None), Some(None)) = (&secret, &key) {
+            errs.push(ConfigError::new(
                 format!("{secret_var} or CQRS_TOKEN_SIGNING_KEY"),
                 "one is required: the service's calls to other services need service tokens",
-            )),
+            ));
         }
+        errs.finish(|| {
+            let client_id = client_id?;
+            Some(match (secret?, key?) {
+                (Some(secret), _) => ServiceCredentials::ClientSecret {
+                    client_id,
+                    secret: secret.to_owned(),
+                },
+                (None, Some(key)) => ServiceCredentials::SigningKey {
+                    client_id,
+                    key: Box::new(key),
+                },
+                (None, None) => return None,
+            })
+        })
     }
 
     pub fn client_id(&self) -> &str {
@@ -105,19 +114,22 @@ pub fn identity_channel(url: &str, timeout: Duration) -> Result<Channel, tonic::
     lazy_channel(url, timeout)
 }
 
-/// Where this service's service tokens come from (see [`ServiceCredentials`]).
+/// Where this service's service tokens come from (see [`ServiceCredentials`]), with token
+/// time from `clock` (the system clock: the services verifying them use it too).
 pub fn token_source(
     credentials: &ServiceCredentials,
     identity: Channel,
     timeout: Duration,
+    clock: Arc<dyn Clock>,
 ) -> Arc<dyn TokenSource> {
     match credentials {
         ServiceCredentials::ClientSecret { client_id, secret } => Arc::new(
-            IdentityTokenSource::new(identity, client_id.clone(), secret.clone(), timeout),
+            IdentityTokenSource::new(identity, client_id.clone(), secret.clone(), timeout, clock),
         ),
         ServiceCredentials::SigningKey { client_id, key } => Arc::new(IssuerTokenSource::new(
             Arc::new(TokenIssuer::new((**key).clone(), LOCAL_TOKEN_TTL)),
             client_id.clone(),
+            clock,
         )),
     }
 }
@@ -146,7 +158,10 @@ mod tests {
         assert!(!format!("{c:?}").contains(&key));
 
         let err = ServiceCredentials::from_env(&Env::from_pairs(&[]), "access").unwrap_err();
-        assert_eq!(err.var, "ACCESS_CLIENT_SECRET or CQRS_TOKEN_SIGNING_KEY");
+        assert_eq!(
+            err.only().map(|e| e.var.as_str()),
+            Some("ACCESS_CLIENT_SECRET or CQRS_TOKEN_SIGNING_KEY")
+        );
         let err = ServiceCredentials::from_env(
             &Env::from_pairs(&[
                 ("ACCESS_CLIENT_SECRET", "x"),
@@ -155,6 +170,33 @@ mod tests {
             "access",
         )
         .unwrap_err();
-        assert_eq!(err.var, "ACCESS_CLIENT_ID");
+        assert_eq!(err.only().map(|e| e.var.as_str()), Some("ACCESS_CLIENT_ID"));
+    }
+
+    #[test]
+    fn every_bad_variable_is_reported() {
+        let errs = ServiceCredentials::from_env(
+            &Env::from_pairs(&[
+                ("ACCESS_CLIENT_ID", "bad id"),
+                ("CQRS_TOKEN_SIGNING_KEY", "k1:not-a-key-value"),
+            ]),
+            "access",
+        )
+        .unwrap_err();
+        let vars: Vec<&str> = errs.errors().iter().map(|e| e.var.as_str()).collect();
+        assert_eq!(
+            vars,
+            ["ACCESS_CLIENT_ID", "CQRS_TOKEN_SIGNING_KEY"],
+            "{errs}"
+        );
+        assert!(!errs.to_string().contains("not-a-key-value"), "{errs}");
+        // Neither a secret nor a key, and a bad id: both said.
+        let errs = ServiceCredentials::from_env(
+            &Env::from_pairs(&[("ACCESS_CLIENT_ID", "bad id")]),
+            "access",
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs}");
+        assert!(errs.names("ACCESS_CLIENT_SECRET or CQRS_TOKEN_SIGNING_KEY"));
     }
 }

@@ -11,7 +11,7 @@ use sqlx::Connection;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
-use crate::config::{ConfigError, DatabaseConfig, Env, validate_schema_name};
+use crate::config::{ConfigErrors, DatabaseConfig, Env, nonzero, validate_schema_name};
 
 /// Pool sizing and waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,27 +33,24 @@ impl Default for PoolSettings {
 }
 
 impl PoolSettings {
-    /// `CQRS_DB_MAX_CONNECTIONS` (10) and `CQRS_DB_ACQUIRE_TIMEOUT_SECS` (5).
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+    /// `CQRS_DB_MAX_CONNECTIONS` (10) and `CQRS_DB_ACQUIRE_TIMEOUT_SECS` (5); both reported
+    /// when both are bad.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigErrors> {
         let defaults = PoolSettings::default();
-        let max_connections: u32 = env.or("CQRS_DB_MAX_CONNECTIONS", defaults.max_connections)?;
-        if max_connections == 0 {
-            return Err(ConfigError::new(
-                "CQRS_DB_MAX_CONNECTIONS",
-                "must be greater than zero",
-            ));
-        }
-        let acquire_timeout =
-            env.duration_secs("CQRS_DB_ACQUIRE_TIMEOUT_SECS", defaults.acquire_timeout)?;
-        if acquire_timeout.is_zero() {
-            return Err(ConfigError::new(
-                "CQRS_DB_ACQUIRE_TIMEOUT_SECS",
-                "must be greater than zero",
-            ));
-        }
-        Ok(PoolSettings {
-            max_connections,
-            acquire_timeout,
+        let mut errs = ConfigErrors::default();
+        let max_connections = errs.take(
+            env.or("CQRS_DB_MAX_CONNECTIONS", defaults.max_connections)
+                .and_then(nonzero("CQRS_DB_MAX_CONNECTIONS")),
+        );
+        let acquire_timeout = errs.take(
+            env.duration_secs("CQRS_DB_ACQUIRE_TIMEOUT_SECS", defaults.acquire_timeout)
+                .and_then(nonzero("CQRS_DB_ACQUIRE_TIMEOUT_SECS")),
+        );
+        errs.finish(|| {
+            Some(PoolSettings {
+                max_connections: max_connections?,
+                acquire_timeout: acquire_timeout?,
+            })
         })
     }
 }
@@ -467,8 +464,17 @@ mod tests {
             ("CQRS_DB_ACQUIRE_TIMEOUT_SECS", "0"),
             ("CQRS_DB_ACQUIRE_TIMEOUT_SECS", "x"),
         ] {
-            let err = PoolSettings::from_env(&Env::from_pairs(&[(var, value)])).unwrap_err();
-            assert_eq!(err.var, var);
+            let errs = PoolSettings::from_env(&Env::from_pairs(&[(var, value)])).unwrap_err();
+            assert_eq!(errs.only().map(|e| e.var.as_str()), Some(var));
         }
+        let errs = PoolSettings::from_env(&Env::from_pairs(&[
+            ("CQRS_DB_MAX_CONNECTIONS", "0"),
+            ("CQRS_DB_ACQUIRE_TIMEOUT_SECS", "x"),
+        ]))
+        .unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs}");
+        assert!(
+            errs.names("CQRS_DB_MAX_CONNECTIONS") && errs.names("CQRS_DB_ACQUIRE_TIMEOUT_SECS")
+        );
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cqrs_auth::{ActiveGrant, SESSION_KEY_PREFIX, SigningKey, TokenIssuer, TokenVerifier};
+use cqrs_runtime::clock::{Clock, SystemClock};
 use redis::AsyncCommands;
 use uuid::Uuid;
 
@@ -43,7 +44,7 @@ impl TestKeys {
     /// A service token for `client_id`.
     pub fn service_token(&self, client_id: &str) -> String {
         self.issuer
-            .issue_service(client_id, chrono::Utc::now())
+            .issue_service(client_id, SystemClock.now())
             .unwrap_or_else(|e| panic!("TestKeys: cannot issue a service token: {e}"))
             .token
     }
@@ -76,7 +77,7 @@ impl TestKeys {
             .unwrap_or_else(|e| panic!("TestKeys: cannot write session {key}: {e}"));
         let token = self
             .issuer
-            .issue_user(account_id, &sid, active.as_ref(), chrono::Utc::now())
+            .issue_user(account_id, &sid, active.as_ref(), SystemClock.now())
             .unwrap_or_else(|e| panic!("TestKeys: cannot issue a user token: {e}"))
             .token;
         (sid, token)

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use cqrs_auth::{ActiveGrant, Principal, RedisSessionCheck, Role, TokenVerifier};
+use cqrs_runtime::clock::{Clock, SystemClock};
 use cqrs_runtime::config::ServerConfig;
 use cqrs_runtime::errors::{FieldViolations, invalid_argument};
 use cqrs_runtime::server::ServiceServer;
@@ -215,7 +216,7 @@ fn verify_env_value_accepts_the_keys_tokens() {
     let keys = TestKeys::generate();
     let verifier = TokenVerifier::from_env_value(&keys.verify_env_value()).unwrap();
     let principal = verifier
-        .verify(&keys.service_token("svc"), chrono::Utc::now())
+        .verify(&keys.service_token("svc"), SystemClock.now())
         .unwrap();
     assert_eq!(
         principal,

@@ -30,7 +30,7 @@
 use std::time::Duration;
 
 use cqrs_rules::account::Realm;
-use cqrs_runtime::config::{ConfigError, Env, parse_endpoint};
+use cqrs_runtime::config::{ConfigError, ConfigErrors, Env, nonzero, parse_endpoint};
 use cqrs_runtime::credentials::ServiceCredentials;
 
 use crate::domain::rules::{DEFAULT_GENERIC_LOCAL_PARTS, GenericMailboxRules};
@@ -96,76 +96,92 @@ fn split_list(raw: &str) -> Vec<String> {
 }
 
 fn positive(env: &Env, name: &str, default: Duration) -> Result<Duration, ConfigError> {
-    let value = env.duration_secs(name, default)?;
-    if value.is_zero() {
-        return Err(ConfigError::new(name, "must be greater than zero"));
-    }
-    Ok(value)
+    env.duration_secs(name, default).and_then(nonzero(name))
 }
 
 impl AccessConfig {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let identity_url = endpoint(env, "IDENTITY_URL", "http://127.0.0.1:50051")?;
-        let directory_url = endpoint(env, "DIRECTORY_URL", "http://127.0.0.1:50052")?;
-        let notifications_url = endpoint(env, "NOTIFICATIONS_URL", "http://127.0.0.1:50054")?;
-        let credentials = ServiceCredentials::from_env(env, crate::SERVICE)?;
-        let call_timeout = positive(env, "ACCESS_CALL_TIMEOUT_SECS", Duration::from_secs(5))?;
-        let sweep_interval = positive(env, "ACCESS_EXPIRY_SWEEP_SECS", Duration::from_secs(60))?;
-        let poll_ms: u64 = env.or("ACCESS_OUTBOX_POLL_INTERVAL_MS", 1000)?;
-        if poll_ms == 0 {
-            return Err(ConfigError::new(
-                "ACCESS_OUTBOX_POLL_INTERVAL_MS",
-                "must be greater than zero",
-            ));
-        }
+    /// Reads and validates the settings, reporting every bad variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigErrors> {
+        let mut errs = ConfigErrors::default();
+        let identity_url = errs.take(endpoint(env, "IDENTITY_URL", "http://127.0.0.1:50051"));
+        let directory_url = errs.take(endpoint(env, "DIRECTORY_URL", "http://127.0.0.1:50052"));
+        let notifications_url =
+            errs.take(endpoint(env, "NOTIFICATIONS_URL", "http://127.0.0.1:50054"));
+        let credentials = errs.take(ServiceCredentials::from_env(env, crate::SERVICE));
+        let call_timeout = errs.take(positive(
+            env,
+            "ACCESS_CALL_TIMEOUT_SECS",
+            Duration::from_secs(5),
+        ));
+        let sweep_interval = errs.take(positive(
+            env,
+            "ACCESS_EXPIRY_SWEEP_SECS",
+            Duration::from_secs(60),
+        ));
+        let poll_ms = errs.take(
+            env.or("ACCESS_OUTBOX_POLL_INTERVAL_MS", 1000u64)
+                .and_then(nonzero("ACCESS_OUTBOX_POLL_INTERVAL_MS")),
+        );
 
         let defaults = WorkflowSettings::default();
-        let ttl_secs: u64 = env.or(
-            "ACCESS_INVITATION_TTL_SECS",
-            defaults.invitation_ttl.as_secs(),
-        )?;
-        let invitation_ttl = Duration::from_secs(ttl_secs);
-        if invitation_ttl.is_zero() || invitation_ttl > MAX_INVITATION_TTL {
-            return Err(ConfigError::new(
+        let invitation_ttl = errs.take(
+            env.or(
                 "ACCESS_INVITATION_TTL_SECS",
-                "must be between 1 and 7776000 (90 days)",
-            ));
-        }
-        let account_realm = env
-            .optional_with("ACCESS_ACCOUNT_REALM", parse_realm)?
-            .unwrap_or(defaults.account_realm);
-        let self_registration = env
-            .optional_with("ACCESS_SELF_REGISTRATION", parse_bool)?
-            .unwrap_or(defaults.self_registration);
+                defaults.invitation_ttl.as_secs(),
+            )
+            .map(Duration::from_secs)
+            .and_then(|ttl| {
+                ConfigError::check(
+                    !ttl.is_zero() && ttl <= MAX_INVITATION_TTL,
+                    "ACCESS_INVITATION_TTL_SECS",
+                    "must be between 1 and 7776000 (90 days)",
+                )
+                .map(|()| ttl)
+            }),
+        );
+        let account_realm = errs.take(
+            env.optional_with("ACCESS_ACCOUNT_REALM", parse_realm)
+                .map(|realm| realm.unwrap_or(defaults.account_realm)),
+        );
+        let self_registration = errs.take(
+            env.optional_with("ACCESS_SELF_REGISTRATION", parse_bool)
+                .map(|on| on.unwrap_or(defaults.self_registration)),
+        );
         // The same variables and rule as identity's, so both refuse the same addresses.
-        let local_parts: Vec<String> = match env.get("CQRS_GENERIC_EMAIL_LOCAL_PARTS")? {
-            Some(raw) => split_list(raw),
-            None => DEFAULT_GENERIC_LOCAL_PARTS
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
-        };
-        let domains = env
-            .get("CQRS_GENERIC_EMAIL_DOMAINS")?
-            .map(split_list)
-            .unwrap_or_default();
+        let local_parts = errs.take(env.get("CQRS_GENERIC_EMAIL_LOCAL_PARTS").map(|raw| {
+            match raw {
+                Some(raw) => split_list(raw),
+                None => DEFAULT_GENERIC_LOCAL_PARTS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect(),
+            }
+        }));
+        let domains = errs.take(
+            env.get("CQRS_GENERIC_EMAIL_DOMAINS")
+                .map(|raw| raw.map(split_list).unwrap_or_default()),
+        );
+        let redis_url = errs.take(cqrs_runtime::config::redis_url(env));
+        let redis_namespace = errs.take(env.get("CQRS_REDIS_NAMESPACE"));
 
-        Ok(AccessConfig {
-            redis_url: cqrs_runtime::config::redis_url(env)?,
-            redis_namespace: env.get("CQRS_REDIS_NAMESPACE")?.unwrap_or("").to_owned(),
-            identity_url,
-            directory_url,
-            notifications_url,
-            credentials,
-            call_timeout,
-            sweep_interval,
-            outbox_poll_interval: Duration::from_millis(poll_ms),
-            workflow: WorkflowSettings {
-                invitation_ttl,
-                account_realm,
-                self_registration,
-                generic_mailboxes: GenericMailboxRules::new(local_parts, domains),
-            },
+        errs.finish(|| {
+            Some(AccessConfig {
+                redis_url: redis_url?,
+                redis_namespace: redis_namespace?.unwrap_or("").to_owned(),
+                identity_url: identity_url?,
+                directory_url: directory_url?,
+                notifications_url: notifications_url?,
+                credentials: credentials?,
+                call_timeout: call_timeout?,
+                sweep_interval: sweep_interval?,
+                outbox_poll_interval: Duration::from_millis(poll_ms?),
+                workflow: WorkflowSettings {
+                    invitation_ttl: invitation_ttl?,
+                    account_realm: account_realm?,
+                    self_registration: self_registration?,
+                    generic_mailboxes: GenericMailboxRules::new(local_parts?, domains?),
+                },
+            })
         })
     }
 }
@@ -233,9 +249,38 @@ mod tests {
             ("ACCESS_CLIENT_ID", "bad id"),
         ] {
             let err = AccessConfig::from_env(&env_with(&[(var, value)])).unwrap_err();
-            assert_eq!(err.var, var, "{var}={value}: {err}");
+            assert_eq!(
+                err.only().map(|e| e.var.as_str()),
+                Some(var),
+                "{var}={value}: {err}"
+            );
         }
         let err = AccessConfig::from_env(&Env::from_pairs(&[])).unwrap_err();
-        assert_eq!(err.var, "ACCESS_CLIENT_SECRET or CQRS_TOKEN_SIGNING_KEY");
+        assert_eq!(
+            err.only().map(|e| e.var.as_str()),
+            Some("ACCESS_CLIENT_SECRET or CQRS_TOKEN_SIGNING_KEY")
+        );
+    }
+
+    #[test]
+    fn every_bad_variable_is_reported_at_once() {
+        let errs = AccessConfig::from_env(&Env::from_pairs(&[
+            ("DIRECTORY_URL", "directory"),
+            ("ACCESS_INVITATION_TTL_SECS", "0"),
+            ("ACCESS_SELF_REGISTRATION", "maybe"),
+        ]))
+        .unwrap_err();
+        let vars: Vec<&str> = errs.errors().iter().map(|e| e.var.as_str()).collect();
+        assert_eq!(
+            vars,
+            [
+                "DIRECTORY_URL",
+                "ACCESS_CLIENT_SECRET or CQRS_TOKEN_SIGNING_KEY",
+                "ACCESS_INVITATION_TTL_SECS",
+                "ACCESS_SELF_REGISTRATION",
+            ],
+            "{errs}"
+        );
+        assert_eq!(errs.to_string().lines().count(), 4, "{errs}");
     }
 }

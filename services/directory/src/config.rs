@@ -23,7 +23,7 @@
 
 use std::time::Duration;
 
-use cqrs_runtime::config::{ConfigError, Env, parse_endpoint};
+use cqrs_runtime::config::{ConfigError, ConfigErrors, Env, nonzero, parse_endpoint};
 pub use cqrs_runtime::credentials::ServiceCredentials;
 
 use crate::session_ender::RevocationConfig;
@@ -38,52 +38,59 @@ pub struct DirectoryConfig {
 }
 
 impl DirectoryConfig {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let identity_url = env
-            .optional_with("IDENTITY_URL", parse_endpoint)?
-            .unwrap_or_else(|| "http://127.0.0.1:50051".to_owned());
-        let credentials = ServiceCredentials::from_env(env, crate::SERVICE)?;
+    /// Reads and validates the settings, reporting every bad variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigErrors> {
+        let mut errs = ConfigErrors::default();
+        let identity_url = errs.take(
+            env.optional_with("IDENTITY_URL", parse_endpoint)
+                .map(|url| url.unwrap_or_else(|| "http://127.0.0.1:50051".to_owned())),
+        );
+        let credentials = errs.take(ServiceCredentials::from_env(env, crate::SERVICE));
 
-        let call_timeout =
-            env.duration_secs("DIRECTORY_IDENTITY_TIMEOUT_SECS", Duration::from_secs(5))?;
-        if call_timeout.is_zero() {
-            return Err(ConfigError::new(
-                "DIRECTORY_IDENTITY_TIMEOUT_SECS",
-                "must be greater than zero",
-            ));
-        }
+        let call_timeout = errs.take(
+            env.duration_secs("DIRECTORY_IDENTITY_TIMEOUT_SECS", Duration::from_secs(5))
+                .and_then(nonzero("DIRECTORY_IDENTITY_TIMEOUT_SECS")),
+        );
         let defaults = RevocationConfig::default();
         let millis = |name: &str, default: Duration| -> Result<Duration, ConfigError> {
-            let ms: u64 = env.or(name, u64::try_from(default.as_millis()).unwrap_or(u64::MAX))?;
-            if ms == 0 {
-                return Err(ConfigError::new(name, "must be greater than zero"));
-            }
-            Ok(Duration::from_millis(ms))
+            env.or(name, u64::try_from(default.as_millis()).unwrap_or(u64::MAX))
+                .and_then(nonzero(name))
+                .map(Duration::from_millis)
         };
-        let revocations = RevocationConfig {
-            poll_interval: millis(
-                "DIRECTORY_REVOCATION_POLL_INTERVAL_MS",
-                defaults.poll_interval,
-            )?,
-            retry_base: millis("DIRECTORY_REVOCATION_RETRY_BASE_MS", defaults.retry_base)?,
-            retry_max: env
-                .duration_secs("DIRECTORY_REVOCATION_RETRY_MAX_SECS", defaults.retry_max)?,
-            call_timeout,
-            ..defaults
-        };
-        if revocations.retry_max < revocations.retry_base {
-            return Err(ConfigError::new(
+        let poll_interval = errs.take(millis(
+            "DIRECTORY_REVOCATION_POLL_INTERVAL_MS",
+            defaults.poll_interval,
+        ));
+        let retry_base = errs.take(millis(
+            "DIRECTORY_REVOCATION_RETRY_BASE_MS",
+            defaults.retry_base,
+        ));
+        let retry_max =
+            errs.take(env.duration_secs("DIRECTORY_REVOCATION_RETRY_MAX_SECS", defaults.retry_max));
+        if let (Some(base), Some(max)) = (retry_base, retry_max) {
+            errs.check(
+                max >= base,
                 "DIRECTORY_REVOCATION_RETRY_MAX_SECS",
                 "must not be below DIRECTORY_REVOCATION_RETRY_BASE_MS",
-            ));
+            );
         }
+        let redis_url = errs.take(cqrs_runtime::config::redis_url(env));
+        let redis_namespace = errs.take(env.get("CQRS_REDIS_NAMESPACE"));
 
-        Ok(DirectoryConfig {
-            redis_url: cqrs_runtime::config::redis_url(env)?,
-            redis_namespace: env.get("CQRS_REDIS_NAMESPACE")?.unwrap_or("").to_owned(),
-            identity_url,
-            credentials,
-            revocations,
+        errs.finish(|| {
+            Some(DirectoryConfig {
+                redis_url: redis_url?,
+                redis_namespace: redis_namespace?.unwrap_or("").to_owned(),
+                identity_url: identity_url?,
+                credentials: credentials?,
+                revocations: RevocationConfig {
+                    poll_interval: poll_interval?,
+                    retry_base: retry_base?,
+                    retry_max: retry_max?,
+                    call_timeout: call_timeout?,
+                    ..defaults
+                },
+            })
         })
     }
 }
@@ -129,19 +136,46 @@ mod tests {
         assert_eq!(c.revocations.retry_base, Duration::from_millis(50));
         assert!(!format!("{c:?}").contains(&key));
 
+        let var_of = |errs: ConfigErrors| errs.only().map(|e| e.var.clone());
         let err = DirectoryConfig::from_env(&Env::from_pairs(&[])).unwrap_err();
-        assert_eq!(err.var, "DIRECTORY_CLIENT_SECRET or CQRS_TOKEN_SIGNING_KEY");
+        assert_eq!(
+            var_of(err).as_deref(),
+            Some("DIRECTORY_CLIENT_SECRET or CQRS_TOKEN_SIGNING_KEY")
+        );
         let err = DirectoryConfig::from_env(&Env::from_pairs(&[
             ("DIRECTORY_CLIENT_SECRET", "x"),
             ("IDENTITY_URL", "identity:50051"),
         ]))
         .unwrap_err();
-        assert_eq!(err.var, "IDENTITY_URL");
+        assert_eq!(var_of(err).as_deref(), Some("IDENTITY_URL"));
         let err = DirectoryConfig::from_env(&Env::from_pairs(&[
             ("DIRECTORY_CLIENT_SECRET", "x"),
             ("DIRECTORY_CLIENT_ID", "bad id"),
         ]))
         .unwrap_err();
-        assert_eq!(err.var, "DIRECTORY_CLIENT_ID");
+        assert_eq!(var_of(err).as_deref(), Some("DIRECTORY_CLIENT_ID"));
+    }
+
+    #[test]
+    fn every_bad_variable_is_reported_at_once() {
+        let errs = DirectoryConfig::from_env(&Env::from_pairs(&[
+            ("IDENTITY_URL", "identity:50051"),
+            ("DIRECTORY_IDENTITY_TIMEOUT_SECS", "0"),
+            ("DIRECTORY_REVOCATION_RETRY_BASE_MS", "5000"),
+            ("DIRECTORY_REVOCATION_RETRY_MAX_SECS", "1"),
+        ]))
+        .unwrap_err();
+        let vars: Vec<&str> = errs.errors().iter().map(|e| e.var.as_str()).collect();
+        assert_eq!(
+            vars,
+            [
+                "IDENTITY_URL",
+                "DIRECTORY_CLIENT_SECRET or CQRS_TOKEN_SIGNING_KEY",
+                "DIRECTORY_IDENTITY_TIMEOUT_SECS",
+                "DIRECTORY_REVOCATION_RETRY_MAX_SECS",
+            ],
+            "{errs}"
+        );
+        assert_eq!(errs.to_string().lines().count(), 4, "{errs}");
     }
 }

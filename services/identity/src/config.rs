@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use cqrs_auth::{SigningKey, TokenVerifier, VerifyingKey};
 use cqrs_outbox::RelayConfig;
-use cqrs_runtime::config::{ConfigError, Env};
+use cqrs_runtime::config::{ConfigError, ConfigErrors, Env, nonzero};
 
 use crate::domain::account::{Realm, normalise_name};
 use crate::domain::email::{DEFAULT_GENERIC_LOCAL_PARTS, GenericMailboxRules, normalise_email};
@@ -151,193 +151,214 @@ pub struct IdentityConfig {
 }
 
 impl IdentityConfig {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+    /// Reads and validates the settings, reporting every bad variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigErrors> {
+        let mut errs = ConfigErrors::default();
         let signing_key =
-            env.required_with("CQRS_TOKEN_SIGNING_KEY", SigningKey::from_env_value)?;
-        let verify_keys = env
-            .optional_with("CQRS_TOKEN_VERIFY_KEYS", TokenVerifier::from_env_value)?
-            .map(|v| v.keys().cloned().collect())
-            .unwrap_or_default();
+            errs.take(env.required_with("CQRS_TOKEN_SIGNING_KEY", SigningKey::from_env_value));
+        let verify_keys = errs.take(
+            env.optional_with("CQRS_TOKEN_VERIFY_KEYS", TokenVerifier::from_env_value)
+                .map(|v| v.map(|v| v.keys().cloned().collect()).unwrap_or_default()),
+        );
 
-        let access_token_ttl =
-            env.duration_secs("CQRS_ACCESS_TOKEN_TTL_SECS", Duration::from_secs(600))?;
         let (min, max) = ACCESS_TOKEN_TTL_RANGE;
-        if !(min..=max).contains(&access_token_ttl.as_secs())
-            || access_token_ttl.subsec_nanos() != 0
-        {
-            return Err(ConfigError::new(
-                "CQRS_ACCESS_TOKEN_TTL_SECS",
-                format!("must be a whole number of seconds from {min} to {max}"),
-            ));
-        }
-        let session_idle_ttl =
-            positive(env, "CQRS_SESSION_IDLE_TTL_SECS", Duration::from_secs(1800))?;
-        let session_absolute_ttl = positive(
+        let access_token_ttl = errs.take(
+            env.duration_secs("CQRS_ACCESS_TOKEN_TTL_SECS", Duration::from_secs(600))
+                .and_then(|ttl| {
+                    ConfigError::check(
+                        (min..=max).contains(&ttl.as_secs()) && ttl.subsec_nanos() == 0,
+                        "CQRS_ACCESS_TOKEN_TTL_SECS",
+                        format!("must be a whole number of seconds from {min} to {max}"),
+                    )
+                    .map(|()| ttl)
+                }),
+        );
+        let session_idle_ttl = errs.take(positive(
+            env,
+            "CQRS_SESSION_IDLE_TTL_SECS",
+            Duration::from_secs(1800),
+        ));
+        let session_absolute_ttl = errs.take(positive(
             env,
             "CQRS_SESSION_ABSOLUTE_TTL_SECS",
             Duration::from_secs(43_200),
-        )?;
-        if session_idle_ttl > session_absolute_ttl {
-            return Err(ConfigError::new(
+        ));
+        if let (Some(idle), Some(absolute)) = (session_idle_ttl, session_absolute_ttl) {
+            errs.check(
+                idle <= absolute,
                 "CQRS_SESSION_IDLE_TTL_SECS",
                 "must not exceed CQRS_SESSION_ABSOLUTE_TTL_SECS",
-            ));
+            );
         }
 
-        let reset = env.duration_secs("CQRS_RESET_LINK_TTL_SECS", Duration::from_secs(3600))?;
-        let registration = env.duration_secs(
+        let reset =
+            errs.take(env.duration_secs("CQRS_RESET_LINK_TTL_SECS", Duration::from_secs(3600)));
+        let registration = errs.take(env.duration_secs(
             "CQRS_REGISTRATION_LINK_TTL_SECS",
             Duration::from_secs(7 * 24 * 3600),
-        )?;
-        let links = LinkExpiry::new(registration, reset).map_err(|e| {
-            ConfigError::new(
-                "CQRS_RESET_LINK_TTL_SECS or CQRS_REGISTRATION_LINK_TTL_SECS",
-                e,
-            )
-        })?;
+        ));
+        let links = match (registration, reset) {
+            (Some(registration), Some(reset)) => {
+                errs.take(LinkExpiry::new(registration, reset).map_err(|e| {
+                    ConfigError::new(
+                        "CQRS_RESET_LINK_TTL_SECS or CQRS_REGISTRATION_LINK_TTL_SECS",
+                        e,
+                    )
+                }))
+            }
+            _ => None,
+        };
 
-        let password_profile_national = profile(
+        let password_profile_national = errs.take(profile(
             env,
             "CQRS_PASSWORD_PROFILE_NATIONAL",
             PasswordProfile::CqrsNational,
-        )?;
-        let password_profile_local = profile(
+        ));
+        let password_profile_local = errs.take(profile(
             env,
             "CQRS_PASSWORD_PROFILE_LOCAL",
             PasswordProfile::CqrsLocal,
-        )?;
+        ));
 
-        let local_parts: Vec<String> = match env.get("CQRS_GENERIC_EMAIL_LOCAL_PARTS")? {
-            Some(raw) => split_list(raw),
-            None => DEFAULT_GENERIC_LOCAL_PARTS
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
-        };
-        let domains = env
-            .get("CQRS_GENERIC_EMAIL_DOMAINS")?
-            .map(split_list)
-            .unwrap_or_default();
-        let generic_mailboxes = GenericMailboxRules::new(local_parts, domains);
+        let local_parts = errs.take(env.get("CQRS_GENERIC_EMAIL_LOCAL_PARTS").map(|raw| {
+            match raw {
+                Some(raw) => split_list(raw),
+                None => DEFAULT_GENERIC_LOCAL_PARTS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect(),
+            }
+        }));
+        let domains = errs.take(
+            env.get("CQRS_GENERIC_EMAIL_DOMAINS")
+                .map(|raw| raw.map(split_list).unwrap_or_default()),
+        );
 
-        let permanent_after: u32 = env.or("CQRS_LOCKOUT_PERMANENT_AFTER", 10)?;
-        if permanent_after > MAX_PERMANENT_AFTER {
-            return Err(ConfigError::new(
-                "CQRS_LOCKOUT_PERMANENT_AFTER",
-                format!("must be at most {MAX_PERMANENT_AFTER} (SECURITY 2)"),
-            ));
-        }
-        let lockout = LockoutPolicy::new(
-            env.or("CQRS_LOCKOUT_TEMPORARY_AFTER", 5)?,
-            env.duration_secs("CQRS_LOCKOUT_BASE_WAIT_SECS", Duration::from_secs(60))?,
-            env.duration_secs("CQRS_LOCKOUT_MAX_WAIT_SECS", Duration::from_secs(3600))?,
+        let permanent_after = errs.take(env.or("CQRS_LOCKOUT_PERMANENT_AFTER", 10).and_then(
+            |n: u32| {
+                ConfigError::check(
+                    n <= MAX_PERMANENT_AFTER,
+                    "CQRS_LOCKOUT_PERMANENT_AFTER",
+                    format!("must be at most {MAX_PERMANENT_AFTER} (SECURITY 2)"),
+                )
+                .map(|()| n)
+            },
+        ));
+        let temporary_after = errs.take(env.or("CQRS_LOCKOUT_TEMPORARY_AFTER", 5));
+        let base_wait =
+            errs.take(env.duration_secs("CQRS_LOCKOUT_BASE_WAIT_SECS", Duration::from_secs(60)));
+        let max_wait =
+            errs.take(env.duration_secs("CQRS_LOCKOUT_MAX_WAIT_SECS", Duration::from_secs(3600)));
+        let failure_window = errs.take(env.duration_secs(
+            "CQRS_LOCKOUT_FAILURE_WINDOW_SECS",
+            Duration::from_secs(24 * 3600),
+        ));
+        let lockout = match (
+            temporary_after,
+            base_wait,
+            max_wait,
             permanent_after,
-            env.duration_secs(
-                "CQRS_LOCKOUT_FAILURE_WINDOW_SECS",
-                Duration::from_secs(24 * 3600),
-            )?,
-        )
-        .map_err(|e| ConfigError::new("CQRS_LOCKOUT_*", e))?;
+            failure_window,
+        ) {
+            (Some(temporary), Some(base), Some(max), Some(permanent), Some(window)) => errs.take(
+                LockoutPolicy::new(temporary, base, max, permanent, window)
+                    .map_err(|e| ConfigError::new("CQRS_LOCKOUT_*", e)),
+            ),
+            _ => None,
+        };
 
         let hashing_defaults = HashingConfig::default();
-        let hashing = HashingConfig {
-            m_cost_kib: env.or("IDENTITY_ARGON2_M_COST_KIB", hashing_defaults.m_cost_kib)?,
-            t_cost: env.or("IDENTITY_ARGON2_T_COST", hashing_defaults.t_cost)?,
-            p_cost: env.or("IDENTITY_ARGON2_P_COST", hashing_defaults.p_cost)?,
-            max_concurrency: env.or(
-                "IDENTITY_HASH_CONCURRENCY",
-                hashing_defaults.max_concurrency,
-            )?,
-            queue_timeout: Duration::from_millis(env.or(
-                "IDENTITY_HASH_QUEUE_TIMEOUT_MS",
-                u64::try_from(hashing_defaults.queue_timeout.as_millis()).unwrap_or(2000),
-            )?),
-        };
-        // Checked here so a weak setting is a configuration error at start, naming its variable.
-        if let Err(e) = crate::hashing::PasswordHasher::new(hashing.clone()) {
-            return Err(ConfigError::new(
-                "IDENTITY_ARGON2_* / IDENTITY_HASH_CONCURRENCY",
-                e.to_string(),
-            ));
-        }
-
-        let service_clients = env
-            .optional_with("CQRS_SERVICE_CLIENTS", ServiceClients::parse)?
-            .unwrap_or_default();
-
-        let notifications_url = env
-            .optional_with("NOTIFICATIONS_URL", parse_http_url)?
-            .unwrap_or_else(|| "http://127.0.0.1:50054".to_owned());
-
-        let outbox_client_id: String =
-            env.or("IDENTITY_OUTBOX_CLIENT_ID", "identity".to_owned())?;
-        let directory_url = env
-            .optional_with("DIRECTORY_URL", parse_http_url)?
-            .unwrap_or_else(|| "http://127.0.0.1:50052".to_owned());
-        let directory_timeout_ms: u64 = env.or("IDENTITY_DIRECTORY_TIMEOUT_MS", 2000)?;
-        if directory_timeout_ms == 0 {
-            return Err(ConfigError::new(
-                "IDENTITY_DIRECTORY_TIMEOUT_MS",
-                "must be at least 1",
-            ));
-        }
-        let poll_ms: u64 = env.or("IDENTITY_OUTBOX_POLL_INTERVAL_MS", 1000)?;
-        if poll_ms == 0 {
-            return Err(ConfigError::new(
-                "IDENTITY_OUTBOX_POLL_INTERVAL_MS",
-                "must be at least 1",
-            ));
-        }
-        let relay = RelayConfig {
-            poll_interval: Duration::from_millis(poll_ms),
-            ..RelayConfig::default()
-        };
-
-        let bootstrap = match env.get("CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL")? {
-            None => None,
-            Some(raw) => {
-                let email = normalise_email(raw).map_err(|e| {
-                    ConfigError::new("CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL", e.to_string())
-                })?;
-                let name = |var: &str, default: &str| -> Result<String, ConfigError> {
-                    let raw = env.get(var)?.unwrap_or(default);
-                    normalise_name(raw).map_err(|e| ConfigError::new(var, e))
+        let m_cost_kib =
+            errs.take(env.or("IDENTITY_ARGON2_M_COST_KIB", hashing_defaults.m_cost_kib));
+        let t_cost = errs.take(env.or("IDENTITY_ARGON2_T_COST", hashing_defaults.t_cost));
+        let p_cost = errs.take(env.or("IDENTITY_ARGON2_P_COST", hashing_defaults.p_cost));
+        let max_concurrency = errs.take(env.or(
+            "IDENTITY_HASH_CONCURRENCY",
+            hashing_defaults.max_concurrency,
+        ));
+        let queue_timeout_ms = errs.take(env.or(
+            "IDENTITY_HASH_QUEUE_TIMEOUT_MS",
+            u64::try_from(hashing_defaults.queue_timeout.as_millis()).unwrap_or(2000),
+        ));
+        let hashing = match (
+            m_cost_kib,
+            t_cost,
+            p_cost,
+            max_concurrency,
+            queue_timeout_ms,
+        ) {
+            (Some(m_cost_kib), Some(t_cost), Some(p_cost), Some(max_concurrency), Some(ms)) => {
+                let hashing = HashingConfig {
+                    m_cost_kib,
+                    t_cost,
+                    p_cost,
+                    max_concurrency,
+                    queue_timeout: Duration::from_millis(ms),
                 };
-                Some(BootstrapConfig {
-                    email,
-                    first_name: name("CQRS_BOOTSTRAP_SERVICE_DESK_FIRST_NAME", "Service")?,
-                    last_name: name("CQRS_BOOTSTRAP_SERVICE_DESK_LAST_NAME", "Desk")?,
-                    // The directory validates both; here only emptiness is refused early.
-                    organisation_ods_code: name("CQRS_BOOTSTRAP_SERVICE_DESK_ODS_CODE", "X26")?,
-                    organisation_name: name(
-                        "CQRS_BOOTSTRAP_SERVICE_DESK_ORGANISATION",
-                        "CQRS Service Desk",
-                    )?,
-                })
+                // Checked here so a weak setting is a configuration error at start, naming
+                // its variable.
+                errs.take(
+                    crate::hashing::PasswordHasher::new(&hashing)
+                        .map(|_| hashing)
+                        .map_err(|e| {
+                            ConfigError::new(
+                                "IDENTITY_ARGON2_* / IDENTITY_HASH_CONCURRENCY",
+                                e.to_string(),
+                            )
+                        }),
+                )
             }
+            _ => None,
         };
 
-        Ok(IdentityConfig {
-            signing_key,
-            verify_keys,
-            access_token_ttl,
-            session_idle_ttl,
-            session_absolute_ttl,
-            links,
-            password_profile_national,
-            password_profile_local,
-            generic_mailboxes,
-            lockout,
-            hashing,
-            service_clients,
-            redis_url: cqrs_runtime::config::redis_url(env)?,
-            redis_namespace: env.get("CQRS_REDIS_NAMESPACE")?.unwrap_or("").to_owned(),
-            notifications_url,
-            outbox_client_id,
-            directory_url,
-            directory_timeout: Duration::from_millis(directory_timeout_ms),
-            relay,
-            bootstrap,
+        let service_clients = errs.take(
+            env.optional_with("CQRS_SERVICE_CLIENTS", ServiceClients::parse)
+                .map(Option::unwrap_or_default),
+        );
+        let notifications_url = errs.take(
+            env.optional_with("NOTIFICATIONS_URL", parse_http_url)
+                .map(|url| url.unwrap_or_else(|| "http://127.0.0.1:50054".to_owned())),
+        );
+        let outbox_client_id =
+            errs.take(env.or("IDENTITY_OUTBOX_CLIENT_ID", "identity".to_owned()));
+        let directory_url = errs.take(
+            env.optional_with("DIRECTORY_URL", parse_http_url)
+                .map(|url| url.unwrap_or_else(|| "http://127.0.0.1:50052".to_owned())),
+        );
+        let directory_timeout_ms =
+            errs.take(at_least_one(env, "IDENTITY_DIRECTORY_TIMEOUT_MS", 2000));
+        let poll_ms = errs.take(at_least_one(env, "IDENTITY_OUTBOX_POLL_INTERVAL_MS", 1000));
+
+        let bootstrap = errs.take(bootstrap(env));
+        let redis_url = errs.take(cqrs_runtime::config::redis_url(env));
+        let redis_namespace = errs.take(env.get("CQRS_REDIS_NAMESPACE"));
+
+        errs.finish(|| {
+            Some(IdentityConfig {
+                signing_key: signing_key?,
+                verify_keys: verify_keys?,
+                access_token_ttl: access_token_ttl?,
+                session_idle_ttl: session_idle_ttl?,
+                session_absolute_ttl: session_absolute_ttl?,
+                links: links?,
+                password_profile_national: password_profile_national?,
+                password_profile_local: password_profile_local?,
+                generic_mailboxes: GenericMailboxRules::new(local_parts?, domains?),
+                lockout: lockout?,
+                hashing: hashing?,
+                service_clients: service_clients?,
+                redis_url: redis_url?,
+                redis_namespace: redis_namespace?.unwrap_or("").to_owned(),
+                notifications_url: notifications_url?,
+                outbox_client_id: outbox_client_id?,
+                directory_url: directory_url?,
+                directory_timeout: Duration::from_millis(directory_timeout_ms?),
+                relay: RelayConfig {
+                    poll_interval: Duration::from_millis(poll_ms?),
+                    ..RelayConfig::default()
+                },
+                bootstrap: bootstrap?,
+            })
         })
     }
 
@@ -368,11 +389,48 @@ impl IdentityConfig {
 }
 
 fn positive(env: &Env, var: &str, default: Duration) -> Result<Duration, ConfigError> {
-    let value = env.duration_secs(var, default)?;
-    if value.is_zero() {
-        return Err(ConfigError::new(var, "must be greater than zero"));
-    }
+    env.duration_secs(var, default).and_then(nonzero(var))
+}
+
+/// A count of milliseconds, `default` when unset; zero is refused.
+fn at_least_one(env: &Env, var: &str, default: u64) -> Result<u64, ConfigError> {
+    let value = env.or(var, default)?;
+    ConfigError::check(value > 0, var, "must be at least 1")?;
     Ok(value)
+}
+
+/// The first account, when `CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL` is set; every bad name reported.
+fn bootstrap(env: &Env) -> Result<Option<BootstrapConfig>, ConfigErrors> {
+    let Some(raw) = env.get("CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL")? else {
+        return Ok(None);
+    };
+    let mut errs = ConfigErrors::default();
+    let email = errs.take(
+        normalise_email(raw)
+            .map_err(|e| ConfigError::new("CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL", e.to_string())),
+    );
+    let mut name = |var: &str, default: &str| {
+        errs.take(env.get(var).and_then(|raw| {
+            normalise_name(raw.unwrap_or(default)).map_err(|e| ConfigError::new(var, e))
+        }))
+    };
+    let first_name = name("CQRS_BOOTSTRAP_SERVICE_DESK_FIRST_NAME", "Service");
+    let last_name = name("CQRS_BOOTSTRAP_SERVICE_DESK_LAST_NAME", "Desk");
+    // The directory validates both; here only emptiness is refused early.
+    let organisation_ods_code = name("CQRS_BOOTSTRAP_SERVICE_DESK_ODS_CODE", "X26");
+    let organisation_name = name(
+        "CQRS_BOOTSTRAP_SERVICE_DESK_ORGANISATION",
+        "CQRS Service Desk",
+    );
+    errs.finish(|| {
+        Some(Some(BootstrapConfig {
+            email: email?,
+            first_name: first_name?,
+            last_name: last_name?,
+            organisation_ods_code: organisation_ods_code?,
+            organisation_name: organisation_name?,
+        }))
+    })
 }
 
 fn profile(env: &Env, var: &str, default: PasswordProfile) -> Result<PasswordProfile, ConfigError> {
@@ -405,6 +463,14 @@ mod tests {
             "CQRS_TOKEN_SIGNING_KEY",
             SigningKey::generate("k1").to_env_value(),
         )]
+    }
+
+    /// The one error of a configuration that must fail.
+    fn one(result: Result<IdentityConfig, ConfigErrors>) -> ConfigError {
+        let errs = result.unwrap_err();
+        errs.only()
+            .cloned()
+            .unwrap_or_else(|| panic!("expected exactly one error, got:\n{errs}"))
     }
 
     fn env_with(extra: &[(&str, &str)]) -> Env {
@@ -453,20 +519,60 @@ mod tests {
             ("CQRS_TOKEN_VERIFY_KEYS", "garbage"),
             ("IDENTITY_HASH_QUEUE_TIMEOUT_MS", "soon"),
         ] {
-            let err = IdentityConfig::from_env(&env_with(&[(var, value)])).unwrap_err();
+            let err = one(IdentityConfig::from_env(&env_with(&[(var, value)])));
             assert_eq!(err.var, var, "{var}={value}: {err}");
         }
-        let err = IdentityConfig::from_env(&env_with(&[("CQRS_LOCKOUT_PERMANENT_AFTER", "101")]))
-            .unwrap_err();
+        let err = one(IdentityConfig::from_env(&env_with(&[(
+            "CQRS_LOCKOUT_PERMANENT_AFTER",
+            "101",
+        )])));
         assert_eq!(err.var, "CQRS_LOCKOUT_PERMANENT_AFTER");
         assert!(err.message.contains("100"), "{err}");
-        let err = IdentityConfig::from_env(&env_with(&[("CQRS_LOCKOUT_TEMPORARY_AFTER", "20")]))
-            .unwrap_err();
+        let err = one(IdentityConfig::from_env(&env_with(&[(
+            "CQRS_LOCKOUT_TEMPORARY_AFTER",
+            "20",
+        )])));
         assert!(err.var.starts_with("CQRS_LOCKOUT"), "{err}");
         assert!(IdentityConfig::from_env(&Env::from_pairs(&[])).is_err());
-        let err = IdentityConfig::from_env(&env_with(&[("IDENTITY_ARGON2_M_COST_KIB", "1024")]))
-            .unwrap_err();
+        let err = one(IdentityConfig::from_env(&env_with(&[(
+            "IDENTITY_ARGON2_M_COST_KIB",
+            "1024",
+        )])));
         assert!(err.var.starts_with("IDENTITY_ARGON2"), "{err}");
+    }
+
+    #[test]
+    fn every_bad_variable_is_reported_at_once() {
+        let long_name = "x".repeat(101);
+        let errs = IdentityConfig::from_env(&Env::from_pairs(&[
+            ("CQRS_TOKEN_SIGNING_KEY", "k1:not-a-key"),
+            ("CQRS_ACCESS_TOKEN_TTL_SECS", "60"),
+            ("CQRS_SESSION_IDLE_TTL_SECS", "90000"),
+            ("CQRS_LOCKOUT_PERMANENT_AFTER", "101"),
+            ("IDENTITY_ARGON2_M_COST_KIB", "1024"),
+            ("DIRECTORY_URL", "localhost:50052"),
+            ("CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL", "desk@nhs.net"),
+            ("CQRS_BOOTSTRAP_SERVICE_DESK_FIRST_NAME", &long_name),
+            ("CQRS_BOOTSTRAP_SERVICE_DESK_LAST_NAME", "A\nB"),
+        ]))
+        .unwrap_err();
+        let vars: Vec<&str> = errs.errors().iter().map(|e| e.var.as_str()).collect();
+        assert_eq!(
+            vars,
+            [
+                "CQRS_TOKEN_SIGNING_KEY",
+                "CQRS_ACCESS_TOKEN_TTL_SECS",
+                "CQRS_SESSION_IDLE_TTL_SECS",
+                "CQRS_LOCKOUT_PERMANENT_AFTER",
+                "IDENTITY_ARGON2_* / IDENTITY_HASH_CONCURRENCY",
+                "DIRECTORY_URL",
+                "CQRS_BOOTSTRAP_SERVICE_DESK_FIRST_NAME",
+                "CQRS_BOOTSTRAP_SERVICE_DESK_LAST_NAME",
+            ],
+            "{errs}"
+        );
+        assert_eq!(errs.to_string().lines().count(), vars.len(), "{errs}");
+        assert!(!errs.to_string().contains("not-a-key"), "{errs}");
     }
 
     #[test]

@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use cqrs_runtime::config::{ConfigError, Env};
+use cqrs_runtime::config::{ConfigError, ConfigErrors, Env};
 use url::Url;
 
 use crate::domain::RetryPolicy;
@@ -39,55 +39,71 @@ pub struct NotificationsConfig {
 }
 
 impl NotificationsConfig {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let public_base_url: Url = env
-            .or("CQRS_PUBLIC_BASE_URL", "http://localhost:8080/".to_owned())?
-            .parse()
-            .map_err(|e: url::ParseError| {
-                ConfigError::new("CQRS_PUBLIC_BASE_URL", e.to_string())
-            })?;
-        if !matches!(public_base_url.scheme(), "http" | "https") || public_base_url.host().is_none()
-        {
-            return Err(ConfigError::new(
-                "CQRS_PUBLIC_BASE_URL",
-                "must be an absolute http(s) URL",
-            ));
-        }
-        let max_attempts: u32 = env.or("NOTIFICATIONS_MAX_ATTEMPTS", 10)?;
-        if max_attempts == 0 {
-            return Err(ConfigError::new(
-                "NOTIFICATIONS_MAX_ATTEMPTS",
-                "must be at least 1",
-            ));
-        }
-        Ok(NotificationsConfig {
-            redis_url: cqrs_runtime::config::redis_url(env)?,
-            redis_namespace: env.get("CQRS_REDIS_NAMESPACE")?.unwrap_or("").to_owned(),
-            smtp_url: env.or("CQRS_SMTP_URL", "smtp://127.0.0.1:2525".to_owned())?,
-            mail_from: env.or(
-                "CQRS_MAIL_FROM",
-                "CQRS <no-reply@cqrs.localhost>".to_owned(),
-            )?,
-            public_base_url,
-            smtp_timeout: env
-                .duration_secs("NOTIFICATIONS_SMTP_TIMEOUT_SECS", Duration::from_secs(15))?,
-            workers: env.or("NOTIFICATIONS_WORKERS", 1)?,
-            worker: WorkerConfig {
-                batch_size: env.or("NOTIFICATIONS_BATCH_SIZE", 50)?,
-                concurrency: env.or("NOTIFICATIONS_SEND_CONCURRENCY", 8)?,
-                poll_interval: Duration::from_millis(
-                    env.or("NOTIFICATIONS_POLL_INTERVAL_MS", 500)?,
-                ),
-                lease: env.duration_secs("NOTIFICATIONS_LEASE_SECS", Duration::from_secs(120))?,
-                retry: RetryPolicy {
-                    max_attempts,
-                    base: Duration::from_millis(env.or("NOTIFICATIONS_RETRY_BASE_MS", 2000)?),
-                    max: env
-                        .duration_secs("NOTIFICATIONS_RETRY_MAX_SECS", Duration::from_secs(3600))?,
+    /// Reads and validates the settings, reporting every bad variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigErrors> {
+        let mut errs = ConfigErrors::default();
+        let public_base_url = errs.take(
+            env.or("CQRS_PUBLIC_BASE_URL", "http://localhost:8080/".to_owned())
+                .and_then(|raw| parse_public_base_url(&raw)),
+        );
+        let max_attempts = errs.take(env.or("NOTIFICATIONS_MAX_ATTEMPTS", 10u32).and_then(|n| {
+            ConfigError::check(n > 0, "NOTIFICATIONS_MAX_ATTEMPTS", "must be at least 1")
+                .map(|()| n)
+        }));
+        let redis_url = errs.take(cqrs_runtime::config::redis_url(env));
+        let redis_namespace = errs.take(env.get("CQRS_REDIS_NAMESPACE"));
+        let smtp_url = errs.take(env.or("CQRS_SMTP_URL", "smtp://127.0.0.1:2525".to_owned()));
+        let mail_from = errs.take(env.or(
+            "CQRS_MAIL_FROM",
+            "CQRS <no-reply@cqrs.localhost>".to_owned(),
+        ));
+        let smtp_timeout = errs
+            .take(env.duration_secs("NOTIFICATIONS_SMTP_TIMEOUT_SECS", Duration::from_secs(15)));
+        let workers = errs.take(env.or("NOTIFICATIONS_WORKERS", 1));
+        let batch_size = errs.take(env.or("NOTIFICATIONS_BATCH_SIZE", 50));
+        let concurrency = errs.take(env.or("NOTIFICATIONS_SEND_CONCURRENCY", 8));
+        let poll_ms = errs.take(env.or("NOTIFICATIONS_POLL_INTERVAL_MS", 500));
+        let lease =
+            errs.take(env.duration_secs("NOTIFICATIONS_LEASE_SECS", Duration::from_secs(120)));
+        let retry_base_ms = errs.take(env.or("NOTIFICATIONS_RETRY_BASE_MS", 2000));
+        let retry_max =
+            errs.take(env.duration_secs("NOTIFICATIONS_RETRY_MAX_SECS", Duration::from_secs(3600)));
+        errs.finish(|| {
+            Some(NotificationsConfig {
+                redis_url: redis_url?,
+                redis_namespace: redis_namespace?.unwrap_or("").to_owned(),
+                smtp_url: smtp_url?,
+                mail_from: mail_from?,
+                public_base_url: public_base_url?,
+                smtp_timeout: smtp_timeout?,
+                workers: workers?,
+                worker: WorkerConfig {
+                    batch_size: batch_size?,
+                    concurrency: concurrency?,
+                    poll_interval: Duration::from_millis(poll_ms?),
+                    lease: lease?,
+                    retry: RetryPolicy {
+                        max_attempts: max_attempts?,
+                        base: Duration::from_millis(retry_base_ms?),
+                        max: retry_max?,
+                    },
                 },
-            },
+            })
         })
     }
+}
+
+/// `CQRS_PUBLIC_BASE_URL`: an absolute http(s) URL, the base of every link put in a mail.
+fn parse_public_base_url(raw: &str) -> Result<Url, ConfigError> {
+    let url: Url = raw
+        .parse()
+        .map_err(|e: url::ParseError| ConfigError::new("CQRS_PUBLIC_BASE_URL", e.to_string()))?;
+    ConfigError::check(
+        matches!(url.scheme(), "http" | "https") && url.host().is_some(),
+        "CQRS_PUBLIC_BASE_URL",
+        "must be an absolute http(s) URL",
+    )?;
+    Ok(url)
 }
 
 #[cfg(test)]
@@ -110,7 +126,31 @@ mod tests {
             ("NOTIFICATIONS_BATCH_SIZE", "many"),
         ] {
             let err = NotificationsConfig::from_env(&Env::from_pairs(&[(var, value)])).unwrap_err();
-            assert_eq!(err.var, var);
+            assert_eq!(err.only().map(|e| e.var.as_str()), Some(var), "{err}");
         }
+    }
+
+    #[test]
+    fn every_bad_variable_is_reported_at_once() {
+        let errs = NotificationsConfig::from_env(&Env::from_pairs(&[
+            ("CQRS_PUBLIC_BASE_URL", "ftp://host/"),
+            ("NOTIFICATIONS_BATCH_SIZE", "many"),
+            ("NOTIFICATIONS_LEASE_SECS", "soon"),
+            ("REDIS_URL", "http://u:s3cr3tpw@r"),
+        ]))
+        .unwrap_err();
+        let vars: Vec<&str> = errs.errors().iter().map(|e| e.var.as_str()).collect();
+        assert_eq!(
+            vars,
+            [
+                "CQRS_PUBLIC_BASE_URL",
+                "REDIS_URL",
+                "NOTIFICATIONS_BATCH_SIZE",
+                "NOTIFICATIONS_LEASE_SECS",
+            ],
+            "{errs}"
+        );
+        assert_eq!(errs.to_string().lines().count(), 4, "{errs}");
+        assert!(!errs.to_string().contains("s3cr3tpw"), "{errs}");
     }
 }

@@ -6,9 +6,10 @@
 //! of attempts the mail is dead-lettered and stays visible through `ListDeliveries`.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use cqrs_runtime::clock::Clock;
 use futures::StreamExt;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
@@ -89,15 +90,25 @@ pub struct Worker {
     mailer: Mailer,
     base_url: Url,
     config: WorkerConfig,
+    clock: Arc<dyn Clock>,
 }
 
 impl Worker {
-    pub fn new(store: Store, mailer: Mailer, base_url: Url, config: WorkerConfig) -> Self {
+    /// A worker over `store`, sending with `mailer`; what is due, and when a failed mail is
+    /// retried, is judged by `clock`.
+    pub fn new(
+        store: Store,
+        mailer: Mailer,
+        base_url: Url,
+        config: WorkerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Worker {
             store,
             mailer,
             base_url,
             config,
+            clock,
         }
     }
 
@@ -105,7 +116,7 @@ impl Worker {
     pub async fn run_once(&self) -> Result<usize, StoreError> {
         let claimed = self
             .store
-            .claim_due(Utc::now(), self.config.lease, self.config.batch_size)
+            .claim_due(self.clock.now(), self.config.lease, self.config.batch_size)
             .await?;
         let count = claimed.len();
         let results: Vec<Result<(), StoreError>> = futures::stream::iter(claimed)
@@ -127,7 +138,7 @@ impl Worker {
             }
             None => Err(format!("unknown template {}", row.template)),
         };
-        let now = Utc::now();
+        let now = self.clock.now();
         match outcome {
             Ok(()) => {
                 tracing::info!(delivery_id = %row.id, template = %row.template, attempts = row.attempts, "mail delivered");

@@ -17,6 +17,7 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::clock::Clock;
 use crate::errors;
 use crate::telemetry::extract_trace_context;
 
@@ -329,18 +330,30 @@ where
 /// `ResourceExhausted` (reason OVERLOADED) at once, so callers back off rather than pile up.
 /// Health checks are exempt, so an overloaded instance is not also reported dead and restarted.
 /// A slot is held until the response head is ready, so streams count only while starting.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct LoadShedLayer {
     permits: Arc<Semaphore>,
     last_warned_ms: Arc<AtomicU64>,
+    clock: Arc<dyn Clock>,
 }
 
 impl LoadShedLayer {
-    pub(crate) fn new(limit: usize) -> Self {
+    /// At most `limit` RPCs in flight; shedding warnings rate-limited by `clock`.
+    pub(crate) fn new(limit: usize, clock: Arc<dyn Clock>) -> Self {
         LoadShedLayer {
             permits: Arc::new(Semaphore::new(limit.clamp(1, Semaphore::MAX_PERMITS))),
             last_warned_ms: Arc::new(AtomicU64::new(0)),
+            clock,
         }
+    }
+}
+
+impl std::fmt::Debug for LoadShedLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadShedLayer")
+            .field("permits", &self.permits)
+            .field("last_warned_ms", &self.last_warned_ms)
+            .finish_non_exhaustive()
     }
 }
 
@@ -352,23 +365,33 @@ impl<S> Layer<S> for LoadShedLayer {
             inner,
             permits: Arc::clone(&self.permits),
             last_warned_ms: Arc::clone(&self.last_warned_ms),
+            clock: Arc::clone(&self.clock),
         }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct LoadShed<S> {
     inner: S,
     permits: Arc<Semaphore>,
     last_warned_ms: Arc<AtomicU64>,
+    clock: Arc<dyn Clock>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for LoadShed<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadShed")
+            .field("inner", &self.inner)
+            .field("permits", &self.permits)
+            .field("last_warned_ms", &self.last_warned_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S> LoadShed<S> {
     /// Warns at most once a second: under overload, a line per refused request would add load.
     fn warn_shedding(&self) {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let now_ms = u64::try_from(self.clock.now().timestamp_millis()).unwrap_or(0);
         let last = self.last_warned_ms.load(Ordering::Relaxed);
         if now_ms.saturating_sub(last) >= 1000
             && self

@@ -36,6 +36,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 use tower::{Service, ServiceBuilder};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::{CorsOrigins, ServerConfig};
 use crate::health::{HealthState, ReadinessCheck};
 
@@ -79,6 +80,7 @@ pub struct ServiceServer {
     services: Vec<&'static str>,
     checks: Vec<Arc<dyn ReadinessCheck>>,
     sessions: Option<Arc<dyn SessionCheck>>,
+    clock: Arc<dyn Clock>,
     reporter: HealthReporter,
 }
 
@@ -105,6 +107,7 @@ impl ServiceServer {
             services: Vec::new(),
             checks: Vec::new(),
             sessions: None,
+            clock: Arc::new(SystemClock),
             reporter: HealthReporter::new(),
         }
     }
@@ -144,6 +147,14 @@ impl ServiceServer {
         self
     }
 
+    /// The clock tokens are checked against (and shedding warnings are spaced by); the system
+    /// clock unless set. Token time must be the wall clock the issuer used, so this is not the
+    /// service's adjustable clock (see [`cqrs_rules::clock`]): only tests replace it.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// The configuration this server runs with.
     pub fn config(&self) -> &ServerConfig {
         &self.config
@@ -178,6 +189,7 @@ impl ServiceServer {
             services,
             checks,
             sessions,
+            clock,
             reporter,
         } = self;
 
@@ -203,8 +215,15 @@ impl ServiceServer {
             .layer(layers::RequestContextLayer::new(config.request_timeout))
             .layer(cors_layer(&config.cors_origins()))
             .layer(tonic_web::GrpcWebLayer::new())
-            .layer(layers::LoadShedLayer::new(config.concurrency_limit))
-            .layer(AuthLayer::new(config.token_verify_keys.clone(), sessions))
+            .layer(layers::LoadShedLayer::new(
+                config.concurrency_limit,
+                Arc::clone(&clock),
+            ))
+            .layer(AuthLayer::new(
+                config.token_verify_keys.clone(),
+                sessions,
+                clock,
+            ))
             .into_inner();
 
         let (kill_tx, kill_rx) = watch::channel(false);

@@ -13,6 +13,7 @@ use cqrs_proto::notifications::v1::notification_service_server::{
     NotificationService, NotificationServiceServer,
 };
 use cqrs_proto::notifications::v1::*;
+use cqrs_runtime::clock::{Clock, SystemClock};
 use cqrs_runtime::config::ServerConfig;
 use cqrs_runtime::errors;
 use cqrs_runtime::health::ReadinessFlag;
@@ -123,6 +124,13 @@ impl NotificationService for TestNotifications {
     ) -> Result<Response<ListDeliveriesResponse>, Status> {
         Err(Status::unimplemented("test"))
     }
+
+    async fn list_audit_events(
+        &self,
+        _: Request<ListAuditEventsRequest>,
+    ) -> Result<Response<ListAuditEventsResponse>, Status> {
+        Err(Status::unimplemented("test"))
+    }
 }
 
 /// Every session is live (stands in for identity's Redis).
@@ -191,14 +199,14 @@ impl Harness {
 
     pub fn service_token(&self) -> String {
         self.issuer
-            .issue_service("test-client", chrono::Utc::now())
+            .issue_service("test-client", SystemClock.now())
             .unwrap()
             .token
     }
 
     pub fn user_token(&self) -> String {
         self.issuer
-            .issue_user(uuid::Uuid::new_v4(), "sid-1", None, chrono::Utc::now())
+            .issue_user(uuid::Uuid::new_v4(), "sid-1", None, SystemClock.now())
             .unwrap()
             .token
     }

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cqrs_auth::{SigningKey, TokenIssuer};
+use cqrs_runtime::clock::{Clock, SystemClock};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -40,10 +41,7 @@ async fn main() -> ExitCode {
 }
 
 fn keys() -> String {
-    let key = SigningKey::generate(&format!(
-        "dev-{}",
-        chrono::Utc::now().format("%Y%m%d%H%M%S")
-    ));
+    let key = SigningKey::generate(&format!("dev-{}", SystemClock.now().format("%Y%m%d%H%M%S")));
     format!(
         "CQRS_TOKEN_SIGNING_KEY={}\nCQRS_TOKEN_VERIFY_KEYS={}",
         key.to_env_value(),
@@ -57,7 +55,7 @@ fn service(client_id: &str) -> Result<String, String> {
     let key =
         SigningKey::from_env_value(&value).map_err(|e| format!("CQRS_TOKEN_SIGNING_KEY: {e}"))?;
     TokenIssuer::new(key, Duration::from_secs(15 * 60))
-        .issue_service(client_id, chrono::Utc::now())
+        .issue_service(client_id, SystemClock.now())
         .map(|issued| issued.token)
         .map_err(|e| e.to_string())
 }
