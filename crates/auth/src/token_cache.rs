@@ -10,12 +10,12 @@
 //! * The cache belongs to one [`crate::TokenVerifier`] and its key set, so an entry can only
 //!   exist for a kid that verifier accepts; a verifier built with other keys starts empty.
 //! * Session liveness is not cached here: the auth layer checks it on every call.
-//! * Bounded: each shard keeps two generations of at most half its share; when the current one
-//!   fills up the older one is dropped (entries used since move to the current one), so the
-//!   bound holds with O(1) work per call and frequently used tokens stay.
+//! * Bounded: each shard is a `cqrs_cache::Generations` of at most half its share per
+//!   generation, so the bound holds with O(1) work per call and frequently used tokens stay.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
+
+use cqrs_cache::Generations;
 
 use sha2::{Digest, Sha256};
 
@@ -41,11 +41,7 @@ impl Entry {
     }
 }
 
-#[derive(Default)]
-struct Shard {
-    current: HashMap<Key, Entry>,
-    previous: HashMap<Key, Entry>,
-}
+type Shard = Generations<Key, Entry>;
 
 /// A bounded map from SHA-256(token) to the verified caller.
 pub(crate) struct TokenCache {
@@ -63,7 +59,7 @@ impl TokenCache {
     /// A cache of about `capacity` entries (0: nothing is cached).
     pub(crate) fn new(capacity: usize) -> Self {
         TokenCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
             generation_size: capacity / SHARDS / 2,
         }
     }
@@ -83,23 +79,20 @@ impl TokenCache {
             .shard(key)?
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = shard.current.get(key) {
-            if entry.usable_at(now) {
-                return Some(entry.principal.clone());
+        // Used again: kept through the next rotation.
+        let (entry, dropped) = shard.get(key, self.generation_size);
+        let principal = match entry {
+            Some(entry) if entry.usable_at(now) => Some(entry.principal),
+            Some(_) => {
+                shard.remove(key);
+                None
             }
-            shard.current.remove(key);
-            return None;
-        }
-        let entry = shard.previous.remove(key)?;
-        if !entry.usable_at(now) {
-            return None;
-        }
-        let principal = entry.principal.clone();
-        // Used again: keep it through the next rotation.
-        let dropped = self.put(&mut shard, *key, entry);
+            None => None,
+        };
         drop(shard);
+        // Freed outside the lock.
         drop(dropped);
-        Some(principal)
+        principal
     }
 
     /// Remembers a successful verification of the token with this key.
@@ -108,39 +101,22 @@ impl TokenCache {
             return;
         };
         let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
-        let dropped = self.put(
-            &mut shard,
-            key,
-            Entry {
-                principal,
-                iat,
-                exp,
-            },
-        );
+        let entry = Entry {
+            principal,
+            iat,
+            exp,
+        };
+        let dropped = shard.insert(key, entry, self.generation_size);
         drop(shard);
         // Freed outside the lock.
         drop(dropped);
-    }
-
-    /// Inserts into the current generation, rotating when it is full; returns the generation
-    /// dropped, for the caller to free outside the lock.
-    fn put(&self, shard: &mut Shard, key: Key, entry: Entry) -> Option<HashMap<Key, Entry>> {
-        shard.current.insert(key, entry);
-        if shard.current.len() < self.generation_size {
-            return None;
-        }
-        let full = std::mem::take(&mut shard.current);
-        Some(std::mem::replace(&mut shard.previous, full))
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| {
-                let s = s.lock().unwrap_or_else(PoisonError::into_inner);
-                s.current.len() + s.previous.len()
-            })
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
             .sum()
     }
 }

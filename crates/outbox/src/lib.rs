@@ -38,24 +38,18 @@ use std::{
     fmt,
     future::Future,
     pin::pin,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
-use cqrs_auth::TokenSource;
-use cqrs_proto::notifications::v1::{
-    EmailTemplate, EnqueueEmailRequest, NotifyRequest,
-    notification_service_client::NotificationServiceClient,
-};
+use cqrs_peers::{NotificationsPeer, PeerError};
+use cqrs_proto::notifications::v1::{EmailTemplate, EnqueueEmailRequest, NotifyRequest};
+use cqrs_rules::backoff::Backoff;
+use cqrs_runtime::server::RequestDeadline;
 use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use sqlx::{Connection, PgConnection, PgPool, types::Json};
-use tonic::{
-    Code, Request, Status,
-    metadata::{AsciiMetadataValue, MetadataValue},
-    transport::Channel,
-};
+use tonic::Code;
 use uuid::Uuid;
 
 /// Key for `pg_advisory_xact_lock` around the DDL ("outbox" in ASCII). It is database-wide, so
@@ -188,6 +182,10 @@ mod template_name {
     use cqrs_proto::notifications::v1::EmailTemplate;
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
+    #[allow(
+        clippy::trivially_copy_pass_by_ref,
+        reason = "serde's serialize_with hands the field by reference"
+    )]
     pub fn serialize<S: Serializer>(template: &EmailTemplate, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(template.as_str_name())
     }
@@ -287,8 +285,7 @@ pub enum RelayError {
 /// table: a row is leased to one of them at a time.
 pub struct Relay {
     pool: PgPool,
-    client: NotificationServiceClient<Channel>,
-    tokens: Arc<dyn TokenSource>,
+    notifications: NotificationsPeer,
     config: RelayConfig,
 }
 
@@ -311,16 +308,11 @@ enum Outcome {
 }
 
 impl Relay {
-    pub fn new(
-        pool: PgPool,
-        client: NotificationServiceClient<Channel>,
-        tokens: Arc<dyn TokenSource>,
-        config: RelayConfig,
-    ) -> Self {
+    pub fn new(pool: PgPool, notifications: NotificationsPeer, config: RelayConfig) -> Self {
         Relay {
             pool,
-            client,
-            tokens,
+            // Failed rows are rescheduled durably (and leased), so a call makes one attempt.
+            notifications: notifications.without_retries(),
             config,
         }
     }
@@ -398,12 +390,9 @@ impl Relay {
                 tracing::debug!(outbox_id = %row.id, "outbox message delivered");
             }
             Outcome::Retry(error) => {
-                let delay = backoff(
-                    row.attempts.saturating_add(1),
-                    self.config.initial_backoff,
-                    self.config.max_backoff,
-                    rand::random::<f64>(),
-                );
+                let failures = u32::try_from(row.attempts.saturating_add(1)).unwrap_or(0);
+                let delay = Backoff::new(self.config.initial_backoff, self.config.max_backoff)
+                    .jittered(failures, rand::random::<f64>());
                 tracing::warn!(
                     outbox_id = %row.id,
                     attempts = row.attempts.saturating_add(1),
@@ -473,22 +462,6 @@ impl Relay {
             }
         };
 
-        let token = match self.tokens.token().await {
-            Ok(token) => token,
-            Err(err) => {
-                tracing::warn!(error = %err, "outbox relay could not get a service token");
-                return Outcome::Retry("service token unavailable".to_owned());
-            }
-        };
-        let mut bearer: AsciiMetadataValue =
-            match MetadataValue::try_from(format!("Bearer {token}")) {
-                Ok(value) => value,
-                Err(_) => {
-                    return Outcome::Retry("service token is not a valid header value".to_owned());
-                }
-            };
-        bearer.set_sensitive(true);
-
         let margin = LEASE_MARGIN.min(self.config.lease / 10);
         let left = lease_deadline
             .saturating_duration_since(Instant::now())
@@ -497,67 +470,63 @@ impl Relay {
         if deadline.is_zero() {
             return Outcome::Release;
         }
+        // The lease bounds the call: the peer answers within what is left of it.
+        let deadline = Some(RequestDeadline(tokio::time::Instant::now() + deadline));
 
         let key = row.id.to_string();
-        let mut client = self.client.clone();
-        let call = async move {
-            match msg {
-                OutboxMessage::Email {
-                    template,
+        let result = match msg {
+            OutboxMessage::Email {
+                template,
+                to,
+                params,
+                account_id,
+            } => {
+                let request = EnqueueEmailRequest {
+                    idempotency_key: key,
+                    template: template.into(),
                     to,
-                    params,
-                    account_id,
-                } => {
-                    let request = EnqueueEmailRequest {
-                        idempotency_key: key,
-                        template: template.into(),
-                        to,
-                        params: params.into_iter().collect(),
-                        account_id: account_id.map(|id| id.to_string()).unwrap_or_default(),
-                    };
-                    client
-                        .enqueue_email(prepare(request, bearer, deadline))
-                        .await
-                        .map(drop)
-                }
-                OutboxMessage::InApp {
-                    account_ids,
+                    params: params.into_iter().collect(),
+                    account_id: account_id.map(|id| id.to_string()).unwrap_or_default(),
+                };
+                self.notifications
+                    .enqueue_email(request, deadline)
+                    .await
+                    .map(drop)
+            }
+            OutboxMessage::InApp {
+                account_ids,
+                kind,
+                title,
+                body,
+            } => {
+                let request = NotifyRequest {
+                    account_ids: account_ids.iter().map(Uuid::to_string).collect(),
                     kind,
                     title,
                     body,
-                } => {
-                    let request = NotifyRequest {
-                        account_ids: account_ids.iter().map(Uuid::to_string).collect(),
-                        kind,
-                        title,
-                        body,
-                        idempotency_key: key,
-                    };
-                    client
-                        .notify(prepare(request, bearer, deadline))
-                        .await
-                        .map(drop)
-                }
+                    idempotency_key: key,
+                };
+                self.notifications.notify(request, deadline).await.map(drop)
             }
-        };
-        // grpc-timeout tells the server; the local timeout is what actually bounds us.
-        let result = match tokio::time::timeout(deadline, call).await {
-            Ok(result) => result,
-            Err(_) => Err(Status::deadline_exceeded("relay call deadline passed")),
         };
         match result {
             Ok(()) => Outcome::Delivered,
-            Err(status) if is_permanent(status.code()) => Outcome::Dead(describe(&status)),
-            Err(status) => Outcome::Retry(describe(&status)),
+            Err(PeerError::Status { code, message, .. }) if is_permanent(code) => {
+                Outcome::Dead(describe(code, &message))
+            }
+            Err(PeerError::Status { code, message, .. }) => {
+                Outcome::Retry(describe(code, &message))
+            }
+            Err(PeerError::Unavailable { code, message, .. }) => {
+                Outcome::Retry(describe(code, &message))
+            }
+            Err(PeerError::Token(err)) => {
+                tracing::warn!(error = %err, "outbox relay could not get a service token");
+                Outcome::Retry("service token unavailable".to_owned())
+            }
+            Err(e @ PeerError::Incomplete { .. }) => Outcome::Retry(e.to_string()),
         }
     }
-}
-
-fn prepare<T>(message: T, bearer: AsciiMetadataValue, deadline: Duration) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert("authorization", bearer);
-    request.set_timeout(deadline);
-    request
 }
 
 /// Failures that no retry can fix because the content of the row will never change:
@@ -569,8 +538,8 @@ fn is_permanent(code: Code) -> bool {
 }
 
 /// Only the code and the server's message: never request content, metadata or the token.
-fn describe(status: &Status) -> String {
-    let mut text = format!("{:?}: {}", status.code(), status.message());
+fn describe(code: Code, message: &str) -> String {
+    let mut text = format!("{code:?}: {message}");
     if text.len() > MAX_ERROR_LEN {
         let mut end = MAX_ERROR_LEN;
         while !text.is_char_boundary(end) {
@@ -581,49 +550,10 @@ fn describe(status: &Status) -> String {
     text
 }
 
-/// Delay before retry number `attempt` (1 for the first failure): `initial * 2^(attempt-1)`
-/// capped at `max`, then jittered into its upper half by `unit` in [0, 1] so relays that failed
-/// together do not retry together.
-fn backoff(attempt: i32, initial: Duration, max: Duration, unit: f64) -> Duration {
-    let doublings = u32::try_from(attempt.saturating_sub(1))
-        .unwrap_or(0)
-        .min(31);
-    let base = initial.saturating_mul(1u32 << doublings).min(max);
-    let half = base / 2;
-    half + half.mul_f64(unit.clamp(0.0, 1.0))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-
-    const MS: Duration = Duration::from_millis(1);
-
-    #[test]
-    fn backoff_doubles_from_initial_and_is_capped() {
-        let initial = 100 * MS;
-        let max = 1000 * MS;
-        assert_eq!(backoff(1, initial, max, 1.0), 100 * MS);
-        assert_eq!(backoff(2, initial, max, 1.0), 200 * MS);
-        assert_eq!(backoff(4, initial, max, 1.0), 800 * MS);
-        assert_eq!(backoff(5, initial, max, 1.0), max);
-        assert_eq!(backoff(i32::MAX, initial, max, 1.0), max);
-    }
-
-    #[test]
-    fn backoff_jitter_stays_in_upper_half() {
-        let initial = 100 * MS;
-        let max = 1000 * MS;
-        for attempt in 1..10 {
-            let top = backoff(attempt, initial, max, 1.0);
-            assert_eq!(backoff(attempt, initial, max, 0.0), top / 2);
-            let mid = backoff(attempt, initial, max, 0.5);
-            assert!(mid >= top / 2 && mid <= top);
-            assert!(backoff(attempt, initial, max, 7.0) <= max);
-        }
-        assert_eq!(backoff(0, initial, max, 1.0), initial);
-    }
 
     #[test]
     fn payload_names_template_and_round_trips() {
@@ -675,9 +605,11 @@ mod tests {
 
     #[test]
     fn describe_keeps_code_and_message_and_bounds_length() {
-        let status = Status::unavailable("smtp down");
-        assert_eq!(describe(&status), "Unavailable: smtp down");
-        let long = Status::internal("é".repeat(MAX_ERROR_LEN));
-        assert!(describe(&long).len() <= MAX_ERROR_LEN);
+        assert_eq!(
+            describe(Code::Unavailable, "smtp down"),
+            "Unavailable: smtp down"
+        );
+        let long = "é".repeat(MAX_ERROR_LEN);
+        assert!(describe(Code::Internal, &long).len() <= MAX_ERROR_LEN);
     }
 }

@@ -14,13 +14,14 @@ use cqrs_outbox::{
     OutboxMessage, Relay, RelayConfig, dead_count, enqueue, ensure_schema, pending_count,
     purge_delivered,
 };
+use cqrs_peers::NotificationsPeer;
 use cqrs_proto::notifications::v1::{
     Delivery, EmailTemplate, EnqueueEmailRequest, EnqueueEmailResponse, GetDeliveryRequest,
-    GetDeliveryResponse, GetPreferencesRequest, GetPreferencesResponse, ListDeliveriesRequest,
-    ListDeliveriesResponse, ListNotificationsRequest, ListNotificationsResponse,
-    MarkNotificationReadRequest, MarkNotificationReadResponse, NotifyRequest, NotifyResponse,
-    UpdatePreferencesRequest, UpdatePreferencesResponse,
-    notification_service_client::NotificationServiceClient,
+    GetDeliveryResponse, GetPreferencesRequest, GetPreferencesResponse, ListAuditEventsRequest,
+    ListAuditEventsResponse, ListDeliveriesRequest, ListDeliveriesResponse,
+    ListNotificationsRequest, ListNotificationsResponse, MarkNotificationReadRequest,
+    MarkNotificationReadResponse, NotifyRequest, NotifyResponse, UpdatePreferencesRequest,
+    UpdatePreferencesResponse,
     notification_service_server::{NotificationService, NotificationServiceServer},
 };
 use cqrs_testkit::TestDb;
@@ -239,6 +240,13 @@ impl NotificationService for Recorder {
     ) -> Result<Response<ListDeliveriesResponse>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
+
+    async fn list_audit_events(
+        &self,
+        _: Request<ListAuditEventsRequest>,
+    ) -> Result<Response<ListAuditEventsResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -311,12 +319,12 @@ fn fast_config() -> RelayConfig {
 
 impl Harness {
     fn relay_on(&self, pool: PgPool, config: RelayConfig) -> Relay {
-        Relay::new(
-            pool,
-            NotificationServiceClient::new(self.channel.clone()),
+        let notifications = NotificationsPeer::new(
+            self.channel.clone(),
             Arc::new(StaticToken(TOKEN.to_owned())),
-            config,
-        )
+            config.call_timeout,
+        );
+        Relay::new(pool, notifications, config)
     }
 
     fn relay(&self, config: RelayConfig) -> Relay {

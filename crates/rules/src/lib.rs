@@ -1,7 +1,10 @@
 //! The suite's pure domain rules, shared by every service: no tonic, sqlx, redis or tokio,
-//! and no I/O (time is passed in). A service's own `domain` module builds on these and on
-//! plain data crates only; `scripts/check-domain.sh` keeps it that way.
+//! and no I/O (time is passed in; [`clock`] is the one place that reads the system clock). A
+//! service's own `domain` module builds on these and on plain data crates only;
+//! `scripts/check-domain.sh` keeps it that way.
 //!
+//! - [`backoff`]: the one retry schedule (capped exponential, optionally jittered);
+//! - [`clock`]: a service's notion of "now" ([`clock::Clock`]), passed in by callers;
 //! - [`email`]: the e-mail normal form, address syntax and the generic-mailbox rule;
 //! - [`account`]: realms, account states and people's names;
 //! - [`links`]: the mailed-link token scheme (registration, invitation, reset);
@@ -11,6 +14,8 @@
 //! - [`violations`]: per-field validation failures, reported by the edge as `BadRequest`.
 
 pub mod account;
+pub mod backoff;
+pub mod clock;
 pub mod decision;
 pub mod email;
 pub mod links;

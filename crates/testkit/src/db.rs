@@ -1,6 +1,7 @@
 //! A fresh Postgres database per test, so tests can run in parallel (nextest runs each in its
 //! own process) without seeing each other's rows.
 
+use cqrs_rules::backoff::Backoff;
 use std::fmt;
 use std::time::Duration;
 
@@ -190,7 +191,7 @@ fn sqlstate(e: &sqlx::Error) -> Option<String> {
 }
 
 fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(100 * 2u64.pow(attempt.min(5)))
+    Backoff::new(Duration::from_millis(100), Duration::from_millis(3200)).delay(attempt + 1)
 }
 
 async fn retry<T, F, Fut>(what: &str, url: &str, mut op: F) -> T

@@ -7,18 +7,16 @@
 //! it with exponential backoff until it succeeds: nothing accepted is lost, and sessions end
 //! as soon as identity is back.
 
-use cqrs_auth::RoleProto;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use cqrs_auth::TokenSource;
-use cqrs_proto::identity::v1::EndSessionsRequest;
-use cqrs_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use cqrs_peers::IdentityPeer;
+use cqrs_rules::backoff::Backoff;
 use cqrs_runtime::clock::Clock;
 use cqrs_runtime::server::RequestDeadline;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 use crate::store::{RevocationRow, Store, StoreError, revocations};
@@ -59,8 +57,7 @@ impl Default for RevocationConfig {
 impl RevocationConfig {
     /// Wait before the next attempt after `failures` failed ones (1-based).
     pub fn backoff(&self, failures: u32) -> Duration {
-        let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(30));
-        self.retry_base.saturating_mul(factor).min(self.retry_max)
+        Backoff::new(self.retry_base, self.retry_max).delay(failures)
     }
 }
 
@@ -72,8 +69,7 @@ pub struct SessionEnder {
 
 struct Inner {
     store: Store,
-    client: IdentityServiceClient<Channel>,
-    tokens: Arc<dyn TokenSource>,
+    identity: IdentityPeer,
     config: RevocationConfig,
     clock: Arc<dyn Clock>,
 }
@@ -90,8 +86,7 @@ impl SessionEnder {
         SessionEnder {
             inner: Arc::new(Inner {
                 store,
-                client: IdentityServiceClient::new(channel),
-                tokens,
+                identity: IdentityPeer::new(channel, tokens, config.call_timeout),
                 config,
                 clock,
             }),
@@ -117,7 +112,7 @@ impl SessionEnder {
             }
             return;
         }
-        futures::future::join_all(rows.iter().map(|row| self.attempt(row, budget))).await;
+        futures::future::join_all(rows.iter().map(|row| self.attempt(row, deadline))).await;
     }
 
     /// One round of the background task: claims due rows and tries each. Returns how many
@@ -133,11 +128,7 @@ impl SessionEnder {
         )
         .await?;
         let claimed = rows.len();
-        futures::future::join_all(
-            rows.iter()
-                .map(|row| self.attempt(row, inner.config.call_timeout)),
-        )
-        .await;
+        futures::future::join_all(rows.iter().map(|row| self.attempt(row, None))).await;
         Ok(claimed)
     }
 
@@ -166,10 +157,22 @@ impl SessionEnder {
     }
 
     /// One EndSessions call for `row`; deletes the row on success, reschedules it otherwise.
-    async fn attempt(&self, row: &RevocationRow, timeout: Duration) -> bool {
+    /// One call to identity for `row`, within the caller's deadline (or the call timeout).
+    async fn attempt(&self, row: &RevocationRow, deadline: Option<RequestDeadline>) -> bool {
         let pool = self.inner.store.pool();
-        match tokio::time::timeout(timeout, self.call(row, timeout)).await {
-            Ok(Ok(ended)) => {
+        let ended = self
+            .inner
+            .identity
+            .end_sessions(
+                row.account_id,
+                row.organisation_id,
+                row.role(),
+                &row.reason,
+                deadline,
+            )
+            .await;
+        match ended {
+            Ok(ended) => {
                 tracing::info!(
                     account_id = %row.account_id,
                     organisation_id = %row.organisation_id,
@@ -178,52 +181,16 @@ impl SessionEnder {
                     "sessions of a revoked grant ended"
                 );
                 if let Err(e) = revocations::done(pool, row.id).await {
-                    // Identity has ended the sessions; the row is retried and ends nothing
-                    // more, which is harmless.
                     tracing::warn!(revocation_id = %row.id, error = %e, "cannot clear a done revocation");
                 }
                 true
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::warn!(revocation_id = %row.id, attempts = row.attempts + 1, error = %e, "ending sessions failed; will retry");
                 self.reschedule_after_failure(row).await;
                 false
             }
-            Err(_) => {
-                tracing::warn!(revocation_id = %row.id, attempts = row.attempts + 1, "ending sessions timed out; will retry");
-                self.reschedule_after_failure(row).await;
-                false
-            }
         }
-    }
-
-    async fn call(&self, row: &RevocationRow, timeout: Duration) -> Result<i32, String> {
-        let token = self
-            .inner
-            .tokens
-            .token()
-            .await
-            .map_err(|e| format!("service token: {e}"))?;
-        let mut request = tonic::Request::new(EndSessionsRequest {
-            account_id: row.account_id.to_string(),
-            organisation_id: row.organisation_id.to_string(),
-            // An unknown stored role (never written by this service) ends every session of
-            // the account: the safe direction.
-            role: row.role().map_or(0, |r| r.to_proto() as i32),
-            reason: row.reason.clone(),
-        });
-        request.set_timeout(timeout);
-        let bearer: MetadataValue<_> = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| "service token is not a valid header value".to_owned())?;
-        request.metadata_mut().insert("authorization", bearer);
-        cqrs_runtime::telemetry::inject_trace_context(request.metadata_mut());
-        let mut client = self.inner.client.clone();
-        client
-            .end_sessions(request)
-            .await
-            .map(|r| r.into_inner().ended_count)
-            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
     }
 
     async fn reschedule_after_failure(&self, row: &RevocationRow) {

@@ -17,6 +17,7 @@
 //! The address is not checked against the generic-mailbox list: it is chosen by the operator
 //! deploying the suite, not typed by a user.
 
+use cqrs_rules::backoff::Backoff;
 use std::future::Future;
 use std::time::Duration;
 
@@ -100,7 +101,8 @@ pub async fn grant_pending(
 /// failed passes.
 pub async fn grant_task(api: IdentityApi, config: BootstrapConfig, stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
-    let mut wait = RETRY_BASE;
+    let backoff = Backoff::new(RETRY_BASE, RETRY_MAX);
+    let mut failures = 1;
     loop {
         match grant_pending(&api, &config).await {
             Ok(0) => return,
@@ -109,8 +111,8 @@ pub async fn grant_task(api: IdentityApi, config: BootstrapConfig, stop: impl Fu
         }
         tokio::select! {
             () = &mut stop => return,
-            () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep(backoff.delay(failures)) => {}
         }
-        wait = (wait * 2).min(RETRY_MAX);
+        failures += 1;
     }
 }

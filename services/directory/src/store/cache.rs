@@ -29,9 +29,8 @@
 //!    generation before it reads Postgres and stores its answer only if the generation is
 //!    unchanged (and the listener is still up): a read that may predate a change is used for
 //!    the one answer it was made for, never cached.
-//! 5. **Bounded.** Each shard keeps two generations of entries of at most half its share; when
-//!    the current one is full the older one is dropped, and entries used since moved to the
-//!    current one. O(1) per call, and accounts in use stay.
+//! 5. **Bounded.** Each shard is a `cqrs_cache::Generations` of at most half its share per
+//!    generation: O(1) per call, and accounts in use stay.
 //! 6. **Warm from the start.** Each subscription, once listening, loads every organisation
 //!    and the grants of up to half as many accounts as the cache holds in two bulk reads
 //!    ([`DecisionCache::is_warm`] once done), under the same generation rule as a single
@@ -42,13 +41,14 @@
 //! Anything that needs a grant to be current at the instant of a change (revoking it, checking
 //! the caller's own grant before a change) reads Postgres, not this cache.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cqrs_auth::Role;
+use cqrs_cache::Generations;
+use cqrs_rules::backoff::Backoff;
 use futures::TryStreamExt;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use uuid::Uuid;
@@ -142,70 +142,15 @@ impl AccountGrant {
 /// An account's grants, newest first.
 pub type Grants = Arc<[AccountGrant]>;
 
-/// Two generations of entries (rule 5).
-struct Generations<V> {
-    current: HashMap<Uuid, V>,
-    previous: HashMap<Uuid, V>,
-}
-
-impl<V: Clone> Generations<V> {
-    fn new() -> Self {
-        Generations {
-            current: HashMap::new(),
-            previous: HashMap::new(),
-        }
-    }
-
-    /// The entry, moved to the current generation when found in the previous one. Returns
-    /// what a rotation dropped, to be freed outside the lock.
-    fn get(&mut self, key: &Uuid, size: usize) -> (Option<V>, Option<HashMap<Uuid, V>>) {
-        if let Some(v) = self.current.get(key) {
-            return (Some(v.clone()), None);
-        }
-        match self.previous.remove(key) {
-            Some(v) => {
-                let dropped = self.insert(*key, v.clone(), size);
-                (Some(v), dropped)
-            }
-            None => (None, None),
-        }
-    }
-
-    fn insert(&mut self, key: Uuid, value: V, size: usize) -> Option<HashMap<Uuid, V>> {
-        self.current.insert(key, value);
-        if self.current.len() < size {
-            return None;
-        }
-        let full = std::mem::take(&mut self.current);
-        Some(std::mem::replace(&mut self.previous, full))
-    }
-
-    fn remove(&mut self, key: &Uuid) {
-        self.current.remove(key);
-        self.previous.remove(key);
-    }
-
-    fn take(&mut self) -> (HashMap<Uuid, V>, HashMap<Uuid, V>) {
-        (
-            std::mem::take(&mut self.current),
-            std::mem::take(&mut self.previous),
-        )
-    }
-
-    fn len(&self) -> usize {
-        self.current.len() + self.previous.len()
-    }
-}
-
 struct GrantShard {
-    entries: Generations<Grants>,
+    entries: Generations<Uuid, Grants>,
     /// Bumped by every invalidation in this shard (rule 4).
     generation: u64,
 }
 
 struct Inner {
     grants: Vec<Mutex<GrantShard>>,
-    organisations: Vec<Mutex<Generations<Arc<Organisation>>>>,
+    organisations: Vec<Mutex<Generations<Uuid, Arc<Organisation>>>>,
     /// Per shard and generation: 0 turns that cache off.
     grants_size: usize,
     organisations_size: usize,
@@ -563,9 +508,7 @@ impl DecisionCache {
         if shard.generation != *seen || !self.is_listening() {
             return false;
         }
-        if shard.entries.current.contains_key(&account)
-            || shard.entries.previous.contains_key(&account)
-        {
+        if shard.entries.peek(&account).is_some() {
             return false;
         }
         let dropped = shard
@@ -614,17 +557,18 @@ impl DecisionCache {
             .idle_timeout(None)
             .acquire_timeout(LISTENER_PING_TIMEOUT)
             .connect_lazy_with(options);
-        let mut wait = RELISTEN_FIRST_WAIT;
+        let backoff = Backoff::new(RELISTEN_FIRST_WAIT, RELISTEN_MAX_WAIT);
+        let mut failures = 0;
         loop {
             let error = self.listen_once(&own, &queries).await;
             if self.is_listening() {
                 // It had worked: start again from the shortest wait.
-                wait = RELISTEN_FIRST_WAIT;
+                failures = 0;
             }
+            failures += 1;
             self.set_listening(false);
             tracing::warn!(error = %error, "not listening for grant changes; permission checks read the database until listening again");
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(RELISTEN_MAX_WAIT);
+            tokio::time::sleep(backoff.delay(failures)).await;
         }
     }
 
