@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use cqrs_auth::{RedisSessionCheck, SessionCheck, TokenSource};
 use cqrs_outbox::{Relay, RelayConfig};
+use cqrs_peers::NotificationsPeer;
 use cqrs_proto::access::v1::access_service_server::AccessServiceServer;
-use cqrs_proto::notifications::v1::notification_service_client::NotificationServiceClient;
 use cqrs_runtime::clock::{Clock, SystemClock};
-use cqrs_runtime::config::{DatabaseConfig, Env, ServerConfig};
+use cqrs_runtime::config::{ConfigErrors, DatabaseConfig, Env, ServerConfig};
 use cqrs_runtime::credentials::{lazy_channel, token_source};
 use cqrs_runtime::db::PoolSettings;
 use cqrs_runtime::health::PgReadiness;
@@ -82,12 +82,8 @@ impl Access {
         tokens: Arc<dyn TokenSource>,
         config: RelayConfig,
     ) -> Relay {
-        Relay::new(
-            self.store.pool().clone(),
-            NotificationServiceClient::new(notifications),
-            tokens,
-            config,
-        )
+        let notifications = NotificationsPeer::new(notifications, tokens, config.call_timeout);
+        Relay::new(self.store.pool().clone(), notifications, config)
     }
 
     /// Records run-out invitations as EXPIRED every `every`, until `shutdown` resolves.
@@ -122,10 +118,14 @@ pub async fn migrate(env: Env) -> Result<(), BoxError> {
 /// Runs the service as the binary does: configuration from `env`, migrations, the outbox
 /// relay, the expiry sweep and the gRPC server, until SIGTERM or SIGINT.
 pub async fn run(env: Env) -> Result<(), BoxError> {
-    let server_config = ServerConfig::from_env(&env, SERVICE, DEFAULT_PORT)?;
-    let database = DatabaseConfig::from_env(&env, SERVICE)?;
-    let pool_settings = PoolSettings::from_env(&env)?;
-    let config = AccessConfig::from_env(&env)?;
+    // Every bad variable is reported at once, not one per restart.
+    let mut errs = ConfigErrors::default();
+    let server_config = errs.take(ServerConfig::from_env(&env, SERVICE, DEFAULT_PORT));
+    let database = errs.take(DatabaseConfig::from_env(&env, SERVICE));
+    let pool_settings = errs.take(PoolSettings::from_env(&env));
+    let config = errs.take(AccessConfig::from_env(&env));
+    let (server_config, database, pool_settings, config) =
+        errs.finish(|| Some((server_config?, database?, pool_settings?, config?)))?;
     let _telemetry =
         cqrs_runtime::telemetry::init(SERVICE, server_config.otel_endpoint.as_deref())?;
 
@@ -138,7 +138,13 @@ pub async fn run(env: Env) -> Result<(), BoxError> {
     let identity = lazy_channel(&config.identity_url, timeout)?;
     let directory = lazy_channel(&config.directory_url, timeout)?;
     let notifications = lazy_channel(&config.notifications_url, timeout)?;
-    let tokens = token_source(&config.credentials, identity.clone(), timeout);
+    // Token time is the system clock, which the services called verify with.
+    let tokens = token_source(
+        &config.credentials,
+        identity.clone(),
+        timeout,
+        Arc::new(SystemClock),
+    );
     let peers = Peers::new(identity, directory, Arc::clone(&tokens), timeout);
     let access = Access::new(store, peers, config.workflow.clone(), Arc::new(SystemClock));
     let redis = cqrs_runtime::db::redis_connection(&config.redis_url)?;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use cqrs_auth::{RedisSessionCheck, SessionCheck, TokenSource};
 use cqrs_proto::directory::v1::directory_service_server::DirectoryServiceServer;
 use cqrs_runtime::clock::{Clock, SystemClock};
-use cqrs_runtime::config::{DatabaseConfig, Env, ServerConfig};
+use cqrs_runtime::config::{ConfigErrors, DatabaseConfig, Env, ServerConfig};
 use cqrs_runtime::db::PoolSettings;
 use cqrs_runtime::health::PgReadiness;
 use cqrs_runtime::server::ServiceServer;
@@ -88,10 +88,14 @@ pub async fn migrate(env: Env) -> Result<(), BoxError> {
 /// Runs the service as the binary does: configuration from `env`, migrations, the background
 /// task that retries pending session ends, and the gRPC server, until SIGTERM or SIGINT.
 pub async fn run(env: Env) -> Result<(), BoxError> {
-    let server_config = ServerConfig::from_env(&env, SERVICE, DEFAULT_PORT)?;
-    let database = DatabaseConfig::from_env(&env, SERVICE)?;
-    let pool_settings = PoolSettings::from_env(&env)?;
-    let config = DirectoryConfig::from_env(&env)?;
+    // Every bad variable is reported at once, not one per restart.
+    let mut errs = ConfigErrors::default();
+    let server_config = errs.take(ServerConfig::from_env(&env, SERVICE, DEFAULT_PORT));
+    let database = errs.take(DatabaseConfig::from_env(&env, SERVICE));
+    let pool_settings = errs.take(PoolSettings::from_env(&env));
+    let config = errs.take(DirectoryConfig::from_env(&env));
+    let (server_config, database, pool_settings, config) =
+        errs.finish(|| Some((server_config?, database?, pool_settings?, config?)))?;
     let _telemetry =
         cqrs_runtime::telemetry::init(SERVICE, server_config.otel_endpoint.as_deref())?;
 
@@ -100,7 +104,13 @@ pub async fn run(env: Env) -> Result<(), BoxError> {
     let store = Store::new(pool);
     let call_timeout = config.revocations.call_timeout;
     let identity = identity_channel(&config.identity_url, call_timeout)?;
-    let tokens = token_source(&config.credentials, identity.clone(), call_timeout);
+    // Token time is the system clock, which identity verifies with.
+    let tokens = token_source(
+        &config.credentials,
+        identity.clone(),
+        call_timeout,
+        Arc::new(SystemClock),
+    );
     let directory = Directory::new(
         store,
         identity,

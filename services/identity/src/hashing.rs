@@ -198,7 +198,7 @@ impl std::fmt::Debug for PasswordHasher {
 
 impl PasswordHasher {
     /// Refuses parameters below the baseline and a pool of zero.
-    pub fn new(config: HashingConfig) -> Result<Self, HashError> {
+    pub fn new(config: &HashingConfig) -> Result<Self, HashError> {
         if config.m_cost_kib < MIN_M_COST_KIB
             || config.t_cost < MIN_T_COST
             || config.p_cost < MIN_P_COST
@@ -486,7 +486,7 @@ mod tests {
     }
 
     fn hasher(permits: usize, queue_timeout: Duration) -> PasswordHasher {
-        PasswordHasher::new(HashingConfig {
+        PasswordHasher::new(&HashingConfig {
             max_concurrency: permits,
             queue_timeout,
             ..HashingConfig::default()
@@ -614,7 +614,7 @@ mod tests {
                 ..HashingConfig::default()
             };
             assert!(
-                matches!(PasswordHasher::new(config), Err(HashError::WeakParams(_))),
+                matches!(PasswordHasher::new(&config), Err(HashError::WeakParams(_))),
                 "m={m},t={t},p={p}"
             );
         }
@@ -622,19 +622,19 @@ mod tests {
             m_cost_kib: MAX_M_COST_KIB + 1,
             ..HashingConfig::default()
         };
-        assert!(PasswordHasher::new(absurd).is_err());
+        assert!(PasswordHasher::new(&absurd).is_err());
         let no_pool = HashingConfig {
             max_concurrency: 0,
             ..HashingConfig::default()
         };
-        assert!(PasswordHasher::new(no_pool).is_err());
+        assert!(PasswordHasher::new(&no_pool).is_err());
         let stronger = HashingConfig {
             m_cost_kib: 65_536,
             t_cost: 3,
             p_cost: 2,
             ..HashingConfig::default()
         };
-        assert!(PasswordHasher::new(stronger).is_ok());
+        assert!(PasswordHasher::new(&stronger).is_ok());
         assert!(HashingConfig::default().max_concurrency >= 1);
     }
 
@@ -642,7 +642,7 @@ mod tests {
     async fn needs_rehash_when_settings_change() {
         let baseline = hasher(1, Duration::from_secs(30));
         let old = baseline.hash(&pw("Kx7#pLm2")).await.unwrap();
-        let stronger = PasswordHasher::new(HashingConfig {
+        let stronger = PasswordHasher::new(&HashingConfig {
             m_cost_kib: 24_576,
             ..HashingConfig::default()
         })

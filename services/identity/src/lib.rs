@@ -18,11 +18,11 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_auth::{IssuerTokenSource, RedisSessionCheck, TokenIssuer};
+use cqrs_auth::{IssuerTokenSource, RedisSessionCheck, SigningKey, TokenIssuer};
 use cqrs_outbox::Relay;
+use cqrs_peers::NotificationsPeer;
 use cqrs_proto::identity::v1::identity_service_server::IdentityServiceServer;
-use cqrs_proto::notifications::v1::notification_service_client::NotificationServiceClient;
-use cqrs_runtime::config::{DatabaseConfig, Env, ServerConfig};
+use cqrs_runtime::config::{ConfigErrors, DatabaseConfig, Env, ServerConfig};
 use cqrs_runtime::health::{PgReadiness, RedisReadiness};
 use cqrs_runtime::server::ServiceServer;
 use redis::aio::ConnectionManager;
@@ -80,7 +80,7 @@ impl Identity {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
         let config = Arc::new(config);
-        let hasher = PasswordHasher::new(config.hashing.clone())?;
+        let hasher = PasswordHasher::new(&config.hashing)?;
         let directory = DirectoryClient::new(&config, Arc::new(self_issuer(&config)))?;
         let api = IdentityApi::new(
             Arc::clone(&config),
@@ -121,14 +121,16 @@ impl Identity {
             tonic::transport::Endpoint::from_shared(self.config.notifications_url.clone())?
                 .connect_timeout(Duration::from_secs(5))
                 .connect_lazy();
+        // Token time is the system clock, which the notification service verifies with.
         let tokens = Arc::new(IssuerTokenSource::new(
             Arc::new(self_issuer(&self.config)),
             self.config.outbox_client_id.clone(),
+            Arc::new(SystemClock),
         ));
+        let notifications = NotificationsPeer::new(channel, tokens, self.config.relay.call_timeout);
         Ok(Relay::new(
             self.store.pool().clone(),
-            NotificationServiceClient::new(channel),
-            tokens,
+            notifications,
             self.config.relay.clone(),
         ))
     }
@@ -156,16 +158,34 @@ pub async fn migrate(env: Env) -> Result<(), BoxError> {
 /// Runs the service as the binary does: configuration from `env`, migrations, bootstrap, the
 /// outbox relay and the gRPC server, until SIGTERM or SIGINT.
 pub async fn run(mut env: Env) -> Result<(), BoxError> {
-    let config = IdentityConfig::from_env(&env)?;
-    // Identity verifies its own tokens; other services are given CQRS_TOKEN_VERIFY_KEYS.
-    if env.get("CQRS_TOKEN_VERIFY_KEYS")?.is_none() {
+    // Every bad variable is reported at once, not one per restart.
+    let mut errs = ConfigErrors::default();
+    let config = errs.take(IdentityConfig::from_env(&env));
+    // Identity verifies its own tokens; other services are given CQRS_TOKEN_VERIFY_KEYS. When
+    // it is unset and the signing key is bad, the signing key's error is the one to report.
+    let own_keys_only = matches!(env.get("CQRS_TOKEN_VERIFY_KEYS"), Ok(None));
+    if own_keys_only
+        && let Ok(key) = env.required_with("CQRS_TOKEN_SIGNING_KEY", SigningKey::from_env_value)
+    {
         env.set(
             "CQRS_TOKEN_VERIFY_KEYS",
-            &config.signing_key.verifying_key().to_env_value(),
+            &key.verifying_key().to_env_value(),
         );
     }
-    let server_config = ServerConfig::from_env(&env, SERVICE, DEFAULT_PORT)?;
-    let database = DatabaseConfig::from_env(&env, SERVICE)?;
+    let server_config = errs.take(ServerConfig::from_env(&env, SERVICE, DEFAULT_PORT).map_err(
+        |server_errs| {
+            let mut kept = ConfigErrors::default();
+            for e in server_errs {
+                if !(own_keys_only && e.var == "CQRS_TOKEN_VERIFY_KEYS") {
+                    kept.push(e);
+                }
+            }
+            kept
+        },
+    ));
+    let database = errs.take(DatabaseConfig::from_env(&env, SERVICE));
+    let (config, server_config, database) =
+        errs.finish(|| Some((config?, server_config?, database?)))?;
     let _telemetry =
         cqrs_runtime::telemetry::init(SERVICE, server_config.otel_endpoint.as_deref())?;
 

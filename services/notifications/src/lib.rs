@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use cqrs_auth::RedisSessionCheck;
 use cqrs_proto::notifications::v1::notification_service_server::NotificationServiceServer;
-use cqrs_runtime::config::{DatabaseConfig, Env, ServerConfig};
+use cqrs_runtime::clock::{Clock, SystemClock};
+use cqrs_runtime::config::{ConfigErrors, DatabaseConfig, Env, ServerConfig};
 use cqrs_runtime::health::PgReadiness;
 use cqrs_runtime::server::ServiceServer;
 
@@ -30,10 +31,12 @@ pub const DEFAULT_PORT: u16 = 50054;
 /// The gRPC server for this service, with its readiness check, ready to serve. Give it
 /// [`session_check`] (`ServiceServer::session_check`, as [`run`] does): without one every
 /// user token is refused.
-pub fn server(config: ServerConfig, store: Store) -> ServiceServer {
+pub fn server(config: ServerConfig, store: Store, clock: Arc<dyn Clock>) -> ServiceServer {
     let readiness = PgReadiness::new(store.pool().clone());
     ServiceServer::new(config)
-        .add_service(NotificationServiceServer::new(NotificationApi::new(store)))
+        .add_service(NotificationServiceServer::new(NotificationApi::new(
+            store, clock,
+        )))
         .readiness(readiness)
 }
 
@@ -51,8 +54,12 @@ pub fn session_check(
     )))
 }
 
-/// A delivery worker for this service's store.
-pub fn worker(config: &NotificationsConfig, store: Store) -> Result<Worker, worker::MailerError> {
+/// A delivery worker for this service's store, with time from `clock`.
+pub fn worker(
+    config: &NotificationsConfig,
+    store: Store,
+    clock: Arc<dyn Clock>,
+) -> Result<Worker, worker::MailerError> {
     let connections = u32::try_from(config.worker.concurrency).unwrap_or(u32::MAX);
     let mailer = Mailer::new(
         &config.smtp_url,
@@ -65,6 +72,7 @@ pub fn worker(config: &NotificationsConfig, store: Store) -> Result<Worker, work
         mailer,
         config.public_base_url.clone(),
         config.worker.clone(),
+        clock,
     ))
 }
 
@@ -80,15 +88,20 @@ pub async fn migrate(env: Env) -> Result<(), Box<dyn std::error::Error + Send + 
 }
 
 pub async fn run(env: Env) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let server_config = ServerConfig::from_env(&env, SERVICE, DEFAULT_PORT)?;
-    let database = DatabaseConfig::from_env(&env, SERVICE)?;
-    let config = NotificationsConfig::from_env(&env)?;
+    // Every bad variable is reported at once, not one per restart.
+    let mut errs = ConfigErrors::default();
+    let server_config = errs.take(ServerConfig::from_env(&env, SERVICE, DEFAULT_PORT));
+    let database = errs.take(DatabaseConfig::from_env(&env, SERVICE));
+    let config = errs.take(NotificationsConfig::from_env(&env));
+    let (server_config, database, config) =
+        errs.finish(|| Some((server_config?, database?, config?)))?;
     let _telemetry =
         cqrs_runtime::telemetry::init(SERVICE, server_config.otel_endpoint.as_deref())?;
 
     let pool = cqrs_runtime::db::connect(&database).await?;
     cqrs_runtime::db::migrate(&pool, &MIGRATOR).await?;
     let store = Store::new(pool);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -100,7 +113,7 @@ pub async fn run(env: Env) -> Result<(), Box<dyn std::error::Error + Send + Sync
 
     let mut workers = Vec::new();
     for _ in 0..config.workers {
-        let worker = worker(&config, store.clone())?;
+        let worker = worker(&config, store.clone(), Arc::clone(&clock))?;
         workers.push(tokio::spawn(worker.run(stopped())));
     }
 
@@ -112,7 +125,7 @@ pub async fn run(env: Env) -> Result<(), Box<dyn std::error::Error + Send + Sync
         cqrs_runtime::server::shutdown_signal().await;
         let _ = stop_tx.send(true);
     };
-    server(server_config, store)
+    server(server_config, store, clock)
         .session_check(sessions)
         .serve_with(listener, signal)
         .await?;

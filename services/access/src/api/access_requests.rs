@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::registrations::{clip, role_label};
 use super::{
     AccessApi, AccessError, KEYED_ROUNDS, MAX_TITLE_CHARS, authz, check_role_at, convert,
-    decision_field, in_app, organisation_facts, page_fields, parse_id, principal, role_field,
+    decision_field, id_field, in_app, organisation_facts, page_fields, principal, role_field,
 };
 use crate::domain::rules::{Decision, decision_reason, derived_id, normalise_reason, requestable};
 use crate::domain::{AccessRequestEvent, AccessRequestState, Workflow, access_request};
@@ -110,8 +110,11 @@ impl AccessApi {
         }
         // Organisations are no secret to signed-in users, so a missing one is NOT_FOUND.
         let (organisation, holds, reviewers) = tokio::join!(
-            self.peers().organisation(organisation_id, deadline),
             self.peers()
+                .directory
+                .organisation(organisation_id, deadline),
+            self.peers()
+                .directory
                 .holds_grant(account_id, organisation_id, role, deadline),
             self.reviewers(organisation_id, role, Some(account_id), false, deadline),
         );
@@ -206,7 +209,7 @@ impl AccessApi {
         let principal = principal(&request)?;
         let account_id = authz::user_only(&principal)?;
         let actor = Actor::from_request(&request, &principal);
-        let id = parse_id("access_request_id", &request.get_ref().access_request_id)?;
+        let id = id_field("access_request_id", &request.get_ref().access_request_id)?;
         // Someone else's request and a missing one answer alike.
         let row = ar_store::get(self.store().pool(), id).await?;
         if row.is_none_or(|row| row.account_id != account_id) {
@@ -311,8 +314,7 @@ impl AccessApi {
             .await?;
         let filter = ListFilter {
             root,
-            roles: access
-                .actionable_roles(Workflow::AccessRequest)
+            roles: authz::actionable_roles(&access, Workflow::AccessRequest)
                 .map(|roles| roles.iter().map(|r| r.as_str().to_owned()).collect()),
             state: state.map(AccessRequestState::as_str),
         };
@@ -371,7 +373,7 @@ impl AccessApi {
         // The requester's name and address for the mail, read before the row is locked.
         let (decided, requester) = tokio::join!(
             self.authorise_org(&access, permission, row.organisation_id, deadline),
-            self.peers().account(row.account_id, deadline),
+            self.peers().identity.account(row.account_id, deadline),
         );
         decided?;
         let requester = requester?;
@@ -394,6 +396,7 @@ impl AccessApi {
             Decision::Approve => {
                 let grant = self
                     .peers()
+                    .directory
                     .grant_role(
                         derived_id(row.id, "approve-access-request:grant"),
                         row.account_id,

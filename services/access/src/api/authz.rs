@@ -1,5 +1,5 @@
-//! Who may call what, decided in two steps so permission is always checked before existence
-//! (the same shape as the directory's):
+//! Who may call what: the suite's two-step authorisation (`cqrs_edge::scope`), checking
+//! permission before existence, with the workflows' own rules on top:
 //!
 //! 1. [`by_role`] (no I/O): a service token is internal; a user needs an active grant whose
 //!    role carries one of the workflow's permissions (`cqrs_auth::role_grants`), and — once
@@ -15,18 +15,14 @@
 //!    may see everything and so get `NOT_FOUND`.
 
 use cqrs_auth::{
-    ActiveGrant, NO_GRANT_IN_SCOPE, Permission, Principal, ROLE_LACKS_PERMISSION, Role, covers,
-    has_suite_scope, role_grants,
+    NO_GRANT_IN_SCOPE, Permission, Principal, ROLE_LACKS_PERMISSION, Role, role_grants,
 };
+pub use cqrs_edge::scope::{Access, GRANT_REVOKED, NO_ACTIVE_GRANT, by_permissions, covers_row};
 use uuid::Uuid;
 
 use super::AccessError;
 use crate::domain::Workflow;
 
-/// Reason when a user has picked no grant.
-pub const NO_ACTIVE_GRANT: &str = "NO_ACTIVE_GRANT";
-/// Reason when the caller's active grant no longer exists.
-pub const GRANT_REVOKED: &str = "GRANT_REVOKED";
 /// Reason when a reviewer is the one who asked.
 pub const OWN_REQUEST: &str = "OWN_REQUEST";
 /// Reason when an RPC is for signed-in users (a service token cannot ask for access).
@@ -34,78 +30,17 @@ pub const USER_REQUIRED: &str = "USER_REQUIRED";
 /// Reason when someone other than the requester withdraws a request.
 pub const NOT_REQUESTER: &str = "NOT_REQUESTER";
 
-/// How the caller may act, as far as can be told without a lookup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    /// A service token.
-    Internal,
-    /// A user acting through its active grant.
-    Grant {
-        account_id: Uuid,
-        grant: ActiveGrant,
-    },
-}
-
-impl Access {
-    /// The subtree a user's grant covers: `None` for internal callers and suite-wide roles
-    /// (everything), else the grant's organisation.
-    pub fn scope_root(&self) -> Option<Uuid> {
-        match self {
-            Access::Internal => None,
-            Access::Grant { grant, .. } if has_suite_scope(grant.role) => None,
-            Access::Grant { grant, .. } => Some(grant.organisation_id),
-        }
-    }
-
-    /// Whether a missing target may be reported as missing: to callers who could see it
-    /// anywhere it might be.
-    pub fn sees_everything(&self) -> bool {
-        self.scope_root().is_none()
-    }
-
-    /// The roles whose rows of `workflow` this caller may see and act on; `None`: all.
-    pub fn actionable_roles(&self, workflow: Workflow) -> Option<Vec<Role>> {
-        match self {
-            Access::Internal => None,
-            Access::Grant { grant, .. } => Some(workflow.actionable_roles(grant.role)),
-        }
-    }
-
-    /// The account of a user.
-    pub fn account_id(&self) -> Option<Uuid> {
-        match self {
-            Access::Internal => None,
-            Access::Grant { account_id, .. } => Some(*account_id),
-        }
+/// The roles whose rows of `workflow` the caller may see and act on; `None`: all.
+pub fn actionable_roles(access: &Access, workflow: Workflow) -> Option<Vec<Role>> {
+    match access {
+        Access::Internal => None,
+        Access::Grant { grant, .. } => Some(workflow.actionable_roles(grant.role)),
     }
 }
 
 /// Step 1: may this principal use any of `workflow`'s permissions anywhere?
 pub fn by_role(principal: &Principal, workflow: Workflow) -> Result<Access, AccessError> {
-    by_permissions(principal, &workflow.permissions())
-}
-
-/// Step 1 for an explicit set of permissions (any one suffices).
-pub fn by_permissions(
-    principal: &Principal,
-    permissions: &[Permission],
-) -> Result<Access, AccessError> {
-    match principal {
-        Principal::Service { .. } => Ok(Access::Internal),
-        Principal::User {
-            account_id, active, ..
-        } => {
-            let grant = active.ok_or(AccessError::PermissionDenied(NO_ACTIVE_GRANT))?;
-            if permissions.iter().any(|p| role_grants(grant.role, *p)) {
-                Ok(Access::Grant {
-                    account_id: *account_id,
-                    grant,
-                })
-            } else {
-                Err(AccessError::PermissionDenied(ROLE_LACKS_PERMISSION))
-            }
-        }
-    }
+    Ok(by_permissions(principal, &workflow.permissions())?)
 }
 
 /// Step 1, once the role a request is about is known: the permission `workflow` needs for it.
@@ -119,28 +54,6 @@ pub fn for_role(
         Access::Internal => Ok(permission),
         Access::Grant { grant, .. } if role_grants(grant.role, permission) => Ok(permission),
         Access::Grant { .. } => Err(AccessError::PermissionDenied(ROLE_LACKS_PERMISSION)),
-    }
-}
-
-/// The first step-2 check on a stored row: whether the caller's grant covers the row's
-/// organisation (`path`: itself, its parent, … the root), or — for a row that does not exist
-/// (`None`) — what to answer.
-pub fn covers_row(
-    access: &Access,
-    path: Option<&[Uuid]>,
-    what: &'static str,
-) -> Result<(), AccessError> {
-    match (access, path) {
-        (Access::Internal, Some(_)) => Ok(()),
-        (Access::Grant { grant, .. }, Some(path)) => {
-            if covers(grant.organisation_id, grant.role, path) {
-                Ok(())
-            } else {
-                Err(AccessError::PermissionDenied(NO_GRANT_IN_SCOPE))
-            }
-        }
-        (access, None) if access.sees_everything() => Err(AccessError::NotFound(what)),
-        (_, None) => Err(AccessError::PermissionDenied(NO_GRANT_IN_SCOPE)),
     }
 }
 
@@ -164,6 +77,7 @@ pub fn user_only(principal: &Principal) -> Result<Uuid, AccessError> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use cqrs_auth::ActiveGrant;
 
     fn user(role: Option<Role>, org: Uuid) -> Principal {
         Principal::User {
@@ -265,34 +179,12 @@ mod tests {
     }
 
     #[test]
-    fn row_scope_step() {
-        let (region, ccg, other) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
-        let admin = by_role(
-            &user(Some(Role::CommissioningAccountAdministrator), ccg),
-            Workflow::Registration,
-        )
-        .unwrap();
-        let practice = [other, ccg, region];
-        assert!(covers_row(&admin, Some(&practice), "x").is_ok());
-        assert_eq!(
-            denied(covers_row(&admin, Some(&[region]), "x")),
-            NO_GRANT_IN_SCOPE
-        );
-        // Missing and out of scope answer the same to a subtree's administrator.
-        assert_eq!(denied(covers_row(&admin, None, "x")), NO_GRANT_IN_SCOPE);
-        assert!(matches!(
-            covers_row(&Access::Internal, None, "registration"),
-            Err(AccessError::NotFound("registration"))
-        ));
-        let desk = by_role(&user(Some(Role::ServiceDesk), other), Workflow::Invitation).unwrap();
-        assert!(covers_row(&desk, Some(&practice), "x").is_ok());
-        assert!(matches!(
-            covers_row(&desk, None, "invitation"),
-            Err(AccessError::NotFound("invitation"))
-        ));
-        assert_eq!(admin.scope_root(), Some(ccg));
-        assert_eq!(desk.scope_root(), None);
+    fn directory_reasons() {
         assert_eq!(denial_reason("GRANT_REVOKED"), GRANT_REVOKED);
+        assert_eq!(
+            denial_reason("ROLE_LACKS_PERMISSION"),
+            ROLE_LACKS_PERMISSION
+        );
         assert_eq!(denial_reason("SOMETHING_ELSE"), NO_GRANT_IN_SCOPE);
     }
 }

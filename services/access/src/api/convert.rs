@@ -1,12 +1,10 @@
 //! Rows to protobuf messages, and proto enums to domain values.
 
 use cqrs_auth::RoleProto;
-use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use cqrs_auth::Role;
 use cqrs_proto::access::v1 as pb;
-use cqrs_runtime::audit::AuditRow;
 
 use crate::domain::{AccessRequestState, Decision, InvitationState, RegistrationState, invitation};
 use crate::store::{AccessRequestRow, InvitationRow, RegistrationRow};
@@ -28,7 +26,7 @@ pub fn role_from_proto(value: i32) -> Result<Option<Role>, UnknownValue> {
 }
 
 fn role_to_proto(role: &str) -> i32 {
-    Role::parse(role).map_or(cqrs_proto::directory::v1::Role::Unspecified, Role::to_proto) as i32
+    Role::parse(role).map_or(cqrs_proto::common::v1::Role::Unspecified, Role::to_proto) as i32
 }
 
 pub fn decision_from_proto(value: i32) -> Result<Option<Decision>, UnknownValue> {
@@ -189,55 +187,6 @@ pub fn access_request(row: &AccessRequestRow) -> pb::AccessRequest {
     }
 }
 
-fn actor_kind(kind: &str) -> pb::ActorKind {
-    match kind {
-        "user" => pb::ActorKind::User,
-        "service" => pb::ActorKind::Service,
-        "anonymous" => pb::ActorKind::Anonymous,
-        "system" => pb::ActorKind::System,
-        _ => pb::ActorKind::Unspecified,
-    }
-}
-
-fn outcome(outcome: &str) -> pb::AuditOutcome {
-    match outcome {
-        "success" => pb::AuditOutcome::Success,
-        "failure" => pb::AuditOutcome::Failure,
-        "denied" => pb::AuditOutcome::Denied,
-        _ => pb::AuditOutcome::Unspecified,
-    }
-}
-
-/// `details` flattened to strings (nested values as JSON text).
-pub fn audit_event(row: &AuditRow) -> pb::AuditEvent {
-    let details: HashMap<String, String> = match &row.details {
-        serde_json::Value::Object(map) => map
-            .iter()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| {
-                let text = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                (k.clone(), text)
-            })
-            .collect(),
-        _ => HashMap::new(),
-    };
-    pb::AuditEvent {
-        id: row.id.to_string(),
-        actor_id: row.actor_id.clone(),
-        actor_kind: actor_kind(&row.actor_kind) as i32,
-        action: row.action.clone(),
-        target_type: row.target_type.clone(),
-        target_id: row.target_id.clone(),
-        outcome: outcome(&row.outcome) as i32,
-        request_id: row.request_id.clone().unwrap_or_default(),
-        create_time: Some(timestamp(row.occurred_at)),
-        details,
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
@@ -245,8 +194,13 @@ mod tests {
     use chrono::TimeDelta;
     use uuid::Uuid;
 
+    /// A fixed "now": these tests need no clock.
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
     fn row(state: &str, expires_in: TimeDelta) -> InvitationRow {
-        let now = Utc::now();
+        let now = t0();
         InvitationRow {
             id: Uuid::new_v4(),
             email: "ann@x.org".into(),
@@ -272,7 +226,7 @@ mod tests {
 
     #[test]
     fn a_run_out_invitation_shows_as_expired() {
-        let now = Utc::now();
+        let now = t0();
         let live = invitation(&row("SENT", TimeDelta::days(1)), now);
         assert_eq!(live.state, pb::InvitationState::Sent as i32);
         assert_eq!(live.inviter_id, "");

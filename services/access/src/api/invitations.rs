@@ -16,8 +16,8 @@ use tonic::Request;
 use uuid::Uuid;
 
 use super::{
-    AccessApi, AccessError, KEYED_ROUNDS, authz, check_role_at, convert, name_field,
-    organisation_facts, page_fields, parse_id, principal, role_field,
+    AccessApi, AccessError, AccessReason, KEYED_ROUNDS, authz, check_role_at, convert, id_field,
+    name_field, organisation_facts, page_fields, principal, role_field,
 };
 use crate::domain::rules::{
     LinkToken, derived_id, hash_token, is_well_formed_token, new_link_token,
@@ -373,8 +373,7 @@ impl AccessApi {
             .await?;
         let filter = ListFilter {
             root,
-            roles: access
-                .actionable_roles(Workflow::Invitation)
+            roles: authz::actionable_roles(&access, Workflow::Invitation)
                 .map(|roles| roles.iter().map(|r| r.as_str().to_owned()).collect()),
             state: state.map(InvitationState::as_str),
         };
@@ -399,7 +398,7 @@ impl AccessApi {
         let principal = principal(&request)?;
         let access = authz::by_role(&principal, Workflow::Invitation)?;
         let actor = Actor::from_request(&request, &principal);
-        let id = parse_id("invitation_id", &request.get_ref().invitation_id)?;
+        let id = id_field("invitation_id", &request.get_ref().invitation_id)?;
         self.authorised_invitation(&request, &access, id).await?;
 
         let now = self.now();
@@ -461,7 +460,7 @@ impl AccessApi {
         let principal = principal(&request)?;
         let access = authz::by_role(&principal, Workflow::Invitation)?;
         let actor = Actor::from_request(&request, &principal);
-        let id = parse_id("invitation_id", &request.get_ref().invitation_id)?;
+        let id = id_field("invitation_id", &request.get_ref().invitation_id)?;
         self.authorised_invitation(&request, &access, id).await?;
 
         let now = self.now();
@@ -470,14 +469,11 @@ impl AccessApi {
             .await?
             .ok_or(AccessError::NotFound("invitation"))?;
         let locked = self.settle_expiry(&mut tx, row, now).await?;
-        let to = match invitation::transition(locked.state, InvitationEvent::Cancel) {
-            Ok(to) => to,
-            Err(_) => {
-                if locked.expired_now {
-                    store::commit(tx).await?;
-                }
-                return Err(not_sent(locked.state));
+        let Ok(to) = invitation::transition(locked.state, InvitationEvent::Cancel) else {
+            if locked.expired_now {
+                store::commit(tx).await?;
             }
+            return Err(not_sent(locked.state));
         };
         let row = inv_store::set_state(
             &mut tx,
@@ -520,17 +516,17 @@ impl AccessApi {
     ) -> Result<pb::GetInvitationResponse, AccessError> {
         let token = &request.get_ref().token;
         if !is_well_formed_token(token) {
-            return Err(AccessError::LinkInvalid);
+            return Err(AccessError::from(AccessReason::LinkInvalid));
         }
         let now = self.now();
         let row = inv_store::by_token(self.store().pool(), &hash_token(token))
             .await?
-            .ok_or(AccessError::LinkInvalid)?;
+            .ok_or(AccessError::from(AccessReason::LinkInvalid))?;
         let state = row
             .stored_state()
             .map(|state| invitation::effective(state, row.expires_at, now));
         if state != Some(InvitationState::Sent) {
-            return Err(AccessError::LinkInvalid);
+            return Err(AccessError::from(AccessReason::LinkInvalid));
         }
         Ok(pb::GetInvitationResponse {
             invitation: Some(convert::invitation(&row, now)),
@@ -560,7 +556,7 @@ impl AccessApi {
         let last_name = corrected("last_name", &req.last_name);
         violations.into_result()?;
         if !is_well_formed_token(&req.token) {
-            return Err(AccessError::LinkInvalid);
+            return Err(AccessError::from(AccessReason::LinkInvalid));
         }
 
         let now = self.now();
@@ -569,16 +565,13 @@ impl AccessApi {
         // the invitation ACCEPTED.
         let row = inv_store::by_token_for_update(&mut tx, &hash_token(&req.token))
             .await?
-            .ok_or(AccessError::LinkInvalid)?;
+            .ok_or(AccessError::from(AccessReason::LinkInvalid))?;
         let locked = self.settle_expiry(&mut tx, row, now).await?;
-        let to = match invitation::transition(locked.state, InvitationEvent::Accept) {
-            Ok(to) => to,
-            Err(_) => {
-                if locked.expired_now {
-                    store::commit(tx).await?;
-                }
-                return Err(AccessError::LinkInvalid);
+        let Ok(to) = invitation::transition(locked.state, InvitationEvent::Accept) else {
+            if locked.expired_now {
+                store::commit(tx).await?;
             }
+            return Err(AccessError::from(AccessReason::LinkInvalid));
         };
         let row = locked.row;
         let role = row
@@ -589,6 +582,7 @@ impl AccessApi {
 
         let ensured = self
             .peers()
+            .identity
             .ensure_account(
                 derived_id(row.id, "accept-invitation:account"),
                 self.settings().account_realm,
@@ -601,6 +595,7 @@ impl AccessApi {
         let account_id = Uuid::parse_str(&ensured.account.id).map_err(AccessError::internal)?;
         let grant = self
             .peers()
+            .directory
             .grant_role(
                 derived_id(row.id, "accept-invitation:grant"),
                 account_id,

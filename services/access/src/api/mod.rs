@@ -24,33 +24,31 @@ mod registrations;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use cqrs_auth::{ActiveGrant, NO_GRANT_IN_SCOPE, Permission, Principal, Role, has_suite_scope};
+use cqrs_auth::{ActiveGrant, NO_GRANT_IN_SCOPE, Permission, Role};
+use cqrs_edge::refusals::{self, Denied};
+use cqrs_edge::request::{id_field, principal};
 use cqrs_proto::access::v1::{self as pb, access_service_server::AccessService};
 use cqrs_proto::directory::v1 as directory_pb;
 use cqrs_proto::identity::v1 as identity_pb;
-use cqrs_runtime::audit::{self, Actor, Event};
 use cqrs_runtime::clock::Clock;
 use cqrs_runtime::errors::FieldViolations;
 use cqrs_runtime::idempotency::Earlier;
-use cqrs_runtime::paging::page_request_bounded;
 use cqrs_runtime::server::RequestDeadline;
 use futures::StreamExt;
 use prost::Message;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-pub use error::{AccessError, DOMAIN, LINK_INVALID};
+pub use error::{AccessError, AccessReason, DOMAIN, LINK_INVALID};
 
 use crate::clients::{Check, Peers};
 use crate::config::WorkflowSettings;
 use crate::domain::rules::{OrganisationKind, normalise_email, normalise_name};
-use crate::store::{self, Store, requests};
+use crate::store::{Store, requests};
 use authz::Access;
 
 type ApiResult<T> = Result<Response<T>, Status>;
 
-/// Longest id echoed into a denied-attempt audit event.
-const MAX_AUDITED_ID: usize = 64;
 /// A keyed create whose request id is contended waits for the holder, then finds its answer
 /// on the next round: two rounds always suffice, the third is a safety margin.
 const KEYED_ROUNDS: usize = 3;
@@ -115,6 +113,7 @@ impl AccessApi {
         };
         let check = self
             .peers()
+            .directory
             .check_permission(*account_id, *grant, permission, organisation, deadline)
             .await?;
         verdict(access, check)
@@ -132,7 +131,7 @@ impl AccessApi {
     ) -> Result<directory_pb::Organisation, AccessError> {
         let (decision, found) = tokio::join!(
             self.authorise_org(access, permission, organisation, deadline),
-            self.peers().organisation(organisation, deadline),
+            self.peers().directory.organisation(organisation, deadline),
         );
         decision?;
         found?.ok_or(AccessError::NotFound("organisation"))
@@ -198,42 +197,13 @@ impl AccessApi {
         }
     }
 
-    /// Records a refused change (best effort: the refusal stands either way).
-    async fn audit_denied(&self, denied: Denied, reason: &'static str) {
-        let event = Event {
-            action: denied.action,
-            target_type: denied.target_type,
-            target_id: &denied.target_id,
-            outcome: "denied",
-            details: serde_json::json!({ "reason": reason }),
-        };
-        let result = async {
-            let mut tx = self.store().begin().await?;
-            store::record(&mut tx, self.now(), &denied.actor, event).await?;
-            store::commit(tx).await
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, action = denied.action, "cannot audit a refused change");
-        }
-    }
-
     /// Answers a change, auditing a refusal for lack of permission.
     async fn audited<T>(
         &self,
         denied: Option<Denied>,
         result: Result<T, AccessError>,
     ) -> ApiResult<T> {
-        match result {
-            Ok(answer) => Ok(Response::new(answer)),
-            Err(AccessError::PermissionDenied(reason)) => {
-                if let Some(denied) = denied {
-                    self.audit_denied(denied, reason).await;
-                }
-                Err(AccessError::PermissionDenied(reason).into())
-            }
-            Err(e) => Err(e.into()),
-        }
+        refusals::audited(self.store().pool(), self.now(), denied, result).await
     }
 
     /// A normalised address that is no generic mailbox, or a violation (and the reason to
@@ -291,6 +261,7 @@ impl AccessApi {
     ) -> Result<Vec<Reviewer>, AccessError> {
         let mut ids = self
             .peers()
+            .directory
             .administrators(organisation, role, deadline)
             .await?;
         ids.retain(|id| Some(*id) != except);
@@ -304,7 +275,7 @@ impl AccessApi {
                 .collect());
         }
         let found: Vec<_> = futures::stream::iter(ids)
-            .map(|id| async move { (id, self.peers().account(id, deadline).await) })
+            .map(|id| async move { (id, self.peers().identity.account(id, deadline).await) })
             .buffer_unordered(ACCOUNT_LOOKUPS_IN_FLIGHT)
             .collect()
             .await;
@@ -380,45 +351,6 @@ fn held_permission(
         ))
 }
 
-/// What a refused change would have been, for its audit event.
-struct Denied {
-    actor: Actor,
-    action: &'static str,
-    target_type: &'static str,
-    target_id: String,
-}
-
-impl Denied {
-    fn of<T>(
-        request: &Request<T>,
-        action: &'static str,
-        target_type: &'static str,
-        target_id: &str,
-    ) -> Option<Denied> {
-        let principal = request.extensions().get::<Principal>()?;
-        Some(Denied {
-            actor: Actor::from_request(request, principal),
-            action,
-            target_type,
-            target_id: target_id.chars().take(MAX_AUDITED_ID).collect(),
-        })
-    }
-}
-
-fn principal<T>(request: &Request<T>) -> Result<Principal, AccessError> {
-    request
-        .extensions()
-        .get::<Principal>()
-        .cloned()
-        .ok_or(AccessError::Unauthenticated)
-}
-
-fn parse_id(field: &str, raw: &str) -> Result<Uuid, AccessError> {
-    let mut violations = FieldViolations::new();
-    let id = violations.uuid(field, raw);
-    id.ok_or(AccessError::from(violations))
-}
-
 /// A required first or last name.
 fn name_field(violations: &mut FieldViolations, field: &str, raw: &str) -> Option<String> {
     normalise_name(raw)
@@ -491,18 +423,6 @@ fn page_fields(
     page_token: &str,
 ) -> (i64, Option<cqrs_runtime::paging::PageToken>) {
     cqrs_runtime::paging::page_request(violations, page_size, page_token)
-}
-
-/// Whether `access` may list the trail at all: internal callers and suite-wide roles only
-/// (the trail is not split by organisation, so a subtree's administrator cannot be given
-/// part of it).
-fn suite_wide(access: &Access) -> Result<(), AccessError> {
-    match access {
-        Access::Grant { grant, .. } if !has_suite_scope(grant.role) => {
-            Err(AccessError::PermissionDenied(NO_GRANT_IN_SCOPE))
-        }
-        _ => Ok(()),
-    }
 }
 
 #[tonic::async_trait]
@@ -672,33 +592,15 @@ impl AccessApi {
     ) -> Result<pb::ListAuditEventsResponse, AccessError> {
         let principal = principal(&request)?;
         let access = authz::by_permissions(&principal, &[Permission::ViewAuditEvents])?;
-        suite_wide(&access)?;
+        access.suite_wide()?;
         let deadline = cqrs_runtime::server::request_deadline(&request);
-        let req = request.into_inner();
-        let mut violations = FieldViolations::new();
-        let (page_size, after) = page_request_bounded(
-            &mut violations,
-            req.page_size,
-            &req.page_token,
-            audit::DEFAULT_PAGE_SIZE,
-            audit::MAX_PAGE_SIZE,
-        );
-        let filter = audit::Filter::from_request(
-            &mut violations,
-            &req.actor_id,
-            &req.target_id,
-            &req.action,
-            req.start_time.as_ref(),
-            req.end_time.as_ref(),
-        );
-        violations.into_result()?;
         self.authorise_scope(&access, &[Permission::ViewAuditEvents], deadline)
             .await?;
-        let page =
-            store::list_audit(self.store().pool(), &filter, page_size, after.as_ref()).await?;
+        let (audit_events, next_page_token) =
+            cqrs_edge::audit::page(self.store().pool(), request.get_ref().into()).await?;
         Ok(pb::ListAuditEventsResponse {
-            audit_events: page.items.iter().map(convert::audit_event).collect(),
-            next_page_token: page.next_page_token(),
+            audit_events,
+            next_page_token,
         })
     }
 }

@@ -154,6 +154,7 @@ impl AccessApi {
         let organisation = match target {
             Target::Id(id) => self
                 .peers()
+                .directory
                 .organisation(id, deadline)
                 .await?
                 .ok_or_else(|| {
@@ -161,6 +162,7 @@ impl AccessApi {
                 })?,
             Target::Code(code) => self
                 .peers()
+                .directory
                 .organisation_by_code(&code, deadline)
                 .await?
                 .ok_or_else(|| {
@@ -318,8 +320,7 @@ impl AccessApi {
             .await?;
         let filter = ListFilter {
             root,
-            roles: access
-                .actionable_roles(Workflow::Registration)
+            roles: authz::actionable_roles(&access, Workflow::Registration)
                 .map(|roles| roles.iter().map(|r| r.as_str().to_owned()).collect()),
             state: state.map(RegistrationState::as_str),
         };
@@ -367,7 +368,7 @@ impl AccessApi {
         // Nobody approves their own request: a reviewer whose own address applied is refused.
         let reviewer_account = async {
             match access.account_id() {
-                Some(account) => self.peers().account(account, deadline).await,
+                Some(account) => self.peers().identity.account(account, deadline).await,
                 None => Ok(None),
             }
         };
@@ -401,6 +402,7 @@ impl AccessApi {
             Decision::Approve => {
                 let ensured = self
                     .peers()
+                    .identity
                     .ensure_account(
                         derived_id(row.id, "approve-registration:account"),
                         self.settings().account_realm,
@@ -414,6 +416,7 @@ impl AccessApi {
                     Uuid::parse_str(&ensured.account.id).map_err(AccessError::internal)?;
                 let grant = self
                     .peers()
+                    .directory
                     .grant_role(
                         derived_id(row.id, "approve-registration:grant"),
                         account_id,

@@ -15,7 +15,6 @@ pub use cqrs_runtime::idempotency as requests;
 use chrono::{DateTime, Utc};
 use cqrs_outbox::OutboxMessage;
 use cqrs_runtime::audit::{self, Actor, Event};
-use cqrs_runtime::paging::{Page, PageToken};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 pub use access_requests::AccessRequestRow;
@@ -98,16 +97,6 @@ pub async fn record(
 pub async fn enqueue(conn: &mut PgConnection, message: &OutboxMessage) -> Result<(), StoreError> {
     cqrs_outbox::enqueue(conn, message).await?;
     Ok(())
-}
-
-/// Audit events matching `filter`, newest first.
-pub async fn list_audit(
-    pool: &PgPool,
-    filter: &audit::Filter,
-    page_size: i64,
-    after: Option<&PageToken>,
-) -> Result<Page<audit::AuditRow>, StoreError> {
-    Ok(audit::list(pool, filter, page_size, after).await?)
 }
 
 /// What a List RPC over a workflow table asks for.

@@ -1,12 +1,10 @@
 //! Rows to protobuf messages, and proto enums to domain values.
 
 use cqrs_auth::RoleProto;
-use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use cqrs_auth::Role;
 use cqrs_proto::directory::v1 as pb;
-use cqrs_runtime::audit::AuditRow;
 use uuid::Uuid;
 
 use crate::domain::OrganisationKind;
@@ -74,7 +72,9 @@ pub fn grant(row: &GrantRow) -> pb::Grant {
         id: row.id.to_string(),
         account_id: row.account_id.to_string(),
         organisation_id: row.organisation_id.to_string(),
-        role: row.role().map_or(pb::Role::Unspecified, Role::to_proto) as i32,
+        role: row
+            .role()
+            .map_or(cqrs_proto::common::v1::Role::Unspecified, Role::to_proto) as i32,
         organisation_name: row.organisation_name.clone(),
         ods_code: row.ods_code.clone(),
         organisation_kind: kind_to_proto(row.organisation_kind()) as i32,
@@ -93,47 +93,6 @@ pub fn account_grant(account_id: Uuid, grant: &AccountGrant) -> pb::Grant {
         ods_code: grant.organisation.ods_code.to_string(),
         organisation_kind: kind_to_proto(grant.organisation.kind) as i32,
         create_time: Some(timestamp(grant.created_at)),
-    }
-}
-
-pub fn audit_event(row: &AuditRow) -> pb::AuditEvent {
-    let actor_kind = match row.actor_kind.as_str() {
-        "user" => pb::ActorKind::User,
-        "service" => pb::ActorKind::Service,
-        "anonymous" => pb::ActorKind::Anonymous,
-        "system" => pb::ActorKind::System,
-        _ => pb::ActorKind::Unspecified,
-    };
-    let outcome = match row.outcome.as_str() {
-        "success" => pb::AuditOutcome::Success,
-        "failure" => pb::AuditOutcome::Failure,
-        "denied" => pb::AuditOutcome::Denied,
-        _ => pb::AuditOutcome::Unspecified,
-    };
-    let details: HashMap<String, String> = match &row.details {
-        serde_json::Value::Object(map) => map
-            .iter()
-            .map(|(k, v)| {
-                let value = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                (k.clone(), value)
-            })
-            .collect(),
-        _ => HashMap::new(),
-    };
-    pb::AuditEvent {
-        id: row.id.to_string(),
-        actor_id: row.actor_id.clone(),
-        actor_kind: actor_kind as i32,
-        action: row.action.clone(),
-        target_type: row.target_type.clone(),
-        target_id: row.target_id.clone(),
-        outcome: outcome as i32,
-        request_id: row.request_id.clone().unwrap_or_default(),
-        create_time: Some(timestamp(row.occurred_at)),
-        details,
     }
 }
 

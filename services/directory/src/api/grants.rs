@@ -18,7 +18,7 @@ use prost::Message;
 use tonic::Request;
 
 use super::authz::{self, Access};
-use super::{DirectoryApi, DirectoryError, convert, parse_id, principal, request_id_field};
+use super::{DirectoryApi, DirectoryError, convert, id_field, principal, request_id_field};
 use crate::domain::role_valid_at;
 use crate::store::{self, GrantRow, Tx, grants as grant_store, organisations as org_store};
 use crate::store::{requests, revocations};
@@ -91,7 +91,7 @@ impl DirectoryApi {
         let (Some(request_id), Some(account_id), Some(organisation_id), Some(role)) =
             (request_id, account_id, organisation_id, role)
         else {
-            return Err(DirectoryError::InvalidArgument(violations));
+            return Err(DirectoryError::invalid(violations));
         };
 
         let organisation = org_store::get(self.store().pool(), organisation_id)
@@ -157,7 +157,7 @@ impl DirectoryApi {
         let access = authz::by_role(&principal, Permission::RevokeRoles)?;
         let actor = Actor::from_request(&request, &principal);
         let deadline = request_deadline(&request);
-        let id = parse_id("grant_id", &request.get_ref().grant_id)?;
+        let id = id_field("grant_id", &request.get_ref().grant_id)?;
         let pool = self.store().pool();
         let (grant, held) = match access.held_grant() {
             None => (grant_store::get(pool, id).await?, true),
@@ -210,7 +210,7 @@ impl DirectoryApi {
         let access = authz::by_role(&principal, Permission::RevokeRoles)?;
         let actor = Actor::from_request(&request, &principal);
         let deadline = request_deadline(&request);
-        let account_id = parse_id("account_id", &request.get_ref().account_id)?;
+        let account_id = id_field("account_id", &request.get_ref().account_id)?;
         if let Some((account, org, role)) = access.held_grant()
             && !grant_store::holds(self.store().pool(), account, org, role).await?
         {
@@ -308,7 +308,7 @@ impl DirectoryApi {
             view_access(&principal)?.0
         };
         let (Some(account_id), true) = (account_id, violations.is_empty()) else {
-            return Err(DirectoryError::InvalidArgument(violations));
+            return Err(DirectoryError::invalid(violations));
         };
         if let Some((account, org, role)) = access.held_grant()
             && !grant_store::holds(self.store().pool(), account, org, role).await?
@@ -343,7 +343,7 @@ impl DirectoryApi {
         let role = role_field(&mut violations, req.role, false);
         let (page_size, after) = page_request(&mut violations, req.page_size, &req.page_token);
         let (Some(organisation_id), true) = (organisation_id, violations.is_empty()) else {
-            return Err(DirectoryError::InvalidArgument(violations));
+            return Err(DirectoryError::invalid(violations));
         };
         self.authorise_org(&access, permission, organisation_id, "organisation")
             .await?;
@@ -383,7 +383,7 @@ impl DirectoryApi {
             LARGE_PAGE,
         );
         let (Some(organisation_id), true) = (organisation_id, violations.is_empty()) else {
-            return Err(DirectoryError::InvalidArgument(violations));
+            return Err(DirectoryError::invalid(violations));
         };
         self.authorise_org(
             &Access::Internal,

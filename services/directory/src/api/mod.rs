@@ -14,16 +14,15 @@ mod permissions;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use cqrs_auth::{Permission, Principal};
+use cqrs_auth::Permission;
+use cqrs_edge::refusals::{self, Denied};
+use cqrs_edge::request::{id_field, principal, request_id_field};
 use cqrs_proto::directory::v1::{self as pb, directory_service_server::DirectoryService};
-use cqrs_runtime::audit::{self, Actor, Event};
 use cqrs_runtime::clock::Clock;
-use cqrs_runtime::errors::FieldViolations;
-use cqrs_runtime::paging::page_request_bounded;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-pub use error::{DOMAIN, DirectoryError};
+pub use error::{DOMAIN, DirectoryError, DirectoryReason};
 
 use crate::session_ender::SessionEnder;
 use crate::store::cache::AbortOnDrop;
@@ -31,9 +30,6 @@ use crate::store::{self, CacheSettings, DecisionCache, Store, organisations as o
 use authz::Access;
 
 type ApiResult<T> = Result<Response<T>, Status>;
-
-/// Longest id echoed into a denied-attempt audit event.
-const MAX_AUDITED_ID: usize = 64;
 
 /// The directory's gRPC API. Cheap to clone.
 #[derive(Clone)]
@@ -122,90 +118,23 @@ impl DirectoryApi {
                 store::grants::holds(self.store().pool(), account, org, role).await?
             }
         };
-        authz::in_scope(access, permission, Some(&[]), held, "suite")
+        Ok(authz::in_scope(
+            access,
+            permission,
+            Some(&[]),
+            held,
+            "suite",
+        )?)
     }
 
-    /// Records a refused change (best effort: the refusal stands either way).
-    async fn audit_denied(&self, denied: Denied, reason: &'static str) {
-        let event = Event {
-            action: denied.action,
-            target_type: denied.target_type,
-            target_id: &denied.target_id,
-            outcome: "denied",
-            details: serde_json::json!({ "reason": reason }),
-        };
-        let result = async {
-            let mut tx = self.store().begin().await?;
-            store::record(&mut tx, self.now(), &denied.actor, event).await?;
-            store::commit(tx).await
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, action = denied.action, "cannot audit a refused change");
-        }
-    }
-
-    /// Runs a change, auditing a refusal for lack of permission.
+    /// Answers a change, auditing a refusal for lack of permission.
     async fn audited<T>(
         &self,
         denied: Option<Denied>,
         result: Result<T, DirectoryError>,
     ) -> ApiResult<T> {
-        match result {
-            Ok(answer) => Ok(Response::new(answer)),
-            Err(DirectoryError::PermissionDenied(reason)) => {
-                if let Some(denied) = denied {
-                    self.audit_denied(denied, reason).await;
-                }
-                Err(DirectoryError::PermissionDenied(reason).into())
-            }
-            Err(e) => Err(e.into()),
-        }
+        refusals::audited(self.store().pool(), self.now(), denied, result).await
     }
-}
-
-/// What a refused change would have been, for its audit event.
-struct Denied {
-    actor: Actor,
-    action: &'static str,
-    target_type: &'static str,
-    target_id: String,
-}
-
-impl Denied {
-    fn of<T>(
-        request: &Request<T>,
-        action: &'static str,
-        target_type: &'static str,
-        target_id: &str,
-    ) -> Option<Denied> {
-        let principal = request.extensions().get::<Principal>()?;
-        Some(Denied {
-            actor: Actor::from_request(request, principal),
-            action,
-            target_type,
-            target_id: target_id.chars().take(MAX_AUDITED_ID).collect(),
-        })
-    }
-}
-
-fn principal<T>(request: &Request<T>) -> Result<Principal, DirectoryError> {
-    request
-        .extensions()
-        .get::<Principal>()
-        .cloned()
-        .ok_or(DirectoryError::Unauthenticated)
-}
-
-fn parse_id(field: &str, raw: &str) -> Result<Uuid, DirectoryError> {
-    let mut violations = FieldViolations::new();
-    let id = violations.uuid(field, raw);
-    id.ok_or(DirectoryError::InvalidArgument(violations))
-}
-
-/// A keyed create's request id.
-fn request_id_field(violations: &mut FieldViolations, raw: &str) -> Option<Uuid> {
-    violations.uuid("request_id", raw)
 }
 
 #[tonic::async_trait]
@@ -346,31 +275,13 @@ impl DirectoryApi {
     ) -> Result<pb::ListAuditEventsResponse, DirectoryError> {
         let principal = principal(&request)?;
         let access = authz::by_role(&principal, Permission::ViewAuditEvents)?;
-        let req = request.into_inner();
-        let mut violations = FieldViolations::new();
-        let (page_size, after) = page_request_bounded(
-            &mut violations,
-            req.page_size,
-            &req.page_token,
-            audit::DEFAULT_PAGE_SIZE,
-            audit::MAX_PAGE_SIZE,
-        );
-        let filter = audit::Filter::from_request(
-            &mut violations,
-            &req.actor_id,
-            &req.target_id,
-            &req.action,
-            req.start_time.as_ref(),
-            req.end_time.as_ref(),
-        );
-        violations.into_result()?;
         self.authorise_suite(&access, Permission::ViewAuditEvents)
             .await?;
-        let page =
-            store::list_audit(self.store().pool(), &filter, page_size, after.as_ref()).await?;
+        let (audit_events, next_page_token) =
+            cqrs_edge::audit::page(self.store().pool(), request.get_ref().into()).await?;
         Ok(pb::ListAuditEventsResponse {
-            audit_events: page.items.iter().map(convert::audit_event).collect(),
-            next_page_token: page.next_page_token(),
+            audit_events,
+            next_page_token,
         })
     }
 }

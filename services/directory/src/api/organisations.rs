@@ -10,7 +10,7 @@ use prost::Message;
 use tonic::Request;
 use uuid::Uuid;
 
-use super::{DirectoryApi, DirectoryError, authz, convert, parse_id, principal, request_id_field};
+use super::{DirectoryApi, DirectoryError, authz, convert, id_field, principal, request_id_field};
 use crate::domain::{NewOrganisation, OrganisationKind, SearchQuery};
 use crate::store::{self, OrganisationRow, organisations as org_store, requests};
 
@@ -101,7 +101,7 @@ impl DirectoryApi {
             req.multi_level_approval,
         );
         let (Some(request_id), Some(new), true) = (request_id, new, violations.is_empty()) else {
-            return Err(DirectoryError::InvalidArgument(violations));
+            return Err(DirectoryError::invalid(violations));
         };
 
         // The parent is the target: creating under it needs scope over it; a root is created
@@ -197,7 +197,7 @@ impl DirectoryApi {
         request: Request<pb::GetOrganisationRequest>,
     ) -> Result<pb::GetOrganisationResponse, DirectoryError> {
         principal(&request)?;
-        let id = parse_id("organisation_id", &request.get_ref().organisation_id)?;
+        let id = id_field("organisation_id", &request.get_ref().organisation_id)?;
         let row = org_store::get(self.store().pool(), id)
             .await?
             .ok_or(DirectoryError::NotFound("organisation"))?;
@@ -225,7 +225,7 @@ impl DirectoryApi {
             SEARCH_MAX_PAGE,
         );
         let (Some(query), true) = (query, violations.is_empty()) else {
-            return Err(DirectoryError::InvalidArgument(violations));
+            return Err(DirectoryError::invalid(violations));
         };
         let page = org_store::search(
             self.store().pool(),
@@ -276,7 +276,7 @@ impl DirectoryApi {
         let access = authz::by_role(&principal, Permission::SetApprovalLevel)?;
         let actor = Actor::from_request(&request, &principal);
         let req = request.into_inner();
-        let id = parse_id("organisation_id", &req.organisation_id)?;
+        let id = id_field("organisation_id", &req.organisation_id)?;
         self.authorise_org(&access, Permission::SetApprovalLevel, id, "organisation")
             .await?;
 
@@ -288,7 +288,7 @@ impl DirectoryApi {
         if current.kind() != Some(OrganisationKind::ServiceProvider) {
             return Err(DirectoryError::FailedPrecondition(
                 "NOT_A_SERVICE_PROVIDER",
-                "only service providers have an approval level".to_owned(),
+                "only service providers have an approval level".into(),
             ));
         }
         let row: OrganisationRow = if current.multi_level_approval == req.multi_level_approval {

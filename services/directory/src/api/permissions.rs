@@ -173,7 +173,7 @@ impl DirectoryApi {
         let (Some(account_id), Some(permission), Some(target), true) =
             (account_id, permission, target, violations.is_empty())
         else {
-            return Err(DirectoryError::InvalidArgument(violations));
+            return Err(DirectoryError::invalid(violations));
         };
 
         let pool = self.store().pool();
@@ -219,7 +219,7 @@ impl DirectoryApi {
 mod tests {
     use super::*;
     use crate::store::Organisation;
-    use chrono::Utc;
+    use cqrs_runtime::clock::{Clock, SystemClock};
     use std::sync::Arc;
 
     const REGION: Uuid = Uuid::from_u128(1);
@@ -230,7 +230,7 @@ mod tests {
         AccountGrant {
             id: Uuid::new_v4(),
             role,
-            created_at: Utc::now(),
+            created_at: SystemClock.now(),
             organisation: Arc::new(Organisation {
                 id: org,
                 path: vec![org].into_boxed_slice(),

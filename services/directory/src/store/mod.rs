@@ -13,7 +13,6 @@ pub mod revocations;
 
 use chrono::{DateTime, Utc};
 use cqrs_runtime::audit::{self, Actor, Event};
-use cqrs_runtime::paging::{Page, PageToken};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 pub use cache::{AccountGrant, CacheSettings, DecisionCache, Grants, Organisation};
@@ -78,14 +77,4 @@ pub async fn record(
     event: Event<'_>,
 ) -> Result<(), StoreError> {
     Ok(audit::record(conn, now, actor, event).await?)
-}
-
-/// Audit events matching `filter`, newest first.
-pub async fn list_audit(
-    pool: &PgPool,
-    filter: &audit::Filter,
-    page_size: i64,
-    after: Option<&PageToken>,
-) -> Result<Page<audit::AuditRow>, StoreError> {
-    Ok(audit::list(pool, filter, page_size, after).await?)
 }

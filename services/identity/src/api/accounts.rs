@@ -5,17 +5,17 @@ use chrono::{DateTime, Utc};
 use cqrs_auth::Permission;
 use cqrs_proto::identity::v1 as pb;
 use cqrs_proto::notifications::v1::EmailTemplate;
-use cqrs_runtime::audit::{self, Actor};
+use cqrs_runtime::audit::Actor;
 use cqrs_runtime::errors::FieldViolations;
 use cqrs_runtime::idempotency::fingerprint;
-use cqrs_runtime::paging::{page_request, page_request_bounded};
+use cqrs_runtime::paging::page_request;
 use tonic::Request;
 use uuid::Uuid;
 
 use super::signin::is_self;
 use super::{
-    IdentityApi, IdentityError, account_event, audit_alone, convert, is_service_desk, mail,
-    parse_id, principal, require_desk, require_internal_or_desk, require_service,
+    IdentityApi, IdentityError, account_event, audit_alone, convert, id_field, is_service_desk,
+    mail, principal, require_desk, require_internal_or_desk, require_service,
 };
 use crate::domain::account::{AccountState, Realm, normalise_name};
 use crate::domain::email::normalise_email;
@@ -210,7 +210,7 @@ impl IdentityApi {
         let principal = principal(&request)?;
         require_desk(&principal)?;
         let actor = Actor::from_request(&request, &principal);
-        let account_id = parse_id("account_id", &request.get_ref().account_id)?;
+        let account_id = id_field("account_id", &request.get_ref().account_id)?;
         let now = self.now();
         let inner = &self.inner;
 
@@ -284,7 +284,7 @@ impl IdentityApi {
         let reason = req.reason.trim().to_owned();
         let now = self.now();
         let mut tx = self.store().begin().await?;
-        let updated = match account_store::set_state(
+        let Some(updated) = account_store::set_state(
             &mut tx,
             account_id,
             AccountState::Active,
@@ -292,9 +292,8 @@ impl IdentityApi {
             now,
         )
         .await?
-        {
-            Some(row) => row,
-            None => return Err(self.state_refusal(account_id, "ACCOUNT_NOT_ACTIVE").await),
+        else {
+            return Err(self.state_refusal(account_id, "ACCOUNT_NOT_ACTIVE").await);
         };
         store::record(
             &mut tx,
@@ -324,7 +323,7 @@ impl IdentityApi {
         request: Request<pb::EnableAccountRequest>,
     ) -> Result<pb::EnableAccountResponse, IdentityError> {
         let principal = principal(&request)?;
-        let account_id = parse_id("account_id", &request.get_ref().account_id)?;
+        let account_id = id_field("account_id", &request.get_ref().account_id)?;
         // The service desk's scope is the whole suite: no need to ask the directory.
         if !(principal.is_service() || is_service_desk(&principal)) {
             self.require_on_account(&principal, Permission::EnableAccount, account_id)
@@ -333,7 +332,7 @@ impl IdentityApi {
         let actor = Actor::from_request(&request, &principal);
         let now = self.now();
         let mut tx = self.store().begin().await?;
-        let updated = match account_store::set_state(
+        let Some(updated) = account_store::set_state(
             &mut tx,
             account_id,
             AccountState::Disabled,
@@ -341,9 +340,8 @@ impl IdentityApi {
             now,
         )
         .await?
-        {
-            Some(row) => row,
-            None => return Err(self.state_refusal(account_id, "ACCOUNT_NOT_DISABLED").await),
+        else {
+            return Err(self.state_refusal(account_id, "ACCOUNT_NOT_DISABLED").await);
         };
         store::record(
             &mut tx,
@@ -369,7 +367,7 @@ impl IdentityApi {
         match self.load(account_id).await {
             Ok(_) => IdentityError::FailedPrecondition(
                 reason,
-                "the account is not in a state that allows this",
+                "the account is not in a state that allows this".into(),
             ),
             Err(e) => e,
         }
@@ -380,7 +378,7 @@ impl IdentityApi {
         request: Request<pb::GetAccountRequest>,
     ) -> Result<pb::GetAccountResponse, IdentityError> {
         let principal = principal(&request)?;
-        let account_id = parse_id("account_id", &request.get_ref().account_id)?;
+        let account_id = id_field("account_id", &request.get_ref().account_id)?;
         let unscoped = is_self(&principal, account_id)
             || principal.is_service()
             || is_service_desk(&principal);
@@ -559,29 +557,11 @@ impl IdentityApi {
     ) -> Result<pb::ListAuditEventsResponse, IdentityError> {
         let principal = principal(&request)?;
         require_internal_or_desk(&principal)?;
-        let req = request.into_inner();
-        let mut violations = FieldViolations::new();
-        let (page_size, after) = page_request_bounded(
-            &mut violations,
-            req.page_size,
-            &req.page_token,
-            audit::DEFAULT_PAGE_SIZE,
-            audit::MAX_PAGE_SIZE,
-        );
-        let filter = audit::Filter::from_request(
-            &mut violations,
-            &req.actor_id,
-            &req.target_id,
-            &req.action,
-            req.start_time.as_ref(),
-            req.end_time.as_ref(),
-        );
-        violations.into_result().map_err(IdentityError::invalid)?;
-        let page =
-            store::list_audit(self.store().pool(), &filter, page_size, after.as_ref()).await?;
+        let (audit_events, next_page_token) =
+            cqrs_edge::audit::page(self.store().pool(), request.get_ref().into()).await?;
         Ok(pb::ListAuditEventsResponse {
-            audit_events: page.items.iter().map(convert::audit_event).collect(),
-            next_page_token: page.next_page_token(),
+            audit_events,
+            next_page_token,
         })
     }
 }

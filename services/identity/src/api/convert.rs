@@ -1,13 +1,11 @@
 //! Rows and records to protobuf messages, and proto enums to domain values.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use cqrs_auth::{Role, VerifyingKey};
-use cqrs_proto::directory::v1 as dir;
+use cqrs_auth::{Role, RoleProto, VerifyingKey};
+use cqrs_proto::common::v1 as common;
 use cqrs_proto::identity::v1 as pb;
-use cqrs_runtime::audit::AuditRow;
 
 use crate::domain::account::{AccountState, Realm};
 use crate::store::AccountRow;
@@ -65,22 +63,13 @@ pub fn state_from_proto(value: i32) -> Result<Option<AccountState>, UnknownValue
     }
 }
 
-pub fn role_to_proto(role: Option<Role>) -> dir::Role {
-    role.and_then(|r| dir::Role::from_str_name(&format!("ROLE_{}", r.as_str())))
-        .unwrap_or(dir::Role::Unspecified)
+pub fn role_to_proto(role: Option<Role>) -> common::Role {
+    role.map_or(common::Role::Unspecified, Role::to_proto)
 }
 
 /// `Ok(None)` for UNSPECIFIED, `Err` for a number that is no Role.
 pub fn role_from_proto(value: i32) -> Result<Option<Role>, UnknownValue> {
-    let role = dir::Role::try_from(value).map_err(|_| UnknownValue)?;
-    if role == dir::Role::Unspecified {
-        return Ok(None);
-    }
-    role.as_str_name()
-        .strip_prefix("ROLE_")
-        .and_then(Role::parse)
-        .map(Some)
-        .ok_or(UnknownValue)
+    Role::from_proto(value).map_err(|_| UnknownValue)
 }
 
 /// An account as its callers see it when it has no temporary lock: just created, signed in,
@@ -144,47 +133,6 @@ pub fn jwk(key: &VerifyingKey) -> pb::JsonWebKey {
     }
 }
 
-pub fn audit_event(row: &AuditRow) -> pb::AuditEvent {
-    let actor_kind = match row.actor_kind.as_str() {
-        "user" => pb::ActorKind::User,
-        "service" => pb::ActorKind::Service,
-        "anonymous" => pb::ActorKind::Anonymous,
-        "system" => pb::ActorKind::System,
-        _ => pb::ActorKind::Unspecified,
-    };
-    let outcome = match row.outcome.as_str() {
-        "success" => pb::AuditOutcome::Success,
-        "failure" => pb::AuditOutcome::Failure,
-        "denied" => pb::AuditOutcome::Denied,
-        _ => pb::AuditOutcome::Unspecified,
-    };
-    let details: HashMap<String, String> = match &row.details {
-        serde_json::Value::Object(map) => map
-            .iter()
-            .map(|(k, v)| {
-                let value = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                (k.clone(), value)
-            })
-            .collect(),
-        _ => HashMap::new(),
-    };
-    pb::AuditEvent {
-        id: row.id.to_string(),
-        actor_id: row.actor_id.clone(),
-        actor_kind: actor_kind as i32,
-        action: row.action.clone(),
-        target_type: row.target_type.clone(),
-        target_id: row.target_id.clone(),
-        outcome: outcome as i32,
-        request_id: row.request_id.clone().unwrap_or_default(),
-        create_time: Some(timestamp(row.occurred_at)),
-        details,
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
@@ -194,7 +142,7 @@ mod tests {
     fn roles_round_trip() {
         for role in Role::ALL {
             let proto = role_to_proto(Some(role));
-            assert_ne!(proto, dir::Role::Unspecified);
+            assert_ne!(proto, common::Role::Unspecified);
             assert_eq!(role_from_proto(proto as i32), Ok(Some(role)));
         }
         assert_eq!(role_from_proto(0), Ok(None));

@@ -1,7 +1,9 @@
-//! The identity service's one error type, mapped to `tonic::Status` in one place.
+//! The identity service's errors: the suite's common ones ([`ApiError`]) plus its own reasons,
+//! mapped to `tonic::Status` once, in `cqrs_edge`.
 
-use cqrs_runtime::errors::{self, FieldViolations};
-use tonic::{Code, Status};
+use cqrs_edge::{ApiError, Refusal, ServiceReason};
+use cqrs_runtime::errors::FieldViolations;
+use tonic::Code;
 
 use crate::directory::DirectoryError;
 use crate::domain::password::PolicyRule;
@@ -14,15 +16,12 @@ pub const DOMAIN: &str = "cqrs.identity";
 /// password, lock, disabled or pending account): SECURITY 4 and 9.
 pub const BAD_CREDENTIALS_MESSAGE: &str = "the login or password is incorrect";
 
+/// Every failure of an identity RPC.
+pub type IdentityError = ApiError<IdentityReason>;
+
+/// What only the identity service refuses.
 #[derive(Debug, thiserror::Error)]
-pub enum IdentityError {
-    /// Malformed fields. `reason` is `INVALID_ARGUMENT` unless a more specific one applies
-    /// (e.g. `GENERIC_EMAIL_NOT_PERMITTED`).
-    #[error("invalid request")]
-    InvalidArgument {
-        reason: &'static str,
-        violations: FieldViolations,
-    },
+pub enum IdentityReason {
     /// A new password broke the policy; every failed rule is listed against `field`.
     #[error("the password does not meet the policy")]
     PasswordPolicy {
@@ -35,9 +34,6 @@ pub enum IdentityError {
     /// ChangePassword: the current password was wrong, or the account is locked.
     #[error("the current password is incorrect")]
     WrongCurrentPassword,
-    /// No principal where a caller must be signed in (the auth layer normally answers first).
-    #[error("missing credentials")]
-    Unauthenticated,
     /// IssueServiceToken: unknown client or wrong secret.
     #[error("bad client credentials")]
     BadClientCredentials,
@@ -48,53 +44,77 @@ pub enum IdentityError {
     /// for all of them).
     #[error("the link is invalid or has expired")]
     InvalidLink,
-    #[error("permission denied ({0})")]
-    PermissionDenied(&'static str),
-    #[error("{0} not found")]
-    NotFound(&'static str),
     #[error("the e-mail address already has an account in this realm")]
     EmailTaken,
-    #[error("the request id was already used for a different request")]
-    RequestIdReused,
-    /// The account is not in a state that allows this (`reason`, human message).
-    #[error("{1}")]
-    FailedPrecondition(&'static str, &'static str),
     /// SelectRole: the caller holds no such grant.
     #[error("no such grant")]
     NoGrant,
     /// The password hashing pool is saturated.
     #[error("too many password checks in progress")]
     Busy,
-    #[error("the database is unavailable")]
-    DatabaseUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("the session and lock-out store is unavailable")]
-    RedisUnavailable(#[source] redis::RedisError),
-    /// The directory (grants) did not answer usefully: down, slow, or refusing identity's
-    /// service token (a deployment fault, but to the caller equally a missing dependency).
-    #[error("the directory is unavailable")]
-    DirectoryUnavailable(#[source] DirectoryError),
-    #[error("internal error")]
-    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-impl IdentityError {
-    /// Plain field violations.
-    pub fn invalid(violations: FieldViolations) -> Self {
-        IdentityError::InvalidArgument {
-            reason: "INVALID_ARGUMENT",
-            violations,
+impl ServiceReason for IdentityReason {
+    const DOMAIN: &'static str = DOMAIN;
+
+    fn refusal(&self) -> Refusal {
+        use Code::{AlreadyExists, FailedPrecondition, PermissionDenied, Unauthenticated};
+        match self {
+            IdentityReason::PasswordPolicy { field, rules } => {
+                let mut violations = FieldViolations::new();
+                for rule in rules {
+                    violations.add(*field, format!("{}: {}", rule.code(), rule.describe()));
+                }
+                Refusal {
+                    violations: Some(violations),
+                    ..Refusal::new(
+                        Code::InvalidArgument,
+                        "PASSWORD_POLICY_VIOLATION",
+                        "the password does not meet the password policy",
+                    )
+                }
+            }
+            IdentityReason::BadCredentials => Refusal::new(
+                Unauthenticated,
+                "INVALID_CREDENTIALS",
+                BAD_CREDENTIALS_MESSAGE,
+            ),
+            IdentityReason::WrongCurrentPassword => Refusal::new(
+                Unauthenticated,
+                "INVALID_CREDENTIALS",
+                "the current password is incorrect",
+            ),
+            IdentityReason::BadClientCredentials => Refusal::new(
+                Unauthenticated,
+                "INVALID_CLIENT_CREDENTIALS",
+                "the client id or secret is incorrect",
+            ),
+            IdentityReason::SessionEnded => Refusal::new(
+                Unauthenticated,
+                "SESSION_ENDED",
+                "the session has ended; sign in again",
+            ),
+            IdentityReason::InvalidLink => Refusal::new(
+                FailedPrecondition,
+                "LINK_INVALID",
+                "the link is invalid, already used or expired",
+            ),
+            IdentityReason::EmailTaken => Refusal::new(
+                AlreadyExists,
+                "EMAIL_ALREADY_REGISTERED",
+                "the e-mail address already has an account in this realm",
+            ),
+            IdentityReason::NoGrant => Refusal::new(
+                PermissionDenied,
+                "NO_GRANT",
+                "the caller holds no such grant",
+            ),
+            IdentityReason::Busy => Refusal::new(
+                Code::ResourceExhausted,
+                "PASSWORD_CHECKS_BUSY",
+                "too many password checks in progress; retry later",
+            ),
         }
-    }
-
-    /// One field violation.
-    pub fn invalid_field(field: &str, description: &str) -> Self {
-        let mut violations = FieldViolations::new();
-        violations.add(field, description);
-        Self::invalid(violations)
-    }
-
-    pub fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
-        IdentityError::Internal(Box::new(err))
     }
 }
 
@@ -102,10 +122,10 @@ impl From<StoreError> for IdentityError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound => IdentityError::NotFound("account"),
-            StoreError::EmailTaken => IdentityError::EmailTaken,
+            StoreError::EmailTaken => IdentityReason::EmailTaken.into(),
             StoreError::RequestIdReused => IdentityError::RequestIdReused,
-            StoreError::Unavailable(e) => IdentityError::DatabaseUnavailable(Box::new(e)),
-            StoreError::SharedUnavailable(e) => IdentityError::DatabaseUnavailable(Box::new(e)),
+            StoreError::Unavailable(e) => IdentityError::database_unavailable(e),
+            StoreError::SharedUnavailable(e) => IdentityError::database_unavailable(e),
             e @ (StoreError::UserIdsExhausted | StoreError::AuditWriterStopped) => {
                 IdentityError::internal(e)
             }
@@ -115,139 +135,19 @@ impl From<StoreError> for IdentityError {
     }
 }
 
+/// The directory (grants) did not answer usefully: down, slow, or refusing identity's service
+/// token (a deployment fault, but to the caller equally a missing dependency).
 impl From<DirectoryError> for IdentityError {
     fn from(err: DirectoryError) -> Self {
-        IdentityError::DirectoryUnavailable(err)
-    }
-}
-
-impl From<redis::RedisError> for IdentityError {
-    fn from(err: redis::RedisError) -> Self {
-        IdentityError::RedisUnavailable(err)
+        IdentityError::unavailable("the directory service", err)
     }
 }
 
 impl From<HashError> for IdentityError {
     fn from(err: HashError) -> Self {
         match err {
-            HashError::Busy => IdentityError::Busy,
+            HashError::Busy => IdentityReason::Busy.into(),
             other => IdentityError::internal(other),
-        }
-    }
-}
-
-impl From<cqrs_auth::AuthError> for IdentityError {
-    fn from(err: cqrs_auth::AuthError) -> Self {
-        IdentityError::internal(err)
-    }
-}
-
-impl From<IdentityError> for Status {
-    fn from(err: IdentityError) -> Self {
-        match &err {
-            IdentityError::InvalidArgument { reason, violations } => errors::invalid_argument(
-                DOMAIN,
-                reason,
-                "the request has invalid fields",
-                violations,
-            ),
-            IdentityError::PasswordPolicy { field, rules } => {
-                let mut violations = FieldViolations::new();
-                for rule in rules {
-                    violations.add(*field, format!("{}: {}", rule.code(), rule.describe()));
-                }
-                errors::invalid_argument(
-                    DOMAIN,
-                    "PASSWORD_POLICY_VIOLATION",
-                    "the password does not meet the password policy",
-                    &violations,
-                )
-            }
-            IdentityError::BadCredentials => errors::status(
-                Code::Unauthenticated,
-                DOMAIN,
-                "INVALID_CREDENTIALS",
-                BAD_CREDENTIALS_MESSAGE,
-            ),
-            IdentityError::WrongCurrentPassword => errors::status(
-                Code::Unauthenticated,
-                DOMAIN,
-                "INVALID_CREDENTIALS",
-                "the current password is incorrect",
-            ),
-            IdentityError::Unauthenticated => {
-                Status::unauthenticated(cqrs_auth::UNAUTHENTICATED_MESSAGE)
-            }
-            IdentityError::BadClientCredentials => errors::status(
-                Code::Unauthenticated,
-                DOMAIN,
-                "INVALID_CLIENT_CREDENTIALS",
-                "the client id or secret is incorrect",
-            ),
-            IdentityError::SessionEnded => errors::status(
-                Code::Unauthenticated,
-                DOMAIN,
-                "SESSION_ENDED",
-                "the session has ended; sign in again",
-            ),
-            IdentityError::InvalidLink => errors::status(
-                Code::FailedPrecondition,
-                DOMAIN,
-                "LINK_INVALID",
-                "the link is invalid, already used or expired",
-            ),
-            IdentityError::PermissionDenied(reason) => errors::status(
-                Code::PermissionDenied,
-                DOMAIN,
-                reason,
-                "the caller may not do this",
-            ),
-            IdentityError::NotFound(what) => errors::status(
-                Code::NotFound,
-                DOMAIN,
-                "NOT_FOUND",
-                &format!("{what} not found"),
-            ),
-            IdentityError::EmailTaken => errors::status(
-                Code::AlreadyExists,
-                DOMAIN,
-                "EMAIL_ALREADY_REGISTERED",
-                "the e-mail address already has an account in this realm",
-            ),
-            IdentityError::RequestIdReused => errors::status(
-                Code::AlreadyExists,
-                DOMAIN,
-                "REQUEST_ID_REUSED",
-                "the request id was already used for a different request",
-            ),
-            IdentityError::FailedPrecondition(reason, message) => {
-                errors::status(Code::FailedPrecondition, DOMAIN, reason, message)
-            }
-            IdentityError::NoGrant => errors::status(
-                Code::PermissionDenied,
-                DOMAIN,
-                "NO_GRANT",
-                "the caller holds no such grant",
-            ),
-            IdentityError::Busy => errors::status(
-                Code::ResourceExhausted,
-                DOMAIN,
-                "PASSWORD_CHECKS_BUSY",
-                "too many password checks in progress; retry later",
-            ),
-            IdentityError::DatabaseUnavailable(source) => {
-                tracing::warn!(error = %source, "database unavailable");
-                errors::unavailable(DOMAIN, "the database")
-            }
-            IdentityError::RedisUnavailable(source) => {
-                tracing::warn!(error = %source, "redis unavailable");
-                errors::unavailable(DOMAIN, "the session store")
-            }
-            IdentityError::DirectoryUnavailable(source) => {
-                tracing::warn!(error = %source, "directory unavailable");
-                errors::unavailable(DOMAIN, "the directory")
-            }
-            IdentityError::Internal(source) => errors::internal(DOMAIN, source.as_ref()),
         }
     }
 }
@@ -256,14 +156,15 @@ impl From<IdentityError> for Status {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use tonic::Status;
     use tonic_types::StatusExt;
 
     #[test]
     fn policy_violations_list_every_rule() {
-        let status = Status::from(IdentityError::PasswordPolicy {
+        let status = Status::from(IdentityError::from(IdentityReason::PasswordPolicy {
             field: "new_password",
             rules: vec![PolicyRule::TooShort { min: 8 }, PolicyRule::CommonPassword],
-        });
+        }));
         assert_eq!(status.code(), Code::InvalidArgument);
         let details = status.get_error_details();
         assert_eq!(

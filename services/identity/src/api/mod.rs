@@ -21,13 +21,13 @@ use cqrs_outbox::OutboxMessage;
 use cqrs_proto::identity::v1::{self as pb, identity_service_server::IdentityService};
 use cqrs_proto::notifications::v1::EmailTemplate;
 use cqrs_runtime::audit::{Actor, Event};
-use cqrs_runtime::errors::FieldViolations;
 use redis::aio::ConnectionManager;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 pub(crate) use accounts::Inserted;
-pub use error::{BAD_CREDENTIALS_MESSAGE, DOMAIN, IdentityError};
+use cqrs_edge::request::{id_field, principal};
+pub use error::{BAD_CREDENTIALS_MESSAGE, DOMAIN, IdentityError, IdentityReason};
 
 use crate::clock::Clock;
 use crate::config::IdentityConfig;
@@ -211,19 +211,31 @@ fn mail(template: EmailTemplate, account: &AccountRow, extra: &[(&str, &str)]) -
     }
 }
 
-/// Records `action` as a success on `account` and mails its owner `template`, both on the
+/// A change to an account that its owner is told of: the audit action (and its details) and
+/// the mail.
+struct Notice<'a> {
+    action: &'a str,
+    details: serde_json::Value,
+    template: EmailTemplate,
+    /// Mail parameters besides the owner's first name.
+    extra: &'a [(&'a str, &'a str)],
+}
+
+/// Records `notice.action` as a success on `account` and mails its owner, both on the
 /// change's transaction, so the change, its audit event and its mail commit together.
-#[allow(clippy::too_many_arguments)]
 async fn audit_and_mail(
     conn: &mut sqlx::PgConnection,
     now: chrono::DateTime<chrono::Utc>,
     actor: &Actor,
     account: &AccountRow,
-    action: &str,
-    details: serde_json::Value,
-    template: EmailTemplate,
-    extra: &[(&str, &str)],
+    notice: Notice<'_>,
 ) -> Result<(), IdentityError> {
+    let Notice {
+        action,
+        details,
+        template,
+        extra,
+    } = notice;
     let id = account.id.to_string();
     store::record(
         conn,
@@ -250,14 +262,6 @@ fn account_event<'a>(
         outcome,
         details,
     }
-}
-
-fn principal<T>(request: &Request<T>) -> Result<Principal, IdentityError> {
-    request
-        .extensions()
-        .get::<Principal>()
-        .cloned()
-        .ok_or(IdentityError::Unauthenticated)
 }
 
 fn is_service_desk(principal: &Principal) -> bool {
@@ -351,15 +355,6 @@ fn require_user(principal: &Principal) -> Result<(Uuid, String), IdentityError> 
         Principal::Service { .. } => {
             Err(IdentityError::PermissionDenied("USER_PRINCIPAL_REQUIRED"))
         }
-    }
-}
-
-fn parse_id(field: &str, raw: &str) -> Result<Uuid, IdentityError> {
-    let mut violations = FieldViolations::new();
-    let id = violations.uuid(field, raw);
-    match id {
-        Some(id) => Ok(id),
-        None => Err(IdentityError::invalid(violations)),
     }
 }
 

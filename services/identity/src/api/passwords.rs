@@ -11,10 +11,11 @@ use cqrs_proto::notifications::v1::EmailTemplate;
 use cqrs_runtime::audit::{Actor, Event};
 use tonic::Request;
 
+use super::signin::Failure;
 use super::signin::{Gate, Presented};
 use super::{
-    IdentityApi, IdentityError, MAX_FIELD_BYTES, account_event, audit_and_mail, convert, parse_id,
-    principal, require_desk, require_user,
+    IdentityApi, IdentityError, IdentityReason, MAX_FIELD_BYTES, Notice, account_event,
+    audit_and_mail, convert, id_field, principal, require_desk, require_user,
 };
 use crate::domain::account::{AccountState, Realm};
 use crate::domain::email::normalise_email;
@@ -43,9 +44,9 @@ impl IdentityApi {
             user_id: account.user_id.as_deref(),
             email: Some(&account.email),
         };
-        let normalised = profile
-            .check(raw, &context)
-            .map_err(|rules| IdentityError::PasswordPolicy { field, rules })?;
+        let normalised = profile.check(raw, &context).map_err(|rules| {
+            IdentityError::from(IdentityReason::PasswordPolicy { field, rules })
+        })?;
 
         let mut rules = Vec::new();
         if min_age_blocks(
@@ -73,7 +74,10 @@ impl IdentityApi {
         if rules.is_empty() {
             Ok(normalised)
         } else {
-            Err(IdentityError::PasswordPolicy { field, rules })
+            Err(IdentityError::from(IdentityReason::PasswordPolicy {
+                field,
+                rules,
+            }))
         }
     }
 
@@ -118,11 +122,11 @@ impl IdentityApi {
             return Err(IdentityError::invalid_field("token", "is required"));
         }
         if !is_well_formed_token(token) {
-            return Err(IdentityError::InvalidLink);
+            return Err(IdentityError::from(IdentityReason::InvalidLink));
         }
         account_store::open_link(self.store().pool(), &hash_token(token), purpose, now)
             .await?
-            .ok_or(IdentityError::InvalidLink)
+            .ok_or(IdentityError::from(IdentityReason::InvalidLink))
     }
 
     pub(super) async fn do_complete_registration(
@@ -136,7 +140,7 @@ impl IdentityApi {
             .open_link(&req.token, LinkPurpose::Registration, now)
             .await?;
         if account.state() != Some(AccountState::PendingRegistration) {
-            return Err(IdentityError::InvalidLink);
+            return Err(IdentityError::from(IdentityReason::InvalidLink));
         }
         let password = self
             .vet_new_password(&account, &req.password, "password", true, now)
@@ -145,13 +149,13 @@ impl IdentityApi {
 
         let mut tx = self.store().begin().await?;
         if !account_store::consume_link(&mut tx, link.id, now).await? {
-            return Err(IdentityError::InvalidLink);
+            return Err(IdentityError::from(IdentityReason::InvalidLink));
         }
         let keep = self.history_keep(&account);
         let Some(updated) =
             account_store::set_password(&mut tx, account.id, &phc, true, keep, now).await?
         else {
-            return Err(IdentityError::InvalidLink);
+            return Err(IdentityError::from(IdentityReason::InvalidLink));
         };
         store::record(
             &mut tx,
@@ -190,7 +194,7 @@ impl IdentityApi {
         if !account.is_active() {
             return Err(IdentityError::FailedPrecondition(
                 "ACCOUNT_NOT_ACTIVE",
-                "the account is not active",
+                "the account is not active".into(),
             ));
         }
         // The new password's own rules first: a typo in it must not cost a lock-out attempt.
@@ -204,43 +208,32 @@ impl IdentityApi {
             .profile(realm)
             .check(&req.new_password, &context)
         {
-            return Err(IdentityError::PasswordPolicy {
+            return Err(IdentityError::from(IdentityReason::PasswordPolicy {
                 field: "new_password",
                 rules,
-            });
+            }));
         }
 
         let presented = Presented::new(&req.current_password);
         match self.gated_verify(&account, &presented, now).await? {
             Gate::Locked => {
-                self.record_failure(
-                    &account,
-                    &actor,
-                    "CHANGE_PASSWORD",
-                    "locked",
-                    None,
-                    false,
-                    now,
-                )
-                .await?;
-                return Err(IdentityError::WrongCurrentPassword);
+                self.record_failure(&account, &actor, Failure::locked("CHANGE_PASSWORD"), now)
+                    .await?;
+                return Err(IdentityError::from(IdentityReason::WrongCurrentPassword));
             }
             Gate::Checked {
                 matched: false,
                 failures,
                 permanent_reached,
             } => {
-                self.record_failure(
-                    &account,
-                    &actor,
-                    "CHANGE_PASSWORD",
-                    "wrong_password",
-                    Some(failures),
-                    permanent_reached,
-                    now,
-                )
-                .await?;
-                return Err(IdentityError::WrongCurrentPassword);
+                let failure = Failure {
+                    action: "CHANGE_PASSWORD",
+                    reason: "wrong_password",
+                    failures: Some(failures),
+                    lock_now: permanent_reached,
+                };
+                self.record_failure(&account, &actor, failure, now).await?;
+                return Err(IdentityError::from(IdentityReason::WrongCurrentPassword));
             }
             Gate::Checked { matched: true, .. } => {
                 self.inner.lockout.record_success(account.id).await?;
@@ -264,10 +257,12 @@ impl IdentityApi {
             now,
             &actor,
             &updated,
-            "CHANGE_PASSWORD",
-            serde_json::json!({}),
-            EmailTemplate::PasswordChanged,
-            &[],
+            Notice {
+                action: "CHANGE_PASSWORD",
+                details: serde_json::json!({}),
+                template: EmailTemplate::PasswordChanged,
+                extra: &[],
+            },
         )
         .await?;
         self.end_sessions_before_commit(tx, account.id).await?;
@@ -302,10 +297,12 @@ impl IdentityApi {
                     now,
                     &actor,
                     &account,
-                    "REQUEST_PASSWORD_RESET",
-                    serde_json::json!({}),
-                    EmailTemplate::PasswordReset,
-                    &[("token", token.as_str())],
+                    Notice {
+                        action: "REQUEST_PASSWORD_RESET",
+                        details: serde_json::json!({}),
+                        template: EmailTemplate::PasswordReset,
+                        extra: &[("token", token.as_str())],
+                    },
                 )
                 .await?;
             }
@@ -349,7 +346,7 @@ impl IdentityApi {
             .open_link(&req.token, LinkPurpose::PasswordReset, now)
             .await?;
         if !account.is_active() {
-            return Err(IdentityError::InvalidLink);
+            return Err(IdentityError::from(IdentityReason::InvalidLink));
         }
         let password = self
             .vet_new_password(
@@ -364,23 +361,25 @@ impl IdentityApi {
 
         let mut tx = self.store().begin().await?;
         if !account_store::consume_link(&mut tx, link.id, now).await? {
-            return Err(IdentityError::InvalidLink);
+            return Err(IdentityError::from(IdentityReason::InvalidLink));
         }
         let keep = self.history_keep(&account);
         let Some(updated) =
             account_store::set_password(&mut tx, account.id, &phc, false, keep, now).await?
         else {
-            return Err(IdentityError::InvalidLink);
+            return Err(IdentityError::from(IdentityReason::InvalidLink));
         };
         audit_and_mail(
             &mut tx,
             now,
             &actor,
             &updated,
-            "RESET_PASSWORD",
-            serde_json::json!({ "exempt_min_age": link.exempt_min_age }),
-            EmailTemplate::PasswordChanged,
-            &[],
+            Notice {
+                action: "RESET_PASSWORD",
+                details: serde_json::json!({ "exempt_min_age": link.exempt_min_age }),
+                template: EmailTemplate::PasswordChanged,
+                extra: &[],
+            },
         )
         .await?;
         // SECURITY 20: every session ends and the reset does not sign anyone in.
@@ -408,10 +407,12 @@ impl IdentityApi {
                     now,
                     &actor,
                     &account,
-                    "REMIND_USER_ID",
-                    serde_json::json!({}),
-                    EmailTemplate::UserIdReminder,
-                    &[("user_id", user_id.as_str())],
+                    Notice {
+                        action: "REMIND_USER_ID",
+                        details: serde_json::json!({}),
+                        template: EmailTemplate::UserIdReminder,
+                        extra: &[("user_id", user_id.as_str())],
+                    },
                 )
                 .await?;
             }
@@ -442,13 +443,13 @@ impl IdentityApi {
         let principal = principal(&request)?;
         require_desk(&principal)?;
         let actor = Actor::from_request(&request, &principal);
-        let account_id = parse_id("account_id", &request.get_ref().account_id)?;
+        let account_id = id_field("account_id", &request.get_ref().account_id)?;
         let now = self.now();
         let account = self.load(account_id).await?;
         if !account.is_active() {
             return Err(IdentityError::FailedPrecondition(
                 "ACCOUNT_NOT_ACTIVE",
-                "only an active account can be sent a reset link",
+                "only an active account can be sent a reset link".into(),
             ));
         }
         let mut tx = self.store().begin().await?;
@@ -461,10 +462,12 @@ impl IdentityApi {
             now,
             &actor,
             &account,
-            "SEND_PASSWORD_RESET",
-            serde_json::json!({}),
-            EmailTemplate::PasswordReset,
-            &[("token", token.as_str())],
+            Notice {
+                action: "SEND_PASSWORD_RESET",
+                details: serde_json::json!({}),
+                template: EmailTemplate::PasswordReset,
+                extra: &[("token", token.as_str())],
+            },
         )
         .await?;
         store::commit(tx).await?;

@@ -6,6 +6,7 @@ use cqrs_proto::directory::v1 as dir;
 use cqrs_proto::identity::v1 as pb;
 use cqrs_proto::notifications::v1::EmailTemplate;
 use cqrs_runtime::audit::{Actor, Event};
+use cqrs_runtime::clock::{Clock, SystemClock};
 use cqrs_runtime::errors::FieldViolations;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -13,8 +14,8 @@ use tonic::Request;
 use uuid::Uuid;
 
 use super::{
-    IdentityApi, IdentityError, MAX_PASSWORD_BYTES, account_event, audit_alone, convert, mail,
-    principal, require_user,
+    IdentityApi, IdentityError, IdentityReason, MAX_PASSWORD_BYTES, account_event, audit_alone,
+    convert, mail, principal, require_user,
 };
 use crate::domain::account::AccountState;
 use crate::domain::lockout::LockLevel;
@@ -58,6 +59,31 @@ impl Presented {
                 password: NormalisedPassword::from_presented(raw),
                 oversized: false,
             }
+        }
+    }
+}
+
+/// A refused password check, as [`IdentityApi::record_failure`] records it.
+pub(super) struct Failure<'a> {
+    /// The RPC's audit action, e.g. `SIGN_IN`.
+    pub action: &'a str,
+    /// Why, e.g. `wrong_password`, `locked`.
+    pub reason: &'a str,
+    /// The account's failure count after this one; `None` when the attempt was not counted
+    /// (a locked account: no password was checked).
+    pub failures: Option<u32>,
+    /// Whether this failure reaches the permanent lock.
+    pub lock_now: bool,
+}
+
+impl<'a> Failure<'a> {
+    /// An attempt on a locked account: answered without a check, counted nowhere.
+    pub fn locked(action: &'a str) -> Self {
+        Failure {
+            action,
+            reason: "locked",
+            failures: None,
+            lock_now: false,
         }
     }
 }
@@ -118,17 +144,19 @@ impl IdentityApi {
     /// Records a refused password check, and the lock it causes: a permanent lock is written
     /// to Postgres with its audit event and the owner's mail, mirrored in Redis, and ends the
     /// account's sessions; a temporary lock ends them too (DESIGN §2: a lock ends sessions).
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn record_failure(
         &self,
         account: &AccountRow,
         actor: &Actor,
-        action: &str,
-        reason: &str,
-        failures: Option<u32>,
-        lock_now: bool,
+        failure: Failure<'_>,
         now: DateTime<Utc>,
     ) -> Result<(), IdentityError> {
+        let Failure {
+            action,
+            reason,
+            failures,
+            lock_now,
+        } = failure;
         let id = account.id.to_string();
         let mut details = serde_json::json!({ "reason": reason });
         if let Some(failures) = failures {
@@ -201,15 +229,15 @@ impl IdentityApi {
                 },
             )
             .await?;
-            return Err(IdentityError::BadCredentials);
+            return Err(IdentityError::from(IdentityReason::BadCredentials));
         };
 
         let (matched, failures, permanent_reached) =
             match self.gated_verify(&account, &presented, now).await? {
                 Gate::Locked => {
-                    self.record_failure(&account, &actor, "SIGN_IN", "locked", None, false, now)
+                    self.record_failure(&account, &actor, Failure::locked("SIGN_IN"), now)
                         .await?;
-                    return Err(IdentityError::BadCredentials);
+                    return Err(IdentityError::from(IdentityReason::BadCredentials));
                 }
                 Gate::Checked {
                     matched,
@@ -229,17 +257,14 @@ impl IdentityApi {
             (true, Some(AccountState::Disabled)) => "disabled",
             (true, _) => "pending_registration",
         };
-        self.record_failure(
-            &account,
-            &actor,
-            "SIGN_IN",
+        let failure = Failure {
+            action: "SIGN_IN",
             reason,
-            Some(failures),
-            permanent_reached && !matched,
-            now,
-        )
-        .await?;
-        Err(IdentityError::BadCredentials)
+            failures: Some(failures),
+            lock_now: permanent_reached && !matched,
+        };
+        self.record_failure(&account, &actor, failure, now).await?;
+        Err(IdentityError::from(IdentityReason::BadCredentials))
     }
 
     /// Re-hashes a password stored with older argon2 settings, now that it is known to be
@@ -354,10 +379,10 @@ impl IdentityApi {
         let Some(grant) = self.held_grant(account_id, &wanted).await? else {
             self.audit_selection(&actor, account_id, &wanted, "failure", now)
                 .await?;
-            return Err(IdentityError::NoGrant);
+            return Err(IdentityError::from(IdentityReason::NoGrant));
         };
         if !inner.sessions.set_active(&session_id, Some(wanted)).await? {
-            return Err(IdentityError::SessionEnded);
+            return Err(IdentityError::from(IdentityReason::SessionEnded));
         }
         let grant = match self.held_grant(account_id, &wanted).await {
             Ok(Some(_)) => grant,
@@ -368,7 +393,7 @@ impl IdentityApi {
                 checked?;
                 self.audit_selection(&actor, account_id, &wanted, "failure", now)
                     .await?;
-                return Err(IdentityError::NoGrant);
+                return Err(IdentityError::from(IdentityReason::NoGrant));
             }
         };
         let issued =
@@ -431,7 +456,7 @@ impl IdentityApi {
             return Err(IdentityError::invalid_field("session_token", "is required"));
         }
         if token.len() > MAX_SESSION_TOKEN_LEN {
-            return Err(IdentityError::SessionEnded);
+            return Err(IdentityError::from(IdentityReason::SessionEnded));
         }
         let now = self.now();
         let inner = &self.inner;
@@ -439,7 +464,7 @@ impl IdentityApi {
             .sessions
             .by_token(&token, now)
             .await?
-            .ok_or(IdentityError::SessionEnded)?;
+            .ok_or(IdentityError::from(IdentityReason::SessionEnded))?;
         // Sessions end when an account is disabled or locked; checking again here keeps a
         // session that escaped (e.g. Redis restored from a backup) from minting tokens.
         let usable = account_store::account(self.store().pool(), record.account_id)
@@ -447,7 +472,7 @@ impl IdentityApi {
             .is_some_and(|a| a.is_active() && a.locked_at.is_none());
         if !usable {
             inner.sessions.end(&record.session_id).await?;
-            return Err(IdentityError::SessionEnded);
+            return Err(IdentityError::from(IdentityReason::SessionEnded));
         }
         let issued = inner.issuer.issue_user(
             record.account_id,
@@ -537,7 +562,7 @@ impl IdentityApi {
         };
         if !(matched && known) {
             audit_alone(self.store(), now, &actor, event("failure")).await?;
-            return Err(IdentityError::BadClientCredentials);
+            return Err(IdentityError::from(IdentityReason::BadClientCredentials));
         }
         let issued = self
             .inner
@@ -551,10 +576,11 @@ impl IdentityApi {
     }
 }
 
-/// The issue time of access tokens. Every verifier checks `iat` and `exp` against its own
-/// system clock, so tokens use the system clock, not the service's adjustable one.
+/// The issue time of access tokens: token time (see [`cqrs_runtime::clock`]). Every verifier
+/// checks `iat` and `exp` against its own system clock, so tokens use the system clock, not
+/// the service's adjustable one.
 fn token_time() -> DateTime<Utc> {
-    Utc::now()
+    SystemClock.now()
 }
 
 /// Whether the principal is this account signing in as itself.

@@ -128,13 +128,3 @@ pub async fn enqueue(conn: &mut PgConnection, message: &OutboxMessage) -> Result
     cqrs_outbox::enqueue(conn, message).await?;
     Ok(())
 }
-
-/// Audit events matching `filter`, newest first.
-pub async fn list_audit(
-    pool: &PgPool,
-    filter: &audit::Filter,
-    page_size: i64,
-    after: Option<&cqrs_runtime::paging::PageToken>,
-) -> Result<cqrs_runtime::paging::Page<audit::AuditRow>, StoreError> {
-    Ok(audit::list(pool, filter, page_size, after).await?)
-}

@@ -1,78 +1,66 @@
-//! gRPC handlers: decode, authorise, call the domain and store, map errors once.
+//! gRPC handlers: decode, authorise, call the domain and the store, map errors once
+//! ([`NotificationError`]). Each RPC is a thin trait method over a `do_` method that returns
+//! the service's error, as in every service of the suite.
 
 mod convert;
 mod error;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use cqrs_auth::{Permission, Principal};
+use cqrs_edge::request::{id_field, principal};
+use cqrs_edge::scope;
 use cqrs_proto::notifications::v1::{self as pb, notification_service_server::NotificationService};
 use cqrs_runtime::audit::Actor;
+use cqrs_runtime::clock::Clock;
 use cqrs_runtime::errors::FieldViolations;
 use cqrs_runtime::paging::page_request;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-pub use error::NotificationError;
+pub use error::{NotificationError, NotificationReason};
 
 use crate::domain::{DeliveryState, NewEmail, NewNotification};
 use crate::store::Store;
+use error::store_error;
 
 #[derive(Clone)]
 pub struct NotificationApi {
     store: Store,
+    clock: Arc<dyn Clock>,
 }
 
 impl NotificationApi {
-    pub fn new(store: Store) -> Self {
-        NotificationApi { store }
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
+        NotificationApi { store, clock }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 }
 
 type ApiResult<T> = Result<Response<T>, Status>;
 
-/// Producers only: mail and in-app notices are raised by the workflows, never by users.
-fn require_service(principal: &Principal) -> Result<(), NotificationError> {
-    if principal.is_service() {
-        Ok(())
-    } else {
-        Err(NotificationError::PermissionDenied(
-            "SERVICE_PRINCIPAL_REQUIRED",
-        ))
-    }
-}
+/// Reason when an RPC is for a signed-in user's own inbox and preferences.
+const USER_PRINCIPAL_REQUIRED: &str = "USER_PRINCIPAL_REQUIRED";
+/// Reason when delivery records are asked for without an operations role.
+const OPERATIONS_ROLE_REQUIRED: &str = "OPERATIONS_ROLE_REQUIRED";
 
 /// The caller's own inbox and preferences: a signed-in user.
 fn require_user(principal: &Principal) -> Result<Uuid, NotificationError> {
     principal
         .account_id()
-        .ok_or(NotificationError::PermissionDenied(
-            "USER_PRINCIPAL_REQUIRED",
-        ))
+        .ok_or(NotificationError::PermissionDenied(USER_PRINCIPAL_REQUIRED))
 }
 
 /// Delivery records are for operations: a service, or a user acting as the service desk.
 fn require_operations(principal: &Principal) -> Result<(), NotificationError> {
-    let allowed = principal.is_service()
-        || principal
-            .active_role()
-            .is_some_and(|role| cqrs_auth::role_grants(role, Permission::ViewDeliveries));
-    if allowed {
-        Ok(())
-    } else {
-        Err(NotificationError::PermissionDenied(
-            "OPERATIONS_ROLE_REQUIRED",
-        ))
-    }
-}
-
-fn parse_id(field: &str, raw: &str) -> Result<Uuid, NotificationError> {
-    Uuid::parse_str(raw).map_err(|_| {
-        let mut violations = FieldViolations::new();
-        violations.add(field, "must be a UUID");
-        NotificationError::InvalidArgument(violations)
-    })
+    scope::by_permission(principal, Permission::ViewDeliveries)
+        .map(drop)
+        .map_err(|_| NotificationError::PermissionDenied(OPERATIONS_ROLE_REQUIRED))
 }
 
 #[tonic::async_trait]
@@ -81,8 +69,73 @@ impl NotificationService for NotificationApi {
         &self,
         request: Request<pb::EnqueueEmailRequest>,
     ) -> ApiResult<pb::EnqueueEmailResponse> {
-        let principal = cqrs_auth::principal(&request)?.clone();
-        require_service(&principal)?;
+        Ok(Response::new(self.do_enqueue_email(request).await?))
+    }
+
+    async fn notify(&self, request: Request<pb::NotifyRequest>) -> ApiResult<pb::NotifyResponse> {
+        Ok(Response::new(self.do_notify(request).await?))
+    }
+
+    async fn list_notifications(
+        &self,
+        request: Request<pb::ListNotificationsRequest>,
+    ) -> ApiResult<pb::ListNotificationsResponse> {
+        Ok(Response::new(self.do_list_notifications(request).await?))
+    }
+
+    async fn mark_notification_read(
+        &self,
+        request: Request<pb::MarkNotificationReadRequest>,
+    ) -> ApiResult<pb::MarkNotificationReadResponse> {
+        Ok(Response::new(
+            self.do_mark_notification_read(request).await?,
+        ))
+    }
+
+    async fn get_preferences(
+        &self,
+        request: Request<pb::GetPreferencesRequest>,
+    ) -> ApiResult<pb::GetPreferencesResponse> {
+        Ok(Response::new(self.do_get_preferences(request).await?))
+    }
+
+    async fn update_preferences(
+        &self,
+        request: Request<pb::UpdatePreferencesRequest>,
+    ) -> ApiResult<pb::UpdatePreferencesResponse> {
+        Ok(Response::new(self.do_update_preferences(request).await?))
+    }
+
+    async fn get_delivery(
+        &self,
+        request: Request<pb::GetDeliveryRequest>,
+    ) -> ApiResult<pb::GetDeliveryResponse> {
+        Ok(Response::new(self.do_get_delivery(request).await?))
+    }
+
+    async fn list_deliveries(
+        &self,
+        request: Request<pb::ListDeliveriesRequest>,
+    ) -> ApiResult<pb::ListDeliveriesResponse> {
+        Ok(Response::new(self.do_list_deliveries(request).await?))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> ApiResult<pb::ListAuditEventsResponse> {
+        Ok(Response::new(self.do_list_audit_events(request).await?))
+    }
+}
+
+impl NotificationApi {
+    /// Producers only: mail is raised by the workflows, never by users.
+    async fn do_enqueue_email(
+        &self,
+        request: Request<pb::EnqueueEmailRequest>,
+    ) -> Result<pb::EnqueueEmailResponse, NotificationError> {
+        let principal = principal(&request)?;
+        scope::internal_only(&principal)?;
         let actor = Actor::from_request(&request, &principal);
         let req = request.into_inner();
         let params: BTreeMap<String, String> = req.params.into_iter().collect();
@@ -92,24 +145,23 @@ impl NotificationService for NotificationApi {
             &req.to,
             params,
             &req.account_id,
-        )
-        .map_err(NotificationError::InvalidArgument)?;
-        let (row, created) = self
-            .store
-            .insert_email(&email, Utc::now(), &actor)
-            .await
-            .map_err(NotificationError::from)?;
+        )?;
+        let (row, created) = self.store.insert_email(&email, self.now(), &actor).await?;
         if created {
             tracing::info!(delivery_id = %row.id, template = %row.template, state = %row.state, "mail accepted");
         }
-        Ok(Response::new(pb::EnqueueEmailResponse {
+        Ok(pb::EnqueueEmailResponse {
             delivery: Some(convert::delivery(&row)),
-        }))
+        })
     }
 
-    async fn notify(&self, request: Request<pb::NotifyRequest>) -> ApiResult<pb::NotifyResponse> {
-        let principal = cqrs_auth::principal(&request)?.clone();
-        require_service(&principal)?;
+    /// Producers only: in-app notices are raised by the workflows, never by users.
+    async fn do_notify(
+        &self,
+        request: Request<pb::NotifyRequest>,
+    ) -> Result<pb::NotifyResponse, NotificationError> {
+        let principal = principal(&request)?;
+        scope::internal_only(&principal)?;
         let actor = Actor::from_request(&request, &principal);
         let req = request.into_inner();
         let notification = NewNotification::validate(
@@ -118,117 +170,103 @@ impl NotificationService for NotificationApi {
             &req.title,
             &req.body,
             &req.idempotency_key,
-        )
-        .map_err(NotificationError::InvalidArgument)?;
+        )?;
         let rows = self
             .store
-            .insert_notifications(&notification, Utc::now(), &actor)
-            .await
-            .map_err(NotificationError::from)?;
-        Ok(Response::new(pb::NotifyResponse {
+            .insert_notifications(&notification, self.now(), &actor)
+            .await?;
+        Ok(pb::NotifyResponse {
             notifications: rows.iter().map(convert::notification).collect(),
-        }))
+        })
     }
 
-    async fn list_notifications(
+    async fn do_list_notifications(
         &self,
         request: Request<pb::ListNotificationsRequest>,
-    ) -> ApiResult<pb::ListNotificationsResponse> {
-        let account_id = require_user(cqrs_auth::principal(&request)?)?;
+    ) -> Result<pb::ListNotificationsResponse, NotificationError> {
+        let account_id = require_user(&principal(&request)?)?;
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
         let (page_size, after) = page_request(&mut violations, req.page_size, &req.page_token);
-        violations
-            .into_result()
-            .map_err(NotificationError::InvalidArgument)?;
+        violations.into_result()?;
         let (page, unread) = self
             .store
             .list_notifications(account_id, req.unread_only, page_size, after.as_ref())
-            .await
-            .map_err(NotificationError::from)?;
-        Ok(Response::new(pb::ListNotificationsResponse {
+            .await?;
+        Ok(pb::ListNotificationsResponse {
             notifications: page.items.iter().map(convert::notification).collect(),
             next_page_token: page.next_page_token(),
             unread_count: i32::try_from(unread).unwrap_or(i32::MAX),
-        }))
+        })
     }
 
-    async fn mark_notification_read(
+    async fn do_mark_notification_read(
         &self,
         request: Request<pb::MarkNotificationReadRequest>,
-    ) -> ApiResult<pb::MarkNotificationReadResponse> {
-        let principal = cqrs_auth::principal(&request)?.clone();
+    ) -> Result<pb::MarkNotificationReadResponse, NotificationError> {
+        let principal = principal(&request)?;
         let account_id = require_user(&principal)?;
         let actor = Actor::from_request(&request, &principal);
-        let id = parse_id("notification_id", &request.get_ref().notification_id)?;
+        let id = id_field("notification_id", &request.get_ref().notification_id)?;
         let row = self
             .store
-            .mark_read(account_id, id, Utc::now(), &actor)
+            .mark_read(account_id, id, self.now(), &actor)
             .await
-            .map_err(|e| NotificationError::from(e).not_found_as("notification"))?;
-        Ok(Response::new(pb::MarkNotificationReadResponse {
+            .map_err(store_error("notification"))?;
+        Ok(pb::MarkNotificationReadResponse {
             notification: Some(convert::notification(&row)),
-        }))
+        })
     }
 
-    async fn get_preferences(
+    async fn do_get_preferences(
         &self,
         request: Request<pb::GetPreferencesRequest>,
-    ) -> ApiResult<pb::GetPreferencesResponse> {
-        let account_id = require_user(cqrs_auth::principal(&request)?)?;
-        let row = self
-            .store
-            .preferences(account_id)
-            .await
-            .map_err(NotificationError::from)?;
-        Ok(Response::new(pb::GetPreferencesResponse {
+    ) -> Result<pb::GetPreferencesResponse, NotificationError> {
+        let account_id = require_user(&principal(&request)?)?;
+        let row = self.store.preferences(account_id).await?;
+        Ok(pb::GetPreferencesResponse {
             preferences: Some(convert::preferences(&row)),
-        }))
+        })
     }
 
-    async fn update_preferences(
+    async fn do_update_preferences(
         &self,
         request: Request<pb::UpdatePreferencesRequest>,
-    ) -> ApiResult<pb::UpdatePreferencesResponse> {
-        let principal = cqrs_auth::principal(&request)?.clone();
+    ) -> Result<pb::UpdatePreferencesResponse, NotificationError> {
+        let principal = principal(&request)?;
         let account_id = require_user(&principal)?;
         let actor = Actor::from_request(&request, &principal);
+        let email_enabled = request.get_ref().email_enabled;
         let row = self
             .store
-            .update_preferences(
-                account_id,
-                request.get_ref().email_enabled,
-                Utc::now(),
-                &actor,
-            )
-            .await
-            .map_err(NotificationError::from)?;
-        Ok(Response::new(pb::UpdatePreferencesResponse {
+            .update_preferences(account_id, email_enabled, self.now(), &actor)
+            .await?;
+        Ok(pb::UpdatePreferencesResponse {
             preferences: Some(convert::preferences(&row)),
-        }))
+        })
     }
 
-    async fn get_delivery(
+    async fn do_get_delivery(
         &self,
         request: Request<pb::GetDeliveryRequest>,
-    ) -> ApiResult<pb::GetDeliveryResponse> {
-        require_operations(cqrs_auth::principal(&request)?)?;
-        let id = parse_id("id", &request.get_ref().id)?;
+    ) -> Result<pb::GetDeliveryResponse, NotificationError> {
+        require_operations(&principal(&request)?)?;
+        let id = id_field("id", &request.get_ref().id)?;
         let row = self
             .store
             .delivery(id)
             .await
-            .map_err(|e| NotificationError::from(e).not_found_as("delivery"))?;
-        Ok(Response::new(pb::GetDeliveryResponse {
+            .map_err(store_error("delivery"))?;
+        Ok(pb::GetDeliveryResponse {
             delivery: Some(convert::delivery(&row)),
-        }))
+        })
     }
 
-    async fn list_deliveries(
+    async fn do_list_deliveries(
         &self,
         request: Request<pb::ListDeliveriesRequest>,
-    ) -> ApiResult<pb::ListDeliveriesResponse> {
-        require_operations(cqrs_auth::principal(&request)?)?;
+    ) -> Result<pb::ListDeliveriesResponse, NotificationError> {
+        require_operations(&principal(&request)?)?;
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
         let state = match pb::DeliveryState::try_from(req.state) {
@@ -242,17 +280,30 @@ impl NotificationService for NotificationApi {
             }
         };
         let (page_size, after) = page_request(&mut violations, req.page_size, &req.page_token);
-        violations
-            .into_result()
-            .map_err(NotificationError::InvalidArgument)?;
+        violations.into_result()?;
         let page = self
             .store
             .list_deliveries(state, page_size, after.as_ref())
-            .await
-            .map_err(NotificationError::from)?;
-        Ok(Response::new(pb::ListDeliveriesResponse {
+            .await?;
+        Ok(pb::ListDeliveriesResponse {
             deliveries: page.items.iter().map(convert::delivery).collect(),
             next_page_token: page.next_page_token(),
-        }))
+        })
+    }
+
+    /// SERVICE_DESK (the only suite-wide holder of `ViewAuditEvents`), or internal: the trail
+    /// is not split by organisation, so a subtree's administrator cannot be given part of it.
+    async fn do_list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<pb::ListAuditEventsResponse, NotificationError> {
+        let principal = principal(&request)?;
+        scope::by_permission(&principal, Permission::ViewAuditEvents)?.suite_wide()?;
+        let (audit_events, next_page_token) =
+            cqrs_edge::audit::page(self.store.pool(), request.get_ref().into()).await?;
+        Ok(pb::ListAuditEventsResponse {
+            audit_events,
+            next_page_token,
+        })
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cqrs_rules::FieldViolations;
+use cqrs_rules::backoff::Backoff;
 use cqrs_rules::email::normalise_email;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -267,8 +268,7 @@ impl RetryPolicy {
         if attempts >= self.max_attempts {
             return AfterFailure::DeadLetter;
         }
-        let exponent = attempts.saturating_sub(1).min(30);
-        let delay = self.base.saturating_mul(1u32 << exponent).min(self.max);
+        let delay = Backoff::new(self.base, self.max).delay(attempts);
         let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
         AfterFailure::RetryAt(
             now.checked_add_signed(delay)
@@ -289,7 +289,7 @@ mod tests {
         ])
     }
 
-    fn fields(err: FieldViolations) -> Vec<String> {
+    fn fields(err: &FieldViolations) -> Vec<String> {
         err.iter().map(|(field, _)| field.to_owned()).collect()
     }
 
@@ -311,7 +311,7 @@ mod tests {
     fn every_problem_is_reported_at_once() {
         let err = NewEmail::validate("", None, "not an address", BTreeMap::new(), "x").unwrap_err();
         assert_eq!(
-            fields(err),
+            fields(&err),
             vec!["idempotency_key", "template", "to", "account_id"]
         );
 
@@ -322,7 +322,7 @@ mod tests {
         let err = NewEmail::validate("k", Some(Template::PasswordReset), "a@b.cd", params, "")
             .unwrap_err();
         assert_eq!(
-            fields(err),
+            fields(&err),
             vec!["params[extra]", "params[first_name]", "params[token]"]
         );
     }
@@ -410,7 +410,7 @@ mod tests {
         let err = NewNotification::validate(&[id.clone(), id, "x".into()], "lower", "", "", "")
             .unwrap_err();
         assert_eq!(
-            fields(err),
+            fields(&err),
             vec!["account_ids[1]", "account_ids[2]", "kind", "title", "body"]
         );
         assert!(

@@ -1,0 +1,170 @@
+//! The read side of every service's audit trail, once: a ListAuditEvents request (each
+//! service's has the same fields) becomes a filtered page of `cqrs.common.v1.AuditEvent`s,
+//! newest first. Who may read a trail is the service's own rule and is checked before this.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use cqrs_proto::common::v1 as common;
+use cqrs_rules::FieldViolations;
+use cqrs_runtime::audit::{self, AuditRow, Filter};
+use cqrs_runtime::paging::page_request_bounded;
+use prost_types::Timestamp;
+use sqlx::PgPool;
+
+use crate::{ApiError, ServiceReason};
+
+/// The fields of a ListAuditEvents request, borrowed from whichever service's it is.
+#[derive(Clone, Copy, Debug)]
+pub struct AuditQuery<'a> {
+    pub actor_id: &'a str,
+    pub target_id: &'a str,
+    pub action: &'a str,
+    pub start_time: Option<&'a Timestamp>,
+    pub end_time: Option<&'a Timestamp>,
+    pub page_size: i32,
+    pub page_token: &'a str,
+}
+
+macro_rules! audit_query_from {
+    ($($request:ty),+ $(,)?) => {$(
+        impl<'a> From<&'a $request> for AuditQuery<'a> {
+            fn from(r: &'a $request) -> Self {
+                AuditQuery {
+                    actor_id: &r.actor_id,
+                    target_id: &r.target_id,
+                    action: &r.action,
+                    start_time: r.start_time.as_ref(),
+                    end_time: r.end_time.as_ref(),
+                    page_size: r.page_size,
+                    page_token: &r.page_token,
+                }
+            }
+        }
+    )+};
+}
+
+audit_query_from!(
+    cqrs_proto::identity::v1::ListAuditEventsRequest,
+    cqrs_proto::directory::v1::ListAuditEventsRequest,
+    cqrs_proto::access::v1::ListAuditEventsRequest,
+    cqrs_proto::notifications::v1::ListAuditEventsRequest,
+);
+
+/// One page of the trail in `pool` matching `query`: the events and the next page's token
+/// (empty after the last). Bad filters or page fields are answered as field violations.
+pub async fn page<R: ServiceReason>(
+    pool: &PgPool,
+    query: AuditQuery<'_>,
+) -> Result<(Vec<common::AuditEvent>, String), ApiError<R>> {
+    let mut violations = FieldViolations::new();
+    let (page_size, after) = page_request_bounded(
+        &mut violations,
+        query.page_size,
+        query.page_token,
+        audit::DEFAULT_PAGE_SIZE,
+        audit::MAX_PAGE_SIZE,
+    );
+    let filter = Filter::from_request(
+        &mut violations,
+        query.actor_id,
+        query.target_id,
+        query.action,
+        query.start_time,
+        query.end_time,
+    );
+    violations.into_result()?;
+    let page = audit::list(pool, &filter, page_size, after.as_ref()).await?;
+    Ok((
+        page.items.iter().map(audit_event).collect(),
+        page.next_page_token(),
+    ))
+}
+
+/// A stored event as every service answers it.
+pub fn audit_event(row: &AuditRow) -> common::AuditEvent {
+    let actor_kind = match row.actor_kind.as_str() {
+        "user" => common::ActorKind::User,
+        "service" => common::ActorKind::Service,
+        "anonymous" => common::ActorKind::Anonymous,
+        "system" => common::ActorKind::System,
+        _ => common::ActorKind::Unspecified,
+    };
+    let outcome = match row.outcome.as_str() {
+        "success" => common::AuditOutcome::Success,
+        "failure" => common::AuditOutcome::Failure,
+        "denied" => common::AuditOutcome::Denied,
+        _ => common::AuditOutcome::Unspecified,
+    };
+    let details: HashMap<String, String> = match &row.details {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), value)
+            })
+            .collect(),
+        _ => HashMap::new(),
+    };
+    common::AuditEvent {
+        id: row.id.to_string(),
+        actor_id: row.actor_id.clone(),
+        actor_kind: actor_kind as i32,
+        action: row.action.clone(),
+        target_type: row.target_type.clone(),
+        target_id: row.target_id.clone(),
+        outcome: outcome as i32,
+        request_id: row.request_id.clone().unwrap_or_default(),
+        create_time: Some(timestamp(row.occurred_at)),
+        details,
+    }
+}
+
+fn timestamp(time: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    #[test]
+    fn rows_become_events() {
+        let row = AuditRow {
+            id: Uuid::from_u128(7),
+            occurred_at: DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
+            actor_kind: "service".into(),
+            actor_id: "access".into(),
+            action: "GRANT_ROLE".into(),
+            target_type: "account".into(),
+            target_id: "a1".into(),
+            outcome: "denied".into(),
+            request_id: Some("r1".into()),
+            details: serde_json::json!({ "reason": "NO_GRANT_IN_SCOPE", "count": 2 }),
+        };
+        let event = audit_event(&row);
+        assert_eq!(event.actor_kind, common::ActorKind::Service as i32);
+        assert_eq!(event.outcome, common::AuditOutcome::Denied as i32);
+        assert_eq!(event.request_id, "r1");
+        assert_eq!(event.details["reason"], "NO_GRANT_IN_SCOPE");
+        assert_eq!(event.details["count"], "2");
+        assert_eq!(event.create_time.unwrap().nanos, 5);
+        let unknown = audit_event(&AuditRow {
+            actor_kind: "martian".into(),
+            outcome: "maybe".into(),
+            details: serde_json::Value::Null,
+            ..row
+        });
+        assert_eq!(unknown.actor_kind, common::ActorKind::Unspecified as i32);
+        assert_eq!(unknown.outcome, common::AuditOutcome::Unspecified as i32);
+        assert!(unknown.details.is_empty());
+    }
+}

@@ -1,0 +1,20 @@
+//! The edge every service's gRPC handlers share, so that a service's `api` holds only its own
+//! rules:
+//!
+//! - [`ApiError`]: the errors every service has (bad fields, not signed in, refused, missing,
+//!   a reused request id, a stored state that forbids the change, a dependency down, a bug),
+//!   plus the service's own reasons ([`ServiceReason`]); mapped to a `tonic::Status` with its
+//!   `google.rpc` details in exactly one place.
+//! - [`request`]: the caller's [`Principal`](cqrs_auth::Principal) and id fields.
+//! - [`scope`]: the two-step authorisation (role first without I/O, then the target's scope)
+//!   that keeps permission checks ahead of existence checks.
+//! - [`refusals`]: refused changes recorded in the service's audit trail.
+//! - [`audit`]: the read side of every trail (`ListAuditEvents`), as `cqrs.common.v1` events.
+
+pub mod audit;
+mod error;
+pub mod refusals;
+pub mod request;
+pub mod scope;
+
+pub use error::{ApiError, BoxError, Denial, Refusal, ServiceReason};
