@@ -606,8 +606,14 @@ async fn reads_lists_and_the_audit_trail() {
         actions,
         ["SIGN_IN", "COMPLETE_REGISTRATION", "CREATE_ACCOUNT"]
     );
-    assert_eq!(events[0].actor_kind, pb::ActorKind::Anonymous as i32);
-    assert_eq!(events[2].actor_kind, pb::ActorKind::Service as i32);
+    assert_eq!(
+        events[0].actor_kind,
+        cqrs_proto::common::v1::ActorKind::Anonymous as i32
+    );
+    assert_eq!(
+        events[2].actor_kind,
+        cqrs_proto::common::v1::ActorKind::Service as i32
+    );
     assert_eq!(events[2].actor_id, "access");
     assert_eq!(events[2].details["realm"], "LOCAL");
     assert!(!events[0].request_id.is_empty());

@@ -1,9 +1,9 @@
 //! Grants through the real directory service: listed at sign-in, checked by SelectRole,
 //! carried by the session's tokens, and dropped with the session when revoked.
 
-use chrono::Utc;
 use cqrs_auth::RoleProto;
 use cqrs_auth::{ActiveGrant, Principal, Role};
+use cqrs_identity::{Clock as _, SystemClock};
 use cqrs_proto::directory::v1::{self as dir, OrganisationKind};
 use cqrs_proto::identity::v1 as pb;
 use cqrs_testkit::{assert_reason, with_token};
@@ -121,7 +121,7 @@ impl Harness {
     }
 
     fn active_grant(&self, token: &str) -> Option<ActiveGrant> {
-        match self.keys.verifier.verify(token, Utc::now()).unwrap() {
+        match self.keys.verifier.verify(token, SystemClock.now()).unwrap() {
             Principal::User { active, .. } => active,
             other => panic!("not a user token: {other:?}"),
         }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use cqrs_auth::{
     ActiveGrant, IssuerTokenSource, RedisSessionCheck, Role, SigningKey, TokenIssuer, TokenVerifier,
 };
@@ -13,6 +14,7 @@ use cqrs_proto::directory::v1::directory_service_client::DirectoryServiceClient;
 use cqrs_proto::identity::v1::{self as pb, identity_service_client::IdentityServiceClient};
 use cqrs_runtime::config::{Env, ServerConfig};
 use cqrs_testkit::{RunningServer, SmtpSink, TestDb, TestKeys, TestRedis, spawn, with_token};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -67,9 +69,16 @@ impl Mail {
         let config = cqrs_notifications::NotificationsConfig::from_env(&env).unwrap();
         let server_config = ServerConfig::from_env(&env, "notifications", 0).unwrap();
         let store = cqrs_notifications::Store::new(db.pool.clone());
-        let server = spawn(cqrs_notifications::server(server_config, store.clone())).await;
+        let server = spawn(cqrs_notifications::server(
+            server_config,
+            store.clone(),
+            Arc::new(cqrs_runtime::clock::SystemClock),
+        ))
+        .await;
         let (tx, rx) = oneshot::channel::<()>();
-        let worker = cqrs_notifications::worker(&config, store).unwrap();
+        let worker =
+            cqrs_notifications::worker(&config, store, Arc::new(cqrs_runtime::clock::SystemClock))
+                .unwrap();
         tokio::spawn(worker.run(async move {
             let _ = rx.await;
         }));
@@ -114,6 +123,7 @@ impl DirectoryPeer {
         let tokens = Arc::new(IssuerTokenSource::new(
             Arc::new(keys.issuer.clone()),
             "directory",
+            Arc::new(cqrs_runtime::clock::SystemClock),
         ));
         let directory = cqrs_directory::Directory::new(
             cqrs_directory::Store::new(db.pool.clone()),
@@ -529,4 +539,24 @@ impl FlakyProxy {
             }
         }
     }
+}
+
+/// A fixed instant for the Redis store tests, which are given the time rather than read it.
+pub fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_800_000_000_000).unwrap()
+}
+
+/// A Redis connection to a port nothing listens on, with short timeouts and few retries, to
+/// watch a store fail closed.
+pub fn dead_redis() -> ConnectionManager {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(Duration::from_millis(500)))
+        .set_number_of_retries(1);
+    ConnectionManager::new_lazy_with_config(client, config).unwrap()
 }

@@ -1,5 +1,6 @@
 //! The identity service end to end, in-process, against a real Postgres database, a real
-//! Redis and — for mail — the real notification service with an SMTP server on loopback.
+//! Redis and — for mail — the real notification service with an SMTP server on loopback;
+//! and its Redis stores (lock-out counter, sessions) on their own against a real Redis.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -8,6 +9,8 @@ mod harness;
 mod accounts;
 mod grants;
 mod links;
+mod redis_lockout;
+mod redis_sessions;
 mod scope;
 mod signin;
 mod stores;

@@ -4,9 +4,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
 use cqrs_auth::{SigningKey, TokenIssuer};
-use cqrs_identity::Clock as _;
 use cqrs_identity::api::BAD_CREDENTIALS_MESSAGE;
 use cqrs_identity::store::lockout::LockoutStore;
+use cqrs_identity::{Clock as _, SystemClock};
 use cqrs_proto::identity::v1 as pb;
 use cqrs_testkit::{assert_reason, status_reason, with_token};
 use redis::AsyncCommands;
@@ -57,7 +57,7 @@ async fn sign_in_refresh_and_sign_out() {
     assert_eq!(session.account_id, account.id);
     assert!(session.expire_time.is_some() && session.idle_expire_time.is_some());
     assert_ne!(signed.session_token, "");
-    let expires = signed.expires_at.unwrap().seconds - Utc::now().timestamp();
+    let expires = signed.expires_at.unwrap().seconds - SystemClock.now().timestamp();
     assert!((590..=600).contains(&expires), "{expires}");
 
     // The access token works on a protected RPC, and its session is the sign-in's.
@@ -622,7 +622,7 @@ async fn only_live_tokens_signed_by_served_keys_are_accepted() {
             Duration::from_secs(60),
             Duration::from_secs(600),
         )
-        .by_token(&signed.session_token, Utc::now())
+        .by_token(&signed.session_token, h.clock.now())
         .await
         .unwrap()
         .unwrap();
@@ -650,21 +650,26 @@ async fn only_live_tokens_signed_by_served_keys_are_accepted() {
     let ttl = Duration::from_secs(600);
     // A token from the rotated-out key still verifies while its key is served.
     let rotated = TokenIssuer::new(old, ttl)
-        .issue_user(id, &sid, None, Utc::now())
+        .issue_user(id, &sid, None, SystemClock.now())
         .unwrap()
         .token;
     h.get_account(&rotated, &account.id).await.unwrap();
 
     let impostor_same_kid = TokenIssuer::new(SigningKey::generate(h.signing.kid()), ttl)
-        .issue_user(id, &sid, None, Utc::now())
+        .issue_user(id, &sid, None, SystemClock.now())
         .unwrap()
         .token;
     let unknown_kid = TokenIssuer::new(SigningKey::generate("elsewhere"), ttl)
-        .issue_user(id, &sid, None, Utc::now())
+        .issue_user(id, &sid, None, SystemClock.now())
         .unwrap()
         .token;
     let expired = TokenIssuer::new(h.signing.clone(), ttl)
-        .issue_user(id, &sid, None, Utc::now() - chrono::TimeDelta::hours(1))
+        .issue_user(
+            id,
+            &sid,
+            None,
+            SystemClock.now() - chrono::TimeDelta::hours(1),
+        )
         .unwrap()
         .token;
     let mut tampered = signed.access_token.clone();

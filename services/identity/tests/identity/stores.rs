@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_identity::{Identity, Store, redis_connection};
+use cqrs_identity::domain::password::NormalisedPassword;
+use cqrs_identity::{Clock as _, Identity, Store, redis_connection};
 use cqrs_proto::identity::v1 as pb;
 use cqrs_runtime::audit::{Actor, Event};
 use cqrs_testkit::{assert_reason, spawn};
@@ -150,41 +151,100 @@ async fn postgres_down_answers_unavailable() {
 }
 
 /// SECURITY 10: hashing is bounded; a flood beyond it is turned away with ResourceExhausted
-/// instead of queueing without limit.
+/// instead of queueing without limit, and once the pool is free again checks pass.
+///
+/// Deterministic rather than hoping parallel sign-ins saturate the pool: its one hashing
+/// thread is first taken by a verify many times longer than the queue timeout, confirmed
+/// running before the flood is sent, so every check of the flood waits behind it for longer
+/// than the timeout and is refused unhashed.
 #[tokio::test]
 async fn a_flood_of_password_checks_is_turned_away() {
+    // Long enough for the idle thread to pick up work on a loaded machine; far shorter than
+    // the verify holding the thread below.
+    const QUEUE_TIMEOUT: Duration = Duration::from_millis(250);
+    const HOLD_AT_LEAST: Duration = Duration::from_secs(3);
     let h = Harness::start(&[
         ("IDENTITY_HASH_CONCURRENCY", "1"),
-        ("IDENTITY_HASH_QUEUE_TIMEOUT_MS", "1"),
+        (
+            "IDENTITY_HASH_QUEUE_TIMEOUT_MS",
+            &QUEUE_TIMEOUT.as_millis().to_string(),
+        ),
     ])
     .await;
-    let mut tasks = Vec::new();
-    for i in 0..30 {
-        let mut client = h.client();
-        tasks.push(tokio::spawn(async move {
-            client
-                .sign_in(pb::SignInRequest {
-                    login: format!("nobody{i}@practice.org"),
-                    password: PASSWORDS[0].into(),
-                })
+    let account = h
+        .active(pb::Realm::Local, "flo.reed@practice.org", PASSWORDS[0])
+        .await;
+    let hasher = h.identity.api.hasher().clone();
+    assert_eq!(hasher.permits(), 1);
+    assert_eq!(hasher.in_flight(), 0);
+
+    // A stored hash with more iterations than the configured two: verifying it costs
+    // t_cost/2 ordinary verifies (as timed at start-up), whatever its output says. At least
+    // four verifies' worth, in case start-up was timed on a busier machine than now.
+    let typical = hasher.typical_verify_duration();
+    assert!(typical > Duration::ZERO);
+    let t_cost = (2 * HOLD_AT_LEAST.as_micros() / typical.as_micros().max(1) + 1)
+        .clamp(8, u128::from(cqrs_identity::hashing::MAX_T_COST));
+    let slow = format!(
+        "$argon2id$v=19$m={},t={t_cost},p=1$c2FsdHNhbHRzYWx0$\
+         1EuwiiPAgEsdu03L8+QudHsbzM1r8kwqK6ECdOMiR7k",
+        cqrs_identity::hashing::MIN_M_COST_KIB
+    );
+    let holder = tokio::spawn({
+        let hasher = hasher.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let matched = hasher
+                .verify(&NormalisedPassword::from_presented("x"), &slow)
                 .await
-                .unwrap_err()
-        }));
-    }
-    let mut busy = 0;
-    for task in tasks {
-        let err = task.await.unwrap();
-        match err.code() {
-            Code::ResourceExhausted => {
-                assert_reason(&err, Code::ResourceExhausted, "PASSWORD_CHECKS_BUSY");
-                busy += 1;
-            }
-            Code::Unauthenticated => {}
-            other => panic!("unexpected {other:?}: {err:?}"),
+                .unwrap();
+            (matched, started.elapsed())
         }
+    });
+    let waiting = std::time::Instant::now();
+    while hasher.in_flight() == 0 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "the holding verify never started"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    assert!(busy > 0, "no request was turned away");
-    assert!(h.identity.api.hasher().in_flight() <= 1);
+
+    // The flood: unknown logins and the right password of a real account, all at once.
+    let mut logins: Vec<(String, &str)> = (0..10)
+        .map(|i| (format!("nobody{i}@practice.org"), PASSWORDS[0]))
+        .collect();
+    logins.push((account.email.clone(), PASSWORDS[0]));
+    let tasks: Vec<_> = logins
+        .into_iter()
+        .map(|(login, password)| {
+            let mut client = h.client();
+            tokio::spawn(async move {
+                client
+                    .sign_in(pb::SignInRequest {
+                        login,
+                        password: password.into(),
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let err = task.await.unwrap().unwrap_err();
+        assert_reason(&err, Code::ResourceExhausted, "PASSWORD_CHECKS_BUSY");
+    }
+    let (matched, held) = holder.await.unwrap();
+    assert!(!matched);
+    assert!(held > QUEUE_TIMEOUT, "held the thread only {held:?}");
+    assert_eq!(hasher.in_flight(), 0);
+
+    // The pool is free again: checks are made, and the right password signs in.
+    let err = h
+        .sign_in("nobody@practice.org", PASSWORDS[0])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    h.sign_in(&account.email, PASSWORDS[0]).await.unwrap();
 }
 
 /// Raised argon2 settings reach an account's stored hash (and its history entry) at its next
@@ -228,7 +288,7 @@ async fn raised_hash_settings_reach_accounts_at_sign_in() {
 async fn batched_audit_events_are_each_written_once() {
     let h = Harness::start(&[]).await;
     let store = h.identity.store.clone();
-    let now = chrono::Utc::now();
+    let now = h.clock.now();
     let tasks: Vec<_> = (0..300)
         .map(|i| {
             let store = store.clone();

@@ -1,8 +1,6 @@
 //! The lock-out counter against a real Redis: atomic check + count under parallel attempts,
 //! growing temporary locks, the permanent lock, reset, unlock and failing closed.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,8 +9,9 @@ use cqrs_identity::domain::lockout::LockoutPolicy;
 use cqrs_identity::store::lockout::{AttemptGate, LockoutStore};
 use cqrs_testkit::TestRedis;
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use uuid::Uuid;
+
+use crate::harness::{dead_redis, t0};
 
 fn policy(temporary_after: u32, permanent_after: u32) -> LockoutPolicy {
     LockoutPolicy {
@@ -22,10 +21,6 @@ fn policy(temporary_after: u32, permanent_after: u32) -> LockoutPolicy {
         permanent_after,
         failure_window: Duration::from_secs(24 * 3600),
     }
-}
-
-fn t0() -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(1_800_000_000_000).unwrap()
 }
 
 fn at_ms(ms: i64) -> DateTime<Utc> {
@@ -428,23 +423,9 @@ async fn locked_until_reads_without_creating_state() {
     assert!(keys.iter().all(|k| !k.contains(&free.to_string())));
 }
 
-/// A manager for a port nothing listens on, with short timeouts and few retries.
-async fn dead_redis() -> ConnectionManager {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(500)))
-        .set_response_timeout(Some(Duration::from_millis(500)))
-        .set_number_of_retries(1);
-    ConnectionManager::new_lazy_with_config(client, config).unwrap()
-}
-
 #[tokio::test]
 async fn redis_down_fails_closed() {
-    let store = LockoutStore::new(dead_redis().await, "t-dead:");
+    let store = LockoutStore::new(dead_redis(), "t-dead:");
     let policy = policy(5, 10);
     let account = Uuid::new_v4();
 

@@ -1,25 +1,21 @@
 //! Sessions against a real Redis: the key every service checks, refresh by secret, idle and
 //! absolute expiry, ending one / all / those with a revoked grant, and failing closed.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::TimeDelta;
 use cqrs_auth::{ActiveGrant, RedisSessionCheck, Role, SessionCheck, session_key};
 use cqrs_identity::store::sessions::SessionStore;
+use cqrs_identity::{Clock as _, SystemClock};
 use cqrs_testkit::TestRedis;
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use uuid::Uuid;
+
+use crate::harness::{dead_redis, t0};
 
 const IDLE: Duration = Duration::from_secs(60);
 const ABSOLUTE: Duration = Duration::from_secs(100);
-
-fn t0() -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(1_800_000_000_000).unwrap()
-}
 
 fn store(redis: &TestRedis) -> SessionStore {
     SessionStore::new(redis.conn.clone(), redis.namespace.clone(), IDLE, ABSOLUTE)
@@ -202,9 +198,15 @@ async fn an_idle_session_expires() {
         Duration::from_millis(300),
         ABSOLUTE,
     );
-    let (token, record) = store.create(Uuid::new_v4(), Utc::now()).await.unwrap();
+    let (token, record) = store
+        .create(Uuid::new_v4(), SystemClock.now())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(store.by_token(&token, Utc::now()).await.unwrap(), None);
+    assert_eq!(
+        store.by_token(&token, SystemClock.now()).await.unwrap(),
+        None
+    );
     assert_eq!(store.get(&record.session_id).await.unwrap(), None);
 }
 
@@ -363,17 +365,7 @@ async fn many_sessions_in_parallel() {
 
 #[tokio::test]
 async fn redis_down_fails_closed() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(500)))
-        .set_response_timeout(Some(Duration::from_millis(500)))
-        .set_number_of_retries(1);
-    let conn = ConnectionManager::new_lazy_with_config(client, config).unwrap();
-    let store = SessionStore::new(conn, "t-dead:", IDLE, ABSOLUTE);
+    let store = SessionStore::new(dead_redis(), "t-dead:", IDLE, ABSOLUTE);
 
     let started = Instant::now();
     let limit = Duration::from_secs(5);
