@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use cqrs_proto::access::v1::{AccessRequestState, InvitationState, RegistrationState};
-use cqrs_proto::directory::v1::{OrganisationKind, Role};
+use cqrs_proto::common::v1::Role;
+use cqrs_proto::directory::v1::OrganisationKind;
 use cqrs_proto::identity::v1::{AccountState, Realm};
 use uuid::Uuid;
 

@@ -4,33 +4,25 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-/// `500ms`, `30s`, `15m`, `2h`, `1d`, or a bare number of seconds.
+/// Longest duration accepted.
+const MAX: Duration = Duration::from_secs(366 * 86_400);
+
+/// A `humantime` duration (`500ms`, `30s`, `2.5s`, `15m`, `2h`, `1d`, `1h 30m`), or a bare
+/// number of seconds.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let s = raw.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration `{raw}` (e.g. 500ms, 30s, 15m, 2h, 1d)"))?;
-    let factor = match unit.trim() {
-        "ms" => 0.001,
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86_400.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in `{raw}` (ms, s, m, h or d)"
-            ));
-        }
+    let bare_seconds = !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == '.');
+    let parsed = if bare_seconds {
+        humantime::parse_duration(&format!("{s}s"))
+    } else {
+        humantime::parse_duration(s)
     };
-    let secs = value * factor;
-    if !secs.is_finite() || secs <= 0.0 || secs > 366.0 * 86_400.0 {
+    let value = parsed
+        .map_err(|e| format!("invalid duration `{raw}` ({e}; e.g. 500ms, 30s, 15m, 2h, 1d)"))?;
+    if value.is_zero() || value > MAX {
         return Err(format!("duration `{raw}` out of range"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(value)
 }
 
 /// A lower time bound: an RFC 3339 time or a duration before now.
@@ -74,6 +66,7 @@ mod tests {
         assert_eq!(parse_duration("2.5s"), Ok(Duration::from_millis(2500)));
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5_400)));
         for bad in ["", "s", "0", "-1s", "5y", "1e999", "abc"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }

@@ -3,6 +3,7 @@
 //! `-` or `_`, with or without the prefix (`service-desk`, `SERVICE_DESK`, `ROLE_SERVICE_DESK`).
 
 use cqrs_proto::access::v1 as access;
+use cqrs_proto::common::v1 as common;
 use cqrs_proto::directory::v1 as directory;
 use cqrs_proto::identity::v1 as identity;
 use cqrs_proto::notifications::v1 as notifications;
@@ -51,7 +52,7 @@ macro_rules! proto_enum {
 proto_enum!(
     role_name,
     parse_role,
-    directory::Role,
+    common::Role,
     "ROLE_",
     [
         ServiceDesk,
@@ -156,11 +157,10 @@ proto_enum!(
     ]
 );
 
-// The three audit trails share value names; identity's enums stand for all of them.
 proto_enum!(
     actor_kind_name,
     parse_actor_kind,
-    identity::ActorKind,
+    common::ActorKind,
     "ACTOR_KIND_",
     [User, Service, Anonymous, System]
 );
@@ -168,7 +168,7 @@ proto_enum!(
 proto_enum!(
     outcome_name,
     parse_outcome,
-    identity::AuditOutcome,
+    common::AuditOutcome,
     "AUDIT_OUTCOME_",
     [Success, Failure, Denied]
 );
@@ -187,11 +187,11 @@ mod tests {
             " Service_Desk ",
             "role-service-desk",
         ] {
-            assert_eq!(parse_role(raw), Ok(directory::Role::ServiceDesk), "{raw}");
+            assert_eq!(parse_role(raw), Ok(common::Role::ServiceDesk), "{raw}");
         }
         assert_eq!(
             parse_role("commissioning-account-administrator"),
-            Ok(directory::Role::CommissioningAccountAdministrator)
+            Ok(common::Role::CommissioningAccountAdministrator)
         );
     }
 
@@ -207,7 +207,7 @@ mod tests {
     #[test]
     fn names_drop_the_prefix() {
         assert_eq!(
-            role_name(directory::Role::PracticeManager as i32),
+            role_name(common::Role::PracticeManager as i32),
             "PRACTICE_MANAGER"
         );
         assert_eq!(

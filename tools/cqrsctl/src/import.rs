@@ -12,6 +12,7 @@
 //!   in the file it must come on an earlier line and be of the kind the tree requires (region >
 //!   commissioning organisation > service provider); otherwise it must already exist.
 
+use cqrs_rules::organisation::{OrganisationKind as Kind, normalise_ods_code};
 use std::collections::HashMap;
 use std::io::Read;
 
@@ -46,32 +47,11 @@ pub struct ImportRow {
     pub parent_line: Option<u64>,
 }
 
-/// The ODS code in its stored form, or why it is not one (the directory's own rule).
-pub fn normalise_ods(raw: &str) -> Result<String, &'static str> {
-    let code = raw.trim().to_ascii_uppercase();
-    if code.is_empty() {
-        return Err("is required");
-    }
-    let ok = (3..=6).contains(&code.len())
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-        && code.bytes().any(|b| b.is_ascii_uppercase());
-    if ok {
-        Ok(code)
-    } else {
-        Err("must be 3 to 6 letters and digits, at least one a letter (e.g. Y56, 15N, A81001)")
-    }
-}
-
+/// The kind a `kind` organisation sits under: the directory's tree rule (`cqrs_rules`).
 fn parent_kind(kind: OrganisationKind) -> Option<OrganisationKind> {
-    match kind {
-        OrganisationKind::CommissioningOrganisation => Some(OrganisationKind::Region),
-        OrganisationKind::ServiceProvider => Some(OrganisationKind::CommissioningOrganisation),
-        OrganisationKind::Region
-        | OrganisationKind::ServiceDesk
-        | OrganisationKind::Unspecified => None,
-    }
+    let kind = Kind::parse(kind.as_str_name().strip_prefix("ORGANISATION_KIND_")?)?;
+    let parent = kind.parent_kind()?;
+    OrganisationKind::from_str_name(&format!("ORGANISATION_KIND_{}", parent.as_str()))
 }
 
 const COLUMNS: [&str; 4] = ["ods_code", "name", "kind", "parent_ods"];
@@ -159,7 +139,7 @@ pub fn parse(mut input: impl Read, source: &str) -> Result<Vec<ImportRow>, CliEr
                 description,
             });
         };
-        let ods = normalise_ods(&column(&record, "ods_code"))
+        let ods = normalise_ods_code(&column(&record, "ods_code"))
             .map_err(|e| problem("ods_code", e.to_owned()))
             .ok();
         let name_raw = column(&record, "name");
@@ -183,7 +163,7 @@ pub fn parse(mut input: impl Read, source: &str) -> Result<Vec<ImportRow>, CliEr
         let parent = if parent_raw.is_empty() {
             None
         } else {
-            match normalise_ods(&parent_raw) {
+            match normalise_ods_code(&parent_raw) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     problem("parent_ods", e.to_owned());

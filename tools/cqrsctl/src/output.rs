@@ -48,59 +48,43 @@ pub fn or_dash(text: &str) -> String {
     }
 }
 
-/// A fixed-width table: a heading row, then one line per row; columns two spaces apart,
-/// no trailing spaces.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| r.iter().map(|c| sanitize(c)).collect())
-        .collect();
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in &cells {
-        for (i, cell) in row.iter().enumerate() {
-            if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
+/// A borderless table: columns two spaces apart, no trailing spaces, one `\n` per line. Cells
+/// are sanitised; widths are display widths (comfy-table uses `unicode-width`).
+fn grid(header: Option<&[&str]>, rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::NOTHING);
+    if let Some(header) = header {
+        table.set_header(header.iter().copied());
     }
-    let mut out = String::new();
-    let mut line = |cols: Vec<&str>| {
-        let mut text = String::new();
-        for (i, col) in cols.iter().enumerate() {
-            if i > 0 {
-                text.push_str("  ");
-            }
-            text.push_str(col);
-            let width = widths.get(i).copied().unwrap_or(0);
-            text.extend(std::iter::repeat_n(
-                ' ',
-                width.saturating_sub(col.chars().count()),
-            ));
-        }
-        out.push_str(text.trim_end());
+    for row in rows {
+        table.add_row(row.iter().map(|c| sanitize(c)));
+    }
+    for column in table.column_iter_mut() {
+        column.set_padding((0, COLUMN_GAP));
+    }
+    table.lines().fold(String::new(), |mut out, line| {
+        out.push_str(line.trim_end());
         out.push('\n');
-    };
-    line(headers.to_vec());
-    for row in &cells {
-        line(row.iter().map(String::as_str).collect());
-    }
-    out
+        out
+    })
+}
+
+/// Spaces between two columns.
+const COLUMN_GAP: u16 = 2;
+
+/// A fixed-width table: a heading row, then one line per row.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    grid(Some(headers), rows.iter().cloned())
 }
 
 /// `KEY  value` lines for one item.
 pub fn key_values(fields: &[(&str, String)]) -> String {
-    let width = fields
-        .iter()
-        .map(|(k, _)| k.chars().count())
-        .max()
-        .unwrap_or(0);
-    let mut out = String::new();
-    for (key, value) in fields {
-        let line = format!("{key:<width$}  {}", sanitize(value));
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    grid(
+        None,
+        fields
+            .iter()
+            .map(|(key, value)| vec![(*key).to_owned(), value.clone()]),
+    )
 }
 
 fn json<T: Serialize + ?Sized>(value: &T) -> Result<String, CliError> {
@@ -250,5 +234,11 @@ mod tests {
         assert_eq!(out, "N\nZoë\nJo\n");
         let out = table(&["NAME", "X"], &[vec!["Zoë".into(), "1".into()]]);
         assert_eq!(out, "NAME  X\nZoë   1\n");
+    }
+
+    #[test]
+    fn wide_characters_take_their_display_width() {
+        let out = table(&["N", "X"], &[vec!["日本".into(), "1".into()]]);
+        assert_eq!(out, "N     X\n日本  1\n");
     }
 }

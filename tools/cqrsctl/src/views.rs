@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use cqrs_proto::access::v1 as access;
+use cqrs_proto::common::v1 as common;
 use cqrs_proto::directory::v1 as directory;
 use cqrs_proto::identity::v1 as identity;
 use cqrs_proto::notifications::v1 as notifications;
@@ -471,32 +472,25 @@ pub struct AuditEventView {
     pub time: Option<DateTime<Utc>>,
 }
 
-macro_rules! audit_from {
-    ($ty:ty, $service:literal) => {
-        impl From<&$ty> for AuditEventView {
-            fn from(e: &$ty) -> Self {
-                AuditEventView {
-                    service: $service,
-                    id: e.id.clone(),
-                    create_time: time_text(e.create_time.as_ref()),
-                    actor_kind: enums::actor_kind_name(e.actor_kind),
-                    actor_id: non_empty(&e.actor_id),
-                    action: e.action.clone(),
-                    target_type: e.target_type.clone(),
-                    target_id: e.target_id.clone(),
-                    outcome: enums::outcome_name(e.outcome),
-                    request_id: non_empty(&e.request_id),
-                    details: e.details.clone().into_iter().collect(),
-                    time: to_time(e.create_time.as_ref()),
-                }
-            }
+impl AuditEventView {
+    /// An event of `service`'s trail (every trail answers the same `cqrs.common.v1` shape).
+    pub fn of(service: &'static str, e: &common::AuditEvent) -> Self {
+        AuditEventView {
+            service,
+            id: e.id.clone(),
+            create_time: time_text(e.create_time.as_ref()),
+            actor_kind: enums::actor_kind_name(e.actor_kind),
+            actor_id: non_empty(&e.actor_id),
+            action: e.action.clone(),
+            target_type: e.target_type.clone(),
+            target_id: e.target_id.clone(),
+            outcome: enums::outcome_name(e.outcome),
+            request_id: non_empty(&e.request_id),
+            details: e.details.clone().into_iter().collect(),
+            time: to_time(e.create_time.as_ref()),
         }
-    };
+    }
 }
-
-audit_from!(identity::AuditEvent, "identity");
-audit_from!(directory::AuditEvent, "directory");
-audit_from!(access::AuditEvent, "access");
 
 fn details_text(details: &BTreeMap<String, String>) -> String {
     details
@@ -723,19 +717,19 @@ ID    USER ID  EMAIL             NAME      REALM     STATE   LOCK
 
     #[test]
     fn audit_events_from_every_trail_share_one_shape() {
-        let e = directory::AuditEvent {
+        let e = common::AuditEvent {
             id: "e1".into(),
             actor_id: "a1".into(),
-            actor_kind: directory::ActorKind::User as i32,
+            actor_kind: common::ActorKind::User as i32,
             action: "GRANT_ROLE".into(),
             target_type: "GRANT".into(),
             target_id: "g1".into(),
-            outcome: directory::AuditOutcome::Success as i32,
+            outcome: common::AuditOutcome::Success as i32,
             request_id: String::new(),
             create_time: ts("2024-05-01T09:00:00Z"),
             details: [("role".to_owned(), "PRACTICE_USER".to_owned())].into(),
         };
-        let view = AuditEventView::from(&e);
+        let view = AuditEventView::of("directory", &e);
         assert_eq!(view.service, "directory");
         assert_eq!(
             view.row(),

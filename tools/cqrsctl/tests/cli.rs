@@ -396,7 +396,7 @@ async fn roles_cache_and_session_endings() {
                 request_id: "0190a1b2-c3d4-7e5f-8a9b-00000000c0de".into(),
                 account_id: desk_id.clone(),
                 organisation_id: region.id.clone(),
-                role: dir::Role::CommissioningUser as i32,
+                role: cqrs_proto::common::v1::Role::CommissioningUser as i32,
             },
             &service,
         ))

@@ -10,6 +10,7 @@ use cqrs_proto::access::v1 as access;
 use cqrs_proto::directory::v1 as directory;
 use cqrs_proto::identity::v1 as identity;
 use cqrs_proto::notifications::v1 as notifications;
+use cqrs_rules::clock::{Clock, SystemClock};
 
 use super::Ctx;
 use crate::cli::{AuditCommand, Service, TailArgs};
@@ -85,7 +86,11 @@ macro_rules! list_audit {
                 })
                 .await?
                 .into_inner();
-            out.extend(r.audit_events.iter().map(AuditEventView::from));
+            out.extend(
+                r.audit_events
+                    .iter()
+                    .map(|e| AuditEventView::of(stringify!($pkg), e)),
+            );
             if r.next_page_token.is_empty() || r.audit_events.is_empty() || out.len() >= $cap {
                 out.truncate($cap);
                 break;
@@ -216,7 +221,7 @@ fn stream_line<E: Entry>(entry: &E, format: Format) -> Result<String, CliError> 
 
 async fn tail<S: Source>(ctx: &mut Ctx, args: &TailArgs, source: &S) -> Result<(), CliError> {
     ctx.signed_in().await?;
-    let since = args.since.map(|s| s.resolve(Utc::now()));
+    let since = args.since.map(|s| s.resolve(SystemClock.now()));
     let limit = usize::try_from(args.limit).unwrap_or(usize::MAX);
     let first = source.fetch(ctx, since, limit).await?;
     if !args.follow {

@@ -2,9 +2,10 @@
 
 use std::io::{BufRead, IsTerminal};
 
-use chrono::Utc;
+use cqrs_proto::common::v1 as common;
 use cqrs_proto::directory::v1 as directory;
 use cqrs_proto::identity::v1 as identity;
+use cqrs_rules::clock::{Clock, SystemClock};
 use tonic::Code;
 
 use super::Ctx;
@@ -30,7 +31,7 @@ pub enum Pick<'a> {
 /// `organisation` matches a grant's organisation id, or its ODS code in any case.
 pub fn pick_grant<'a>(
     grants: &'a [directory::Grant],
-    role: Option<directory::Role>,
+    role: Option<common::Role>,
     organisation: Option<&str>,
 ) -> Pick<'a> {
     if grants.is_empty() {
@@ -159,7 +160,7 @@ fn list_grants_note(ctx: &Ctx, grants: &[&directory::Grant], what: &str) {
 /// Signs out a replaced session, refreshing its access token first if it has expired.
 async fn end_previous_session(ctx: &mut Ctx, old: &Profile) {
     let mut token = old.access_token.clone();
-    if old.needs_refresh(Utc::now(), chrono::Duration::seconds(5)) {
+    if old.needs_refresh(SystemClock.now(), chrono::Duration::seconds(5)) {
         let Ok(mut identity) = ctx.identity_anonymous() else {
             return;
         };
@@ -216,7 +217,7 @@ pub async fn login(ctx: &mut Ctx, args: LoginArgs) -> Result<(), CliError> {
         session_token: answer.session_token.clone(),
         access_token: answer.access_token.clone(),
         access_token_expires_at: views::to_time(answer.expires_at.as_ref())
-            .unwrap_or_else(Utc::now),
+            .unwrap_or_else(|| SystemClock.now()),
         session_expires_at: answer
             .session
             .as_ref()
@@ -358,7 +359,7 @@ pub async fn use_role(ctx: &mut Ctx, args: UseRoleArgs) -> Result<(), CliError> 
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use directory::Role;
+    use common::Role;
 
     fn grant(org: &str, ods: &str, role: Role) -> directory::Grant {
         directory::Grant {

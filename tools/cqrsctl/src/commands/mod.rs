@@ -10,12 +10,12 @@ mod org;
 use std::future::Future;
 use std::time::Duration;
 
-use chrono::Utc;
 use cqrs_proto::access::v1::access_service_client::AccessServiceClient;
 use cqrs_proto::directory::v1::directory_service_client::DirectoryServiceClient;
 use cqrs_proto::identity::v1 as identity;
 use cqrs_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use cqrs_proto::notifications::v1::notification_service_client::NotificationServiceClient;
+use cqrs_rules::clock::{Clock, SystemClock};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -189,7 +189,10 @@ impl Ctx {
                 self.profile_name, profile.identity_url, self.endpoints.identity
             )));
         }
-        if profile.needs_refresh(Utc::now(), chrono::Duration::seconds(REFRESH_MARGIN_SECS)) {
+        if profile.needs_refresh(
+            SystemClock.now(),
+            chrono::Duration::seconds(REFRESH_MARGIN_SECS),
+        ) {
             profile = self.refresh(profile).await?;
         }
         self.token.set(Some(profile.access_token.clone()));

@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use cqrs_proto::directory::v1 as directory;
+use cqrs_rules::organisation::normalise_ods_code;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tonic::Code;
@@ -13,7 +14,7 @@ use uuid::Uuid;
 use super::{Ctx, collect_pages, emit_page, is_uuid};
 use crate::cli::{ImportArgs, OrgCommand, OrgCreateArgs};
 use crate::errors::{CliError, ErrorReport};
-use crate::import::{self, ImportRow, normalise_ods};
+use crate::import::{self, ImportRow};
 use crate::output::{self, Format, View, or_dash};
 use crate::views::OrganisationView;
 use crate::{client, enums};
@@ -169,7 +170,7 @@ pub async fn resolve_org(ctx: &mut Ctx, raw: &str) -> Result<String, CliError> {
     if is_uuid(raw) {
         return Ok(raw.to_owned());
     }
-    let ods = normalise_ods(raw).map_err(|_| {
+    let ods = normalise_ods_code(raw).map_err(|_| {
         CliError::Usage(format!(
             "`{raw}` is neither an organisation id nor an ODS code"
         ))
