@@ -6,15 +6,15 @@ use cqrs_rules::{Role, UnknownName};
 /// Conversion of a [`Role`] to and from its proto enum.
 pub trait RoleProto: Sized {
     /// The `cqrs.directory.v1.Role` value.
-    fn to_proto(self) -> cqrs_proto::directory::v1::Role;
+    fn to_proto(self) -> cqrs_proto::common::v1::Role;
     /// A `cqrs.directory.v1.Role` number: `Ok(None)` for `ROLE_UNSPECIFIED`, an error for a
     /// number that names no role.
     fn from_proto(value: i32) -> Result<Option<Self>, UnknownName>;
 }
 
 impl RoleProto for Role {
-    fn to_proto(self) -> cqrs_proto::directory::v1::Role {
-        use cqrs_proto::directory::v1::Role as P;
+    fn to_proto(self) -> cqrs_proto::common::v1::Role {
+        use cqrs_proto::common::v1::Role as P;
         match self {
             Role::ServiceDesk => P::ServiceDesk,
             Role::CommissioningAccountAdministrator => P::CommissioningAccountAdministrator,
@@ -27,7 +27,7 @@ impl RoleProto for Role {
     }
 
     fn from_proto(value: i32) -> Result<Option<Role>, UnknownName> {
-        use cqrs_proto::directory::v1::Role as P;
+        use cqrs_proto::common::v1::Role as P;
         let proto = P::try_from(value).map_err(|_| UnknownName {
             kind: "role",
             value: value.to_string(),

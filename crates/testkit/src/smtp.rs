@@ -59,8 +59,8 @@ impl fmt::Debug for CapturedMail {
 
 impl CapturedMail {
     /// Parses a received message; `from`/`to` come from the envelope.
-    pub fn parse(from: String, to: Vec<String>, raw: Vec<u8>) -> CapturedMail {
-        let parsed = MessageParser::default().parse(&raw);
+    pub fn parse(from: String, to: Vec<String>, raw: &[u8]) -> CapturedMail {
+        let parsed = MessageParser::default().parse(raw);
         let (subject, text, html) = match &parsed {
             Some(message) => {
                 let subject = message.subject().unwrap_or_default().to_owned();
@@ -86,7 +86,7 @@ impl CapturedMail {
             subject,
             text,
             html,
-            raw: String::from_utf8_lossy(&raw).into_owned(),
+            raw: String::from_utf8_lossy(raw).into_owned(),
         }
     }
 
@@ -495,7 +495,7 @@ where
                 .reply("552 5.3.4 message size exceeds fixed maximum message size")
                 .await;
         }
-        let mail = CapturedMail::parse(tx.from.unwrap_or_default(), tx.to, body);
+        let mail = CapturedMail::parse(tx.from.unwrap_or_default(), tx.to, &body);
         self.shared.store(mail);
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         self.reply(&format!("250 2.0.0 OK queued as {id}")).await

@@ -47,7 +47,7 @@ use cqrs_directory::store::grants as grant_store;
 use cqrs_directory::{Directory, RevocationConfig, Store};
 use cqrs_proto::directory::v1::{self as pb, directory_service_client::DirectoryServiceClient};
 use cqrs_proto::testing::v1::echo_service_client::EchoServiceClient;
-use cqrs_runtime::clock::SystemClock;
+use cqrs_runtime::clock::{Clock, SystemClock};
 use cqrs_runtime::config::ServerConfig;
 use cqrs_runtime::db::PoolSettings;
 use cqrs_testkit::{TestDb, TestKeys, TestRedis, echo, spawn, with_token};
@@ -862,7 +862,7 @@ fn verdict(ok: bool) -> &'static str {
 
 #[tokio::main]
 async fn main() {
-    let now = Utc::now();
+    let now = SystemClock.now();
     let started = Instant::now();
     let data = generate(now);
     let db = TestDb::new(&cqrs_directory::MIGRATOR).await;
@@ -894,6 +894,7 @@ async fn main() {
         Arc::new(IssuerTokenSource::new(
             Arc::new(keys.issuer.clone()),
             "directory",
+            Arc::new(SystemClock),
         )),
         RevocationConfig::default(),
         Arc::new(SystemClock),
@@ -1018,10 +1019,12 @@ async fn main() {
         n as f64 / start.elapsed().as_secs_f64()
     };
     let verify_rate = verify_rate_of(&|token| {
-        keys.verifier.verify_uncached(token, Utc::now()).unwrap();
+        keys.verifier
+            .verify_uncached(token, SystemClock.now())
+            .unwrap();
     });
     let cached_verify_rate = verify_rate_of(&|token| {
-        keys.verifier.verify(token, Utc::now()).unwrap();
+        keys.verifier.verify(token, SystemClock.now()).unwrap();
     });
 
     // Latency under moderate load: an open loop well below each call's capacity.

@@ -27,7 +27,7 @@ use argon2::password_hash::phc::PasswordHash;
 use cqrs_auth::{SigningKey, TokenIssuer};
 use cqrs_identity::domain::password::NormalisedPassword;
 use cqrs_identity::{
-    Identity, IdentityConfig, PasswordHasher, Store, SystemClock, redis_connection,
+    Clock, Identity, IdentityConfig, PasswordHasher, Store, SystemClock, redis_connection,
 };
 use cqrs_proto::identity::v1::{self as pb, identity_service_client::IdentityServiceClient};
 use cqrs_runtime::config::{Env, ServerConfig};
@@ -100,7 +100,7 @@ impl Bench {
             channels.push(endpoint.connect().await.unwrap());
         }
         let service_token = TokenIssuer::new(signing, Duration::from_secs(900))
-            .issue_service("bench", chrono::Utc::now())
+            .issue_service("bench", SystemClock.now())
             .unwrap()
             .token;
         Bench {

@@ -77,6 +77,7 @@ async fn main() {
     let server = spawn(cqrs_notifications::server(
         ServerConfig::from_env(&env, "notifications", 0).unwrap(),
         store.clone(),
+        std::sync::Arc::new(cqrs_runtime::clock::SystemClock),
     ))
     .await;
     let client = NotificationServiceClient::new(server.channel.clone());
@@ -111,7 +112,12 @@ async fn main() {
     let start = Instant::now();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     for _ in 0..2 {
-        let worker = cqrs_notifications::worker(&config, store.clone()).unwrap();
+        let worker = cqrs_notifications::worker(
+            &config,
+            store.clone(),
+            std::sync::Arc::new(cqrs_runtime::clock::SystemClock),
+        )
+        .unwrap();
         let mut stopped = stopped.clone();
         tokio::spawn(worker.run(async move {
             let _ = stopped.wait_for(|s| *s).await;

@@ -60,8 +60,12 @@ impl Harness {
             redis.namespace.clone(),
         ));
         let server = spawn(
-            cqrs_notifications::server(server_config, Store::new(db.pool.clone()))
-                .session_check(sessions),
+            cqrs_notifications::server(
+                server_config,
+                Store::new(db.pool.clone()),
+                Arc::new(cqrs_runtime::clock::SystemClock),
+            )
+            .session_check(sessions),
         )
         .await;
         let service_token = keys.service_token("access");
@@ -87,7 +91,12 @@ impl Harness {
     /// Starts a delivery worker; dropping the sender stops it.
     fn start_worker(&self) -> oneshot::Sender<()> {
         let (tx, rx) = oneshot::channel::<()>();
-        let worker = worker(&self.config, self.store()).unwrap();
+        let worker = worker(
+            &self.config,
+            self.store(),
+            Arc::new(cqrs_runtime::clock::SystemClock),
+        )
+        .unwrap();
         tokio::spawn(worker.run(async move {
             let _ = rx.await;
         }));
@@ -781,4 +790,109 @@ async fn callers_without_the_right_credentials_are_refused() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     assert_eq!(h.count("emails").await, 0);
+}
+
+#[tokio::test]
+async fn the_audit_trail_is_listed_for_the_desk_and_services_only() {
+    let h = Harness::start(&[]).await;
+    let mut client = h.client();
+    let account = Uuid::new_v4();
+    h.enqueue(pb::EnqueueEmailRequest {
+        account_id: account.to_string(),
+        ..reset_request("audit-1", "ann@example.test")
+    })
+    .await
+    .unwrap();
+    let user = h.user_token(account).await;
+    client
+        .update_preferences(with_token(
+            pb::UpdatePreferencesRequest {
+                email_enabled: false,
+            },
+            &user,
+        ))
+        .await
+        .unwrap();
+
+    let list = |token: String, action: &str| {
+        let mut client = h.client();
+        let request = pb::ListAuditEventsRequest {
+            action: action.to_owned(),
+            ..Default::default()
+        };
+        async move {
+            client
+                .list_audit_events(with_token(request, &token))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+
+    // Newest first, in the common shape, with who did it.
+    let all = list(h.service_token.clone(), "").await.unwrap();
+    let actions: Vec<&str> = all.audit_events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["UPDATE_PREFERENCES", "ENQUEUE_EMAIL"]);
+    let enqueued = &all.audit_events[1];
+    assert_eq!(
+        enqueued.actor_kind,
+        cqrs_proto::common::v1::ActorKind::Service as i32
+    );
+    assert_eq!(enqueued.actor_id, "access");
+    assert_eq!(
+        enqueued.outcome,
+        cqrs_proto::common::v1::AuditOutcome::Success as i32
+    );
+    assert!(
+        !format!("{:?}", all.audit_events).contains("tok-audit-1"),
+        "no link token in the trail"
+    );
+    // Filters apply.
+    let changed = list(h.service_token.clone(), "UPDATE_PREFERENCES")
+        .await
+        .unwrap();
+    assert_eq!(changed.audit_events.len(), 1);
+    assert_eq!(changed.audit_events[0].actor_id, account.to_string());
+
+    // The service desk may read it; an ordinary user or an administrator of a subtree may not.
+    let desk = h
+        .keys
+        .user_token(
+            &h.redis,
+            Uuid::new_v4(),
+            Some(ActiveGrant {
+                organisation_id: Uuid::new_v4(),
+                role: Role::ServiceDesk,
+            }),
+        )
+        .await;
+    assert_eq!(list(desk, "").await.unwrap().audit_events.len(), 2);
+    let err = list(user, "").await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let admin = h
+        .keys
+        .user_token(
+            &h.redis,
+            Uuid::new_v4(),
+            Some(ActiveGrant {
+                organisation_id: Uuid::new_v4(),
+                role: Role::CommissioningAccountAdministrator,
+            }),
+        )
+        .await;
+    let err = list(admin, "").await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // Bad filters are refused by field.
+    let err = client
+        .list_audit_events(with_token(
+            pb::ListAuditEventsRequest {
+                page_size: -1,
+                ..Default::default()
+            },
+            &h.service_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(field_violations(&err)[0].0, "page_size");
 }

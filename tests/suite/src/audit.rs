@@ -1,11 +1,13 @@
-//! Reading the audit trails of identity, the directory and access through their
-//! `ListAuditEvents` RPCs, as one record shape.
+//! Reading the audit trails of every service through their `ListAuditEvents` RPCs, as one
+//! record shape.
 
 use std::collections::BTreeMap;
 
 use cqrs_proto::access::v1 as access_pb;
+use cqrs_proto::common::v1 as common;
 use cqrs_proto::directory::v1 as dir_pb;
 use cqrs_proto::identity::v1 as id_pb;
+use cqrs_proto::notifications::v1 as notifications_pb;
 use cqrs_testkit::with_token;
 use tonic::Status;
 
@@ -88,28 +90,47 @@ fn short(name: &str, prefix: &str) -> String {
     name.strip_prefix(prefix).unwrap_or(name).to_owned()
 }
 
-macro_rules! record {
-    ($service:expr, $pb:ident, $event:expr) => {{
-        let e = $event;
-        let actor_kind = $pb::ActorKind::try_from(e.actor_kind)
-            .map(|k| short(k.as_str_name(), "ACTOR_KIND_"))
-            .unwrap_or_else(|_| e.actor_kind.to_string());
-        let outcome = $pb::AuditOutcome::try_from(e.outcome)
-            .map(|o| short(o.as_str_name(), "AUDIT_OUTCOME_"))
-            .unwrap_or_else(|_| e.outcome.to_string());
-        AuditRecord {
-            service: $service,
-            id: e.id,
-            action: e.action,
-            actor_kind,
-            actor_id: e.actor_id,
-            target_type: e.target_type,
-            target_id: e.target_id,
-            outcome,
-            request_id: e.request_id,
-            create_time: e.create_time,
-            details: e.details.into_iter().collect(),
-        }
+/// The common event as a record of `service`'s trail.
+fn record(service: Service, e: common::AuditEvent) -> AuditRecord {
+    let actor_kind = common::ActorKind::try_from(e.actor_kind)
+        .map(|k| short(k.as_str_name(), "ACTOR_KIND_"))
+        .unwrap_or_else(|_| e.actor_kind.to_string());
+    let outcome = common::AuditOutcome::try_from(e.outcome)
+        .map(|o| short(o.as_str_name(), "AUDIT_OUTCOME_"))
+        .unwrap_or_else(|_| e.outcome.to_string());
+    AuditRecord {
+        service,
+        id: e.id,
+        action: e.action,
+        actor_kind,
+        actor_id: e.actor_id,
+        target_type: e.target_type,
+        target_id: e.target_id,
+        outcome,
+        request_id: e.request_id,
+        create_time: e.create_time,
+        details: e.details.into_iter().collect(),
+    }
+}
+
+/// One page of a service's trail: every service's ListAuditEvents has the same fields.
+macro_rules! page {
+    ($client:expr, $pb:ident, $query:expr, $page_token:expr, $token:expr) => {{
+        let answer = $client
+            .list_audit_events(with_token(
+                $pb::ListAuditEventsRequest {
+                    actor_id: $query.actor_id.clone(),
+                    target_id: $query.target_id.clone(),
+                    action: $query.action.clone(),
+                    page_size: 500,
+                    page_token: $page_token.clone(),
+                    ..Default::default()
+                },
+                $token,
+            ))
+            .await?
+            .into_inner();
+        (answer.audit_events, answer.next_page_token)
     }};
 }
 
@@ -118,7 +139,7 @@ impl Suite {
     /// service token (every page).
     ///
     /// # Panics
-    /// For [`Service::Notifications`] (it has no audit RPC) and when the RPC fails.
+    /// When the RPC fails.
     pub async fn audit(&self, service: Service, query: AuditQuery) -> Vec<AuditRecord> {
         let token = self.service_token().await;
         self.audit_as(service, &token, query)
@@ -137,83 +158,21 @@ impl Suite {
         let mut records = Vec::new();
         let mut page_token = String::new();
         loop {
-            let next = match service {
-                Service::Identity => {
-                    let answer = self
-                        .identity()
-                        .list_audit_events(with_token(
-                            id_pb::ListAuditEventsRequest {
-                                actor_id: query.actor_id.clone(),
-                                target_id: query.target_id.clone(),
-                                action: query.action.clone(),
-                                page_size: 500,
-                                page_token: page_token.clone(),
-                                ..Default::default()
-                            },
-                            token,
-                        ))
-                        .await?
-                        .into_inner();
-                    records.extend(
-                        answer
-                            .audit_events
-                            .into_iter()
-                            .map(|e| record!(Service::Identity, id_pb, e)),
-                    );
-                    answer.next_page_token
-                }
-                Service::Directory => {
-                    let answer = self
-                        .directory()
-                        .list_audit_events(with_token(
-                            dir_pb::ListAuditEventsRequest {
-                                actor_id: query.actor_id.clone(),
-                                target_id: query.target_id.clone(),
-                                action: query.action.clone(),
-                                page_size: 500,
-                                page_token: page_token.clone(),
-                                ..Default::default()
-                            },
-                            token,
-                        ))
-                        .await?
-                        .into_inner();
-                    records.extend(
-                        answer
-                            .audit_events
-                            .into_iter()
-                            .map(|e| record!(Service::Directory, dir_pb, e)),
-                    );
-                    answer.next_page_token
-                }
-                Service::Access => {
-                    let answer = self
-                        .access()
-                        .list_audit_events(with_token(
-                            access_pb::ListAuditEventsRequest {
-                                actor_id: query.actor_id.clone(),
-                                target_id: query.target_id.clone(),
-                                action: query.action.clone(),
-                                page_size: 500,
-                                page_token: page_token.clone(),
-                                ..Default::default()
-                            },
-                            token,
-                        ))
-                        .await?
-                        .into_inner();
-                    records.extend(
-                        answer
-                            .audit_events
-                            .into_iter()
-                            .map(|e| record!(Service::Access, access_pb, e)),
-                    );
-                    answer.next_page_token
-                }
+            let (events, next) = match service {
+                Service::Identity => page!(self.identity(), id_pb, query, page_token, token),
+                Service::Directory => page!(self.directory(), dir_pb, query, page_token, token),
+                Service::Access => page!(self.access(), access_pb, query, page_token, token),
                 Service::Notifications => {
-                    panic!("the notification service has no ListAuditEvents RPC")
+                    page!(
+                        self.notifications(),
+                        notifications_pb,
+                        query,
+                        page_token,
+                        token
+                    )
                 }
             };
+            records.extend(events.into_iter().map(|e| record(service, e)));
             if next.is_empty() {
                 break;
             }

@@ -9,10 +9,11 @@ use chrono::TimeDelta;
 use cqrs_auth::RedisSessionCheck;
 use cqrs_outbox::RelayConfig;
 use cqrs_proto::access::v1::access_service_client::AccessServiceClient;
+use cqrs_proto::common::v1 as common_pb;
 use cqrs_proto::directory::v1::{self as dir_pb, directory_service_client::DirectoryServiceClient};
 use cqrs_proto::identity::v1::{self as id_pb, identity_service_client::IdentityServiceClient};
 use cqrs_proto::notifications::v1::notification_service_client::NotificationServiceClient;
-use cqrs_runtime::clock::OffsetClock;
+use cqrs_runtime::clock::{OffsetClock, SystemClock};
 use cqrs_runtime::config::{Env, ServerConfig};
 use cqrs_runtime::credentials::{lazy_channel, token_source};
 use cqrs_testkit::{CapturedMail, SmtpSink, TestDb, TestKeys, TestRedis, with_token};
@@ -112,7 +113,7 @@ pub struct Suite {
     _stop: watch::Sender<bool>,
     /// Every mail the notification service delivered.
     pub smtp: SmtpSink,
-    /// "Now" for identity, the directory and access (see [`Suite::advance_clock`]).
+    /// "Now" for every service (see [`Suite::advance_clock`]).
     pub clock: OffsetClock,
     /// The Redis namespace every service shares (sessions, lock-out counters).
     pub redis: TestRedis,
@@ -261,12 +262,15 @@ impl Suite {
         .expect("notifications server config");
         let store = cqrs_notifications::Store::new(notifications_db.pool.clone());
         for _ in 0..config.workers {
-            let worker = cqrs_notifications::worker(&config, store.clone()).expect("mailer");
+            let worker =
+                cqrs_notifications::worker(&config, store.clone(), Arc::new(clock.clone()))
+                    .expect("mailer");
             tokio::spawn(worker.run(stopped()));
         }
         let sessions = cqrs_notifications::session_check(&config).expect("notifications redis");
         serve(
-            cqrs_notifications::server(server_config, store).session_check(sessions),
+            cqrs_notifications::server(server_config, store, Arc::new(clock.clone()))
+                .session_check(sessions),
             notifications_listener,
             stopped(),
         );
@@ -346,7 +350,13 @@ impl Suite {
         let call_timeout = config.revocations.call_timeout;
         let identity_channel =
             lazy_channel(&config.identity_url, call_timeout).expect("identity channel");
-        let tokens = token_source(&config.credentials, identity_channel.clone(), call_timeout);
+        // Token time is the system clock (see cqrs_runtime::clock), not the suite's clock.
+        let tokens = token_source(
+            &config.credentials,
+            identity_channel.clone(),
+            call_timeout,
+            Arc::new(SystemClock),
+        );
         let directory = cqrs_directory::Directory::new(
             cqrs_directory::Store::new(directory_db.pool.clone()),
             identity_channel,
@@ -386,7 +396,12 @@ impl Suite {
         let directory_channel = lazy_channel(&config.directory_url, timeout).expect("directory");
         let notifications_channel =
             lazy_channel(&config.notifications_url, timeout).expect("notifications");
-        let tokens = token_source(&config.credentials, identity_channel.clone(), timeout);
+        let tokens = token_source(
+            &config.credentials,
+            identity_channel.clone(),
+            timeout,
+            Arc::new(SystemClock),
+        );
         let peers = cqrs_access::Peers::new(
             identity_channel,
             directory_channel,
@@ -576,7 +591,7 @@ impl Suite {
         &self,
         access_token: &str,
         organisation_id: &str,
-        role: dir_pb::Role,
+        role: common_pb::Role,
     ) -> Result<String, Status> {
         self.identity()
             .select_role(with_token(
@@ -596,7 +611,7 @@ impl Suite {
         login: &str,
         password: &str,
         organisation_id: &str,
-        role: dir_pb::Role,
+        role: common_pb::Role,
     ) -> SignedIn {
         let sign_in = self
             .sign_in(login, password)
@@ -611,7 +626,7 @@ impl Suite {
         &self,
         sign_in: id_pb::SignInResponse,
         organisation_id: &str,
-        role: dir_pb::Role,
+        role: common_pb::Role,
     ) -> SignedIn {
         let grant = sign_in
             .grants
@@ -644,10 +659,10 @@ impl Suite {
         let organisation_id = sign_in
             .grants
             .iter()
-            .find(|g| g.role == dir_pb::Role::ServiceDesk as i32)
+            .find(|g| g.role == common_pb::Role::ServiceDesk as i32)
             .map(|g| g.organisation_id.clone())
             .unwrap_or_else(|| panic!("the service desk has no SERVICE_DESK grant: {sign_in:#?}"));
-        self.select(sign_in, &organisation_id, dir_pb::Role::ServiceDesk)
+        self.select(sign_in, &organisation_id, common_pb::Role::ServiceDesk)
             .await
     }
 
@@ -752,7 +767,8 @@ fn serve(
 #[cfg(test)]
 mod tests {
     use cqrs_proto::access::v1::{self as access_pb, InvitationState};
-    use cqrs_proto::directory::v1::{OrganisationKind, Role};
+    use cqrs_proto::common::v1::Role;
+    use cqrs_proto::directory::v1::OrganisationKind;
     use tonic::Code;
 
     use super::*;

@@ -3,7 +3,8 @@
 //! region, a CCG, two practices and a registered administrator".
 
 use cqrs_proto::access::v1::{self as access_pb, submit_registration_request};
-use cqrs_proto::directory::v1::{self as dir_pb, OrganisationKind, Role};
+use cqrs_proto::common::v1::Role;
+use cqrs_proto::directory::v1::{self as dir_pb, OrganisationKind};
 use cqrs_testkit::with_token;
 use tonic::Status;
 use uuid::Uuid;

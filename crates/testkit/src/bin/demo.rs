@@ -16,12 +16,14 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use cqrs_auth::{SigningKey, TokenIssuer};
+use cqrs_proto::common::v1::Role;
 use cqrs_proto::directory::v1::{
-    self as dir, OrganisationKind, Role, directory_service_client::DirectoryServiceClient,
+    self as dir, OrganisationKind, directory_service_client::DirectoryServiceClient,
 };
 use cqrs_proto::identity::v1::{
     self as idp, AccountState, Realm, identity_service_client::IdentityServiceClient,
 };
+use cqrs_runtime::clock::{Clock, SystemClock};
 use cqrs_testkit::CapturedMail;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -169,7 +171,7 @@ struct Login {
 async fn run() -> Result<(), Error> {
     let key = SigningKey::from_env_value(&var("CQRS_TOKEN_SIGNING_KEY")?)?;
     let token = TokenIssuer::new(key, Duration::from_secs(900))
-        .issue_service("demo", chrono::Utc::now())?
+        .issue_service("demo", SystemClock.now())?
         .token;
     let connect = |url: String| async move {
         tonic::transport::Endpoint::from_shared(url)?
@@ -396,7 +398,7 @@ fn newest_link_token(dir: &Path, address: &str) -> Result<Option<String>, Error>
     files.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
     for (_, path) in files {
         let raw = std::fs::read(&path)?;
-        let mail = CapturedMail::parse(String::new(), vec![address.to_owned()], raw);
+        let mail = CapturedMail::parse(String::new(), vec![address.to_owned()], &raw);
         if let Some(token) = mail.link_token() {
             return Ok(Some(token));
         }

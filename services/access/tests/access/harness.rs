@@ -145,12 +145,13 @@ impl Harness {
             cqrs_notifications::server(
                 ServerConfig::from_env(&env, "notifications", 0).unwrap(),
                 store.clone(),
+                Arc::new(cqrs_runtime::clock::SystemClock),
             )
             .session_check(sessions.clone()),
         )
         .await;
         tokio::spawn(
-            cqrs_notifications::worker(&config, store)
+            cqrs_notifications::worker(&config, store, Arc::new(cqrs_runtime::clock::SystemClock))
                 .unwrap()
                 .run(stop()),
         );
@@ -196,6 +197,7 @@ impl Harness {
             Arc::new(IssuerTokenSource::new(
                 Arc::new(keys.issuer.clone()),
                 "directory",
+                Arc::new(cqrs_runtime::clock::SystemClock),
             )),
             cqrs_directory::RevocationConfig::default(),
             Arc::new(cqrs_runtime::clock::SystemClock),
@@ -226,6 +228,7 @@ impl Harness {
         let tokens = Arc::new(IssuerTokenSource::new(
             Arc::new(keys.issuer.clone()),
             "access",
+            Arc::new(cqrs_runtime::clock::SystemClock),
         ));
         tokio::spawn(
             access
@@ -740,6 +743,7 @@ async fn spawn_access(
     let tokens = Arc::new(IssuerTokenSource::new(
         Arc::new(keys.issuer.clone()),
         "access",
+        Arc::new(cqrs_runtime::clock::SystemClock),
     ));
     let peers = Peers::new(
         lazy(identity_url),

@@ -337,8 +337,14 @@ async fn the_audit_trail_is_for_the_desk_and_internal_callers() {
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].action, "CREATE_INVITATION");
         assert_eq!(events[0].target_type, "INVITATION");
-        assert_eq!(events[0].actor_kind, pb::ActorKind::User as i32);
-        assert_eq!(events[0].outcome, pb::AuditOutcome::Success as i32);
+        assert_eq!(
+            events[0].actor_kind,
+            cqrs_proto::common::v1::ActorKind::User as i32
+        );
+        assert_eq!(
+            events[0].outcome,
+            cqrs_proto::common::v1::AuditOutcome::Success as i32
+        );
         assert_eq!(events[0].details["role"], "COMMISSIONING_USER");
     }
     assert_eq!(outcome(&list(admin).await), SCOPE);

@@ -4,6 +4,7 @@ use cqrs_auth::RoleProto;
 use std::collections::HashSet;
 
 use cqrs_auth::Role;
+use cqrs_proto::common::v1 as common_pb;
 use cqrs_proto::directory::v1::{self as pb, OrganisationKind as K};
 use cqrs_testkit::{assert_reason, violated_fields, with_token};
 use tonic::Code;
@@ -121,7 +122,7 @@ async fn grant_role_is_internal_and_validated() {
                     request_id: Uuid::new_v4().to_string(),
                     account_id: Uuid::new_v4().to_string(),
                     organisation_id: tree.p1.to_string(),
-                    role: pb::Role::PracticeUser as i32,
+                    role: common_pb::Role::PracticeUser as i32,
                 },
                 &token,
             ))
@@ -218,7 +219,7 @@ async fn list_grants_self_scoped_and_members() {
     assert_eq!(violated_fields(&err), ["page_size"]);
 
     // Members of C1, with and without descendants, by role.
-    let members = |org: Uuid, descendants: bool, role: pb::Role| {
+    let members = |org: Uuid, descendants: bool, role: common_pb::Role| {
         let req = with_token(
             pb::ListMembersRequest {
                 organisation_id: org.to_string(),
@@ -234,18 +235,30 @@ async fn list_grants_self_scoped_and_members() {
     };
     // At C1: the account's finance grant and the viewer made above.
     assert_eq!(
-        members(tree.c1, false, pb::Role::Unspecified).await.len(),
-        2
-    );
-    // With P1 and P2 below it: the account's manager grant and three viewers at P1.
-    assert_eq!(members(tree.c1, true, pb::Role::Unspecified).await.len(), 5);
-    assert_eq!(
-        members(tree.r1, true, pb::Role::PracticeManager)
+        members(tree.c1, false, common_pb::Role::Unspecified)
             .await
             .len(),
         2
     );
-    assert_eq!(members(tree.r2, true, pb::Role::Unspecified).await.len(), 1);
+    // With P1 and P2 below it: the account's manager grant and three viewers at P1.
+    assert_eq!(
+        members(tree.c1, true, common_pb::Role::Unspecified)
+            .await
+            .len(),
+        5
+    );
+    assert_eq!(
+        members(tree.r1, true, common_pb::Role::PracticeManager)
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(
+        members(tree.r2, true, common_pb::Role::Unspecified)
+            .await
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -283,7 +296,7 @@ async fn administrators_at_or_above() {
         .grant(Uuid::new_v4(), tree.r1, Role::CommissioningApprover)
         .await
         .unwrap();
-    let admins = |org: Uuid, role: pb::Role, token: String| {
+    let admins = |org: Uuid, role: common_pb::Role, token: String| {
         let req = with_token(
             pb::ListAdministratorsRequest {
                 organisation_id: org.to_string(),
@@ -304,39 +317,39 @@ async fn administrators_at_or_above() {
     let ids = |r: pb::ListAdministratorsResponse| -> HashSet<String> {
         r.grants.into_iter().map(|g| g.id).collect()
     };
-    let found = admins(tree.p1, pb::Role::PracticeUser, h.svc())
+    let found = admins(tree.p1, common_pb::Role::PracticeUser, h.svc())
         .await
         .unwrap();
     assert_eq!(
         ids(found),
         HashSet::from([at_c1.id.clone(), at_r1.id.clone()])
     );
-    let found = admins(tree.c1, pb::Role::Unspecified, h.svc())
+    let found = admins(tree.c1, common_pb::Role::Unspecified, h.svc())
         .await
         .unwrap();
     assert_eq!(ids(found), HashSet::from([at_c1.id, at_r1.id.clone()]));
-    let found = admins(tree.r1, pb::Role::Unspecified, h.svc())
+    let found = admins(tree.r1, common_pb::Role::Unspecified, h.svc())
         .await
         .unwrap();
     assert_eq!(ids(found), HashSet::from([at_r1.id]));
     // Approving into the approver role is for approvers.
-    let found = admins(tree.p1, pb::Role::CommissioningApprover, h.svc())
+    let found = admins(tree.p1, common_pb::Role::CommissioningApprover, h.svc())
         .await
         .unwrap();
     assert_eq!(ids(found), HashSet::from([approver.id]));
     assert!(
-        admins(tree.p4, pb::Role::Unspecified, h.svc())
+        admins(tree.p4, common_pb::Role::Unspecified, h.svc())
             .await
             .unwrap()
             .grants
             .is_empty()
     );
-    let err = admins(Uuid::new_v4(), pb::Role::Unspecified, h.svc())
+    let err = admins(Uuid::new_v4(), common_pb::Role::Unspecified, h.svc())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let (_, desk) = h.member(tree.desk, Role::ServiceDesk).await;
-    let err = admins(tree.p1, pb::Role::Unspecified, desk)
+    let err = admins(tree.p1, common_pb::Role::Unspecified, desk)
         .await
         .unwrap_err();
     assert_reason(&err, Code::PermissionDenied, "SERVICE_PRINCIPAL_REQUIRED");

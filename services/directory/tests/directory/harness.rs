@@ -166,11 +166,13 @@ impl Harness {
                 CLIENT_ID,
                 CLIENT_SECRET,
                 Duration::from_secs(3),
+                Arc::new(SystemClock),
             ))
         } else {
             Arc::new(IssuerTokenSource::new(
                 Arc::new(keys.issuer.clone()),
                 CLIENT_ID,
+                Arc::new(SystemClock),
             ))
         };
         let directory = Directory::new(
@@ -396,6 +398,7 @@ impl Harness {
             Arc::new(IssuerTokenSource::new(
                 Arc::new(self.keys.issuer.clone()),
                 CLIENT_ID,
+                Arc::new(SystemClock),
             )),
             revocation_config(),
             Arc::new(SystemClock),

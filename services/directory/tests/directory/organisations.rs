@@ -557,9 +557,15 @@ async fn audit_trail_for_the_desk_and_internal_only() {
     assert_eq!(page.audit_events.len(), 3);
     assert!(!page.next_page_token.is_empty());
     let event = &page.audit_events[0];
-    assert_eq!(event.actor_kind, pb::ActorKind::Service as i32);
+    assert_eq!(
+        event.actor_kind,
+        cqrs_proto::common::v1::ActorKind::Service as i32
+    );
     assert_eq!(event.actor_id, "access");
-    assert_eq!(event.outcome, pb::AuditOutcome::Success as i32);
+    assert_eq!(
+        event.outcome,
+        cqrs_proto::common::v1::AuditOutcome::Success as i32
+    );
     assert_eq!(event.target_type, "organisation");
     let (_, desk) = h.member(tree.desk, Role::ServiceDesk).await;
     assert!(list(desk, "").await.is_ok());

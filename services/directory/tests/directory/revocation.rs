@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use cqrs_auth::{ActiveGrant, Role};
 use cqrs_proto::directory::v1 as pb;
 use cqrs_proto::identity::v1::{self as ipb, identity_service_client::IdentityServiceClient};
+use cqrs_runtime::clock::{Clock, SystemClock};
 use cqrs_testkit::with_token;
 use tonic::Code;
 use uuid::Uuid;
@@ -20,7 +20,7 @@ impl Harness {
     /// A session in identity's store acting as `active`, and a token for it.
     async fn session(&self, account: Uuid, active: Option<(Uuid, Role)>) -> String {
         let sessions = &self.identity().sessions;
-        let (_, record) = sessions.create(account, Utc::now()).await.unwrap();
+        let (_, record) = sessions.create(account, SystemClock.now()).await.unwrap();
         let grant = active.map(|(organisation_id, role)| ActiveGrant {
             organisation_id,
             role,
@@ -35,7 +35,12 @@ impl Harness {
         }
         self.keys
             .issuer
-            .issue_user(account, &record.session_id, grant.as_ref(), Utc::now())
+            .issue_user(
+                account,
+                &record.session_id,
+                grant.as_ref(),
+                SystemClock.now(),
+            )
             .unwrap()
             .token
     }

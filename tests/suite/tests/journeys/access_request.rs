@@ -3,7 +3,7 @@
 //! between them.
 
 use cqrs_proto::access::v1::{self as access_pb, AccessRequestState, Decision};
-use cqrs_proto::directory::v1::Role;
+use cqrs_proto::common::v1::Role;
 use cqrs_proto::identity::v1 as id_pb;
 use cqrs_suite::{AuditQuery, Service, SignedIn, Suite, World, assert_reason, subject, with_token};
 use tonic::Code;

@@ -4,7 +4,8 @@
 //! selects role.
 
 use cqrs_proto::access::v1::{self as access_pb, InvitationState};
-use cqrs_proto::directory::v1::{self as dir_pb, OrganisationKind, Role};
+use cqrs_proto::common::v1::Role;
+use cqrs_proto::directory::v1::{self as dir_pb, OrganisationKind};
 use cqrs_proto::identity::v1::{self as id_pb, AccountState};
 use cqrs_suite::{
     AuditQuery, PASSWORD, Service, Suite, assert_reason, people, subject, with_token,

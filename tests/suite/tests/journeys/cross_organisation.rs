@@ -2,7 +2,7 @@
 //! for, or see the requests of another (PermissionDenied).
 
 use cqrs_proto::access::v1::{self as access_pb, AccessRequestState, Decision, RegistrationState};
-use cqrs_proto::directory::v1::Role;
+use cqrs_proto::common::v1::Role;
 use cqrs_suite::{AuditQuery, PASSWORD, Service, Suite, World, people, with_token};
 use tonic::{Code, Status};
 

@@ -2,7 +2,7 @@
 //! the administrator re-enables → sign-in works.
 
 use cqrs_proto::access::v1 as access_pb;
-use cqrs_proto::directory::v1::Role;
+use cqrs_proto::common::v1::Role;
 use cqrs_proto::identity::v1::{self as id_pb, AccountState};
 use cqrs_proto::notifications::v1 as notifications_pb;
 use cqrs_suite::{AuditQuery, Service, Suite, World, assert_reason, subject, with_token};

@@ -1,7 +1,7 @@
 //! Journey 6: wrong passwords lock the account → the service desk unlocks and sends a reset
 //! link → the user resets and signs in; the minimum-age rule does not block that reset.
 
-use cqrs_proto::directory::v1::Role;
+use cqrs_proto::common::v1::Role;
 use cqrs_proto::identity::v1::{self as id_pb, LockState};
 use cqrs_suite::{
     AuditQuery, NEW_PASSWORD, Service, Suite, World, assert_reason, field_violations, subject,

@@ -2,7 +2,7 @@
 //! gets security mail.
 
 use cqrs_proto::access::v1::Decision;
-use cqrs_proto::directory::v1::Role;
+use cqrs_proto::common::v1::Role;
 use cqrs_proto::identity::v1 as id_pb;
 use cqrs_proto::notifications::v1::{self as notifications_pb, DeliveryState, EmailTemplate};
 use cqrs_suite::{Suite, World, subject, with_token};

@@ -2,7 +2,8 @@
 //! can request access again.
 
 use cqrs_proto::access::v1::{self as access_pb, AccessRequestState};
-use cqrs_proto::directory::v1::{self as dir_pb, Role};
+use cqrs_proto::common::v1::Role;
+use cqrs_proto::directory::v1 as dir_pb;
 use cqrs_proto::identity::v1::AccountState;
 use cqrs_suite::{AuditQuery, Service, World, assert_reason, with_token};
 use tonic::Code;

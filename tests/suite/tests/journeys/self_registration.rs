@@ -3,7 +3,7 @@
 //! second registration is rejected with a reason that arrives by mail.
 
 use cqrs_proto::access::v1::{self as access_pb, Decision, RegistrationState};
-use cqrs_proto::directory::v1::Role;
+use cqrs_proto::common::v1::Role;
 use cqrs_proto::identity::v1::{self as id_pb, AccountState};
 use cqrs_proto::notifications::v1 as notifications_pb;
 use cqrs_suite::{AuditQuery, PASSWORD, Service, World, people, subject, with_token};
