@@ -33,6 +33,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use cqrs_auth::TokenVerifier;
+use cqrs_rules::email::{DEFAULT_GENERIC_LOCAL_PARTS, GenericMailboxRules};
 
 /// Variable name parts that mark a value as possibly secret.
 const SECRET_MARKERS: [&str; 5] = ["URL", "KEY", "SECRET", "PASSWORD", "TOKEN"];
@@ -581,6 +582,30 @@ pub fn validate_schema_name(schema: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The generic-mailbox rule of every service that takes addresses for accounts (identity,
+/// access), so both refuse the same ones: `CQRS_GENERIC_EMAIL_LOCAL_PARTS` (comma list,
+/// default the built-in list) and `CQRS_GENERIC_EMAIL_DOMAINS` (comma list, default none).
+pub fn generic_mailbox_rules(env: &Env) -> Result<GenericMailboxRules, ConfigErrors> {
+    let split = |raw: &str| -> Vec<String> { raw.split(',').map(str::to_owned).collect() };
+    let mut errs = ConfigErrors::default();
+    let local_parts = errs.take(env.get("CQRS_GENERIC_EMAIL_LOCAL_PARTS").map(|raw| {
+        raw.map_or_else(
+            || {
+                DEFAULT_GENERIC_LOCAL_PARTS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            },
+            split,
+        )
+    }));
+    let domains = errs.take(
+        env.get("CQRS_GENERIC_EMAIL_DOMAINS")
+            .map(|raw| raw.map(split).unwrap_or_default()),
+    );
+    errs.finish(|| Some(GenericMailboxRules::new(local_parts?, domains?)))
 }
 
 /// `REDIS_URL`, default `redis://127.0.0.1:6379`.

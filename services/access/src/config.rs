@@ -33,7 +33,7 @@ use cqrs_rules::account::Realm;
 use cqrs_runtime::config::{ConfigError, ConfigErrors, Env, nonzero, parse_endpoint};
 use cqrs_runtime::credentials::ServiceCredentials;
 
-use crate::domain::rules::{DEFAULT_GENERIC_LOCAL_PARTS, GenericMailboxRules};
+use crate::domain::rules::GenericMailboxRules;
 
 /// The longest invitation lifetime accepted: links are credentials, and a quarter of a year
 /// is already generous.
@@ -91,10 +91,6 @@ fn parse_realm(raw: &str) -> Result<Realm, &'static str> {
     Realm::parse(&raw.to_ascii_uppercase()).ok_or("expected NATIONAL or LOCAL")
 }
 
-fn split_list(raw: &str) -> Vec<String> {
-    raw.split(',').map(str::to_owned).collect()
-}
-
 fn positive(env: &Env, name: &str, default: Duration) -> Result<Duration, ConfigError> {
     env.duration_secs(name, default).and_then(nonzero(name))
 }
@@ -148,19 +144,7 @@ impl AccessConfig {
                 .map(|on| on.unwrap_or(defaults.self_registration)),
         );
         // The same variables and rule as identity's, so both refuse the same addresses.
-        let local_parts = errs.take(env.get("CQRS_GENERIC_EMAIL_LOCAL_PARTS").map(|raw| {
-            match raw {
-                Some(raw) => split_list(raw),
-                None => DEFAULT_GENERIC_LOCAL_PARTS
-                    .iter()
-                    .map(|s| (*s).to_owned())
-                    .collect(),
-            }
-        }));
-        let domains = errs.take(
-            env.get("CQRS_GENERIC_EMAIL_DOMAINS")
-                .map(|raw| raw.map(split_list).unwrap_or_default()),
-        );
+        let generic_mailboxes = errs.take(cqrs_runtime::config::generic_mailbox_rules(env));
         let redis_url = errs.take(cqrs_runtime::config::redis_url(env));
         let redis_namespace = errs.take(env.get("CQRS_REDIS_NAMESPACE"));
 
@@ -179,7 +163,7 @@ impl AccessConfig {
                     invitation_ttl: invitation_ttl?,
                     account_realm: account_realm?,
                     self_registration: self_registration?,
-                    generic_mailboxes: GenericMailboxRules::new(local_parts?, domains?),
+                    generic_mailboxes: generic_mailboxes?,
                 },
             })
         })

@@ -46,7 +46,7 @@ use cqrs_outbox::RelayConfig;
 use cqrs_runtime::config::{ConfigError, ConfigErrors, Env, nonzero};
 
 use crate::domain::account::{Realm, normalise_name};
-use crate::domain::email::{DEFAULT_GENERIC_LOCAL_PARTS, GenericMailboxRules, normalise_email};
+use crate::domain::email::{GenericMailboxRules, normalise_email};
 use crate::domain::links::LinkExpiry;
 use crate::domain::lockout::{LockoutPolicy, MAX_PERMANENT_AFTER};
 use crate::domain::password::PasswordProfile;
@@ -220,19 +220,7 @@ impl IdentityConfig {
             PasswordProfile::CqrsLocal,
         ));
 
-        let local_parts = errs.take(env.get("CQRS_GENERIC_EMAIL_LOCAL_PARTS").map(|raw| {
-            match raw {
-                Some(raw) => split_list(raw),
-                None => DEFAULT_GENERIC_LOCAL_PARTS
-                    .iter()
-                    .map(|s| (*s).to_owned())
-                    .collect(),
-            }
-        }));
-        let domains = errs.take(
-            env.get("CQRS_GENERIC_EMAIL_DOMAINS")
-                .map(|raw| raw.map(split_list).unwrap_or_default()),
-        );
+        let generic_mailboxes = errs.take(cqrs_runtime::config::generic_mailbox_rules(env));
 
         let permanent_after = errs.take(env.or("CQRS_LOCKOUT_PERMANENT_AFTER", 10).and_then(
             |n: u32| {
@@ -343,7 +331,7 @@ impl IdentityConfig {
                 links: links?,
                 password_profile_national: password_profile_national?,
                 password_profile_local: password_profile_local?,
-                generic_mailboxes: GenericMailboxRules::new(local_parts?, domains?),
+                generic_mailboxes: generic_mailboxes?,
                 lockout: lockout?,
                 hashing: hashing?,
                 service_clients: service_clients?,
@@ -439,14 +427,6 @@ fn profile(env: &Env, var: &str, default: PasswordProfile) -> Result<PasswordPro
             PasswordProfile::parse(raw).ok_or("expected cqrs_national, cqrs_local or nist_800_63b")
         })?
         .unwrap_or(default))
-}
-
-fn split_list(raw: &str) -> Vec<String> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 fn parse_http_url(raw: &str) -> Result<String, &'static str> {
