@@ -1,13 +1,13 @@
-//! Roles on the wire: the `cqrs.directory.v1.Role` enum, which every package's messages use.
+//! Roles on the wire: the `cqrs.common.v1.Role` enum, which every package's messages use.
 //! The roles themselves are pure rules (`cqrs_rules::roles`).
 
 use cqrs_rules::{Role, UnknownName};
 
 /// Conversion of a [`Role`] to and from its proto enum.
 pub trait RoleProto: Sized {
-    /// The `cqrs.directory.v1.Role` value.
+    /// The `cqrs.common.v1.Role` value.
     fn to_proto(self) -> cqrs_proto::common::v1::Role;
-    /// A `cqrs.directory.v1.Role` number: `Ok(None)` for `ROLE_UNSPECIFIED`, an error for a
+    /// A `cqrs.common.v1.Role` number: `Ok(None)` for `ROLE_UNSPECIFIED`, an error for a
     /// number that names no role.
     fn from_proto(value: i32) -> Result<Option<Self>, UnknownName>;
 }

@@ -79,16 +79,14 @@ impl TokenCache {
             .shard(key)?
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // An entry that may no longer answer goes before it could move (and rotate).
+        if shard.peek(key).is_some_and(|entry| !entry.usable_at(now)) {
+            shard.remove(key);
+            return None;
+        }
         // Used again: kept through the next rotation.
         let (entry, dropped) = shard.get(key, self.generation_size);
-        let principal = match entry {
-            Some(entry) if entry.usable_at(now) => Some(entry.principal),
-            Some(_) => {
-                shard.remove(key);
-                None
-            }
-            None => None,
-        };
+        let principal = entry.map(|entry| entry.principal);
         drop(shard);
         // Freed outside the lock.
         drop(dropped);

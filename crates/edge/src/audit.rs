@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use cqrs_proto::common::v1 as common;
 use cqrs_rules::FieldViolations;
 use cqrs_runtime::audit::{self, AuditRow, Filter};
-use cqrs_runtime::paging::page_request_bounded;
+use cqrs_runtime::paging::{PageToken, page_request_bounded};
 use prost_types::Timestamp;
 use sqlx::PgPool;
 
@@ -51,30 +51,51 @@ audit_query_from!(
     cqrs_proto::notifications::v1::ListAuditEventsRequest,
 );
 
-/// One page of the trail in `pool` matching `query`: the events and the next page's token
-/// (empty after the last). Bad filters or page fields are answered as field violations.
+/// A checked ListAuditEvents request: what to read, without I/O.
+#[derive(Clone, Debug)]
+pub struct AuditPage {
+    filter: Filter,
+    page_size: i64,
+    after: Option<PageToken>,
+}
+
+impl AuditQuery<'_> {
+    /// The filters and page asked for, or every bad field. Checked before the caller's scope
+    /// is (which may take a round trip), so a malformed request costs nothing.
+    pub fn check(&self) -> Result<AuditPage, FieldViolations> {
+        let query = self;
+        let mut violations = FieldViolations::new();
+        let (page_size, after) = page_request_bounded(
+            &mut violations,
+            query.page_size,
+            query.page_token,
+            audit::DEFAULT_PAGE_SIZE,
+            audit::MAX_PAGE_SIZE,
+        );
+        let filter = Filter::from_request(
+            &mut violations,
+            query.actor_id,
+            query.target_id,
+            query.action,
+            query.start_time,
+            query.end_time,
+        );
+        violations.into_result()?;
+        Ok(AuditPage {
+            filter,
+            page_size,
+            after,
+        })
+    }
+}
+
+/// One page of the trail in `pool`: the events, newest first, and the next page's token
+/// (empty after the last).
 pub async fn page<R: ServiceReason>(
     pool: &PgPool,
-    query: AuditQuery<'_>,
+    query: &AuditPage,
 ) -> Result<(Vec<common::AuditEvent>, String), ApiError<R>> {
-    let mut violations = FieldViolations::new();
-    let (page_size, after) = page_request_bounded(
-        &mut violations,
-        query.page_size,
-        query.page_token,
-        audit::DEFAULT_PAGE_SIZE,
-        audit::MAX_PAGE_SIZE,
-    );
-    let filter = Filter::from_request(
-        &mut violations,
-        query.actor_id,
-        query.target_id,
-        query.action,
-        query.start_time,
-        query.end_time,
-    );
-    violations.into_result()?;
-    let page = audit::list(pool, &filter, page_size, after.as_ref()).await?;
+    let page = audit::list(pool, &query.filter, query.page_size, query.after.as_ref()).await?;
     Ok((
         page.items.iter().map(audit_event).collect(),
         page.next_page_token(),
@@ -96,9 +117,11 @@ pub fn audit_event(row: &AuditRow) -> common::AuditEvent {
         "denied" => common::AuditOutcome::Denied,
         _ => common::AuditOutcome::Unspecified,
     };
+    // A null detail says nothing (e.g. no reason on an approval): left out.
     let details: HashMap<String, String> = match &row.details {
         serde_json::Value::Object(map) => map
             .iter()
+            .filter(|(_, v)| !v.is_null())
             .map(|(k, v)| {
                 let value = match v {
                     serde_json::Value::String(s) => s.clone(),
@@ -148,7 +171,7 @@ mod tests {
             target_id: "a1".into(),
             outcome: "denied".into(),
             request_id: Some("r1".into()),
-            details: serde_json::json!({ "reason": "NO_GRANT_IN_SCOPE", "count": 2 }),
+            details: serde_json::json!({ "reason": "NO_GRANT_IN_SCOPE", "count": 2, "gone": null }),
         };
         let event = audit_event(&row);
         assert_eq!(event.actor_kind, common::ActorKind::Service as i32);
@@ -156,6 +179,7 @@ mod tests {
         assert_eq!(event.request_id, "r1");
         assert_eq!(event.details["reason"], "NO_GRANT_IN_SCOPE");
         assert_eq!(event.details["count"], "2");
+        assert!(!event.details.contains_key("gone"));
         assert_eq!(event.create_time.unwrap().nanos, 5);
         let unknown = audit_event(&AuditRow {
             actor_kind: "martian".into(),

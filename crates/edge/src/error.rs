@@ -23,8 +23,9 @@ pub struct Refusal {
     pub reason: &'static str,
     /// What the caller reads; never a secret, SQL or a stack.
     pub message: Cow<'static, str>,
-    /// Field problems, answered as a `BadRequest` beside the `ErrorInfo`.
-    pub violations: Option<FieldViolations>,
+    /// Field problems, answered as a `BadRequest` beside the `ErrorInfo`; only refusals made
+    /// with [`Refusal::invalid`] (code `InvalidArgument`) carry them.
+    violations: Option<FieldViolations>,
 }
 
 impl Refusal {
@@ -37,6 +38,18 @@ impl Refusal {
             violations: None,
         }
     }
+
+    /// `InvalidArgument` listing every bad field under a reason of the service's own.
+    pub fn invalid(
+        reason: &'static str,
+        message: impl Into<Cow<'static, str>>,
+        violations: FieldViolations,
+    ) -> Self {
+        Refusal {
+            violations: Some(violations),
+            ..Refusal::new(Code::InvalidArgument, reason, message)
+        }
+    }
 }
 
 /// The reasons only one service has (a wrong password, a taken ODS code, …).
@@ -46,11 +59,6 @@ pub trait ServiceReason: fmt::Debug + fmt::Display + Send + Sync + 'static {
 
     /// How this reason is answered.
     fn refusal(&self) -> Refusal;
-
-    /// The error to log when this reason is answered as `Unavailable`; `None` otherwise.
-    fn unavailable_source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        None
-    }
 }
 
 /// An RPC's failure. `R` holds the service's own reasons.
@@ -262,9 +270,6 @@ impl<R: ServiceReason> From<ApiError<R>> for Status {
             ApiError::Internal(source) => errors::internal(domain, source.as_ref()),
             ApiError::Service(reason) => {
                 let refusal = reason.refusal();
-                if let Some(source) = reason.unavailable_source() {
-                    tracing::warn!(error = %source, reason = refusal.reason, "unavailable");
-                }
                 match &refusal.violations {
                     Some(violations) => errors::invalid_argument(
                         domain,
@@ -301,10 +306,7 @@ mod tests {
                 TestReason::Policy => {
                     let mut violations = FieldViolations::new();
                     violations.add("password", "TOO_SHORT");
-                    Refusal {
-                        violations: Some(violations),
-                        ..Refusal::new(Code::InvalidArgument, "POLICY", "the policy")
-                    }
+                    Refusal::invalid("POLICY", "the policy", violations)
                 }
             }
         }

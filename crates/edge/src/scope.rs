@@ -168,6 +168,15 @@ pub fn covers_row(
     }
 }
 
+/// A refusal reason another service gave (the directory's CheckPermission), as this one
+/// reports it: the shared decision's reasons pass through, anything else is "not in scope".
+pub fn known_refusal(reason: &str) -> &'static str {
+    [GRANT_REVOKED, ROLE_LACKS_PERMISSION, NO_GRANT_IN_SCOPE]
+        .into_iter()
+        .find(|known| *known == reason)
+        .unwrap_or(NO_GRANT_IN_SCOPE)
+}
+
 /// What a missing target answers: `NOT_FOUND` to those who may see everything, else the same
 /// refusal as a target outside the caller's scope.
 fn missing(access: &Access, what: &'static str) -> Denial {
@@ -276,6 +285,12 @@ mod tests {
         assert_eq!(desk.scope_root(), None);
         assert_eq!(ccg_user.scope_root(), Some(ccg));
         assert!(desk.suite_wide().is_ok());
+        assert_eq!(known_refusal("GRANT_REVOKED"), GRANT_REVOKED);
+        assert_eq!(
+            known_refusal("ROLE_LACKS_PERMISSION"),
+            ROLE_LACKS_PERMISSION
+        );
+        assert_eq!(known_refusal("SOMETHING_ELSE"), NO_GRANT_IN_SCOPE);
         assert_eq!(denied(ccg_user.suite_wide()), NO_GRANT_IN_SCOPE);
     }
 

@@ -524,7 +524,8 @@ impl Relay {
                 tracing::warn!(error = %err, "outbox relay could not get a service token");
                 Outcome::Retry("service token unavailable".to_owned())
             }
-            Err(e @ PeerError::Incomplete { .. }) => Outcome::Retry(e.to_string()),
+            // The service answered OK: the row is accepted there, whatever the answer lacks.
+            Err(PeerError::Incomplete { .. }) => Outcome::Delivered,
         }
     }
 }

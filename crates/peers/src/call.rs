@@ -21,7 +21,8 @@ const RETRY: Backoff = Backoff::new(Duration::from_millis(25), Duration::from_mi
 /// Whether a call may be repeated after the peer was unavailable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retry {
-    /// Reads, and creates keyed on a request id: repeating them changes nothing.
+    /// Idempotent calls: reads, creates keyed on a request id, and calls whose repeat
+    /// changes nothing more (ending sessions already ended).
     Safe,
     /// Anything else: the first attempt may have taken effect.
     Never,
@@ -55,19 +56,15 @@ impl Caller {
         self
     }
 
-    /// The configured call timeout.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// The service's name.
-    pub fn service(&self) -> &'static str {
-        self.service
-    }
-
     /// The time a call may take: the timeout, or less when the caller's deadline is sooner.
     pub fn budget(&self, deadline: Option<RequestDeadline>) -> Duration {
         deadline.map_or(self.timeout, |d| d.remaining().min(self.timeout))
+    }
+
+    /// The instant by which an operation of several calls (the pages of a list) must be
+    /// done: one budget for all of them, not one each.
+    pub fn deadline(&self, deadline: Option<RequestDeadline>) -> Option<RequestDeadline> {
+        Some(RequestDeadline(Instant::now() + self.budget(deadline)))
     }
 
     /// `message` with a service token, a timeout and the trace context.
@@ -139,7 +136,8 @@ impl Caller {
     }
 
     /// Every item of a paged list: `page` fetches one page from a page token (empty for the
-    /// first) and returns its items and the next token (empty after the last).
+    /// first) and returns its items and the next token (empty after the last). Callers give
+    /// every page the same [`Caller::deadline`].
     pub async fn all_pages<T, F, Fut>(&self, mut page: F) -> Result<Vec<T>, PeerError>
     where
         F: FnMut(String) -> Fut,

@@ -23,7 +23,7 @@ pub enum Check {
     Allowed,
     /// Refused, with the directory's UPPER_SNAKE reason.
     Denied(String),
-    /// The organisation (or target account) does not exist.
+    /// The organisation does not exist.
     NoOrganisation,
 }
 
@@ -44,11 +44,6 @@ impl DirectoryPeer {
             client: DirectoryServiceClient::new(channel),
             caller: Caller::new(DIRECTORY, tokens, timeout),
         }
-    }
-
-    /// The configured call timeout.
-    pub fn timeout(&self) -> std::time::Duration {
-        self.caller.timeout()
     }
 
     async fn check(
@@ -196,6 +191,7 @@ impl DirectoryPeer {
         deadline: Option<RequestDeadline>,
     ) -> Result<Vec<pb::Grant>, PeerError> {
         let client = &self.client;
+        let deadline = self.caller.deadline(deadline);
         self.caller
             .all_pages(|page_token| async move {
                 let request = pb::ListGrantsRequest {
@@ -240,6 +236,7 @@ impl DirectoryPeer {
         deadline: Option<RequestDeadline>,
     ) -> Result<Vec<Uuid>, PeerError> {
         let client = &self.client;
+        let deadline = self.caller.deadline(deadline);
         let grants = self
             .caller
             .all_pages(|page_token| async move {

@@ -38,6 +38,12 @@ impl IdentityPeer {
         }
     }
 
+    /// The same client without retries inside a call (see [`Caller::without_retries`]).
+    pub fn without_retries(mut self) -> Self {
+        self.caller = self.caller.without_retries();
+        self
+    }
+
     /// The account for `email`: created (PENDING_REGISTRATION; identity mails its
     /// set-password link) keyed on `request_id`, or — when the address already has one — the
     /// existing account.

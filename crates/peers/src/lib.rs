@@ -8,8 +8,8 @@
 //! - is bounded by the configured call timeout, or what is left of the caller's own request
 //!   deadline when that is sooner — connecting and fetching the token included;
 //! - is retried, with jittered backoff inside that budget, only when the peer was unavailable
-//!   and the call is safe to repeat (reads, and creates keyed on a request id); never
-//!   otherwise;
+//!   and the call is idempotent (reads, creates keyed on a request id, ending sessions);
+//!   never otherwise, and never for callers with a durable retry schedule of their own;
 //! - fails with one error type, [`PeerError`], which keeps the peer's `ErrorInfo` reason.
 //!
 //! List RPCs are followed page by page ([`Caller::all_pages`]), with a bound on the number of

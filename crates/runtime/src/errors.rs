@@ -1,4 +1,5 @@
-//! Building blocks for the one `impl From<ServiceError> for Status` each service writes.
+//! Building blocks of `Status` answers, used by the one mapping in `cqrs_edge` (every
+//! service's errors) and by the auth layer.
 //!
 //! Every status carries a `google.rpc.ErrorInfo` (UPPER_SNAKE reason, domain `cqrs.<service>`)
 //! so callers branch on the reason, never on message text. Internal failures are reduced to a

@@ -35,9 +35,4 @@ impl Peers {
             directory: DirectoryPeer::new(directory, tokens, timeout),
         }
     }
-
-    /// The configured call timeout.
-    pub fn timeout(&self) -> Duration {
-        self.directory.timeout()
-    }
 }

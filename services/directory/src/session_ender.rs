@@ -86,7 +86,8 @@ impl SessionEnder {
         SessionEnder {
             inner: Arc::new(Inner {
                 store,
-                identity: IdentityPeer::new(channel, tokens, config.call_timeout),
+                // Failed rows are rescheduled durably, so a call makes one attempt.
+                identity: IdentityPeer::new(channel, tokens, config.call_timeout).without_retries(),
                 config,
                 clock,
             }),
@@ -156,8 +157,8 @@ impl SessionEnder {
         }
     }
 
-    /// One EndSessions call for `row`; deletes the row on success, reschedules it otherwise.
-    /// One call to identity for `row`, within the caller's deadline (or the call timeout).
+    /// One EndSessions call for `row`, within the caller's deadline (or the call timeout);
+    /// deletes the row on success, reschedules it otherwise.
     async fn attempt(&self, row: &RevocationRow, deadline: Option<RequestDeadline>) -> bool {
         let pool = self.inner.store.pool();
         let ended = self

@@ -14,10 +14,10 @@
 //!    answer alike: `PERMISSION_DENIED`, except to internal callers and suite-wide roles, who
 //!    may see everything and so get `NOT_FOUND`.
 
-use cqrs_auth::{
-    NO_GRANT_IN_SCOPE, Permission, Principal, ROLE_LACKS_PERMISSION, Role, role_grants,
+use cqrs_auth::{Permission, Principal, ROLE_LACKS_PERMISSION, Role, role_grants};
+pub use cqrs_edge::scope::{
+    Access, GRANT_REVOKED, NO_ACTIVE_GRANT, by_permissions, covers_row, known_refusal,
 };
-pub use cqrs_edge::scope::{Access, GRANT_REVOKED, NO_ACTIVE_GRANT, by_permissions, covers_row};
 use uuid::Uuid;
 
 use super::AccessError;
@@ -54,15 +54,6 @@ pub fn for_role(
         Access::Internal => Ok(permission),
         Access::Grant { grant, .. } if role_grants(grant.role, permission) => Ok(permission),
         Access::Grant { .. } => Err(AccessError::PermissionDenied(ROLE_LACKS_PERMISSION)),
-    }
-}
-
-/// The directory's refusal reason as one of ours (its reasons are the shared decision's).
-pub fn denial_reason(reason: &str) -> &'static str {
-    match reason {
-        GRANT_REVOKED => GRANT_REVOKED,
-        ROLE_LACKS_PERMISSION => ROLE_LACKS_PERMISSION,
-        _ => NO_GRANT_IN_SCOPE,
     }
 }
 
@@ -176,15 +167,5 @@ mod tests {
             ROLE_LACKS_PERMISSION
         );
         assert_eq!(denied(user_only(&service)), USER_REQUIRED);
-    }
-
-    #[test]
-    fn directory_reasons() {
-        assert_eq!(denial_reason("GRANT_REVOKED"), GRANT_REVOKED);
-        assert_eq!(
-            denial_reason("ROLE_LACKS_PERMISSION"),
-            ROLE_LACKS_PERMISSION
-        );
-        assert_eq!(denial_reason("SOMETHING_ELSE"), NO_GRANT_IN_SCOPE);
     }
 }

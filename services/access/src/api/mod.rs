@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use cqrs_auth::{ActiveGrant, NO_GRANT_IN_SCOPE, Permission, Role};
+use cqrs_edge::audit::{self, AuditQuery};
 use cqrs_edge::refusals::{self, Denied};
 use cqrs_edge::request::{id_field, principal};
 use cqrs_proto::access::v1::{self as pb, access_service_server::AccessService};
@@ -329,7 +330,7 @@ fn decision_field(violations: &mut FieldViolations, value: i32) -> Option<crate:
 fn verdict(access: &Access, check: Check) -> Result<(), AccessError> {
     match check {
         Check::Allowed => Ok(()),
-        Check::Denied(reason) => Err(AccessError::PermissionDenied(authz::denial_reason(&reason))),
+        Check::Denied(reason) => Err(AccessError::PermissionDenied(authz::known_refusal(&reason))),
         Check::NoOrganisation if access.sees_everything() => {
             Err(AccessError::NotFound("organisation"))
         }
@@ -594,10 +595,10 @@ impl AccessApi {
         let access = authz::by_permissions(&principal, &[Permission::ViewAuditEvents])?;
         access.suite_wide()?;
         let deadline = cqrs_runtime::server::request_deadline(&request);
+        let query = AuditQuery::from(request.get_ref()).check()?;
         self.authorise_scope(&access, &[Permission::ViewAuditEvents], deadline)
             .await?;
-        let (audit_events, next_page_token) =
-            cqrs_edge::audit::page(self.store().pool(), request.get_ref().into()).await?;
+        let (audit_events, next_page_token) = audit::page(self.store().pool(), &query).await?;
         Ok(pb::ListAuditEventsResponse {
             audit_events,
             next_page_token,

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use cqrs_auth::Permission;
+use cqrs_edge::audit::{self, AuditQuery};
 use cqrs_edge::refusals::{self, Denied};
 use cqrs_edge::request::{id_field, principal, request_id_field};
 use cqrs_proto::directory::v1::{self as pb, directory_service_server::DirectoryService};
@@ -275,10 +276,10 @@ impl DirectoryApi {
     ) -> Result<pb::ListAuditEventsResponse, DirectoryError> {
         let principal = principal(&request)?;
         let access = authz::by_role(&principal, Permission::ViewAuditEvents)?;
+        let query = AuditQuery::from(request.get_ref()).check()?;
         self.authorise_suite(&access, Permission::ViewAuditEvents)
             .await?;
-        let (audit_events, next_page_token) =
-            cqrs_edge::audit::page(self.store().pool(), request.get_ref().into()).await?;
+        let (audit_events, next_page_token) = audit::page(self.store().pool(), &query).await?;
         Ok(pb::ListAuditEventsResponse {
             audit_events,
             next_page_token,

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_auth::Permission;
+use cqrs_edge::audit::{self, AuditQuery};
 use cqrs_proto::identity::v1 as pb;
 use cqrs_proto::notifications::v1::EmailTemplate;
 use cqrs_runtime::audit::Actor;
@@ -15,7 +16,7 @@ use uuid::Uuid;
 use super::signin::is_self;
 use super::{
     IdentityApi, IdentityError, account_event, audit_alone, convert, id_field, is_service_desk,
-    mail, principal, require_desk, require_internal_or_desk, require_service,
+    mail, principal, require_desk, require_internal_or_desk,
 };
 use crate::domain::account::{AccountState, Realm, normalise_name};
 use crate::domain::email::normalise_email;
@@ -493,7 +494,7 @@ impl IdentityApi {
         request: Request<pb::EndSessionsRequest>,
     ) -> Result<pb::EndSessionsResponse, IdentityError> {
         let principal = principal(&request)?;
-        require_service(&principal)?;
+        cqrs_edge::scope::internal_only(&principal)?;
         let actor = Actor::from_request(&request, &principal);
         let req = request.get_ref();
         let mut violations = FieldViolations::new();
@@ -557,8 +558,8 @@ impl IdentityApi {
     ) -> Result<pb::ListAuditEventsResponse, IdentityError> {
         let principal = principal(&request)?;
         require_internal_or_desk(&principal)?;
-        let (audit_events, next_page_token) =
-            cqrs_edge::audit::page(self.store().pool(), request.get_ref().into()).await?;
+        let query = AuditQuery::from(request.get_ref()).check()?;
+        let (audit_events, next_page_token) = audit::page(self.store().pool(), &query).await?;
         Ok(pb::ListAuditEventsResponse {
             audit_events,
             next_page_token,

@@ -65,14 +65,11 @@ impl ServiceReason for IdentityReason {
                 for rule in rules {
                     violations.add(*field, format!("{}: {}", rule.code(), rule.describe()));
                 }
-                Refusal {
-                    violations: Some(violations),
-                    ..Refusal::new(
-                        Code::InvalidArgument,
-                        "PASSWORD_POLICY_VIOLATION",
-                        "the password does not meet the password policy",
-                    )
-                }
+                Refusal::invalid(
+                    "PASSWORD_POLICY_VIOLATION",
+                    "the password does not meet the password policy",
+                    violations,
+                )
             }
             IdentityReason::BadCredentials => Refusal::new(
                 Unauthenticated,
@@ -139,7 +136,7 @@ impl From<StoreError> for IdentityError {
 /// token (a deployment fault, but to the caller equally a missing dependency).
 impl From<DirectoryError> for IdentityError {
     fn from(err: DirectoryError) -> Self {
-        IdentityError::unavailable("the directory service", err)
+        IdentityError::unavailable("the directory", err)
     }
 }
 

@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 pub(crate) use accounts::Inserted;
 use cqrs_edge::request::{id_field, principal};
+use cqrs_edge::scope;
 pub use error::{BAD_CREDENTIALS_MESSAGE, DOMAIN, IdentityError, IdentityReason};
 
 use crate::clock::Clock;
@@ -287,23 +288,6 @@ fn require_desk(principal: &Principal) -> Result<(), IdentityError> {
     }
 }
 
-fn require_service(principal: &Principal) -> Result<(), IdentityError> {
-    if principal.is_service() {
-        Ok(())
-    } else {
-        Err(IdentityError::PermissionDenied(
-            "SERVICE_PRINCIPAL_REQUIRED",
-        ))
-    }
-}
-
-/// Reasons the directory gives for refusing a scoped action, as this service reports them.
-const SCOPE_REFUSALS: [&str; 3] = [
-    cqrs_auth::NO_GRANT_IN_SCOPE,
-    cqrs_auth::ROLE_LACKS_PERMISSION,
-    "GRANT_REVOKED",
-];
-
 impl IdentityApi {
     /// A user acting through its active grant may use `permission` on the account `target`:
     /// the role must carry it (decided here, no I/O), and the grant must reach an
@@ -323,7 +307,7 @@ impl IdentityApi {
         else {
             return Err(IdentityError::PermissionDenied("USER_PRINCIPAL_REQUIRED"));
         };
-        let active = active.ok_or(IdentityError::PermissionDenied("NO_ACTIVE_GRANT"))?;
+        let active = active.ok_or(IdentityError::PermissionDenied(scope::NO_ACTIVE_GRANT))?;
         if !cqrs_auth::role_grants(active.role, permission) {
             return Err(IdentityError::PermissionDenied(
                 cqrs_auth::ROLE_LACKS_PERMISSION,
@@ -336,11 +320,9 @@ impl IdentityApi {
         if allowed {
             return Ok(());
         }
-        let reason = SCOPE_REFUSALS
-            .into_iter()
-            .find(|known| *known == reason)
-            .unwrap_or(cqrs_auth::NO_GRANT_IN_SCOPE);
-        Err(IdentityError::PermissionDenied(reason))
+        Err(IdentityError::PermissionDenied(scope::known_refusal(
+            &reason,
+        )))
     }
 }
 

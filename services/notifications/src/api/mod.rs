@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use cqrs_auth::{Permission, Principal};
+use cqrs_edge::audit::{self, AuditQuery};
 use cqrs_edge::request::{id_field, principal};
 use cqrs_edge::scope;
 use cqrs_proto::notifications::v1::{self as pb, notification_service_server::NotificationService};
@@ -299,8 +300,8 @@ impl NotificationApi {
     ) -> Result<pb::ListAuditEventsResponse, NotificationError> {
         let principal = principal(&request)?;
         scope::by_permission(&principal, Permission::ViewAuditEvents)?.suite_wide()?;
-        let (audit_events, next_page_token) =
-            cqrs_edge::audit::page(self.store.pool(), request.get_ref().into()).await?;
+        let query = AuditQuery::from(request.get_ref()).check()?;
+        let (audit_events, next_page_token) = audit::page(self.store.pool(), &query).await?;
         Ok(pb::ListAuditEventsResponse {
             audit_events,
             next_page_token,
