@@ -50,7 +50,9 @@ impl Caller {
     }
 
     /// Calls that never retry on their own: for callers with a durable retry schedule of
-    /// their own (the outbox relay), where a retry inside the call would only hold the row.
+    /// their own (the outbox relay, the session ender), where a retry inside the call would
+    /// only hold the row, and for interactive paths that answer without the peer when it is
+    /// down (identity's sign-in), where it would only add the whole timeout to every answer.
     pub fn without_retries(mut self) -> Self {
         self.retries = false;
         self

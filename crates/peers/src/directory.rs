@@ -46,6 +46,12 @@ impl DirectoryPeer {
         }
     }
 
+    /// The same client without retries inside a call (see [`Caller::without_retries`]).
+    pub fn without_retries(mut self) -> Self {
+        self.caller = self.caller.without_retries();
+        self
+    }
+
     async fn check(
         &self,
         request: pb::CheckPermissionRequest,

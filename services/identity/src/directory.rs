@@ -51,7 +51,9 @@ impl DirectoryClient {
             Arc::new(SystemClock),
         ));
         Ok(DirectoryClient {
-            peer: DirectoryPeer::new(channel, tokens, config.directory_timeout),
+            // Sign-in answers without grants when the directory is down: retrying a refused
+            // connection would only add the timeout to every sign-in meanwhile.
+            peer: DirectoryPeer::new(channel, tokens, config.directory_timeout).without_retries(),
         })
     }
 
