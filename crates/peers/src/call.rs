@@ -158,3 +158,166 @@ impl Caller {
         Err(PeerError::incomplete(self.service, "a last page"))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use cqrs_auth::StaticToken;
+    use tonic::{Code, Response, Status};
+
+    use super::*;
+
+    fn caller(timeout: Duration) -> Caller {
+        Caller::new("directory", Arc::new(StaticToken("tok".into())), timeout)
+    }
+
+    /// An RPC that is unavailable for its first `failures` calls, then answers `7`.
+    async fn flaky(calls: &AtomicU32, failures: u32) -> Result<Response<u32>, Status> {
+        if calls.fetch_add(1, Ordering::SeqCst) < failures {
+            Err(Status::unavailable("connection refused"))
+        } else {
+            Ok(Response::new(7))
+        }
+    }
+
+    #[tokio::test]
+    async fn safe_calls_are_retried_while_the_peer_is_unavailable() {
+        let calls = AtomicU32::new(0);
+        let answer = caller(Duration::from_secs(5))
+            .call(None, Retry::Safe, (), |_| flaky(&calls, 2))
+            .await
+            .unwrap();
+        assert_eq!(answer, 7);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn other_calls_and_callers_without_retries_try_once() {
+        for (caller, retry) in [
+            (caller(Duration::from_secs(5)), Retry::Never),
+            (
+                caller(Duration::from_secs(5)).without_retries(),
+                Retry::Safe,
+            ),
+        ] {
+            let calls = AtomicU32::new(0);
+            let err = caller
+                .call(None, retry, (), |_| flaky(&calls, 1))
+                .await
+                .unwrap_err();
+            assert!(err.is_unavailable(), "{err}");
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn refusals_are_never_retried_and_keep_their_reason() {
+        let calls = AtomicU32::new(0);
+        let err = caller(Duration::from_secs(5))
+            .call(None, Retry::Safe, (), |_| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err::<Response<()>, _>(Status::permission_denied("no")) }
+            })
+            .await
+            .unwrap_err();
+        assert!(err.is(Code::PermissionDenied));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn retries_stop_within_the_budget() {
+        let calls = AtomicU32::new(0);
+        let started = Instant::now();
+        let err = caller(Duration::from_millis(300))
+            .call(None, Retry::Safe, (), |_| flaky(&calls, u32::MAX))
+            .await
+            .unwrap_err();
+        assert!(err.is_unavailable());
+        assert!(calls.load(Ordering::SeqCst) > 1);
+        assert!(started.elapsed() < Duration::from_millis(300) + Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_budget_is_deadline_exceeded() {
+        let err = caller(Duration::from_millis(50))
+            .without_retries()
+            .call(None, Retry::Safe, (), |_| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok(Response::new(()))
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PeerError::Unavailable {
+                    code: Code::DeadlineExceeded,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_carry_the_token_and_the_remaining_deadline() {
+        let caller = caller(Duration::from_secs(5));
+        // The caller's own deadline is sooner than the timeout: it bounds the call.
+        let deadline = Some(RequestDeadline(Instant::now() + Duration::from_secs(1)));
+        let seen = std::sync::Mutex::new(None);
+        caller
+            .call(deadline, Retry::Safe, (), |request: tonic::Request<()>| {
+                let metadata = request.metadata();
+                let bearer = metadata.get("authorization").map(|v| v.is_sensitive());
+                let auth = metadata
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let timeout = metadata
+                    .get("grpc-timeout")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                *seen.lock().unwrap() = Some((auth, bearer, timeout));
+                async { Ok(Response::new(())) }
+            })
+            .await
+            .unwrap();
+        let (auth, sensitive, timeout) = seen.lock().unwrap().take().unwrap();
+        assert_eq!(auth.as_deref(), Some("Bearer tok"));
+        assert_eq!(sensitive, Some(true));
+        // grpc-timeout is at most the second left (e.g. "999845u").
+        let timeout = timeout.unwrap();
+        let (value, unit) = timeout.split_at(timeout.len() - 1);
+        let micros = match unit {
+            "u" => value.parse::<u64>().unwrap(),
+            "m" => value.parse::<u64>().unwrap() * 1000,
+            "n" => value.parse::<u64>().unwrap() / 1000,
+            other => panic!("unexpected grpc-timeout unit {other}"),
+        };
+        assert!(micros <= 1_000_000, "{timeout}");
+        assert!(caller.budget(deadline) <= Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn lists_are_followed_to_their_last_page_and_bounded() {
+        let caller = caller(Duration::from_secs(5));
+        let items = caller
+            .all_pages(|token| async move {
+                Ok(match token.as_str() {
+                    "" => (vec![1, 2], "a".to_owned()),
+                    "a" => (vec![3], "b".to_owned()),
+                    _ => (vec![4], String::new()),
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(items, [1, 2, 3, 4]);
+        let err = caller
+            .all_pages(|_| async { Ok((vec![0], "again".to_owned())) })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PeerError::Incomplete { .. }), "{err:?}");
+    }
+}
