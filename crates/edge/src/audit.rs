@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
 use cqrs_proto::common::v1 as common;
 use cqrs_rules::FieldViolations;
 use cqrs_runtime::audit::{self, AuditRow, Filter};
@@ -141,15 +140,8 @@ pub fn audit_event(row: &AuditRow) -> common::AuditEvent {
         target_id: row.target_id.clone(),
         outcome: outcome as i32,
         request_id: row.request_id.clone().unwrap_or_default(),
-        create_time: Some(timestamp(row.occurred_at)),
+        create_time: Some(crate::timestamp(row.occurred_at)),
         details,
-    }
-}
-
-fn timestamp(time: DateTime<Utc>) -> Timestamp {
-    Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 
@@ -163,7 +155,7 @@ mod tests {
     fn rows_become_events() {
         let row = AuditRow {
             id: Uuid::from_u128(7),
-            occurred_at: DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
+            occurred_at: chrono::DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
             actor_kind: "service".into(),
             actor_id: "access".into(),
             action: "GRANT_ROLE".into(),

@@ -18,3 +18,12 @@ pub mod request;
 pub mod scope;
 
 pub use error::{ApiError, BoxError, Denial, Refusal, ServiceReason};
+
+/// A stored time as every contract carries it.
+pub fn timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        // Sub-second nanoseconds of a valid time always fit.
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}

@@ -13,12 +13,7 @@ use crate::store::{AccessRequestRow, InvitationRow, RegistrationRow};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnknownValue;
 
-pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
+pub use cqrs_edge::timestamp;
 
 /// `Ok(None)` for UNSPECIFIED, `Err` for a number that is no role.
 pub fn role_from_proto(value: i32) -> Result<Option<Role>, UnknownValue> {

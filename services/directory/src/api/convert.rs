@@ -2,7 +2,6 @@
 
 use cqrs_auth::RoleProto;
 
-use chrono::{DateTime, Utc};
 use cqrs_auth::Role;
 use cqrs_proto::directory::v1 as pb;
 use uuid::Uuid;
@@ -14,12 +13,7 @@ use crate::store::{AccountGrant, GrantRow, OrganisationRow};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnknownValue;
 
-pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
+pub use cqrs_edge::timestamp;
 
 pub fn kind_to_proto(kind: Option<OrganisationKind>) -> pb::OrganisationKind {
     match kind {

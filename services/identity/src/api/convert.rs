@@ -15,12 +15,7 @@ use crate::store::sessions::SessionRecord;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnknownValue;
 
-pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
+pub use cqrs_edge::timestamp;
 
 /// A proto timestamp as a time; `None` if out of range.
 pub fn from_timestamp(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {

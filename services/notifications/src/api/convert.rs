@@ -1,17 +1,11 @@
 //! Rows to protobuf messages.
 
-use chrono::{DateTime, Utc};
 use cqrs_proto::notifications::v1 as pb;
 
 use crate::domain::{DeliveryState, Template};
 use crate::store::{DeliveryRow, NotificationRow, PreferencesRow};
 
-pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
+pub use cqrs_edge::timestamp;
 
 pub fn delivery(row: &DeliveryRow) -> pb::Delivery {
     let state = match row.state() {
