@@ -79,13 +79,8 @@ impl TokenCache {
             .shard(key)?
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        // An entry that may no longer answer goes before it could move (and rotate).
-        if shard.peek(key).is_some_and(|entry| !entry.usable_at(now)) {
-            shard.remove(key);
-            return None;
-        }
-        // Used again: kept through the next rotation.
-        let (entry, dropped) = shard.get(key, self.generation_size);
+        // Used again: kept through the next rotation; one that may no longer answer goes.
+        let (entry, dropped) = shard.get_where(key, self.generation_size, |e| e.usable_at(now));
         let principal = entry.map(|entry| entry.principal);
         drop(shard);
         // Freed outside the lock.

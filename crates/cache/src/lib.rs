@@ -42,15 +42,30 @@ impl<K: Eq + Hash + Clone, V: Clone> Generations<K, V> {
     /// The entry for `key`, if any (moved into the current generation when found in the
     /// previous one), and what that move's rotation dropped.
     pub fn get(&mut self, key: &K, size: usize) -> (Option<V>, Dropped<K, V>) {
+        self.get_where(key, size, |_| true)
+    }
+
+    /// Like [`Generations::get`], but an entry that fails `keep` is removed instead of
+    /// answered (or moved): one lookup for callers whose entries expire.
+    pub fn get_where(
+        &mut self,
+        key: &K,
+        size: usize,
+        keep: impl Fn(&V) -> bool,
+    ) -> (Option<V>, Dropped<K, V>) {
         if let Some(v) = self.current.get(key) {
-            return (Some(v.clone()), None);
+            if keep(v) {
+                return (Some(v.clone()), None);
+            }
+            self.current.remove(key);
+            return (None, None);
         }
         match self.previous.remove(key) {
-            Some(v) => {
+            Some(v) if keep(&v) => {
                 let dropped = self.insert(key.clone(), v.clone(), size);
                 (Some(v), dropped)
             }
-            None => (None, None),
+            _ => (None, None),
         }
     }
 
@@ -130,6 +145,20 @@ mod tests {
         assert_eq!(dropped.len(), 2);
         assert_eq!(map.peek(&1), None);
         assert_eq!(map.peek(&3), Some(&3));
+    }
+
+    #[test]
+    fn entries_that_fail_the_check_are_removed_not_moved() {
+        let mut map = Generations::new();
+        map.insert(1u8, 10, 2);
+        map.insert(2, 20, 2);
+        // Both now in the previous generation.
+        assert_eq!(map.get_where(&1, 2, |v| *v > 15), (None, None));
+        assert_eq!(map.peek(&1), None, "removed");
+        assert_eq!(map.get_where(&2, 2, |v| *v > 15).0, Some(20));
+        map.insert(3, 30, 100);
+        assert_eq!(map.get_where(&3, 100, |_| false), (None, None));
+        assert_eq!(map.peek(&3), None);
     }
 
     #[test]

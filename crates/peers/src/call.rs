@@ -63,12 +63,6 @@ impl Caller {
         deadline.map_or(self.timeout, |d| d.remaining().min(self.timeout))
     }
 
-    /// The instant by which an operation of several calls (the pages of a list) must be
-    /// done: one budget for all of them, not one each.
-    pub fn deadline(&self, deadline: Option<RequestDeadline>) -> Option<RequestDeadline> {
-        Some(RequestDeadline(Instant::now() + self.budget(deadline)))
-    }
-
     /// `message` with a service token, a timeout and the trace context.
     async fn request<T>(
         &self,
@@ -138,17 +132,22 @@ impl Caller {
     }
 
     /// Every item of a paged list: `page` fetches one page from a page token (empty for the
-    /// first) and returns its items and the next token (empty after the last). Callers give
-    /// every page the same [`Caller::deadline`].
-    pub async fn all_pages<T, F, Fut>(&self, mut page: F) -> Result<Vec<T>, PeerError>
+    /// first) within the deadline it is given and returns its items and the next token (empty
+    /// after the last). One budget covers all the pages, not one each.
+    pub async fn all_pages<T, F, Fut>(
+        &self,
+        deadline: Option<RequestDeadline>,
+        mut page: F,
+    ) -> Result<Vec<T>, PeerError>
     where
-        F: FnMut(String) -> Fut,
+        F: FnMut(String, Option<RequestDeadline>) -> Fut,
         Fut: Future<Output = Result<(Vec<T>, String), PeerError>>,
     {
+        let deadline = Some(RequestDeadline(Instant::now() + self.budget(deadline)));
         let mut items = Vec::new();
         let mut token = String::new();
         for _ in 0..MAX_PAGES {
-            let (mut found, next) = page(std::mem::take(&mut token)).await?;
+            let (mut found, next) = page(std::mem::take(&mut token), deadline).await?;
             items.append(&mut found);
             if next.is_empty() {
                 return Ok(items);
@@ -303,19 +302,27 @@ mod tests {
     #[tokio::test]
     async fn lists_are_followed_to_their_last_page_and_bounded() {
         let caller = caller(Duration::from_secs(5));
+        let deadlines = std::sync::Mutex::new(Vec::new());
         let items = caller
-            .all_pages(|token| async move {
-                Ok(match token.as_str() {
-                    "" => (vec![1, 2], "a".to_owned()),
-                    "a" => (vec![3], "b".to_owned()),
-                    _ => (vec![4], String::new()),
-                })
+            .all_pages(None, |token, deadline| {
+                deadlines.lock().unwrap().push(deadline.map(|d| d.0));
+                async move {
+                    Ok(match token.as_str() {
+                        "" => (vec![1, 2], "a".to_owned()),
+                        "a" => (vec![3], "b".to_owned()),
+                        _ => (vec![4], String::new()),
+                    })
+                }
             })
             .await
             .unwrap();
         assert_eq!(items, [1, 2, 3, 4]);
+        // One deadline for every page.
+        let deadlines = deadlines.into_inner().unwrap();
+        assert_eq!(deadlines.len(), 3);
+        assert!(deadlines[0].is_some() && deadlines.iter().all(|d| *d == deadlines[0]));
         let err = caller
-            .all_pages(|_| async { Ok((vec![0], "again".to_owned())) })
+            .all_pages(None, |_, _| async { Ok((vec![0], "again".to_owned())) })
             .await
             .unwrap_err();
         assert!(matches!(err, PeerError::Incomplete { .. }), "{err:?}");

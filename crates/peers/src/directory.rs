@@ -197,9 +197,8 @@ impl DirectoryPeer {
         deadline: Option<RequestDeadline>,
     ) -> Result<Vec<pb::Grant>, PeerError> {
         let client = &self.client;
-        let deadline = self.caller.deadline(deadline);
         self.caller
-            .all_pages(|page_token| async move {
+            .all_pages(deadline, |page_token, deadline| async move {
                 let request = pb::ListGrantsRequest {
                     account_id: account.to_string(),
                     page_size: LARGE_PAGE,
@@ -242,10 +241,9 @@ impl DirectoryPeer {
         deadline: Option<RequestDeadline>,
     ) -> Result<Vec<Uuid>, PeerError> {
         let client = &self.client;
-        let deadline = self.caller.deadline(deadline);
         let grants = self
             .caller
-            .all_pages(|page_token| async move {
+            .all_pages(deadline, |page_token, deadline| async move {
                 let request = pb::ListAdministratorsRequest {
                     organisation_id: organisation.to_string(),
                     role: role.to_proto() as i32,

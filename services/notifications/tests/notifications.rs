@@ -107,6 +107,17 @@ impl Harness {
         self.keys.user_token(&self.redis, account_id, None).await
     }
 
+    /// A new user acting as `role` at some organisation.
+    async fn token_as(&self, role: Role) -> String {
+        let grant = ActiveGrant {
+            organisation_id: Uuid::new_v4(),
+            role,
+        };
+        self.keys
+            .user_token(&self.redis, Uuid::new_v4(), Some(grant))
+            .await
+    }
+
     async fn enqueue(
         &self,
         request: pb::EnqueueEmailRequest,
@@ -736,17 +747,7 @@ async fn callers_without_the_right_credentials_are_refused() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     // The service desk may.
-    let desk = h
-        .keys
-        .user_token(
-            &h.redis,
-            Uuid::new_v4(),
-            Some(ActiveGrant {
-                organisation_id: Uuid::new_v4(),
-                role: Role::ServiceDesk,
-            }),
-        )
-        .await;
+    let desk = h.token_as(Role::ServiceDesk).await;
     client
         .list_deliveries(with_token(pb::ListDeliveriesRequest::default(), &desk))
         .await
@@ -854,31 +855,11 @@ async fn the_audit_trail_is_listed_for_the_desk_and_services_only() {
     assert_eq!(changed.audit_events[0].actor_id, account.to_string());
 
     // The service desk may read it; an ordinary user or an administrator of a subtree may not.
-    let desk = h
-        .keys
-        .user_token(
-            &h.redis,
-            Uuid::new_v4(),
-            Some(ActiveGrant {
-                organisation_id: Uuid::new_v4(),
-                role: Role::ServiceDesk,
-            }),
-        )
-        .await;
+    let desk = h.token_as(Role::ServiceDesk).await;
     assert_eq!(list(desk, "").await.unwrap().audit_events.len(), 2);
     let err = list(user, "").await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    let admin = h
-        .keys
-        .user_token(
-            &h.redis,
-            Uuid::new_v4(),
-            Some(ActiveGrant {
-                organisation_id: Uuid::new_v4(),
-                role: Role::CommissioningAccountAdministrator,
-            }),
-        )
-        .await;
+    let admin = h.token_as(Role::CommissioningAccountAdministrator).await;
     let err = list(admin, "").await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
 
