@@ -74,14 +74,14 @@ async fn rpc_spans_are_exported_over_otlp() {
     assert!(guard.is_active());
 
     let mut h = Harness::start(|_| {}, false).await;
-    let mut req = authed(get("d1"), &h.service_token());
+    let mut req = authed(echo("d1"), &h.service_token());
     req.metadata_mut().insert(
         "traceparent",
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
             .parse()
             .unwrap(),
     );
-    h.client().get_delivery(req).await.unwrap();
+    h.client().echo(req).await.unwrap();
     h.stop();
     tokio::time::timeout(Duration::from_secs(5), h.handle)
         .await
@@ -95,7 +95,7 @@ async fn rpc_spans_are_exported_over_otlp() {
     let spans = collector.spans.lock().unwrap().clone();
     let rpc = spans
         .iter()
-        .find(|(_, name, _)| name == "/cqrs.notifications.v1.NotificationService/GetDelivery")
+        .find(|(_, name, _)| name == ECHO_PATH)
         .unwrap_or_else(|| panic!("rpc span not exported: {spans:?}"));
     assert_eq!(rpc.0, "otlp-test");
     assert_eq!(

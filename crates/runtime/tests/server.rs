@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use cqrs_auth::{Principal, SigningKey, TokenVerifier};
-use cqrs_proto::notifications::v1::notification_service_server::NotificationServiceServer;
+use cqrs_proto::testing::v1::echo_service_server::EchoServiceServer;
 use cqrs_runtime::config::ServerConfig;
 use cqrs_runtime::health::ReadinessFlag;
 use cqrs_runtime::server::ServiceServer;
@@ -31,7 +31,7 @@ async fn health_follows_readiness() {
         ServingStatus::Serving
     );
     assert_eq!(
-        health_of(&h.channel, NOTIFICATIONS).await.unwrap(),
+        health_of(&h.channel, ECHO).await.unwrap(),
         ServingStatus::Serving
     );
     assert_eq!(
@@ -46,12 +46,12 @@ async fn health_follows_readiness() {
     let took = wait_for_health(&h.channel, "", ServingStatus::NotServing).await;
     assert!(took < Duration::from_millis(2500), "took {took:?}");
     assert_eq!(
-        health_of(&h.channel, NOTIFICATIONS).await.unwrap(),
+        health_of(&h.channel, ECHO).await.unwrap(),
         ServingStatus::NotServing
     );
 
     h.flag.set(true);
-    let took = wait_for_health(&h.channel, NOTIFICATIONS, ServingStatus::Serving).await;
+    let took = wait_for_health(&h.channel, ECHO, ServingStatus::Serving).await;
     assert!(took < Duration::from_millis(2500), "took {took:?}");
     assert_eq!(
         health_of(&h.channel, "").await.unwrap(),
@@ -62,12 +62,9 @@ async fn health_follows_readiness() {
 #[tokio::test]
 async fn not_ready_at_start_is_not_serving_at_once() {
     let key = SigningKey::generate("k");
-    let config = ServerConfig::for_tests(
-        "notifications",
-        TokenVerifier::new(vec![key.verifying_key()]),
-    );
+    let config = ServerConfig::for_tests("echo", TokenVerifier::new(vec![key.verifying_key()]));
     let server = ServiceServer::new(config)
-        .add_service(NotificationServiceServer::new(TestNotifications::default()))
+        .add_service(EchoServiceServer::new(TestEcho::default()))
         .readiness(ReadinessFlag::new("down", false));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -85,7 +82,7 @@ async fn not_ready_at_start_is_not_serving_at_once() {
         ServingStatus::NotServing
     );
     assert_eq!(
-        health_of(&channel, NOTIFICATIONS).await.unwrap(),
+        health_of(&channel, ECHO).await.unwrap(),
         ServingStatus::NotServing
     );
     tx.send(()).unwrap();
@@ -104,7 +101,7 @@ async fn reflection_lists_services() {
     // Clients that list methods ask for the file of every listed service, the reflection
     // services included, so each listed name must resolve.
     let listed = [
-        NOTIFICATIONS,
+        ECHO,
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
@@ -132,7 +129,7 @@ async fn reflection_lists_services() {
     assert_eq!(
         names,
         [
-            NOTIFICATIONS,
+            ECHO,
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
             "grpc.reflection.v1alpha.ServerReflection",
@@ -153,30 +150,30 @@ async fn auth_is_enforced() {
     let h = Harness::start(|_| {}, false).await;
     let mut client = h.client();
 
-    let err = client.get_delivery(get("d1")).await.unwrap_err();
+    let err = client.echo(echo("d1")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     assert_eq!(err.message(), cqrs_auth::UNAUTHENTICATED_MESSAGE);
 
     let err = client
-        .get_delivery(authed(get("d1"), "not-a-jwt"))
+        .echo(authed(echo("d1"), "not-a-jwt"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 
     // No session check configured: user tokens fail closed.
     let err = client
-        .get_delivery(authed(get("d1"), &h.user_token()))
+        .echo(authed(echo("d1"), &h.user_token()))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 
     // Service tokens need no session.
     let resp = client
-        .get_delivery(authed(get("d1"), &h.service_token()))
+        .echo(authed(echo("d1"), &h.service_token()))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(resp.delivery.unwrap().id, "d1");
+    assert_eq!(resp.message, "d1");
     let seen = h.svc.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1, "refused calls must not reach the handler");
     match &seen[0].principal {
@@ -190,10 +187,10 @@ async fn user_tokens_work_with_a_session_check() {
     let h = Harness::start(|_| {}, true).await;
     let resp = h
         .client()
-        .get_delivery(authed(get("d2"), &h.user_token()))
+        .echo(authed(echo("d2"), &h.user_token()))
         .await
         .unwrap();
-    assert_eq!(resp.into_inner().delivery.unwrap().id, "d2");
+    assert_eq!(resp.into_inner().message, "d2");
     let seen = h.svc.seen.lock().unwrap().clone();
     assert!(matches!(seen[0].principal, Some(Principal::User { .. })));
 }
@@ -203,10 +200,10 @@ async fn request_id_is_echoed_or_generated() {
     let h = Harness::start(|_| {}, false).await;
     let mut client = h.client();
 
-    let mut req = authed(get("d1"), &h.service_token());
+    let mut req = authed(echo("d1"), &h.service_token());
     req.metadata_mut()
         .insert("x-request-id", "req-abc-123".parse().unwrap());
-    let resp = client.get_delivery(req).await.unwrap();
+    let resp = client.echo(req).await.unwrap();
     assert_eq!(
         resp.metadata()
             .get("x-request-id")
@@ -221,10 +218,10 @@ async fn request_id_is_echoed_or_generated() {
     assert!(left <= Duration::from_secs(30) && left > Duration::from_secs(25));
 
     // None given (or an unusable one): a uuid is generated, also on refused calls.
-    let mut req = Request::new(get("d1"));
+    let mut req = Request::new(echo("d1"));
     req.metadata_mut()
         .insert("x-request-id", "has spaces {}".parse().unwrap());
-    let err = client.get_delivery(req).await.unwrap_err();
+    let err = client.echo(req).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     let id = err
         .metadata()
@@ -235,9 +232,9 @@ async fn request_id_is_echoed_or_generated() {
     uuid::Uuid::parse_str(id).unwrap();
 
     // A caller's grpc-timeout shorter than the server's bounds the deadline handlers see.
-    let mut req = authed(get("d1"), &h.service_token());
+    let mut req = authed(echo("d1"), &h.service_token());
     req.set_timeout(Duration::from_secs(2));
-    client.get_delivery(req).await.unwrap();
+    client.echo(req).await.unwrap();
     let seen = h.svc.seen.lock().unwrap().clone();
     assert!(seen[1].deadline_left.unwrap() <= Duration::from_secs(2));
 }
@@ -247,7 +244,7 @@ async fn internal_errors_keep_only_a_correlation_id() {
     let h = Harness::start(|_| {}, false).await;
     let err = h
         .client()
-        .get_delivery(authed(get("fail"), &h.service_token()))
+        .echo(authed(echo("fail"), &h.service_token()))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Internal);
@@ -367,7 +364,7 @@ async fn grpc_web_over_http1_with_cors() {
 
     // Preflight from the allowed origin.
     let preflight = format!(
-        "OPTIONS /cqrs.notifications.v1.NotificationService/GetDelivery HTTP/1.1\r\n\
+        "OPTIONS {ECHO_PATH} HTTP/1.1\r\n\
          Host: {}\r\n\
          Origin: https://portal.example.nhs.uk\r\n\
          Access-Control-Request-Method: POST\r\n\
@@ -400,7 +397,7 @@ async fn grpc_web_over_http1_with_cors() {
 
     // gRPC-Web to a protected method without a token: Unauthenticated in the headers.
     let mut request = format!(
-        "POST /cqrs.notifications.v1.NotificationService/GetDelivery HTTP/1.1\r\n\
+        "POST {ECHO_PATH} HTTP/1.1\r\n\
          Host: {}\r\n\
          Content-Type: application/grpc-web+proto\r\n\
          Content-Length: 5\r\n\
@@ -419,13 +416,13 @@ async fn load_is_shed_with_resource_exhausted() {
     let h = Harness::start(|c| c.concurrency_limit = 1, false).await;
     let token = h.service_token();
     let mut slow_client = h.client();
-    let slow_req = authed(get("slow"), &token);
-    let slow = tokio::spawn(async move { slow_client.get_delivery(slow_req).await });
+    let slow_req = authed(echo("slow"), &token);
+    let slow = tokio::spawn(async move { slow_client.echo(slow_req).await });
     wait_in_flight(&h.svc, 1).await;
 
     let err = h
         .client()
-        .get_delivery(authed(get("d1"), &token))
+        .echo(authed(echo("d1"), &token))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
@@ -440,10 +437,7 @@ async fn load_is_shed_with_resource_exhausted() {
     );
 
     slow.await.unwrap().unwrap();
-    h.client()
-        .get_delivery(authed(get("d1"), &token))
-        .await
-        .unwrap();
+    h.client().echo(authed(echo("d1"), &token)).await.unwrap();
 }
 
 #[tokio::test]
@@ -452,7 +446,7 @@ async fn request_timeout_bounds_rpcs() {
     let started = Instant::now();
     let err = h
         .client()
-        .get_delivery(authed(get("slow"), &h.service_token()))
+        .echo(authed(echo("slow"), &h.service_token()))
         .await
         .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -480,8 +474,8 @@ async fn shutdown_drains_in_flight_calls() {
     );
 
     let mut client = h.client();
-    let req = authed(get("slow"), &token);
-    let slow = tokio::spawn(async move { client.get_delivery(req).await });
+    let req = authed(echo("slow"), &token);
+    let slow = tokio::spawn(async move { client.echo(req).await });
     wait_in_flight(&h.svc, 1).await;
 
     let started = Instant::now();
@@ -498,7 +492,7 @@ async fn shutdown_drains_in_flight_calls() {
     // grace period, so serve returns only then... unless the watch is dropped.
     drop(watch);
     let resp = slow.await.unwrap().unwrap();
-    assert_eq!(resp.into_inner().delivery.unwrap().id, "slow");
+    assert_eq!(resp.into_inner().message, "slow");
     let result = tokio::time::timeout(Duration::from_secs(5), h.handle)
         .await
         .expect("serve must return once drained");
@@ -513,8 +507,8 @@ async fn shutdown_drains_in_flight_calls() {
 async fn shutdown_cuts_calls_after_grace() {
     let mut h = Harness::start(|c| c.shutdown_grace = Duration::from_millis(300), false).await;
     let mut client = h.client();
-    let req = authed(get("slow"), &h.service_token());
-    let slow = tokio::spawn(async move { client.get_delivery(req).await });
+    let req = authed(echo("slow"), &h.service_token());
+    let slow = tokio::spawn(async move { client.echo(req).await });
     wait_in_flight(&h.svc, 1).await;
 
     let started = Instant::now();

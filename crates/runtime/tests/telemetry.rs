@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use cqrs_proto::notifications::v1::notification_service_client::NotificationServiceClient;
+use cqrs_proto::testing::v1::echo_service_client::EchoServiceClient;
 use cqrs_runtime::telemetry::{self, TraceContextInterceptor, inject_trace_context};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -33,21 +33,18 @@ async fn trace_context_flows_through_server_and_client() {
     let token = h.service_token();
 
     // A caller's traceparent becomes the parent of the server's span.
-    let mut req = authed(get("d1"), &token);
+    let mut req = authed(echo("d1"), &token);
     req.metadata_mut().insert(
         "traceparent",
         format!("00-{TRACE_ID}-00f067aa0ba902b7-01")
             .parse()
             .unwrap(),
     );
-    h.client().get_delivery(req).await.unwrap();
+    h.client().echo(req).await.unwrap();
     assert_eq!(last_trace_id(&h), TRACE_ID);
 
     // Without one, the server starts a fresh trace.
-    h.client()
-        .get_delivery(authed(get("d2"), &token))
-        .await
-        .unwrap();
+    h.client().echo(authed(echo("d2"), &token)).await.unwrap();
     let fresh = last_trace_id(&h);
     assert_ne!(fresh, TRACE_ID);
     assert_ne!(fresh, "00000000000000000000000000000000");
@@ -70,12 +67,8 @@ async fn trace_context_flows_through_server_and_client() {
         let tp = md.get("traceparent").unwrap().to_str().unwrap().to_owned();
         assert!(tp.starts_with(&format!("00-{OUTER_TRACE_ID}-")), "{tp}");
 
-        let mut client =
-            NotificationServiceClient::with_interceptor(channel, TraceContextInterceptor);
-        client
-            .get_delivery(authed(get("d3"), &token2))
-            .await
-            .unwrap();
+        let mut client = EchoServiceClient::with_interceptor(channel, TraceContextInterceptor);
+        client.echo(authed(echo("d3"), &token2)).await.unwrap();
     }
     .instrument(span)
     .await;

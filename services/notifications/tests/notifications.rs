@@ -1,168 +1,103 @@
-//! The notification service end to end, in-process, against a real Postgres database, a
-//! real Redis (sessions) and a real SMTP server on loopback.
+//! The notification service end to end, in-process over the suite ([`cqrs_suite::Suite`],
+//! notifications alone): a real Postgres database, a real Redis (sessions) and a real SMTP
+//! server on loopback.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_auth::{ActiveGrant, RedisSessionCheck, Role};
-use cqrs_notifications::{NotificationsConfig, Store, worker};
-use cqrs_proto::notifications::v1::{
-    self as pb, EmailTemplate, notification_service_client::NotificationServiceClient,
-};
-use cqrs_runtime::config::{Env, ServerConfig};
-use cqrs_testkit::{
-    RunningServer, SmtpSink, TestDb, TestKeys, TestRedis, field_violations, spawn, status_reason,
-    with_token,
-};
-use tokio::sync::oneshot;
+use cqrs_auth::{ActiveGrant, Role};
+use cqrs_notifications::Store;
+use cqrs_proto::notifications::v1::{self as pb, EmailTemplate};
+use cqrs_suite::{Service, Suite};
+use cqrs_testkit::{TestKeys, field_violations, status_reason, with_token};
 use tonic::Code;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
-const BASE_URL: &str = "https://cqrs.example.nhs.uk/portal/";
+const NOTIFICATIONS: Service = Service::Notifications;
 
-struct Harness {
-    db: TestDb,
-    redis: TestRedis,
-    smtp: SmtpSink,
-    keys: TestKeys,
-    config: NotificationsConfig,
-    server: RunningServer,
-    service_token: String,
+/// The suite with the notification service alone, its settings overridden by `extra`. It
+/// runs `NOTIFICATIONS_WORKERS` delivery workers (1 unless `extra` says otherwise) from the
+/// start.
+async fn start(extra: &[(&str, &str)]) -> Suite {
+    Suite::builder()
+        .only(&[NOTIFICATIONS])
+        .env(NOTIFICATIONS, extra)
+        .start()
+        .await
 }
 
-impl Harness {
-    async fn start(extra: &[(&str, &str)]) -> Harness {
-        let db = TestDb::new(&cqrs_notifications::MIGRATOR).await;
-        let redis = TestRedis::new().await;
-        let smtp = SmtpSink::start().await;
-        let keys = TestKeys::generate();
-        let verify = keys.verify_env_value();
-        let smtp_url = smtp.url();
-        let mut pairs: Vec<(&str, &str)> = vec![
-            ("CQRS_TOKEN_VERIFY_KEYS", &verify),
-            ("CQRS_SMTP_URL", &smtp_url),
-            ("CQRS_PUBLIC_BASE_URL", BASE_URL),
-            ("NOTIFICATIONS_POLL_INTERVAL_MS", "20"),
-            ("NOTIFICATIONS_RETRY_BASE_MS", "50"),
-            ("NOTIFICATIONS_RETRY_MAX_SECS", "1"),
-            ("NOTIFICATIONS_SMTP_TIMEOUT_SECS", "5"),
-        ];
-        pairs.extend_from_slice(extra);
-        let env = Env::from_pairs(&pairs);
-        let config = NotificationsConfig::from_env(&env).unwrap();
-        let server_config = ServerConfig::from_env(&env, "notifications", 0).unwrap();
-        let sessions = Arc::new(RedisSessionCheck::new(
-            redis.conn.clone(),
-            redis.namespace.clone(),
-        ));
-        let server = spawn(
-            cqrs_notifications::server(
-                server_config,
-                Store::new(db.pool.clone()),
-                Arc::new(cqrs_runtime::clock::SystemClock),
-            )
-            .session_check(sessions),
-        )
-        .await;
-        let service_token = keys.service_token("access");
-        Harness {
-            db,
-            redis,
-            smtp,
-            keys,
-            config,
-            server,
-            service_token,
-        }
-    }
+/// No delivery worker runs until the test starts one ([`Suite::start_notifications_worker`]).
+const NO_WORKERS: (&str, &str) = ("NOTIFICATIONS_WORKERS", "0");
 
-    fn client(&self) -> NotificationServiceClient<Channel> {
-        NotificationServiceClient::new(self.server.channel.clone())
-    }
+/// The token of the service that sends mail (access).
+fn service_token(suite: &Suite) -> String {
+    suite.service_token_of("access")
+}
 
-    fn store(&self) -> Store {
-        Store::new(self.db.pool.clone())
-    }
+fn store(suite: &Suite) -> Store {
+    Store::new(suite.pool(NOTIFICATIONS).clone())
+}
 
-    /// Starts a delivery worker; dropping the sender stops it.
-    fn start_worker(&self) -> oneshot::Sender<()> {
-        let (tx, rx) = oneshot::channel::<()>();
-        let worker = worker(
-            &self.config,
-            self.store(),
-            Arc::new(cqrs_runtime::clock::SystemClock),
-        )
+async fn user_token(suite: &Suite, account_id: Uuid) -> String {
+    suite.user_token(account_id, None).await
+}
+
+/// A new user acting as `role` at some organisation.
+async fn token_as(suite: &Suite, role: Role) -> String {
+    let grant = ActiveGrant {
+        organisation_id: Uuid::new_v4(),
+        role,
+    };
+    suite.user_token(Uuid::new_v4(), Some(grant)).await
+}
+
+async fn enqueue(
+    suite: &Suite,
+    request: pb::EnqueueEmailRequest,
+) -> Result<pb::Delivery, tonic::Status> {
+    suite
+        .notifications()
+        .enqueue_email(with_token(request, &service_token(suite)))
+        .await
+        .map(|r| r.into_inner().delivery.unwrap())
+}
+
+async fn count(suite: &Suite, table: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+        .fetch_one(suite.pool(NOTIFICATIONS))
+        .await
         .unwrap();
-        tokio::spawn(worker.run(async move {
-            let _ = rx.await;
-        }));
-        tx
-    }
+    n
+}
 
-    async fn user_token(&self, account_id: Uuid) -> String {
-        self.keys.user_token(&self.redis, account_id, None).await
-    }
+async fn get_delivery(suite: &Suite, id: &str) -> pb::Delivery {
+    suite
+        .notifications()
+        .get_delivery(with_token(
+            pb::GetDeliveryRequest { id: id.into() },
+            &service_token(suite),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .delivery
+        .unwrap()
+}
 
-    /// A new user acting as `role` at some organisation.
-    async fn token_as(&self, role: Role) -> String {
-        let grant = ActiveGrant {
-            organisation_id: Uuid::new_v4(),
-            role,
-        };
-        self.keys
-            .user_token(&self.redis, Uuid::new_v4(), Some(grant))
-            .await
-    }
-
-    async fn enqueue(
-        &self,
-        request: pb::EnqueueEmailRequest,
-    ) -> Result<pb::Delivery, tonic::Status> {
-        self.client()
-            .enqueue_email(with_token(request, &self.service_token))
-            .await
-            .map(|r| r.into_inner().delivery.unwrap())
-    }
-
-    async fn count(&self, table: &str) -> i64 {
-        let (n,): (i64,) =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-                .fetch_one(&self.db.pool)
-                .await
-                .unwrap();
-        n
-    }
-
-    async fn delivery(&self, id: &str) -> pb::Delivery {
-        self.client()
-            .get_delivery(with_token(
-                pb::GetDeliveryRequest { id: id.into() },
-                &self.service_token,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .delivery
-            .unwrap()
-    }
-
-    async fn wait_for_state(&self, id: &str, state: pb::DeliveryState) -> pb::Delivery {
-        for _ in 0..300 {
-            let delivery = self.delivery(id).await;
-            if delivery.state == state as i32 {
-                return delivery;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+async fn wait_for_state(suite: &Suite, id: &str, state: pb::DeliveryState) -> pb::Delivery {
+    for _ in 0..300 {
+        let delivery = get_delivery(suite, id).await;
+        if delivery.state == state as i32 {
+            return delivery;
         }
-        panic!(
-            "delivery {id} never reached {state:?}: {:?}",
-            self.delivery(id).await
-        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    panic!(
+        "delivery {id} never reached {state:?}: {:?}",
+        get_delivery(suite, id).await
+    );
 }
 
 fn reset_request(key: &str, to: &str) -> pb::EnqueueEmailRequest {
@@ -180,17 +115,15 @@ fn reset_request(key: &str, to: &str) -> pb::EnqueueEmailRequest {
 
 #[tokio::test]
 async fn an_enqueued_mail_is_delivered_with_the_right_content() {
-    let h = Harness::start(&[]).await;
-    let _worker = h.start_worker();
+    let suite = start(&[]).await;
 
-    let delivery = h
-        .enqueue(reset_request("k-1", "Ann.Smith@NHS.net"))
+    let delivery = enqueue(&suite, reset_request("k-1", "Ann.Smith@NHS.net"))
         .await
         .unwrap();
     assert_eq!(delivery.to, "Ann.Smith@nhs.net");
     assert!(delivery.security);
 
-    let mails = h.smtp.wait_for(1, Duration::from_secs(10)).await;
+    let mails = suite.smtp.wait_for(1, Duration::from_secs(10)).await;
     let mail = &mails[0];
     assert_eq!(mail.to, vec!["Ann.Smith@nhs.net".to_owned()]);
     assert_eq!(mail.subject, "Reset your CQRS password");
@@ -209,9 +142,7 @@ async fn an_enqueued_mail_is_delivered_with_the_right_content() {
             .contains("<a href=")
     );
 
-    let delivered = h
-        .wait_for_state(&delivery.id, pb::DeliveryState::Delivered)
-        .await;
+    let delivered = wait_for_state(&suite, &delivery.id, pb::DeliveryState::Delivered).await;
     assert_eq!(delivered.attempts, 1);
     assert!(delivered.deliver_time.is_some());
 
@@ -219,24 +150,27 @@ async fn an_enqueued_mail_is_delivered_with_the_right_content() {
     let (params,): (serde_json::Value,) =
         sqlx::query_as("SELECT params FROM emails WHERE id = $1::uuid")
             .bind(&delivery.id)
-            .fetch_one(&h.db.pool)
+            .fetch_one(suite.pool(NOTIFICATIONS))
             .await
             .unwrap();
     assert!(params.get("token").is_none(), "{params}");
 
-    let actions = h.store().audit_actions(&delivery.id).await.unwrap();
+    let actions = store(&suite).audit_actions(&delivery.id).await.unwrap();
     assert_eq!(actions, vec!["ENQUEUE_EMAIL", "DELIVER_EMAIL"]);
 }
 
 #[tokio::test]
 async fn the_same_key_twice_sends_one_mail_and_other_content_is_refused() {
-    let h = Harness::start(&[]).await;
-    let first = h.enqueue(reset_request("same", "a@nhs.net")).await.unwrap();
-    let again = h.enqueue(reset_request("same", "a@nhs.net")).await.unwrap();
+    let suite = start(&[]).await;
+    let first = enqueue(&suite, reset_request("same", "a@nhs.net"))
+        .await
+        .unwrap();
+    let again = enqueue(&suite, reset_request("same", "a@nhs.net"))
+        .await
+        .unwrap();
     assert_eq!(first.id, again.id);
 
-    let err = h
-        .enqueue(reset_request("same", "b@nhs.net"))
+    let err = enqueue(&suite, reset_request("same", "b@nhs.net"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
@@ -248,8 +182,8 @@ async fn the_same_key_twice_sends_one_mail_and_other_content_is_refused() {
     // Parallel retries of one key: still one row.
     let mut tasks = Vec::new();
     for _ in 0..10 {
-        let client = h.client();
-        let token = h.service_token.clone();
+        let client = suite.notifications();
+        let token = service_token(&suite);
         tasks.push(tokio::spawn(async move {
             let mut client = client;
             client
@@ -270,26 +204,23 @@ async fn the_same_key_twice_sends_one_mail_and_other_content_is_refused() {
         );
     }
     assert_eq!(ids.len(), 1);
-    assert_eq!(h.count("emails").await, 2);
-
-    let _worker = h.start_worker();
-    h.smtp.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(count(&suite, "emails").await, 2);
+    suite.smtp.wait_for(2, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(h.smtp.messages().len(), 2);
+    assert_eq!(suite.smtp.messages().len(), 2);
 }
 
 #[tokio::test]
 async fn mail_accepted_while_smtp_is_down_is_delivered_once_when_it_returns() {
-    let h = Harness::start(&[("NOTIFICATIONS_MAX_ATTEMPTS", "100")]).await;
-    h.smtp.set_down(true);
-    let _worker = h.start_worker();
+    let suite = start(&[("NOTIFICATIONS_MAX_ATTEMPTS", "100")]).await;
+    suite.smtp.set_down(true);
     let mut ids = Vec::new();
     for i in 0..20 {
         ids.push(
-            h.enqueue(reset_request(
-                &format!("down-{i}"),
-                &format!("u{i}@nhs.net"),
-            ))
+            enqueue(
+                &suite,
+                reset_request(&format!("down-{i}"), &format!("u{i}@nhs.net")),
+            )
             .await
             .unwrap()
             .id,
@@ -300,26 +231,26 @@ async fn mail_accepted_while_smtp_is_down_is_delivered_once_when_it_returns() {
     // failure to be recorded too.
     for id in &ids {
         for _ in 0..300 {
-            let delivery = h.delivery(id).await;
+            let delivery = get_delivery(&suite, id).await;
             if delivery.attempts >= 1 && !delivery.last_error.is_empty() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let delivery = h.delivery(id).await;
+        let delivery = get_delivery(&suite, id).await;
         assert!(delivery.attempts >= 1, "{delivery:?}");
         assert_eq!(delivery.state, pb::DeliveryState::Pending as i32);
         assert!(!delivery.last_error.is_empty());
     }
-    assert!(h.smtp.messages().is_empty());
+    assert!(suite.smtp.messages().is_empty());
 
-    h.smtp.set_down(false);
-    let mails = h.smtp.wait_for(20, Duration::from_secs(20)).await;
+    suite.smtp.set_down(false);
+    let mails = suite.smtp.wait_for(20, Duration::from_secs(20)).await;
     for id in &ids {
-        h.wait_for_state(id, pb::DeliveryState::Delivered).await;
+        wait_for_state(&suite, id, pb::DeliveryState::Delivered).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mails_after = h.smtp.messages();
+    let mails_after = suite.smtp.messages();
     assert_eq!(mails_after.len(), 20, "no mail twice");
     let recipients: HashSet<String> = mails.iter().flat_map(|m| m.to.clone()).collect();
     assert_eq!(recipients.len(), 20);
@@ -327,11 +258,14 @@ async fn mail_accepted_while_smtp_is_down_is_delivered_once_when_it_returns() {
 
 #[tokio::test]
 async fn two_workers_racing_over_500_mails_deliver_each_exactly_once() {
-    let h = Harness::start(&[("NOTIFICATIONS_BATCH_SIZE", "25")]).await;
+    // The backlog is all there before two workers start claiming it side by side; the
+    // suite's workers would start with it, so these two are the test's own.
+    let batch = [("NOTIFICATIONS_BATCH_SIZE", "25")];
+    let suite = start(&[NO_WORKERS]).await;
     let mut tasks = Vec::new();
     for chunk in 0..10 {
-        let client = h.client();
-        let token = h.service_token.clone();
+        let client = suite.notifications();
+        let token = service_token(&suite);
         tasks.push(tokio::spawn(async move {
             let mut client = client;
             for i in 0..50 {
@@ -349,14 +283,14 @@ async fn two_workers_racing_over_500_mails_deliver_each_exactly_once() {
     for task in tasks {
         task.await.unwrap();
     }
-    assert_eq!(h.count("emails").await, 500);
+    assert_eq!(count(&suite, "emails").await, 500);
 
-    let _a = h.start_worker();
-    let _b = h.start_worker();
-    h.smtp.wait_for(500, Duration::from_secs(60)).await;
+    suite.start_notifications_worker(&batch);
+    suite.start_notifications_worker(&batch);
+    suite.smtp.wait_for(500, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let mails = h.smtp.messages();
+    let mails = suite.smtp.messages();
     assert_eq!(mails.len(), 500);
     let mut per_recipient: BTreeMap<String, usize> = BTreeMap::new();
     for mail in &mails {
@@ -368,7 +302,7 @@ async fn two_workers_racing_over_500_mails_deliver_each_exactly_once() {
     assert!(per_recipient.values().all(|n| *n == 1));
     let (delivered,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM emails WHERE state = 'DELIVERED' AND attempts = 1")
-            .fetch_one(&h.db.pool)
+            .fetch_one(suite.pool(NOTIFICATIONS))
             .await
             .unwrap();
     assert_eq!(delivered, 500);
@@ -376,48 +310,47 @@ async fn two_workers_racing_over_500_mails_deliver_each_exactly_once() {
 
 #[tokio::test]
 async fn a_mail_is_dead_lettered_after_the_attempt_limit() {
-    let h = Harness::start(&[
+    let suite = start(&[
         ("NOTIFICATIONS_MAX_ATTEMPTS", "3"),
         ("NOTIFICATIONS_RETRY_BASE_MS", "10"),
     ])
     .await;
-    h.smtp.set_down(true);
-    let _worker = h.start_worker();
-    let delivery = h.enqueue(reset_request("dead", "d@nhs.net")).await.unwrap();
-    let dead = h
-        .wait_for_state(&delivery.id, pb::DeliveryState::DeadLetter)
-        .await;
+    suite.smtp.set_down(true);
+    let delivery = enqueue(&suite, reset_request("dead", "d@nhs.net"))
+        .await
+        .unwrap();
+    let dead = wait_for_state(&suite, &delivery.id, pb::DeliveryState::DeadLetter).await;
     assert_eq!(dead.attempts, 3);
     assert!(!dead.last_error.is_empty());
 
     // It stays dead: the server coming back sends nothing.
-    h.smtp.set_down(false);
+    suite.smtp.set_down(false);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(h.smtp.messages().is_empty());
-    assert_eq!(h.delivery(&delivery.id).await.attempts, 3);
+    assert!(suite.smtp.messages().is_empty());
+    assert_eq!(get_delivery(&suite, &delivery.id).await.attempts, 3);
 
-    let listed = h
-        .client()
+    let listed = suite
+        .notifications()
         .list_deliveries(with_token(
             pb::ListDeliveriesRequest {
                 state: pb::DeliveryState::DeadLetter as i32,
                 ..Default::default()
             },
-            &h.service_token,
+            &service_token(&suite),
         ))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(listed.deliveries.len(), 1);
-    let actions = h.store().audit_actions(&delivery.id).await.unwrap();
+    let actions = store(&suite).audit_actions(&delivery.id).await.unwrap();
     assert_eq!(actions, vec!["ENQUEUE_EMAIL", "DEAD_LETTER_EMAIL"]);
 }
 
 #[tokio::test]
 async fn the_inbox_shows_only_the_callers_own_notifications() {
-    let h = Harness::start(&[]).await;
+    let suite = start(&[]).await;
     let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
-    let mut client = h.client();
+    let mut client = suite.notifications();
     let notify = |ids: Vec<Uuid>, title: &str, key: &str| pb::NotifyRequest {
         account_ids: ids.iter().map(Uuid::to_string).collect(),
         kind: "REGISTRATION_SUBMITTED".into(),
@@ -428,7 +361,7 @@ async fn the_inbox_shows_only_the_callers_own_notifications() {
     client
         .notify(with_token(
             notify(vec![alice, bob], "for both", "n-1"),
-            &h.service_token,
+            &service_token(&suite),
         ))
         .await
         .unwrap();
@@ -436,22 +369,22 @@ async fn the_inbox_shows_only_the_callers_own_notifications() {
     client
         .notify(with_token(
             notify(vec![alice, bob], "for both", "n-1"),
-            &h.service_token,
+            &service_token(&suite),
         ))
         .await
         .unwrap();
     let bobs = client
         .notify(with_token(
             notify(vec![bob], "for bob", ""),
-            &h.service_token,
+            &service_token(&suite),
         ))
         .await
         .unwrap()
         .into_inner()
         .notifications;
-    assert_eq!(h.count("notifications").await, 3);
+    assert_eq!(count(&suite, "notifications").await, 3);
 
-    let alice_token = h.user_token(alice).await;
+    let alice_token = user_token(&suite, alice).await;
     let listed = client
         .list_notifications(with_token(
             pb::ListNotificationsRequest::default(),
@@ -481,7 +414,7 @@ async fn the_inbox_shows_only_the_callers_own_notifications() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 
-    let bob_token = h.user_token(bob).await;
+    let bob_token = user_token(&suite, bob).await;
     let read = client
         .mark_notification_read(with_token(
             pb::MarkNotificationReadRequest {
@@ -544,10 +477,10 @@ async fn the_inbox_shows_only_the_callers_own_notifications() {
 
 #[tokio::test]
 async fn opting_out_stops_workflow_mail_but_not_security_mail() {
-    let h = Harness::start(&[]).await;
+    let suite = start(&[]).await;
     let account = Uuid::new_v4();
-    let token = h.user_token(account).await;
-    let mut client = h.client();
+    let token = user_token(&suite, account).await;
+    let mut client = suite.notifications();
     let prefs = client
         .get_preferences(with_token(pb::GetPreferencesRequest {}, &token))
         .await
@@ -566,8 +499,9 @@ async fn opting_out_stops_workflow_mail_but_not_security_mail() {
         .await
         .unwrap();
 
-    let workflow = h
-        .enqueue(pb::EnqueueEmailRequest {
+    let workflow = enqueue(
+        &suite,
+        pb::EnqueueEmailRequest {
             idempotency_key: "wf".into(),
             template: EmailTemplate::AccessRequestApproved as i32,
             to: "user@nhs.net".into(),
@@ -580,29 +514,30 @@ async fn opting_out_stops_workflow_mail_but_not_security_mail() {
                 ("role".to_owned(), "PRACTICE_USER".to_owned()),
             ]),
             account_id: account.to_string(),
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(workflow.state, pb::DeliveryState::Suppressed as i32);
-    let security = h
-        .enqueue(pb::EnqueueEmailRequest {
+    let security = enqueue(
+        &suite,
+        pb::EnqueueEmailRequest {
             account_id: account.to_string(),
             ..reset_request("sec", "user@nhs.net")
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(security.state, pb::DeliveryState::Pending as i32);
-
-    let _worker = h.start_worker();
-    let mails = h.smtp.wait_for(1, Duration::from_secs(10)).await;
+    let mails = suite.smtp.wait_for(1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(h.smtp.messages().len(), 1);
+    assert_eq!(suite.smtp.messages().len(), 1);
     assert_eq!(mails[0].subject, "Reset your CQRS password");
 }
 
 #[tokio::test]
 async fn bad_input_is_refused_with_field_violations_and_nothing_is_stored() {
-    let h = Harness::start(&[]).await;
+    let suite = start(&[]).await;
     let long = "x".repeat(5000);
     let cases: Vec<(pb::EnqueueEmailRequest, &str)> = vec![
         (reset_request("b1", ""), "to"),
@@ -655,10 +590,10 @@ async fn bad_input_is_refused_with_field_violations_and_nothing_is_stored() {
             "account_id",
         ),
     ];
-    let mut client = h.client();
+    let mut client = suite.notifications();
     for (request, field) in cases {
         let err = client
-            .enqueue_email(with_token(request, &h.service_token))
+            .enqueue_email(with_token(request, &service_token(&suite)))
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{field}");
@@ -679,7 +614,7 @@ async fn bad_input_is_refused_with_field_violations_and_nothing_is_stored() {
                 body: long,
                 idempotency_key: String::new(),
             },
-            &h.service_token,
+            &service_token(&suite),
         ))
         .await
         .unwrap_err();
@@ -694,21 +629,21 @@ async fn bad_input_is_refused_with_field_violations_and_nothing_is_stored() {
                 page_token: "garbage!".into(),
                 state: 42,
             },
-            &h.service_token,
+            &service_token(&suite),
         ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
-    assert_eq!(h.count("emails").await, 0);
-    assert_eq!(h.count("notifications").await, 0);
-    assert_eq!(h.count("audit_events").await, 0);
+    assert_eq!(count(&suite, "emails").await, 0);
+    assert_eq!(count(&suite, "notifications").await, 0);
+    assert_eq!(count(&suite, "audit_events").await, 0);
 }
 
 #[tokio::test]
 async fn callers_without_the_right_credentials_are_refused() {
-    let h = Harness::start(&[]).await;
-    let mut client = h.client();
+    let suite = start(&[]).await;
+    let mut client = suite.notifications();
 
     let err = client
         .enqueue_email(reset_request("u1", "a@nhs.net"))
@@ -735,7 +670,7 @@ async fn callers_without_the_right_credentials_are_refused() {
     assert_eq!(err.code(), Code::Unauthenticated);
 
     // A user may not enqueue mail, and may not read deliveries without an operations role.
-    let user = h.user_token(Uuid::new_v4()).await;
+    let user = user_token(&suite, Uuid::new_v4()).await;
     let err = client
         .enqueue_email(with_token(reset_request("u4", "a@nhs.net"), &user))
         .await
@@ -747,7 +682,7 @@ async fn callers_without_the_right_credentials_are_refused() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     // The service desk may.
-    let desk = h.token_as(Role::ServiceDesk).await;
+    let desk = token_as(&suite, Role::ServiceDesk).await;
     client
         .list_deliveries(with_token(pb::ListDeliveriesRequest::default(), &desk))
         .await
@@ -757,7 +692,7 @@ async fn callers_without_the_right_credentials_are_refused() {
     let err = client
         .list_notifications(with_token(
             pb::ListNotificationsRequest::default(),
-            &h.service_token,
+            &service_token(&suite),
         ))
         .await
         .unwrap_err();
@@ -765,16 +700,16 @@ async fn callers_without_the_right_credentials_are_refused() {
 
     // A signed-out user's token dies with its session.
     let account = Uuid::new_v4();
-    let token = h.user_token(account).await;
+    let token = user_token(&suite, account).await;
     client
         .get_preferences(with_token(pb::GetPreferencesRequest {}, &token))
         .await
         .unwrap();
-    let mut conn = h.redis.conn.clone();
+    let mut conn = suite.redis.conn.clone();
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!(
             "{}{}*",
-            h.redis.namespace,
+            suite.redis.namespace,
             cqrs_auth::SESSION_KEY_PREFIX
         ))
         .query_async(&mut conn)
@@ -790,21 +725,25 @@ async fn callers_without_the_right_credentials_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    assert_eq!(h.count("emails").await, 0);
+    assert_eq!(count(&suite, "emails").await, 0);
 }
 
 #[tokio::test]
 async fn the_audit_trail_is_listed_for_the_desk_and_services_only() {
-    let h = Harness::start(&[]).await;
-    let mut client = h.client();
+    // No worker: the trail holds only what the calls below did.
+    let suite = start(&[NO_WORKERS]).await;
+    let mut client = suite.notifications();
     let account = Uuid::new_v4();
-    h.enqueue(pb::EnqueueEmailRequest {
-        account_id: account.to_string(),
-        ..reset_request("audit-1", "ann@example.test")
-    })
+    enqueue(
+        &suite,
+        pb::EnqueueEmailRequest {
+            account_id: account.to_string(),
+            ..reset_request("audit-1", "ann@example.test")
+        },
+    )
     .await
     .unwrap();
-    let user = h.user_token(account).await;
+    let user = user_token(&suite, account).await;
     client
         .update_preferences(with_token(
             pb::UpdatePreferencesRequest {
@@ -816,7 +755,7 @@ async fn the_audit_trail_is_listed_for_the_desk_and_services_only() {
         .unwrap();
 
     let list = |token: String, action: &str| {
-        let mut client = h.client();
+        let mut client = suite.notifications();
         let request = pb::ListAuditEventsRequest {
             action: action.to_owned(),
             ..Default::default()
@@ -830,7 +769,7 @@ async fn the_audit_trail_is_listed_for_the_desk_and_services_only() {
     };
 
     // Newest first, in the common shape, with who did it.
-    let all = list(h.service_token.clone(), "").await.unwrap();
+    let all = list(service_token(&suite), "").await.unwrap();
     let actions: Vec<&str> = all.audit_events.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(actions, ["UPDATE_PREFERENCES", "ENQUEUE_EMAIL"]);
     let enqueued = &all.audit_events[1];
@@ -848,18 +787,18 @@ async fn the_audit_trail_is_listed_for_the_desk_and_services_only() {
         "no link token in the trail"
     );
     // Filters apply.
-    let changed = list(h.service_token.clone(), "UPDATE_PREFERENCES")
+    let changed = list(service_token(&suite), "UPDATE_PREFERENCES")
         .await
         .unwrap();
     assert_eq!(changed.audit_events.len(), 1);
     assert_eq!(changed.audit_events[0].actor_id, account.to_string());
 
     // The service desk may read it; an ordinary user or an administrator of a subtree may not.
-    let desk = h.token_as(Role::ServiceDesk).await;
+    let desk = token_as(&suite, Role::ServiceDesk).await;
     assert_eq!(list(desk, "").await.unwrap().audit_events.len(), 2);
     let err = list(user, "").await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    let admin = h.token_as(Role::CommissioningAccountAdministrator).await;
+    let admin = token_as(&suite, Role::CommissioningAccountAdministrator).await;
     let err = list(admin, "").await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
 
@@ -870,7 +809,7 @@ async fn the_audit_trail_is_listed_for_the_desk_and_services_only() {
                 page_size: -1,
                 ..Default::default()
             },
-            &h.service_token,
+            &service_token(&suite),
         ))
         .await
         .unwrap_err();

@@ -33,6 +33,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod audit;
+mod start;
 mod suite;
 pub mod world;
 
@@ -41,5 +42,6 @@ pub use cqrs_testkit::{
     CapturedMail, SmtpSink, assert_reason, field_violations, status_reason, violated_fields,
     with_token,
 };
-pub use suite::{Service, SignedIn, Suite, subject};
+pub use start::SuiteBuilder;
+pub use suite::{Service, SignedIn, Suite, subject, wait_until_listening};
 pub use world::{NEW_PASSWORD, Org, PASSWORD, Person, Tree, World, people};

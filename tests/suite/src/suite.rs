@@ -1,28 +1,26 @@
 //! [`Suite`]: the four services in-process, and the calls a gateway or cqrsctl would make.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use cqrs_auth::RedisSessionCheck;
-use cqrs_outbox::RelayConfig;
+use cqrs_auth::ActiveGrant;
 use cqrs_proto::access::v1::access_service_client::AccessServiceClient;
 use cqrs_proto::common::v1 as common_pb;
 use cqrs_proto::directory::v1::{self as dir_pb, directory_service_client::DirectoryServiceClient};
 use cqrs_proto::identity::v1::{self as id_pb, identity_service_client::IdentityServiceClient};
 use cqrs_proto::notifications::v1::notification_service_client::NotificationServiceClient;
-use cqrs_runtime::clock::{OffsetClock, SystemClock};
-use cqrs_runtime::config::{Env, ServerConfig};
-use cqrs_runtime::credentials::{lazy_channel, token_source};
-use cqrs_testkit::{CapturedMail, SmtpSink, TestDb, TestKeys, TestRedis, with_token};
-use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use cqrs_runtime::clock::OffsetClock;
+use cqrs_testkit::{
+    CapturedMail, RunningServer, SmtpSink, TestDb, TestKeys, TestRedis, spawn, with_token,
+};
+use sqlx::PgPool;
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use uuid::Uuid;
+
+use crate::start::{Parts, SuiteBuilder, serve};
 
 /// How long the suite waits for something asynchronous (a mail, the bootstrap grant).
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
@@ -44,7 +42,7 @@ impl Service {
         Service::Notifications,
     ];
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         match self {
             Service::Identity => 0,
             Service::Directory => 1,
@@ -109,22 +107,22 @@ pub mod subject {
 
 /// The four services running in this process; see the crate docs.
 pub struct Suite {
-    // Dropped first: closing it stops every server, relay and worker of the suite.
-    _stop: watch::Sender<bool>,
+    // Dropped first: closing its stop channel stops every server, relay and worker.
+    parts: Parts,
     /// Every mail the notification service delivered.
     pub smtp: SmtpSink,
     /// "Now" for every service (see [`Suite::advance_clock`]).
     pub clock: OffsetClock,
     /// The Redis namespace every service shares (sessions, lock-out counters).
     pub redis: TestRedis,
-    _identity: cqrs_identity::Identity,
-    access: cqrs_access::Access,
+    /// The key identity signs with and every service trusts, for tokens made up by a test
+    /// (see [`Suite::user_token`]).
+    pub keys: TestKeys,
     urls: [String; 4],
     channels: [Channel; 4],
-    gateway_secret: String,
-    desk_account_id: String,
+    secrets: HashMap<&'static str, String>,
+    desk_account_id: Option<String>,
     desk_user_id: Option<String>,
-    _databases: Vec<TestDb>,
 }
 
 impl fmt::Debug for Suite {
@@ -135,35 +133,6 @@ impl fmt::Debug for Suite {
             .field("desk_user_id", &self.desk_user_id)
             .finish_non_exhaustive()
     }
-}
-
-async fn listener() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0")
-}
-
-fn url_of(listener: &TcpListener) -> String {
-    format!(
-        "http://{}",
-        listener.local_addr().expect("listener address")
-    )
-}
-
-fn sha256_hex(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn env(common: &[(&str, String)], own: &[(&str, String)]) -> Env {
-    let pairs: Vec<(&str, &str)> = common
-        .iter()
-        .chain(own)
-        .map(|(k, v)| (*k, v.as_str()))
-        .collect();
-    Env::from_pairs(&pairs)
 }
 
 impl Suite {
@@ -182,294 +151,47 @@ impl Suite {
     pub const LOCKOUT_THRESHOLD: u32 = 3;
 
     /// The suite with the service-desk account bootstrapped (PENDING_REGISTRATION, its
-    /// registration mail on its way or delivered) and granted SERVICE_DESK.
+    /// registration mail on its way or delivered) and granted SERVICE_DESK, and accounts
+    /// locked for good after [`Suite::LOCKOUT_THRESHOLD`] wrong passwords.
     pub async fn start() -> Suite {
-        let stop = watch::channel(false).0;
-        let stopped = {
-            let stop = stop.clone();
-            move || {
-                let mut rx = stop.subscribe();
-                async move {
-                    let _ = rx.wait_for(|stopped| *stopped).await;
-                }
-            }
-        };
-
-        let keys = TestKeys::generate();
-        let redis = TestRedis::new().await;
-        let smtp = SmtpSink::start().await;
-        let clock = OffsetClock::new();
-
-        // Every address is known before anything starts, so each service is configured with
-        // its peers' URLs the way a deployment is.
-        let listeners = [
-            listener().await,
-            listener().await,
-            listener().await,
-            listener().await,
-        ];
-        let urls = listeners.each_ref().map(url_of);
-        let [
-            identity_listener,
-            directory_listener,
-            access_listener,
-            notifications_listener,
-        ] = listeners;
-
-        let secret = |name: &str| format!("{name}-{}", Uuid::new_v4().simple());
-        let (directory_secret, access_secret, gateway_secret) =
-            (secret("directory"), secret("access"), secret("gateway"));
-        let service_clients = [
-            ("directory", &directory_secret),
-            ("access", &access_secret),
-            (Self::GATEWAY_CLIENT_ID, &gateway_secret),
-        ]
-        .map(|(id, secret)| format!("{id}:{}", sha256_hex(secret)))
-        .join(",");
-
-        let common: Vec<(&str, String)> = vec![
-            ("REDIS_URL", redis.url.clone()),
-            ("CQRS_REDIS_NAMESPACE", redis.namespace.clone()),
-            ("CQRS_TOKEN_VERIFY_KEYS", keys.verify_env_value()),
-            ("IDENTITY_URL", urls[0].clone()),
-            ("DIRECTORY_URL", urls[1].clone()),
-            ("ACCESS_URL", urls[2].clone()),
-            ("NOTIFICATIONS_URL", urls[3].clone()),
-        ];
-        let mut databases = Vec::new();
-
-        // Notifications, with its SMTP worker(s).
-        let notifications_env = env(
-            &common,
-            &[
-                ("CQRS_SMTP_URL", smtp.url()),
-                ("CQRS_MAIL_FROM", "CQRS <no-reply@cqrs-suite.nhs.uk>".into()),
-                ("CQRS_PUBLIC_BASE_URL", Self::BASE_URL.into()),
-                ("NOTIFICATIONS_POLL_INTERVAL_MS", "20".into()),
-                ("NOTIFICATIONS_RETRY_BASE_MS", "50".into()),
-                ("NOTIFICATIONS_RETRY_MAX_SECS", "1".into()),
-                ("NOTIFICATIONS_SMTP_TIMEOUT_SECS", "5".into()),
-            ],
-        );
-        let notifications_db = TestDb::new(&cqrs_notifications::MIGRATOR).await;
-        let config = cqrs_notifications::NotificationsConfig::from_env(&notifications_env)
-            .expect("notifications config");
-        let server_config = ServerConfig::from_env(
-            &notifications_env,
-            cqrs_notifications::SERVICE,
-            cqrs_notifications::DEFAULT_PORT,
-        )
-        .expect("notifications server config");
-        let store = cqrs_notifications::Store::new(notifications_db.pool.clone());
-        for _ in 0..config.workers {
-            let worker =
-                cqrs_notifications::worker(&config, store.clone(), Arc::new(clock.clone()))
-                    .expect("mailer");
-            tokio::spawn(worker.run(stopped()));
-        }
-        let sessions = cqrs_notifications::session_check(&config).expect("notifications redis");
-        serve(
-            cqrs_notifications::server(server_config, store, Arc::new(clock.clone()))
-                .session_check(sessions),
-            notifications_listener,
-            stopped(),
-        );
-        databases.push(notifications_db);
-
-        // Identity: the signing key, the bootstrap, the outbox relay.
-        let identity_env = env(
-            &common,
-            &[
-                ("CQRS_TOKEN_SIGNING_KEY", keys.signing.to_env_value()),
-                ("CQRS_SERVICE_CLIENTS", service_clients),
-                ("CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL", Self::DESK_EMAIL.into()),
-                ("IDENTITY_OUTBOX_POLL_INTERVAL_MS", "20".into()),
-                (
-                    "CQRS_LOCKOUT_TEMPORARY_AFTER",
-                    Self::LOCKOUT_THRESHOLD.to_string(),
-                ),
-                (
-                    "CQRS_LOCKOUT_PERMANENT_AFTER",
-                    Self::LOCKOUT_THRESHOLD.to_string(),
-                ),
-                // Debug-build argon2 on a shared test machine is slow: a sign-in must wait for
-                // a hashing slot rather than be turned away as overload.
-                ("IDENTITY_HASH_QUEUE_TIMEOUT_MS", "300000".into()),
-            ],
-        );
-        let identity_db = TestDb::new(&cqrs_identity::MIGRATOR).await;
-        let config =
-            cqrs_identity::IdentityConfig::from_env(&identity_env).expect("identity config");
-        let server_config = ServerConfig::from_env(
-            &identity_env,
-            cqrs_identity::SERVICE,
-            cqrs_identity::DEFAULT_PORT,
-        )
-        .expect("identity server config");
-        let store = cqrs_identity::Store::new(identity_db.pool.clone());
-        store.ensure_outbox().await.expect("identity outbox");
-        let redis_conn =
-            cqrs_identity::redis_connection(&config.redis_url).expect("identity redis");
-        let identity =
-            cqrs_identity::Identity::new(config, store, redis_conn, Arc::new(clock.clone()))
-                .expect("identity");
-        identity
-            .api
-            .hasher()
-            .warm_up()
+        let threshold = Self::LOCKOUT_THRESHOLD.to_string();
+        Suite::builder()
+            .env(
+                Service::Identity,
+                &[
+                    ("CQRS_LOCKOUT_TEMPORARY_AFTER", &threshold),
+                    ("CQRS_LOCKOUT_PERMANENT_AFTER", &threshold),
+                ],
+            )
+            .start()
             .await
-            .expect("identity hasher warm-up");
-        let desk_account_id = identity
-            .bootstrap()
-            .await
-            .expect("bootstrap")
-            .expect("the bootstrap creates the service-desk account in an empty database")
-            .to_string();
-        tokio::spawn(identity.relay().expect("identity relay").run(stopped()));
-        serve(identity.server(server_config), identity_listener, stopped());
-        databases.push(identity_db);
+    }
 
-        // The directory: revocations end sessions through identity.
-        let directory_env = env(
-            &common,
-            &[
-                ("DIRECTORY_CLIENT_SECRET", directory_secret),
-                ("DIRECTORY_REVOCATION_POLL_INTERVAL_MS", "50".into()),
-                ("DIRECTORY_REVOCATION_RETRY_BASE_MS", "100".into()),
-            ],
-        );
-        let directory_db = TestDb::new(&cqrs_directory::MIGRATOR).await;
-        let config =
-            cqrs_directory::DirectoryConfig::from_env(&directory_env).expect("directory config");
-        let server_config = ServerConfig::from_env(
-            &directory_env,
-            cqrs_directory::SERVICE,
-            cqrs_directory::DEFAULT_PORT,
-        )
-        .expect("directory server config");
-        let call_timeout = config.revocations.call_timeout;
-        let identity_channel =
-            lazy_channel(&config.identity_url, call_timeout).expect("identity channel");
-        // Token time is the system clock (see cqrs_runtime::clock), not the suite's clock.
-        let tokens = token_source(
-            &config.credentials,
-            identity_channel.clone(),
-            call_timeout,
-            Arc::new(SystemClock),
-        );
-        let directory = cqrs_directory::Directory::new(
-            cqrs_directory::Store::new(directory_db.pool.clone()),
-            identity_channel,
-            tokens,
-            config.revocations.clone(),
-            Arc::new(clock.clone()),
-        );
-        let sessions = Arc::new(RedisSessionCheck::new(
-            cqrs_runtime::db::redis_connection(&config.redis_url).expect("directory redis"),
-            config.redis_namespace.clone(),
-        ));
-        tokio::spawn(directory.ender.clone().run(stopped()));
-        serve(
-            directory.server(server_config, sessions),
-            directory_listener,
-            stopped(),
-        );
-        databases.push(directory_db);
+    /// A suite made to measure: some services only, other settings, no bootstrap.
+    pub fn builder() -> SuiteBuilder {
+        SuiteBuilder::default()
+    }
 
-        // Access, with its outbox relay (the expiry sweep is driven by the tests).
-        let access_env = env(
-            &common,
-            &[
-                ("ACCESS_CLIENT_SECRET", access_secret),
-                ("ACCESS_OUTBOX_POLL_INTERVAL_MS", "20".into()),
-            ],
-        );
-        let access_db = TestDb::new(&cqrs_access::MIGRATOR).await;
-        let config = cqrs_access::AccessConfig::from_env(&access_env).expect("access config");
-        let server_config =
-            ServerConfig::from_env(&access_env, cqrs_access::SERVICE, cqrs_access::DEFAULT_PORT)
-                .expect("access server config");
-        let store = cqrs_access::Store::new(access_db.pool.clone());
-        store.ensure_outbox().await.expect("access outbox");
-        let timeout = config.call_timeout;
-        let identity_channel = lazy_channel(&config.identity_url, timeout).expect("identity");
-        let directory_channel = lazy_channel(&config.directory_url, timeout).expect("directory");
-        let notifications_channel =
-            lazy_channel(&config.notifications_url, timeout).expect("notifications");
-        let tokens = token_source(
-            &config.credentials,
-            identity_channel.clone(),
-            timeout,
-            Arc::new(SystemClock),
-        );
-        let peers = cqrs_access::Peers::new(
-            identity_channel,
-            directory_channel,
-            Arc::clone(&tokens),
-            timeout,
-        );
-        let access = cqrs_access::Access::new(
-            store,
-            peers,
-            config.workflow.clone(),
-            Arc::new(clock.clone()),
-        );
-        let sessions = Arc::new(RedisSessionCheck::new(
-            cqrs_runtime::db::redis_connection(&config.redis_url).expect("access redis"),
-            config.redis_namespace.clone(),
-        ));
-        let relay_config = RelayConfig {
-            poll_interval: config.outbox_poll_interval,
-            ..RelayConfig::default()
-        };
-        tokio::spawn(
-            access
-                .relay(notifications_channel, tokens, relay_config)
-                .run(stopped()),
-        );
-        serve(
-            access.server(server_config, sessions),
-            access_listener,
-            stopped(),
-        );
-        databases.push(access_db);
-
-        // The bootstrap account's service-desk organisation and grant, from the directory.
-        let bootstrap = identity
-            .config
-            .bootstrap
-            .clone()
-            .expect("bootstrap configured");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match cqrs_identity::bootstrap::grant_pending(&identity.api, &bootstrap).await {
-                Ok(0) => break,
-                Ok(_) | Err(_) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                other => panic!("the bootstrap grant was not made within {WAIT:?}: {other:?}"),
-            }
-        }
-
-        let channels = urls.each_ref().map(|url| {
-            Endpoint::from_shared(url.clone())
-                .expect("service url")
-                .connect_timeout(Duration::from_secs(5))
-                .connect_lazy()
-        });
+    pub(crate) fn assemble(
+        parts: Parts,
+        redis: TestRedis,
+        smtp: SmtpSink,
+        urls: [String; 4],
+        channels: [Channel; 4],
+        secrets: HashMap<&'static str, String>,
+        desk_account_id: Option<String>,
+    ) -> Suite {
         Suite {
-            _stop: stop,
-            smtp,
-            clock,
+            clock: parts.clock.clone(),
             redis,
-            _identity: identity,
-            access,
+            keys: parts.keys.clone(),
+            parts,
+            smtp,
             urls,
             channels,
-            gateway_secret,
+            secrets,
             desk_account_id,
             desk_user_id: None,
-            _databases: databases,
         }
     }
 
@@ -522,8 +244,158 @@ impl Suite {
     }
 
     /// The bootstrap service-desk account's id (known from the start).
+    ///
+    /// # Panics
+    /// In a suite without the bootstrap ([`SuiteBuilder::without_bootstrap`]).
     pub fn desk_account_id(&self) -> &str {
-        &self.desk_account_id
+        self.desk_account_id
+            .as_deref()
+            .expect("this suite was started without the service-desk bootstrap")
+    }
+
+    /// Whether a service runs in this suite ([`SuiteBuilder::only`]).
+    pub fn runs(&self, service: Service) -> bool {
+        self.parts.databases[service.index()].is_some()
+    }
+
+    /// A service's database.
+    ///
+    /// # Panics
+    /// If the service does not run in this suite.
+    pub fn db(&self, service: Service) -> &TestDb {
+        self.parts.databases[service.index()]
+            .as_ref()
+            .unwrap_or_else(|| panic!("{service:?} does not run in this suite"))
+    }
+
+    /// A service's connection pool (see [`Suite::db`]).
+    pub fn pool(&self, service: Service) -> &PgPool {
+        &self.db(service).pool
+    }
+
+    /// How many rows a table of a service's database holds.
+    pub async fn count_rows(&self, service: Service, table: &str) -> i64 {
+        let (n,): (i64,) =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(self.pool(service))
+                .await
+                .unwrap_or_else(|e| panic!("counting {service:?}'s {table}: {e}"));
+        n
+    }
+
+    /// The identity service's parts (its API, store and configuration).
+    pub fn identity_service(&self) -> &cqrs_identity::Identity {
+        self.parts
+            .identity
+            .as_ref()
+            .expect("identity runs in this suite")
+    }
+
+    /// The directory's parts (its API with the permission cache, the session ender).
+    pub fn directory_service(&self) -> &cqrs_directory::Directory {
+        self.parts
+            .directory
+            .as_ref()
+            .expect("the directory runs in this suite")
+    }
+
+    /// Access's parts (its API, store).
+    pub fn access_service(&self) -> &cqrs_access::Access {
+        self.parts
+            .access
+            .as_ref()
+            .expect("access runs in this suite")
+    }
+
+    /// Starts serving a service built held ([`SuiteBuilder::held`]) on its address.
+    ///
+    /// # Panics
+    /// If the service was not held or already serves, or its address was taken meanwhile.
+    pub async fn serve(&mut self, service: Service) {
+        let (server, addr) = self.parts.pending[service.index()]
+            .take()
+            .unwrap_or_else(|| panic!("{service:?} was not held, or serves already"));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{service:?}'s address {addr} is taken: {e}"));
+        serve(server, listener, self.parts.stopped());
+    }
+
+    /// Another identity instance over identity's database, configured as the suite's plus
+    /// `extra` (for example another `REDIS_URL`); not serving.
+    pub async fn identity_replica(&self, extra: &[(&str, &str)]) -> cqrs_identity::Identity {
+        self.parts
+            .identity_over(self.pool(Service::Identity), extra)
+            .await
+    }
+
+    /// Serves an identity instance (for example from [`Suite::identity_replica`]) on a port
+    /// of its own.
+    pub async fn serve_identity(&self, identity: &cqrs_identity::Identity) -> RunningServer {
+        spawn(identity.server(self.parts.server_config(
+            Service::Identity,
+            cqrs_identity::SERVICE,
+            cqrs_identity::DEFAULT_PORT,
+        )))
+        .await
+    }
+
+    /// One more notifications delivery worker, configured as the suite's plus `extra`, until
+    /// the suite stops (with `NOTIFICATIONS_WORKERS=0`, a test decides when workers start).
+    pub fn start_notifications_worker(&self, extra: &[(&str, &str)]) {
+        let mut env = self.parts.envs[Service::Notifications.index()].clone();
+        for (k, v) in extra {
+            env.set(k, v);
+        }
+        let config =
+            cqrs_notifications::NotificationsConfig::from_env(&env).expect("notifications config");
+        let store = cqrs_notifications::Store::new(self.pool(Service::Notifications).clone());
+        let worker =
+            cqrs_notifications::worker(&config, store, std::sync::Arc::new(self.clock.clone()))
+                .expect("mailer");
+        tokio::spawn(worker.run(self.parts.stopped()));
+    }
+
+    /// Another directory instance over the directory's database with its own pool, cache and
+    /// server, as a second replica runs; answers once its cache listens for grant changes.
+    pub async fn directory_replica(&self) -> (cqrs_directory::Directory, RunningServer) {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&self.db(Service::Directory).url)
+            .await
+            .expect("a second pool on the directory's database");
+        let directory = self.parts.directory_over(pool, None);
+        let server = spawn(self.parts.server_of_directory(&directory)).await;
+        wait_until_listening(&directory).await;
+        (directory, server)
+    }
+
+    /// Another access server over access's database and the same peers, with `workflow`.
+    pub async fn access_replica(&self, workflow: cqrs_access::WorkflowSettings) -> RunningServer {
+        let (access, _, _) = self
+            .parts
+            .access_over(self.pool(Service::Access), Some(workflow))
+            .await;
+        spawn(self.parts.server_of_access(&access)).await
+    }
+
+    /// A user token for `account_id` (which need not exist), acting through `grant` (which
+    /// need not exist either), backed by a new live session in the suite's Redis namespace.
+    pub async fn user_token(&self, account_id: Uuid, grant: Option<ActiveGrant>) -> String {
+        self.keys.user_token(&self.redis, account_id, grant).await
+    }
+
+    /// A service token of `client_id`, signed with the suite's key without a round trip.
+    pub fn service_token_of(&self, client_id: &str) -> String {
+        self.keys.service_token(client_id)
+    }
+
+    /// The secret of an internal client registered at identity: `directory`, `access` or
+    /// [`Suite::GATEWAY_CLIENT_ID`].
+    pub fn client_secret(&self, client_id: &str) -> &str {
+        self.secrets
+            .get(client_id)
+            .unwrap_or_else(|| panic!("no internal client {client_id} in the suite"))
     }
 
     /// The service desk's User ID.
@@ -544,7 +416,7 @@ impl Suite {
 
     /// One pass of access's invitation-expiry sweep; how many invitations it expired.
     pub async fn expire_invitations(&self) -> usize {
-        self.access
+        self.access_service()
             .api
             .expire_due()
             .await
@@ -557,7 +429,7 @@ impl Suite {
         self.identity()
             .issue_service_token(id_pb::IssueServiceTokenRequest {
                 client_id: Self::GATEWAY_CLIENT_ID.into(),
-                client_secret: self.gateway_secret.clone(),
+                client_secret: self.client_secret(Self::GATEWAY_CLIENT_ID).to_owned(),
             })
             .await
             .expect("IssueServiceToken for the suite's gateway client")
@@ -568,7 +440,10 @@ impl Suite {
     /// The suite's internal client credentials (client id, secret) for `IssueServiceToken`,
     /// e.g. for a CLI under test that authenticates as a service.
     pub fn gateway_credentials(&self) -> (&str, &str) {
-        (Self::GATEWAY_CLIENT_ID, &self.gateway_secret)
+        (
+            Self::GATEWAY_CLIENT_ID,
+            self.client_secret(Self::GATEWAY_CLIENT_ID),
+        )
     }
 
     /// SignIn (public).
@@ -735,6 +610,19 @@ impl Suite {
     }
 }
 
+/// Waits (up to 10 s) until `directory`'s permission cache listens for grant changes, so that
+/// checks go through the cache.
+pub async fn wait_until_listening(directory: &cqrs_directory::Directory) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !directory.api.cache().is_listening() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the directory's cache never started listening for grant changes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The `token` of the mail's link, checking the link points into the suite's public site.
 fn link_token_of(mail: &CapturedMail) -> String {
     let link = mail
@@ -749,19 +637,6 @@ fn link_token_of(mail: &CapturedMail) -> String {
     );
     mail.link_token()
         .unwrap_or_else(|| panic!("the mail's link has no token: {mail:#?}"))
-}
-
-/// Serves `server` on `listener` until `stop`, as each service's `run` does.
-fn serve(
-    server: cqrs_runtime::server::ServiceServer,
-    listener: TcpListener,
-    stop: impl Future<Output = ()> + Send + 'static,
-) {
-    tokio::spawn(async move {
-        if let Err(e) = server.serve_with(listener, stop).await {
-            eprintln!("cqrs-suite: a server stopped with an error: {e}");
-        }
-    });
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Shared by the integration tests: a tiny NotificationService and an in-process server.
+//! Shared by the integration tests: a tiny EchoService behind the runtime's server stack, and
+//! an in-process server.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -8,11 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cqrs_auth::{Principal, SessionCheck, SigningKey, TokenIssuer, TokenVerifier};
-use cqrs_proto::notifications::v1::notification_service_client::NotificationServiceClient;
-use cqrs_proto::notifications::v1::notification_service_server::{
-    NotificationService, NotificationServiceServer,
-};
-use cqrs_proto::notifications::v1::*;
+use cqrs_proto::testing::v1::echo_service_client::EchoServiceClient;
+use cqrs_proto::testing::v1::echo_service_server::{EchoService, EchoServiceServer};
+use cqrs_proto::testing::v1::{EchoRequest, EchoResponse};
 use cqrs_runtime::clock::{Clock, SystemClock};
 use cqrs_runtime::config::ServerConfig;
 use cqrs_runtime::errors;
@@ -28,8 +27,12 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-pub const NOTIFICATIONS: &str = "cqrs.notifications.v1.NotificationService";
+/// The served service's name, for health checks and reflection.
+pub const ECHO: &str = "cqrs.testing.v1.EchoService";
+/// The full gRPC path of its one (protected) method.
+pub const ECHO_PATH: &str = "/cqrs.testing.v1.EchoService/Echo";
 
+/// What the handler saw of one call that reached it.
 #[derive(Debug, Clone, Default)]
 pub struct Seen {
     pub principal: Option<Principal>,
@@ -39,18 +42,18 @@ pub struct Seen {
     pub trace_id: String,
 }
 
+/// Echoes the message back, recording what it saw. Two messages behave differently:
+/// `"slow"` takes 3 s (counted in `in_flight` meanwhile) and `"fail"` answers an internal
+/// error whose cause must not reach the caller.
 #[derive(Default)]
-pub struct TestNotifications {
+pub struct TestEcho {
     pub seen: Mutex<Vec<Seen>>,
     pub in_flight: AtomicUsize,
 }
 
 #[tonic::async_trait]
-impl NotificationService for TestNotifications {
-    async fn get_delivery(
-        &self,
-        request: Request<GetDeliveryRequest>,
-    ) -> Result<Response<GetDeliveryResponse>, Status> {
+impl EchoService for TestEcho {
+    async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
         self.seen.lock().unwrap().push(Seen {
             principal: request.extensions().get::<Principal>().cloned(),
             request_id: request_id(&request).map(str::to_owned),
@@ -62,8 +65,8 @@ impl NotificationService for TestNotifications {
                 .trace_id()
                 .to_string(),
         });
-        let id = request.into_inner().id;
-        match id.as_str() {
+        let message = request.into_inner().message;
+        match message.as_str() {
             "slow" => {
                 self.in_flight.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_secs(3)).await;
@@ -71,65 +74,11 @@ impl NotificationService for TestNotifications {
             }
             "fail" => {
                 let err = std::io::Error::other("SELECT secret FROM accounts failed");
-                return Err(errors::internal("cqrs.notifications", &err));
+                return Err(errors::internal("cqrs.testing", &err));
             }
             _ => {}
         }
-        Ok(Response::new(GetDeliveryResponse {
-            delivery: Some(Delivery {
-                id,
-                to: "someone@example.nhs.uk".into(),
-                attempts: 1,
-                ..Default::default()
-            }),
-        }))
-    }
-
-    async fn enqueue_email(
-        &self,
-        _: Request<EnqueueEmailRequest>,
-    ) -> Result<Response<EnqueueEmailResponse>, Status> {
-        Err(Status::unimplemented("test"))
-    }
-    async fn notify(&self, _: Request<NotifyRequest>) -> Result<Response<NotifyResponse>, Status> {
-        Err(Status::unimplemented("test"))
-    }
-    async fn list_notifications(
-        &self,
-        _: Request<ListNotificationsRequest>,
-    ) -> Result<Response<ListNotificationsResponse>, Status> {
-        Err(Status::unimplemented("test"))
-    }
-    async fn mark_notification_read(
-        &self,
-        _: Request<MarkNotificationReadRequest>,
-    ) -> Result<Response<MarkNotificationReadResponse>, Status> {
-        Err(Status::unimplemented("test"))
-    }
-    async fn get_preferences(
-        &self,
-        _: Request<GetPreferencesRequest>,
-    ) -> Result<Response<GetPreferencesResponse>, Status> {
-        Err(Status::unimplemented("test"))
-    }
-    async fn update_preferences(
-        &self,
-        _: Request<UpdatePreferencesRequest>,
-    ) -> Result<Response<UpdatePreferencesResponse>, Status> {
-        Err(Status::unimplemented("test"))
-    }
-    async fn list_deliveries(
-        &self,
-        _: Request<ListDeliveriesRequest>,
-    ) -> Result<Response<ListDeliveriesResponse>, Status> {
-        Err(Status::unimplemented("test"))
-    }
-
-    async fn list_audit_events(
-        &self,
-        _: Request<ListAuditEventsRequest>,
-    ) -> Result<Response<ListAuditEventsResponse>, Status> {
-        Err(Status::unimplemented("test"))
+        Ok(Response::new(EchoResponse { message }))
     }
 }
 
@@ -151,7 +100,7 @@ pub struct Harness {
     pub channel: Channel,
     pub issuer: TokenIssuer,
     pub flag: ReadinessFlag,
-    pub svc: Arc<TestNotifications>,
+    pub svc: Arc<TestEcho>,
     pub shutdown: Option<oneshot::Sender<()>>,
     pub handle: JoinHandle<Result<(), ServeError>>,
 }
@@ -161,12 +110,12 @@ impl Harness {
         let key = SigningKey::generate("test-key");
         let verifier = TokenVerifier::new(vec![key.verifying_key()]);
         let issuer = TokenIssuer::new(key, Duration::from_secs(300));
-        let mut config = ServerConfig::for_tests("notifications", verifier);
+        let mut config = ServerConfig::for_tests("echo", verifier);
         tweak(&mut config);
         let flag = ReadinessFlag::new("flag", true);
-        let svc = Arc::new(TestNotifications::default());
+        let svc = Arc::new(TestEcho::default());
         let mut server = ServiceServer::new(config)
-            .add_service(NotificationServiceServer::from_arc(Arc::clone(&svc)))
+            .add_service(EchoServiceServer::from_arc(Arc::clone(&svc)))
             .readiness(flag.clone());
         if sessions {
             server = server.session_check(Arc::new(AllLive));
@@ -193,8 +142,8 @@ impl Harness {
         }
     }
 
-    pub fn client(&self) -> NotificationServiceClient<Channel> {
-        NotificationServiceClient::new(self.channel.clone())
+    pub fn client(&self) -> EchoServiceClient<Channel> {
+        EchoServiceClient::new(self.channel.clone())
     }
 
     pub fn service_token(&self) -> String {
@@ -225,8 +174,10 @@ pub fn authed<T>(msg: T, token: &str) -> Request<T> {
     req
 }
 
-pub fn get(id: &str) -> GetDeliveryRequest {
-    GetDeliveryRequest { id: id.into() }
+pub fn echo(message: &str) -> EchoRequest {
+    EchoRequest {
+        message: message.into(),
+    }
 }
 
 pub async fn health_of(channel: &Channel, service: &str) -> Result<ServingStatus, Status> {
@@ -252,7 +203,7 @@ pub async fn wait_for_health(channel: &Channel, service: &str, want: ServingStat
     }
 }
 
-pub async fn wait_in_flight(svc: &TestNotifications, n: usize) {
+pub async fn wait_in_flight(svc: &TestEcho, n: usize) {
     let started = Instant::now();
     while svc.in_flight.load(Ordering::SeqCst) < n {
         assert!(

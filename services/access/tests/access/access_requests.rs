@@ -4,18 +4,19 @@
 use cqrs_auth::Role;
 use cqrs_auth::RoleProto;
 use cqrs_proto::access::v1 as pb;
+use cqrs_suite::Service;
 use cqrs_testkit::{assert_reason, status_reason, violated_fields, with_token};
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::harness::Harness;
+use crate::calls::AccessSuite;
 
 fn state(request: &pb::AccessRequest) -> pb::AccessRequestState {
     pb::AccessRequestState::try_from(request.state).unwrap()
 }
 
-async fn listed(h: &Harness, token: &str) -> Result<Vec<pb::AccessRequest>, tonic::Status> {
-    h.client()
+async fn listed(h: &AccessSuite, token: &str) -> Result<Vec<pb::AccessRequest>, tonic::Status> {
+    h.access()
         .list_access_requests(with_token(
             pb::ListAccessRequestsRequest {
                 organisation_id: String::new(),
@@ -31,7 +32,7 @@ async fn listed(h: &Harness, token: &str) -> Result<Vec<pb::AccessRequest>, toni
 
 #[tokio::test]
 async fn access_request_journey() {
-    let h = Harness::start().await;
+    let h = AccessSuite::start().await;
     let admin = h
         .grantee(Role::CommissioningAccountAdministrator, h.tree.ccg)
         .await;
@@ -83,7 +84,7 @@ async fn access_request_journey() {
     assert_reason(&held, Code::FailedPrecondition, "ALREADY_GRANTED");
     let before = h.footprint().await;
     let bad = h
-        .client()
+        .access()
         .request_access(with_token(
             pb::RequestAccessRequest {
                 request_id: Uuid::new_v4().to_string(),
@@ -108,7 +109,7 @@ async fn access_request_journey() {
     assert_eq!(violated_fields(&misplaced), ["role"]);
     let service = h
         .request_access(
-            &h.service_token(),
+            &h.internal_token(),
             &Uuid::new_v4().to_string(),
             h.tree.ccg,
             Role::CommissioningUser,
@@ -119,7 +120,7 @@ async fn access_request_journey() {
     assert_eq!(h.footprint().await, before);
 
     let mine = h
-        .client()
+        .access()
         .list_my_access_requests(with_token(
             pb::ListMyAccessRequestsRequest {
                 state: pb::AccessRequestState::Pending as i32,
@@ -233,7 +234,7 @@ async fn access_request_journey() {
 
 #[tokio::test]
 async fn nobody_reviews_their_own_and_only_approvers_approve_approvers() {
-    let h = Harness::start().await;
+    let h = AccessSuite::start().await;
     let admin = h
         .grantee(Role::CommissioningAccountAdministrator, h.tree.ccg)
         .await;
@@ -307,7 +308,7 @@ async fn nobody_reviews_their_own_and_only_approvers_approve_approvers() {
 
 #[tokio::test]
 async fn a_review_racing_a_withdrawal_ends_in_one_state() {
-    let h = Harness::start().await;
+    let h = AccessSuite::start().await;
     let admin = h
         .grantee(Role::CommissioningAccountAdministrator, h.tree.region)
         .await;
@@ -361,7 +362,7 @@ async fn a_review_racing_a_withdrawal_ends_in_one_state() {
         };
         let stored: (String,) = sqlx::query_as("SELECT state FROM access_requests WHERE id = $1")
             .bind(Uuid::parse_str(&request.id).unwrap())
-            .fetch_one(&h.access_db.pool)
+            .fetch_one(h.pool(Service::Access))
             .await
             .unwrap();
         assert_eq!(

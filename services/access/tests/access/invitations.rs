@@ -5,18 +5,19 @@ use chrono::TimeDelta;
 use cqrs_auth::Role;
 use cqrs_proto::access::v1 as pb;
 use cqrs_proto::identity::v1 as id_pb;
+use cqrs_suite::PASSWORD;
 use cqrs_testkit::{assert_reason, status_reason, violated_fields, with_token};
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::harness::{Harness, PASSWORD};
+use crate::calls::AccessSuite;
 
 fn state(invitation: &pb::Invitation) -> pb::InvitationState {
     pb::InvitationState::try_from(invitation.state).unwrap()
 }
 
-async fn list(h: &Harness, token: &str, state: pb::InvitationState) -> Vec<pb::Invitation> {
-    h.client()
+async fn list(h: &AccessSuite, token: &str, state: pb::InvitationState) -> Vec<pb::Invitation> {
+    h.access()
         .list_invitations(with_token(
             pb::ListInvitationsRequest {
                 organisation_id: String::new(),
@@ -34,7 +35,7 @@ async fn list(h: &Harness, token: &str, state: pb::InvitationState) -> Vec<pb::I
 
 #[tokio::test]
 async fn invitation_journey_creates_the_account_and_the_grant() {
-    let h = Harness::start().await;
+    let h = AccessSuite::start().await;
     let admin = h
         .grantee(Role::CommissioningAccountAdministrator, h.tree.ccg)
         .await;
@@ -66,7 +67,7 @@ async fn invitation_journey_creates_the_account_and_the_grant() {
     // Accepting (with a corrected first name) creates the account, grants the role and has
     // identity mail a set-password link that works.
     let accepted = h
-        .client()
+        .access()
         .accept_invitation(pb::AcceptInvitationRequest {
             token: link.clone(),
             first_name: "Joanna".into(),
@@ -125,7 +126,7 @@ async fn invitation_journey_creates_the_account_and_the_grant() {
 
 #[tokio::test]
 async fn an_address_with_an_account_is_granted_without_a_new_account() {
-    let h = Harness::start().await;
+    let h = AccessSuite::start().await;
     let desk = h.grantee(Role::ServiceDesk, h.tree.desk).await;
     let email = "existing.person@riverside.nhs.uk";
     let existing = h.account(email, "Existing", "Person").await;
@@ -143,7 +144,7 @@ async fn an_address_with_an_account_is_granted_without_a_new_account() {
 
 #[tokio::test]
 async fn keyed_creates_and_bad_input() {
-    let h = Harness::start().await;
+    let h = AccessSuite::start().await;
     let admin = h
         .grantee(Role::CommissioningAccountAdministrator, h.tree.ccg)
         .await;
@@ -191,7 +192,7 @@ async fn keyed_creates_and_bad_input() {
 
     let before = h.footprint().await;
     let bad = h
-        .client()
+        .access()
         .create_invitation(with_token(
             pb::CreateInvitationRequest {
                 request_id: "nope".into(),
@@ -249,7 +250,7 @@ async fn keyed_creates_and_bad_input() {
 
 #[tokio::test]
 async fn resend_replaces_the_link_and_cancel_kills_it() {
-    let h = Harness::start().await;
+    let h = AccessSuite::start().await;
     let admin = h
         .grantee(Role::CommissioningAccountAdministrator, h.tree.region)
         .await;
@@ -267,7 +268,7 @@ async fn resend_replaces_the_link_and_cancel_kills_it() {
 
     h.clock.advance(TimeDelta::hours(1));
     let resent = h
-        .client()
+        .access()
         .resend_invitation(with_token(
             pb::ResendInvitationRequest {
                 invitation_id: invitation.id.clone(),
@@ -292,7 +293,7 @@ async fn resend_replaces_the_link_and_cancel_kills_it() {
     assert_eq!(h.audit("RESEND_INVITATION", &invitation.id).await.len(), 1);
 
     let cancelled = h
-        .client()
+        .access()
         .cancel_invitation(with_token(
             pb::CancelInvitationRequest {
                 invitation_id: invitation.id.clone(),
@@ -311,7 +312,7 @@ async fn resend_replaces_the_link_and_cancel_kills_it() {
         "LINK_INVALID",
     );
     let again = h
-        .client()
+        .access()
         .resend_invitation(with_token(
             pb::ResendInvitationRequest {
                 invitation_id: invitation.id.clone(),
@@ -328,7 +329,7 @@ async fn resend_replaces_the_link_and_cancel_kills_it() {
 
 #[tokio::test]
 async fn invitations_expire_by_the_injected_clock() {
-    let h = Harness::start().await;
+    let h = AccessSuite::start().await;
     let desk = h.grantee(Role::ServiceDesk, h.tree.desk).await;
     let email = "slow.reader@riverside.nhs.uk";
     let invitation = h
@@ -358,8 +359,8 @@ async fn invitations_expire_by_the_injected_clock() {
     );
 
     // The sweep records the transition once, by the system.
-    assert_eq!(h.access.api.expire_due().await.unwrap(), 1);
-    assert_eq!(h.access.api.expire_due().await.unwrap(), 0);
+    assert_eq!(h.access_service().api.expire_due().await.unwrap(), 1);
+    assert_eq!(h.access_service().api.expire_due().await.unwrap(), 0);
     let audit = h.audit("EXPIRE_INVITATION", &invitation.id).await;
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].0, "system");
@@ -369,7 +370,7 @@ async fn invitations_expire_by_the_injected_clock() {
         "LINK_INVALID",
     );
     let resend = h
-        .client()
+        .access()
         .resend_invitation(with_token(
             pb::ResendInvitationRequest {
                 invitation_id: invitation.id.clone(),
@@ -404,7 +405,7 @@ async fn invitations_expire_by_the_injected_clock() {
 
 #[tokio::test]
 async fn parallel_accepts_of_one_link_exactly_one_wins() {
-    let h = Harness::start().await;
+    let h = AccessSuite::start().await;
     let desk = h.grantee(Role::ServiceDesk, h.tree.desk).await;
     let email = "racer@bridge-street.nhs.uk";
     h.invite(&desk.token, email, h.tree.practice, Role::PracticeUser)
@@ -414,7 +415,7 @@ async fn parallel_accepts_of_one_link_exactly_one_wins() {
 
     let attempts: Vec<_> = (0..3)
         .map(|_| {
-            let client = h.client();
+            let client = h.access();
             let link = link.clone();
             tokio::spawn(async move {
                 client
@@ -452,7 +453,7 @@ async fn parallel_accepts_of_one_link_exactly_one_wins() {
 
 #[tokio::test]
 async fn only_approvers_and_the_desk_invite_approvers() {
-    let h = Harness::start().await;
+    let h = AccessSuite::start().await;
     let admin = h
         .grantee(Role::CommissioningAccountAdministrator, h.tree.ccg)
         .await;

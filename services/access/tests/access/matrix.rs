@@ -3,6 +3,7 @@
 
 use cqrs_auth::Role;
 use cqrs_proto::access::v1 as pb;
+use cqrs_suite::Service;
 use cqrs_testkit::{status_reason, with_token};
 use tonic::Code;
 use tonic_health::pb::{
@@ -10,7 +11,7 @@ use tonic_health::pb::{
 };
 use uuid::Uuid;
 
-use crate::harness::Harness;
+use crate::calls::AccessSuite;
 
 /// Expected answer: allowed, or a code with (for PERMISSION_DENIED) its reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +44,7 @@ const ROLE: Want = Want::Denied("ROLE_LACKS_PERMISSION");
 
 #[tokio::test]
 async fn create_invitation_matrix() {
-    let h = Harness::start().await;
+    let h = AccessSuite::start().await;
     let t = h.tree;
     let missing = Uuid::new_v4();
     // Target organisation and a role it can hold, seen from an administrator at CCG.
@@ -65,7 +66,7 @@ async fn create_invitation_matrix() {
     let desk = h.grantee(Role::ServiceDesk, t.desk).await.token;
     let manager = h.grantee(Role::PracticeManager, t.practice).await.token;
     let commissioner = h.grantee(Role::CommissioningUser, t.ccg).await.token;
-    let no_grant = h.keys.user_token(&h.redis, Uuid::new_v4(), None).await;
+    let no_grant = h.user_token(Uuid::new_v4(), None).await;
     // A token for a grant the directory does not (or no longer) hold.
     let revoked = h
         .token(
@@ -74,7 +75,7 @@ async fn create_invitation_matrix() {
             t.ccg,
         )
         .await;
-    let internal = h.service_token();
+    let internal = h.internal_token();
 
     let denied_everywhere = |want: Want| [want; 5];
     let matrix: [(&str, &str, [Want; 5]); 8] = [
@@ -125,9 +126,9 @@ async fn create_invitation_matrix() {
 
 #[tokio::test]
 async fn acting_on_rows_and_lists_follows_scope() {
-    let h = Harness::start().await;
+    let h = AccessSuite::start().await;
     let t = h.tree;
-    let internal = h.service_token();
+    let internal = h.internal_token();
     let invitation = h
         .invite(
             &internal,
@@ -177,7 +178,7 @@ async fn acting_on_rows_and_lists_follows_scope() {
     // Refusals change nothing; the rows stay pending for the allowed reviews at the end.
     let before = h.footprint().await;
     let resend = |id: String, token: String| {
-        let mut client = h.client();
+        let mut client = h.access();
         async move {
             client
                 .resend_invitation(with_token(
@@ -241,7 +242,7 @@ async fn acting_on_rows_and_lists_follows_scope() {
 
     // Lists narrowed to an organisation: own subtree only.
     let list = |org: uuid::Uuid, token: String| {
-        let mut client = h.client();
+        let mut client = h.access();
         async move {
             client
                 .list_registrations(with_token(
@@ -288,7 +289,7 @@ async fn acting_on_rows_and_lists_follows_scope() {
     )
     .await
     .unwrap();
-    h.client()
+    h.access()
         .cancel_invitation(with_token(
             pb::CancelInvitationRequest {
                 invitation_id: invitation.id.clone(),
@@ -301,7 +302,7 @@ async fn acting_on_rows_and_lists_follows_scope() {
 
 #[tokio::test]
 async fn the_audit_trail_is_for_the_desk_and_internal_callers() {
-    let h = Harness::start().await;
+    let h = AccessSuite::start().await;
     let desk = h.grantee(Role::ServiceDesk, h.tree.desk).await.token;
     let admin = h
         .grantee(Role::CommissioningAccountAdministrator, h.tree.ccg)
@@ -317,7 +318,7 @@ async fn the_audit_trail_is_for_the_desk_and_internal_callers() {
         .await
         .unwrap();
     let list = |token: String| {
-        let mut client = h.client();
+        let mut client = h.access();
         let target_id = invitation.id.clone();
         async move {
             client
@@ -332,7 +333,7 @@ async fn the_audit_trail_is_for_the_desk_and_internal_callers() {
                 .map(|r| r.into_inner().audit_events)
         }
     };
-    for token in [desk.clone(), h.service_token()] {
+    for token in [desk.clone(), h.internal_token()] {
         let events = list(token).await.unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].action, "CREATE_INVITATION");
@@ -355,7 +356,7 @@ async fn the_audit_trail_is_for_the_desk_and_internal_callers() {
     assert_eq!(outcome(&list(manager).await), ROLE);
 
     // Health and reflection are served like every service's.
-    let health = HealthClient::new(h.server.channel.clone())
+    let health = HealthClient::new(h.channel(Service::Access))
         .check(HealthCheckRequest {
             service: "cqrs.access.v1.AccessService".into(),
         })

@@ -11,18 +11,19 @@ use cqrs_proto::access::v1::{
 };
 use cqrs_proto::identity::v1 as id_pb;
 use cqrs_proto::notifications::v1 as notify_pb;
+use cqrs_suite::PASSWORD;
 use cqrs_testkit::{assert_reason, violated_fields, with_token};
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::harness::{Harness, PASSWORD};
+use crate::calls::AccessSuite;
 
 fn state(registration: &pb::Registration) -> pb::RegistrationState {
     pb::RegistrationState::try_from(registration.state).unwrap()
 }
 
 /// The in-app notifications of the signed-in `token`'s account, once `n` have arrived.
-async fn inbox(h: &Harness, token: &str, n: usize) -> Vec<notify_pb::Notification> {
+async fn inbox(h: &AccessSuite, token: &str, n: usize) -> Vec<notify_pb::Notification> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let found = h
@@ -48,7 +49,7 @@ async fn inbox(h: &Harness, token: &str, n: usize) -> Vec<notify_pb::Notificatio
 
 #[tokio::test]
 async fn registration_notifies_the_administrators_in_scope_and_approval_creates_the_account() {
-    let h = Harness::start().await;
+    let h = AccessSuite::start().await;
     let admin = h
         .user(
             "admin.one@riverside.nhs.uk",
@@ -121,7 +122,7 @@ async fn registration_notifies_the_administrators_in_scope_and_approval_creates_
 
     // Listed for the administrators in scope only.
     let listed = |token: String| {
-        let mut client: AccessServiceClient<_> = h.client();
+        let mut client: AccessServiceClient<_> = h.access();
         async move {
             client
                 .list_registrations(with_token(
@@ -192,7 +193,7 @@ async fn registration_notifies_the_administrators_in_scope_and_approval_creates_
 
 #[tokio::test]
 async fn rejection_needs_a_reason_and_bad_submissions_change_nothing() {
-    let h = Harness::start().await;
+    let h = AccessSuite::start().await;
     let admin = h
         .user(
             "admin.one@riverside.nhs.uk",
@@ -203,7 +204,7 @@ async fn rejection_needs_a_reason_and_bad_submissions_change_nothing() {
 
     let before = h.footprint().await;
     let bad = h
-        .client()
+        .access()
         .submit_registration(pb::SubmitRegistrationRequest {
             request_id: String::new(),
             email: "x@".into(),
@@ -336,9 +337,9 @@ async fn rejection_needs_a_reason_and_bad_submissions_change_nothing() {
 
 #[tokio::test]
 async fn self_registration_can_be_turned_off() {
-    let h = Harness::start().await;
+    let h = AccessSuite::start().await;
     let off = h
-        .second_access(WorkflowSettings {
+        .access_replica(WorkflowSettings {
             self_registration: false,
             ..WorkflowSettings::default()
         })

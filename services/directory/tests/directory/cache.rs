@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use cqrs_auth::Role;
 use cqrs_proto::directory::v1::{self as pb, directory_service_client::DirectoryServiceClient};
+use cqrs_suite::{Service, Suite, wait_until_listening};
 use cqrs_testkit::with_token;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use crate::harness::{Harness, Tree, wait_until_listening};
+use crate::calls::{DirectoryCalls, Tree, directory_alone};
 
 /// How long another replica may take to hear of a change (normally milliseconds).
 const PROPAGATION: Duration = Duration::from_secs(10);
@@ -69,7 +70,7 @@ where
     }
 }
 
-async fn revoke(h: &Harness, client: &mut DirectoryServiceClient<Channel>, grant_id: &str) {
+async fn revoke(h: &Suite, client: &mut DirectoryServiceClient<Channel>, grant_id: &str) {
     client
         .revoke_role(with_token(
             pb::RevokeRoleRequest {
@@ -83,17 +84,17 @@ async fn revoke(h: &Harness, client: &mut DirectoryServiceClient<Channel>, grant
 
 #[tokio::test]
 async fn changes_are_seen_at_once_by_the_instance_that_made_them() {
-    let h = Harness::start().await;
-    wait_until_listening(&h.directory).await;
+    let h = directory_alone().await;
+    wait_until_listening(h.directory_service()).await;
     let tree = Tree::build(&h).await;
-    let mut c = h.client();
+    let mut c = h.directory();
     let svc = h.svc();
     let user = Uuid::new_v4();
     let about_p1 = || About::Organisation(tree.p1);
 
     // No grant yet: refused, and the (empty) answer is now cached.
     assert!(!allowed(&mut c, &svc, user, "VIEW_SCOPE", about_p1()).await);
-    assert!(h.directory.api.cache().cached_accounts() >= 1);
+    assert!(h.directory_service().api.cache().cached_accounts() >= 1);
 
     let grant = h
         .grant(user, tree.c1, Role::CommissioningUser)
@@ -121,10 +122,10 @@ async fn changes_are_seen_at_once_by_the_instance_that_made_them() {
 
 #[tokio::test]
 async fn a_target_accounts_grants_are_current_too() {
-    let h = Harness::start().await;
-    wait_until_listening(&h.directory).await;
+    let h = directory_alone().await;
+    wait_until_listening(h.directory_service()).await;
     let tree = Tree::build(&h).await;
-    let mut c = h.client();
+    let mut c = h.directory();
     let svc = h.svc();
     let admin = Uuid::new_v4();
     h.grant(admin, tree.c1, Role::CommissioningAccountAdministrator)
@@ -150,15 +151,15 @@ async fn a_target_accounts_grants_are_current_too() {
 
 #[tokio::test]
 async fn changes_made_by_another_replica_reach_this_one() {
-    let h = Harness::start().await;
-    wait_until_listening(&h.directory).await;
+    let h = directory_alone().await;
+    wait_until_listening(h.directory_service()).await;
     let tree = Tree::build(&h).await;
-    let (other, other_server) = h.replica().await;
-    let mut here = h.client();
+    let (other, other_server) = h.directory_replica().await;
+    let mut here = h.directory();
     let mut there = DirectoryServiceClient::new(other_server.channel.clone());
     let svc = h.svc();
     let user = Uuid::new_v4();
-    let cached_before = h.directory.api.cache().cached_accounts();
+    let cached_before = h.directory_service().api.cache().cached_accounts();
 
     assert!(
         !allowed(
@@ -170,7 +171,7 @@ async fn changes_made_by_another_replica_reach_this_one() {
         )
         .await
     );
-    assert!(h.directory.api.cache().cached_accounts() > cached_before);
+    assert!(h.directory_service().api.cache().cached_accounts() > cached_before);
 
     // Granted through the other replica.
     let grant = there
@@ -257,10 +258,10 @@ async fn changes_made_by_another_replica_reach_this_one() {
 
 #[tokio::test]
 async fn changes_made_in_sql_and_while_the_listener_was_down_are_seen() {
-    let h = Harness::start().await;
-    wait_until_listening(&h.directory).await;
+    let h = directory_alone().await;
+    wait_until_listening(h.directory_service()).await;
     let tree = Tree::build(&h).await;
-    let c = h.client();
+    let c = h.directory();
     let svc = h.svc();
     let user = Uuid::new_v4();
     let check = |c: &DirectoryServiceClient<Channel>| {
@@ -287,7 +288,7 @@ async fn changes_made_in_sql_and_while_the_listener_was_down_are_seen() {
     .bind(Uuid::now_v7())
     .bind(user)
     .bind(tree.c1)
-    .execute(&h.db.pool)
+    .execute(h.pool(Service::Directory))
     .await
     .unwrap();
     eventually(true, || check(&c)).await;
@@ -299,13 +300,13 @@ async fn changes_made_in_sql_and_while_the_listener_was_down_are_seen() {
          WHERE datname = current_database() AND application_name = $1",
     )
     .bind(cqrs_directory::store::cache::LISTENER_APPLICATION_NAME)
-    .fetch_one(&h.db.pool)
+    .fetch_one(h.pool(Service::Directory))
     .await
     .unwrap();
     assert_eq!(cut, 1, "one listening connection");
     sqlx::query("DELETE FROM grants WHERE account_id = $1")
         .bind(user)
-        .execute(&h.db.pool)
+        .execute(h.pool(Service::Directory))
         .await
         .unwrap();
     eventually(false, || check(&c)).await;
@@ -316,14 +317,15 @@ async fn changes_made_in_sql_and_while_the_listener_was_down_are_seen() {
     assert!(check(&c).await);
     eventually(true, || async {
         assert!(check(&c).await);
-        h.directory.api.cache().is_listening() && h.directory.api.cache().cached_accounts() >= 1
+        h.directory_service().api.cache().is_listening()
+            && h.directory_service().api.cache().cached_accounts() >= 1
     })
     .await;
 }
 
 #[tokio::test]
 async fn a_new_replica_starts_with_the_grants_loaded() {
-    let h = Harness::start().await;
+    let h = directory_alone().await;
     let tree = Tree::build(&h).await;
     let users: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
     for user in &users {
@@ -331,7 +333,7 @@ async fn a_new_replica_starts_with_the_grants_loaded() {
             .await
             .unwrap();
     }
-    let (other, other_server) = h.replica().await;
+    let (other, other_server) = h.directory_replica().await;
     let deadline = tokio::time::Instant::now() + PROPAGATION;
     while !other.api.cache().is_warm() {
         assert!(tokio::time::Instant::now() < deadline, "never loaded");

@@ -6,15 +6,16 @@ use std::collections::HashSet;
 use cqrs_auth::Role;
 use cqrs_proto::common::v1 as common_pb;
 use cqrs_proto::directory::v1::{self as pb, OrganisationKind as K};
+use cqrs_suite::Service;
 use cqrs_testkit::{assert_reason, violated_fields, with_token};
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::harness::{Harness, Tree};
+use crate::calls::{DirectoryCalls, Tree, directory_alone};
 
 #[tokio::test]
 async fn roles_fit_the_kind_of_organisation() {
-    let h = Harness::start().await;
+    let h = directory_alone().await;
     let tree = Tree::build(&h).await;
     let kinds = [
         (tree.desk, K::ServiceDesk),
@@ -57,7 +58,7 @@ async fn roles_fit_the_kind_of_organisation() {
 
 #[tokio::test]
 async fn keyed_and_repeated_grants() {
-    let h = Harness::start().await;
+    let h = directory_alone().await;
     let tree = Tree::build(&h).await;
     let account = Uuid::new_v4();
     let key = Uuid::new_v4().to_string();
@@ -80,7 +81,7 @@ async fn keyed_and_repeated_grants() {
     let again = h.grant(account, tree.p1, Role::PracticeUser).await.unwrap();
     assert_eq!(again.id, first.id);
     assert_eq!(h.count("grants").await, 1);
-    assert_eq!(h.audit("GRANT_ROLE").await.len(), 1);
+    assert_eq!(h.audit_rows("GRANT_ROLE").await.len(), 1);
 
     // Parallel: distinct ids for the same grant, and one id many times.
     let account = Uuid::new_v4();
@@ -103,12 +104,12 @@ async fn keyed_and_repeated_grants() {
         .collect();
     assert_eq!(ids.len(), 1);
     assert_eq!(h.count("grants").await, 2);
-    assert_eq!(h.audit("GRANT_ROLE").await.len(), 2);
+    assert_eq!(h.audit_rows("GRANT_ROLE").await.len(), 2);
 }
 
 #[tokio::test]
 async fn grant_role_is_internal_and_validated() {
-    let h = Harness::start().await;
+    let h = directory_alone().await;
     let tree = Tree::build(&h).await;
     let (_, desk) = h.member(tree.desk, Role::ServiceDesk).await;
     let (_, admin) = h
@@ -116,7 +117,7 @@ async fn grant_role_is_internal_and_validated() {
         .await;
     for token in [desk, admin] {
         let err = h
-            .client()
+            .directory()
             .grant_role(with_token(
                 pb::GrantRoleRequest {
                     request_id: Uuid::new_v4().to_string(),
@@ -132,7 +133,7 @@ async fn grant_role_is_internal_and_validated() {
     }
     let before = h.count("grants").await;
     let err = h
-        .client()
+        .directory()
         .grant_role(with_token(
             pb::GrantRoleRequest {
                 request_id: String::new(),
@@ -155,7 +156,7 @@ async fn grant_role_is_internal_and_validated() {
 
 #[tokio::test]
 async fn list_grants_self_scoped_and_members() {
-    let h = Harness::start().await;
+    let h = directory_alone().await;
     let tree = Tree::build(&h).await;
     let account = Uuid::new_v4();
     h.grant(account, tree.p1, Role::PracticeManager)
@@ -175,7 +176,7 @@ async fn list_grants_self_scoped_and_members() {
             },
             &token,
         );
-        let mut client = h.client();
+        let mut client = h.directory();
         async move { client.list_grants(req).await.map(|r| r.into_inner()) }
     };
     let orgs = |r: &pb::ListGrantsResponse| -> HashSet<String> {
@@ -230,7 +231,7 @@ async fn list_grants_self_scoped_and_members() {
             },
             &h.svc(),
         );
-        let mut client = h.client();
+        let mut client = h.directory();
         async move { client.list_members(req).await.unwrap().into_inner().grants }
     };
     // At C1: the account's finance grant and the viewer made above.
@@ -263,7 +264,7 @@ async fn list_grants_self_scoped_and_members() {
 
 #[tokio::test]
 async fn administrators_at_or_above() {
-    let h = Harness::start().await;
+    let h = directory_alone().await;
     let tree = Tree::build(&h).await;
     let at_c1 = h
         .grant(
@@ -306,7 +307,7 @@ async fn administrators_at_or_above() {
             },
             &token,
         );
-        let mut client = h.client();
+        let mut client = h.directory();
         async move {
             client
                 .list_administrators(req)
@@ -357,7 +358,7 @@ async fn administrators_at_or_above() {
 
 #[tokio::test]
 async fn revocation_commits_while_identity_is_unreachable() {
-    let h = Harness::start().await;
+    let h = directory_alone().await;
     let tree = Tree::build(&h).await;
     let account = Uuid::new_v4();
     let grant = h.grant(account, tree.p1, Role::PracticeUser).await.unwrap();
@@ -365,7 +366,7 @@ async fn revocation_commits_while_identity_is_unreachable() {
         .member(tree.c1, Role::CommissioningAccountAdministrator)
         .await;
     let revoked = h
-        .client()
+        .directory()
         .revoke_role(with_token(
             pb::RevokeRoleRequest {
                 grant_id: grant.id.clone(),
@@ -378,12 +379,12 @@ async fn revocation_commits_while_identity_is_unreachable() {
         .grant
         .unwrap();
     assert_eq!(revoked, grant);
-    assert_eq!(h.audit("REVOKE_ROLE").await.len(), 1);
+    assert_eq!(h.audit_rows("REVOKE_ROLE").await.len(), 1);
     // Identity did not answer: the session end waits, durably.
     let pending: Vec<(Uuid, Uuid, String, String, i32)> = sqlx::query_as(
         "SELECT account_id, organisation_id, role, reason, attempts FROM session_revocations",
     )
-    .fetch_all(&h.db.pool)
+    .fetch_all(h.pool(Service::Directory))
     .await
     .unwrap();
     assert_eq!(
@@ -398,7 +399,7 @@ async fn revocation_commits_while_identity_is_unreachable() {
     );
     // Revoking it again: it is gone.
     let err = h
-        .client()
+        .directory()
         .revoke_role(with_token(
             pb::RevokeRoleRequest { grant_id: grant.id },
             &h.svc(),

@@ -12,11 +12,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use cqrs_auth::Role;
 use cqrs_proto::directory::v1::{self as pb, OrganisationKind as K};
+use cqrs_suite::{Service, Suite};
 use cqrs_testkit::{status_reason, with_token};
 use tonic::{Code, Status};
 use uuid::Uuid;
 
-use crate::harness::{Harness, Tree};
+use crate::calls::{DirectoryCalls, Tree, directory_alone};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Rpc {
@@ -204,8 +205,8 @@ fn classify(result: Result<(), Status>) -> Outcome {
 
 static ODS: AtomicU32 = AtomicU32::new(0);
 
-async fn call(h: &Harness, tree: &Tree, rpc: Rpc, token: &str, target: Uuid) -> Outcome {
-    let mut client = h.client();
+async fn call(h: &Suite, tree: &Tree, rpc: Rpc, token: &str, target: Uuid) -> Outcome {
+    let mut client = h.directory();
     let kind = kind_of(tree, target);
     match rpc {
         Rpc::CreateOrganisation => {
@@ -274,7 +275,7 @@ async fn call(h: &Harness, tree: &Tree, rpc: Rpc, token: &str, target: Uuid) -> 
             );
             let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM grants WHERE id = $1::uuid")
                 .bind(&grant_id)
-                .fetch_one(&h.db.pool)
+                .fetch_one(h.pool(Service::Directory))
                 .await
                 .unwrap();
             if kind.is_some() {
@@ -354,7 +355,7 @@ async fn call(h: &Harness, tree: &Tree, rpc: Rpc, token: &str, target: Uuid) -> 
 
 #[tokio::test]
 async fn every_rpc_role_and_position() {
-    let h = Harness::start().await;
+    let h = directory_alone().await;
     let tree = Tree::build(&h).await;
     let mut callers: Vec<(Caller, String)> = Vec::new();
     for role in Role::ALL {
@@ -418,8 +419,8 @@ async fn every_rpc_role_and_position() {
 /// Without a token, every RPC but the public search is UNAUTHENTICATED.
 #[tokio::test]
 async fn unauthenticated_without_a_token() {
-    let h = Harness::start().await;
-    let mut c = h.client();
+    let h = directory_alone().await;
+    let mut c = h.directory();
     let id = Uuid::new_v4().to_string();
     let results: Vec<(&str, Result<(), Status>)> = vec![
         (

@@ -8,7 +8,7 @@ use cqrs_testkit::{assert_reason, violated_fields, with_token};
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::harness::{Harness, Tree};
+use crate::calls::{DirectoryCalls, Tree, directory_alone};
 
 fn id(o: &pb::Organisation) -> Uuid {
     Uuid::parse_str(&o.id).unwrap()
@@ -16,7 +16,7 @@ fn id(o: &pb::Organisation) -> Uuid {
 
 #[tokio::test]
 async fn kinds_nest_and_parents_are_checked() {
-    let h = Harness::start().await;
+    let h = directory_alone().await;
     let region = h
         .create_org(K::Region, "y56", " North ", None)
         .await
@@ -81,7 +81,7 @@ async fn kinds_nest_and_parents_are_checked() {
 
     // Only providers have an approval level.
     let err = h
-        .client()
+        .directory()
         .create_organisation(with_token(
             pb::CreateOrganisationRequest {
                 request_id: Uuid::new_v4().to_string(),
@@ -100,7 +100,7 @@ async fn kinds_nest_and_parents_are_checked() {
 
 #[tokio::test]
 async fn ods_codes_are_validated_and_unique() {
-    let h = Harness::start().await;
+    let h = directory_alone().await;
     for bad in ["", "AB", "A810011", "123456", "A8-01", "ÄB1"] {
         let err = h.create_org(K::Region, bad, "R", None).await.unwrap_err();
         assert_eq!(violated_fields(&err), ["ods_code"], "{bad:?}");
@@ -118,9 +118,9 @@ async fn ods_codes_are_validated_and_unique() {
 
 #[tokio::test]
 async fn bad_input_lists_every_field_and_changes_nothing() {
-    let h = Harness::start().await;
+    let h = directory_alone().await;
     let err = h
-        .client()
+        .directory()
         .create_organisation(with_token(
             pb::CreateOrganisationRequest {
                 request_id: "not-a-uuid".into(),
@@ -140,7 +140,7 @@ async fn bad_input_lists_every_field_and_changes_nothing() {
         ["request_id", "kind", "ods_code", "name"]
     );
     let err = h
-        .client()
+        .directory()
         .create_organisation(with_token(
             pb::CreateOrganisationRequest::default(),
             &h.svc(),
@@ -158,7 +158,7 @@ async fn bad_input_lists_every_field_and_changes_nothing() {
 
 #[tokio::test]
 async fn keyed_creates_answer_retries_and_refuse_reuse() {
-    let h = Harness::start().await;
+    let h = directory_alone().await;
     let key = Uuid::new_v4().to_string();
     let first = h
         .create_org_as(&h.svc(), &key, K::Region, "Y56", "North", None)
@@ -181,7 +181,7 @@ async fn keyed_creates_answer_retries_and_refuse_reuse() {
         .unwrap_err();
     assert_reason(&err, Code::AlreadyExists, "REQUEST_ID_REUSED");
     assert_eq!(h.count("organisations").await, 1);
-    assert_eq!(h.audit("CREATE_ORGANISATION").await.len(), 1);
+    assert_eq!(h.audit_rows("CREATE_ORGANISATION").await.len(), 1);
 
     // Parallel retries: one organisation, every caller gets it.
     let key = Uuid::new_v4().to_string();
@@ -196,12 +196,12 @@ async fn keyed_creates_answer_retries_and_refuse_reuse() {
     let ids: HashSet<String> = answers.into_iter().map(|a| a.unwrap().id).collect();
     assert_eq!(ids.len(), 1);
     assert_eq!(h.count("organisations").await, 2);
-    assert_eq!(h.audit("CREATE_ORGANISATION").await.len(), 2);
+    assert_eq!(h.audit_rows("CREATE_ORGANISATION").await.len(), 2);
 }
 
 #[tokio::test]
 async fn only_the_service_desk_or_internal_creates() {
-    let h = Harness::start().await;
+    let h = directory_alone().await;
     let tree = Tree::build(&h).await;
     let (_, desk) = h.member(tree.desk, Role::ServiceDesk).await;
     let org = h
@@ -264,14 +264,14 @@ async fn only_the_service_desk_or_internal_creates() {
         .unwrap_err();
     assert_reason(&err, Code::PermissionDenied, "NO_ACTIVE_GRANT");
     let err = h
-        .client()
+        .directory()
         .create_organisation(pb::CreateOrganisationRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     // Refusals are audited, changes are not made.
     let denied: Vec<_> = h
-        .audit("CREATE_ORGANISATION")
+        .audit_rows("CREATE_ORGANISATION")
         .await
         .into_iter()
         .filter(|(outcome, _, _)| outcome == "denied")
@@ -282,7 +282,7 @@ async fn only_the_service_desk_or_internal_creates() {
 
 #[tokio::test]
 async fn search_by_name_prefix_and_code_with_paging() {
-    let h = Harness::start().await;
+    let h = directory_alone().await;
     let tree = Tree::build(&h).await;
     let search = |query: &str, kind: K, page_size: i32, token: &str| {
         let req = pb::SearchOrganisationsRequest {
@@ -291,7 +291,7 @@ async fn search_by_name_prefix_and_code_with_paging() {
             page_size,
             page_token: token.into(),
         };
-        let mut client = h.client();
+        let mut client = h.directory();
         async move { client.search_organisations(req).await }
     };
     // Public: no token needed. Case-insensitive prefix, name order.
@@ -421,11 +421,11 @@ async fn search_by_name_prefix_and_code_with_paging() {
 
 #[tokio::test]
 async fn get_and_list_organisations() {
-    let h = Harness::start().await;
+    let h = directory_alone().await;
     let tree = Tree::build(&h).await;
     let token = h.user(Uuid::new_v4(), None).await;
     let got = h
-        .client()
+        .directory()
         .get_organisation(with_token(
             pb::GetOrganisationRequest {
                 organisation_id: tree.p1.to_string(),
@@ -440,7 +440,7 @@ async fn get_and_list_organisations() {
     assert_eq!(got.ods_code, "A81001");
     assert_eq!(got.parent_id, tree.c1.to_string());
     let err = h
-        .client()
+        .directory()
         .get_organisation(with_token(
             pb::GetOrganisationRequest {
                 organisation_id: Uuid::new_v4().to_string(),
@@ -451,7 +451,7 @@ async fn get_and_list_organisations() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = h
-        .client()
+        .directory()
         .get_organisation(pb::GetOrganisationRequest {
             organisation_id: tree.p1.to_string(),
         })
@@ -468,7 +468,7 @@ async fn get_and_list_organisations() {
             },
             &token,
         );
-        let mut client = h.client();
+        let mut client = h.directory();
         async move { client.list_organisations(req).await.map(|r| r.into_inner()) }
     };
     let roots = list(None, 0, String::new()).await.unwrap();
@@ -492,7 +492,7 @@ async fn get_and_list_organisations() {
 
 #[tokio::test]
 async fn approval_level_on_providers_only() {
-    let h = Harness::start().await;
+    let h = directory_alone().await;
     let tree = Tree::build(&h).await;
     let (_, approver) = h.member(tree.c1, Role::CommissioningApprover).await;
     let set = |token: String, org: Uuid, on: bool| {
@@ -503,7 +503,7 @@ async fn approval_level_on_providers_only() {
             },
             &token,
         );
-        let mut client = h.client();
+        let mut client = h.directory();
         async move {
             client
                 .set_approval_level(req)
@@ -516,7 +516,7 @@ async fn approval_level_on_providers_only() {
     // Setting the same value again changes and audits nothing.
     set(approver.clone(), tree.p1, true).await.unwrap();
     assert_eq!(
-        h.audit("SET_APPROVAL_LEVEL")
+        h.audit_rows("SET_APPROVAL_LEVEL")
             .await
             .iter()
             .filter(|(o, _, _)| o == "success")
@@ -539,7 +539,7 @@ async fn approval_level_on_providers_only() {
 
 #[tokio::test]
 async fn audit_trail_for_the_desk_and_internal_only() {
-    let h = Harness::start().await;
+    let h = directory_alone().await;
     let tree = Tree::build(&h).await;
     let list = |token: String, action: &str| {
         let req = with_token(
@@ -550,7 +550,7 @@ async fn audit_trail_for_the_desk_and_internal_only() {
             },
             &token,
         );
-        let mut client = h.client();
+        let mut client = h.directory();
         async move { client.list_audit_events(req).await.map(|r| r.into_inner()) }
     };
     let page = list(h.svc(), "CREATE_ORGANISATION").await.unwrap();

@@ -3,14 +3,15 @@
 use cqrs_auth::Role;
 use cqrs_auth::RoleProto;
 use cqrs_proto::directory::v1 as pb;
+use cqrs_suite::Suite;
 use cqrs_testkit::{assert_reason, violated_fields, with_token};
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::harness::{Harness, Tree};
+use crate::calls::{DirectoryCalls, Tree, directory_alone};
 
 struct Check<'a> {
-    h: &'a Harness,
+    h: &'a Suite,
 }
 
 impl Check<'_> {
@@ -23,7 +24,7 @@ impl Check<'_> {
         active: Option<(Uuid, Role)>,
     ) -> Result<pb::CheckPermissionResponse, tonic::Status> {
         self.h
-            .client()
+            .directory()
             .check_permission(with_token(
                 pb::CheckPermissionRequest {
                     account_id: account.to_string(),
@@ -64,7 +65,7 @@ fn no(reason: &str) -> (bool, String) {
 
 #[tokio::test]
 async fn scope_covers_descendants_only() {
-    let h = Harness::start().await;
+    let h = directory_alone().await;
     let tree = Tree::build(&h).await;
     let check = Check { h: &h };
     let admin = Uuid::new_v4();
@@ -125,7 +126,7 @@ async fn scope_covers_descendants_only() {
 
 #[tokio::test]
 async fn approver_role_rule_and_active_grants() {
-    let h = Harness::start().await;
+    let h = directory_alone().await;
     let tree = Tree::build(&h).await;
     let check = Check { h: &h };
     let account = Uuid::new_v4();
@@ -190,7 +191,7 @@ async fn approver_role_rule_and_active_grants() {
 
 #[tokio::test]
 async fn callers_and_input() {
-    let h = Harness::start().await;
+    let h = directory_alone().await;
     let tree = Tree::build(&h).await;
     let check = Check { h: &h };
     let (account, token) = h.member(tree.p1, Role::PracticeManager).await;
@@ -219,7 +220,7 @@ async fn callers_and_input() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = h
-        .client()
+        .directory()
         .check_permission(with_token(
             pb::CheckPermissionRequest {
                 account_id: account.to_string(),
@@ -238,7 +239,7 @@ async fn callers_and_input() {
         ["permission", "organisation_id", "active_role"]
     );
     let err = h
-        .client()
+        .directory()
         .check_permission(pb::CheckPermissionRequest::default())
         .await
         .unwrap_err();

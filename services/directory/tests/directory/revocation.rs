@@ -4,72 +4,20 @@
 
 use std::time::Duration;
 
-use cqrs_auth::{ActiveGrant, Role};
+use cqrs_auth::Role;
 use cqrs_proto::directory::v1 as pb;
-use cqrs_proto::identity::v1::{self as ipb, identity_service_client::IdentityServiceClient};
-use cqrs_runtime::clock::{Clock, SystemClock};
+use cqrs_proto::identity::v1 as ipb;
+use cqrs_suite::Service;
 use cqrs_testkit::with_token;
-use tonic::Code;
 use uuid::Uuid;
 
-use crate::harness::{Harness, Tree};
+use crate::calls::{DirectoryCalls, Tree, with_identity, with_identity_down};
 
 const PASSWORD: &str = "Velvet#Harbor42";
 
-impl Harness {
-    /// A session in identity's store acting as `active`, and a token for it.
-    async fn session(&self, account: Uuid, active: Option<(Uuid, Role)>) -> String {
-        let sessions = &self.identity().sessions;
-        let (_, record) = sessions.create(account, SystemClock.now()).await.unwrap();
-        let grant = active.map(|(organisation_id, role)| ActiveGrant {
-            organisation_id,
-            role,
-        });
-        if grant.is_some() {
-            assert!(
-                sessions
-                    .set_active(&record.session_id, grant)
-                    .await
-                    .unwrap()
-            );
-        }
-        self.keys
-            .issuer
-            .issue_user(
-                account,
-                &record.session_id,
-                grant.as_ref(),
-                SystemClock.now(),
-            )
-            .unwrap()
-            .token
-    }
-
-    /// Whether `token` still gets through the directory's authentication.
-    async fn alive(&self, token: &str) -> bool {
-        let result = self
-            .client()
-            .list_organisations(with_token(pb::ListOrganisationsRequest::default(), token))
-            .await;
-        match result {
-            Ok(_) => true,
-            Err(s) if s.code() == Code::Unauthenticated => false,
-            Err(s) => panic!("unexpected {s:?}"),
-        }
-    }
-
-    async fn identity_count(&self, sql: &'static str) -> i64 {
-        let (n,): (i64,) = sqlx::query_as(sql)
-            .fetch_one(&self.identity().db.pool)
-            .await
-            .unwrap();
-        n
-    }
-}
-
 #[tokio::test]
 async fn revoking_a_grant_ends_its_sessions_at_once() {
-    let h = Harness::with_identity().await;
+    let h = with_identity().await;
     let tree = Tree::build(&h).await;
     let account = Uuid::new_v4();
     let manager = h
@@ -96,7 +44,7 @@ async fn revoking_a_grant_ends_its_sessions_at_once() {
     let (_, admin) = h
         .member(tree.c1, Role::CommissioningAccountAdministrator)
         .await;
-    h.client()
+    h.directory()
         .revoke_role(with_token(
             pb::RevokeRoleRequest {
                 grant_id: manager.id.clone(),
@@ -105,7 +53,8 @@ async fn revoking_a_grant_ends_its_sessions_at_once() {
         ))
         .await
         .unwrap();
-    // At once: no waiting, no background task running.
+    // At once: no waiting, and not the background task's doing (a new row is only due to it
+    // once its lease, 30 s, has run out).
     assert!(!h.alive(&as_manager).await);
     assert!(!h.alive(&as_manager_too).await);
     assert!(h.alive(&as_commissioner).await);
@@ -122,7 +71,7 @@ async fn revoking_a_grant_ends_its_sessions_at_once() {
 
     // A second revocation reuses the cached service token.
     let other = h.grant(account, tree.p2, Role::PracticeUser).await.unwrap();
-    h.client()
+    h.directory()
         .revoke_role(with_token(
             pb::RevokeRoleRequest { grant_id: other.id },
             &h.svc(),
@@ -141,15 +90,9 @@ async fn revoking_a_grant_ends_its_sessions_at_once() {
 
 #[tokio::test]
 async fn revoke_all_roles_keeps_the_login() {
-    let h = Harness::with_identity().await;
+    let h = with_identity().await;
     let tree = Tree::build(&h).await;
-    let mut identity = IdentityServiceClient::new(
-        tonic::transport::Endpoint::from_shared(h.identity().url())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
+    let mut identity = h.identity();
     // A real, registered account.
     let email = format!("ann.smith.{}@nhs.net", Uuid::new_v4().simple());
     let created = identity
@@ -161,7 +104,7 @@ async fn revoke_all_roles_keeps_the_login() {
                 first_name: "Ann".into(),
                 last_name: "Smith".into(),
             },
-            &h.keys.service_token("access"),
+            &h.service_token_of("access"),
         ))
         .await
         .unwrap()
@@ -173,7 +116,7 @@ async fn revoke_all_roles_keeps_the_login() {
          AND payload->>'template' = 'EMAIL_TEMPLATE_REGISTRATION_LINK'",
     )
     .bind(&created.id)
-    .fetch_one(&h.identity().db.pool)
+    .fetch_one(h.pool(Service::Identity))
     .await
     .unwrap();
     identity
@@ -215,7 +158,7 @@ async fn revoke_all_roles_keeps_the_login() {
         .member(tree.c1, Role::CommissioningAccountAdministrator)
         .await;
     let removed = h
-        .client()
+        .directory()
         .revoke_all_roles(with_token(
             pb::RevokeAllRolesRequest {
                 account_id: account.to_string(),
@@ -236,7 +179,7 @@ async fn revoke_all_roles_keeps_the_login() {
 
     // Internal callers revoke everything; the login still works.
     let removed = h
-        .client()
+        .directory()
         .revoke_all_roles(with_token(
             pb::RevokeAllRolesRequest {
                 account_id: account.to_string(),
@@ -251,7 +194,7 @@ async fn revoke_all_roles_keeps_the_login() {
     assert!(!h.alive(&at_p4).await);
     assert!(h.alive(&signed_in.access_token).await);
     let grants = h
-        .client()
+        .directory()
         .list_grants(with_token(
             pb::ListGrantsRequest {
                 account_id: account.to_string(),
@@ -271,20 +214,20 @@ async fn revoke_all_roles_keeps_the_login() {
         })
         .await
         .unwrap();
-    assert_eq!(h.audit("REVOKE_ROLE").await.len(), 3);
-    assert_eq!(h.audit("REVOKE_ALL_ROLES").await.len(), 2);
+    assert_eq!(h.audit_rows("REVOKE_ROLE").await.len(), 3);
+    assert_eq!(h.audit_rows("REVOKE_ALL_ROLES").await.len(), 2);
 }
 
 #[tokio::test]
 async fn sessions_end_as_soon_as_identity_is_back() {
-    let mut h = Harness::with_identity_down().await;
+    let mut h = with_identity_down().await;
     let tree = Tree::build(&h).await;
     let account = Uuid::new_v4();
     let grant = h.grant(account, tree.p1, Role::PracticeUser).await.unwrap();
     let token = h
         .session(account, Some((tree.p1, Role::PracticeUser)))
         .await;
-    h.client()
+    h.directory()
         .revoke_role(with_token(
             pb::RevokeRoleRequest { grant_id: grant.id },
             &h.svc(),
@@ -296,16 +239,13 @@ async fn sessions_end_as_soon_as_identity_is_back() {
     assert_eq!(h.count("session_revocations").await, 1);
     assert!(h.alive(&token).await);
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(h.directory.ender.clone().run(async move {
-        let _ = stopped.await;
-    }));
-    // Still down: the background task retries without losing the row.
+    // Still down: the background task (the suite's directory runs it) retries without
+    // losing the row.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(h.count("session_revocations").await, 1);
     assert!(h.alive(&token).await);
 
-    h.identity.as_mut().unwrap().serve().await;
+    h.serve(Service::Identity).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while h.alive(&token).await {
         assert!(
@@ -319,5 +259,4 @@ async fn sessions_end_as_soon_as_identity_is_back() {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = stop.send(());
 }

@@ -5,15 +5,16 @@ use std::time::Duration;
 
 use cqrs_auth::Role;
 use cqrs_proto::identity::v1 as pb;
+use cqrs_suite::{Service, Suite};
 use cqrs_testkit::{assert_reason, field_violations, violated_fields, with_token};
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::harness::{BASE_URL, Harness, PASSWORDS};
+use crate::calls::{IdentityCalls, PASSWORDS, SERVICE_CLIENT, start, start_with_mail};
 
 #[tokio::test]
 async fn create_account_is_idempotent_and_refuses_generic_mailboxes() {
-    let h = Harness::start(&[("CQRS_GENERIC_EMAIL_DOMAINS", "shared.nhs.net")]).await;
+    let h = start(&[("CQRS_GENERIC_EMAIL_DOMAINS", "shared.nhs.net")]).await;
     let key = Uuid::new_v4().to_string();
     let first = h
         .create_keyed(
@@ -54,7 +55,7 @@ async fn create_account_is_idempotent_and_refuses_generic_mailboxes() {
     let key = Uuid::new_v4().to_string();
     let mut tasks = Vec::new();
     for _ in 0..10 {
-        let mut client = h.client();
+        let mut client = h.identity();
         let request = pb::CreateAccountRequest {
             request_id: key.clone(),
             realm: pb::Realm::Local as i32,
@@ -62,7 +63,7 @@ async fn create_account_is_idempotent_and_refuses_generic_mailboxes() {
             first_name: "Una".into(),
             last_name: "Vale".into(),
         };
-        let token = h.service_token();
+        let token = h.service_token_of(SERVICE_CLIENT);
         tasks.push(tokio::spawn(async move {
             client.create_account(with_token(request, &token)).await
         }));
@@ -84,7 +85,7 @@ async fn create_account_is_idempotent_and_refuses_generic_mailboxes() {
     let (mails,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM outbox WHERE payload->>'account_id' = $1")
             .bind(&id)
-            .fetch_one(&h.db.pool)
+            .fetch_one(h.pool(Service::Identity))
             .await
             .unwrap();
     assert_eq!(mails, 1);
@@ -117,7 +118,7 @@ async fn create_account_is_idempotent_and_refuses_generic_mailboxes() {
     ] {
         let token = h.role_token(Uuid::new_v4(), role).await;
         let err = h
-            .client()
+            .identity()
             .create_account(with_token(request("vic.webb@practice.org"), &token))
             .await
             .unwrap_err();
@@ -125,7 +126,7 @@ async fn create_account_is_idempotent_and_refuses_generic_mailboxes() {
     }
     let desk = h.desk_token().await;
     let created = h
-        .client()
+        .identity()
         .create_account(with_token(request("vic.webb@practice.org"), &desk))
         .await
         .unwrap()
@@ -133,7 +134,7 @@ async fn create_account_is_idempotent_and_refuses_generic_mailboxes() {
         .account
         .unwrap();
     assert_eq!(created.user_id, "");
-    assert_eq!(h.audit("CREATE_ACCOUNT", &created.id).await.len(), 1);
+    assert_eq!(h.audit_rows("CREATE_ACCOUNT", &created.id).await.len(), 1);
     // The registration mail is queued with the account, token and (NATIONAL) User ID.
     let payload = h
         .outbox_payload(&first.id, "REGISTRATION_LINK")
@@ -149,15 +150,15 @@ async fn create_account_is_idempotent_and_refuses_generic_mailboxes() {
 #[tokio::test]
 async fn bootstrap_creates_the_desk_account_once_and_mails_it() {
     let extra = [("CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL", "desk.lead@nhs.net")];
-    let h = Harness::with_mail(&extra).await;
+    let h = start_with_mail(&extra).await;
     let mut replicas = Vec::new();
     for _ in 0..3 {
-        replicas.push(h.second_instance(&h.redis.url, &extra).await);
+        replicas.push(h.identity_replica(&[]).await);
     }
     let results = futures::future::join_all(
         replicas
             .iter()
-            .chain(std::iter::once(&h.identity))
+            .chain(std::iter::once(h.identity_service()))
             .map(|identity| identity.bootstrap()),
     )
     .await;
@@ -165,29 +166,29 @@ async fn bootstrap_creates_the_desk_account_once_and_mails_it() {
     assert_eq!(created.len(), 1);
     assert_eq!(h.count("accounts").await, 1);
     // A later start does nothing.
-    assert_eq!(h.identity.bootstrap().await.unwrap(), None);
+    assert_eq!(h.identity_service().bootstrap().await.unwrap(), None);
     // The directory is not running here: the service-desk grant waits, durably.
-    let config = h.identity.config.bootstrap.clone().unwrap();
+    let config = h.identity_service().config.bootstrap.clone().unwrap();
     assert_eq!(
-        cqrs_identity::bootstrap::grant_pending(&h.identity.api, &config)
+        cqrs_identity::bootstrap::grant_pending(&h.identity_service().api, &config)
             .await
             .unwrap(),
         1
     );
     assert_eq!(h.count("bootstrap_grants WHERE done_at IS NULL").await, 1);
 
-    let mails = h.mail().smtp.wait_for(1, Duration::from_secs(20)).await;
+    let mails = h.smtp.wait_for(1, Duration::from_secs(20)).await;
     let mail = &mails[0];
     assert_eq!(mail.to, vec!["desk.lead@nhs.net".to_owned()]);
     assert!(mail.text.contains("Dear Service,"), "{}", mail.text);
     assert!(
         mail.links()[0]
             .as_str()
-            .starts_with(&format!("{BASE_URL}register/complete?token="))
+            .starts_with(&format!("{}register/complete?token=", Suite::BASE_URL))
     );
 
     let account = h
-        .complete(&mail.link_token().unwrap(), PASSWORDS[0])
+        .complete_registration(&mail.link_token().unwrap(), PASSWORDS[0])
         .await
         .unwrap();
     assert_eq!(account.realm, pb::Realm::National as i32);
@@ -196,7 +197,7 @@ async fn bootstrap_creates_the_desk_account_once_and_mails_it() {
     h.sign_in(&account.user_id, PASSWORDS[0]).await.unwrap();
     let (actor,): (String,) =
         sqlx::query_as("SELECT actor_kind FROM audit_events WHERE action = 'CREATE_ACCOUNT'")
-            .fetch_one(&h.db.pool)
+            .fetch_one(h.pool(Service::Identity))
             .await
             .unwrap();
     assert_eq!(actor, "system");
@@ -205,13 +206,13 @@ async fn bootstrap_creates_the_desk_account_once_and_mails_it() {
 /// Bad input on every RPC: InvalidArgument with field violations, and nothing written.
 #[tokio::test]
 async fn bad_input_is_refused_with_field_violations_and_changes_nothing() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     let account = h
         .active(pb::Realm::Local, "wes.york@practice.org", PASSWORDS[0])
         .await;
     let signed = h.sign_in(&account.email, PASSWORDS[0]).await.unwrap();
     let user = signed.access_token.clone();
-    let service = h.service_token();
+    let service = h.service_token_of(SERVICE_CLIENT);
     let desk = h.desk_token().await;
 
     let tables = [
@@ -227,7 +228,7 @@ async fn bad_input_is_refused_with_field_violations_and_changes_nothing() {
     }
     let redis_before = h.redis.keys().await;
 
-    let mut c = h.client();
+    let mut c = h.identity();
     let long = "x".repeat(400);
     let checks: Vec<(&str, Result<(), tonic::Status>, &[&str])> = vec![
         (
@@ -447,7 +448,7 @@ async fn bad_input_is_refused_with_field_violations_and_changes_nothing() {
 /// lookup, so a missing account and someone else's look the same.
 #[tokio::test]
 async fn reads_lists_and_the_audit_trail() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     let ann = h
         .active(pb::Realm::Local, "ann.xu@practice.org", PASSWORDS[0])
         .await;
@@ -481,10 +482,10 @@ async fn reads_lists_and_the_audit_trail() {
     assert_eq!(err.code(), Code::NotFound);
 
     // Lookup by address prefers the NATIONAL account; by User ID in any case.
-    let service = h.service_token();
+    let service = h.service_token_of(SERVICE_CLIENT);
     let lookup = |key| pb::LookupAccountRequest { key: Some(key) };
     let found = h
-        .client()
+        .identity()
         .lookup_account(with_token(
             lookup(pb::lookup_account_request::Key::Email(
                 "ann.xu@PRACTICE.org".into(),
@@ -498,7 +499,7 @@ async fn reads_lists_and_the_audit_trail() {
         .unwrap();
     assert_eq!(found.id, national.id);
     let found = h
-        .client()
+        .identity()
         .lookup_account(with_token(
             lookup(pb::lookup_account_request::Key::UserId(
                 national.user_id.to_lowercase(),
@@ -512,7 +513,7 @@ async fn reads_lists_and_the_audit_trail() {
         .unwrap();
     assert_eq!(found.id, national.id);
     let err = h
-        .client()
+        .identity()
         .lookup_account(with_token(
             lookup(pb::lookup_account_request::Key::UserId("ZZZ000".into())),
             &signed.access_token,
@@ -526,7 +527,7 @@ async fn reads_lists_and_the_audit_trail() {
     let mut token = String::new();
     loop {
         let page = h
-            .client()
+            .identity()
             .list_accounts(with_token(
                 pb::ListAccountsRequest {
                     realm: pb::Realm::Local as i32,
@@ -550,7 +551,7 @@ async fn reads_lists_and_the_audit_trail() {
     assert_eq!(emails, sorted);
     assert_eq!(emails.len(), 6);
     let queried = h
-        .client()
+        .identity()
         .list_accounts(with_token(
             pb::ListAccountsRequest {
                 query: "USER_".into(),
@@ -563,7 +564,7 @@ async fn reads_lists_and_the_audit_trail() {
         .into_inner();
     assert!(queried.accounts.is_empty(), "'_' is not a wildcard");
     let queried = h
-        .client()
+        .identity()
         .list_accounts(with_token(
             pb::ListAccountsRequest {
                 query: "xu".into(),
@@ -578,7 +579,7 @@ async fn reads_lists_and_the_audit_trail() {
     assert_eq!(queried.accounts.len(), 1);
     assert_eq!(queried.accounts[0].id, national.id);
     let err = h
-        .client()
+        .identity()
         .list_accounts(with_token(
             pb::ListAccountsRequest::default(),
             &signed.access_token,
@@ -589,7 +590,7 @@ async fn reads_lists_and_the_audit_trail() {
 
     // The audit trail, for the desk and internal callers only.
     let events = h
-        .client()
+        .identity()
         .list_audit_events(with_token(
             pb::ListAuditEventsRequest {
                 target_id: ann.id.clone(),
@@ -618,7 +619,7 @@ async fn reads_lists_and_the_audit_trail() {
     assert_eq!(events[2].details["realm"], "LOCAL");
     assert!(!events[0].request_id.is_empty());
     let err = h
-        .client()
+        .identity()
         .list_audit_events(with_token(
             pb::ListAuditEventsRequest::default(),
             &signed.access_token,

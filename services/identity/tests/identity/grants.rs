@@ -6,22 +6,39 @@ use cqrs_auth::{ActiveGrant, Principal, Role};
 use cqrs_identity::{Clock as _, SystemClock};
 use cqrs_proto::directory::v1::{self as dir, OrganisationKind};
 use cqrs_proto::identity::v1 as pb;
+use cqrs_suite::Suite;
 use cqrs_testkit::{assert_reason, with_token};
 use tonic::{Code, Status};
 use uuid::Uuid;
 
-use crate::harness::{Harness, PASSWORDS};
+use crate::calls::{IdentityCalls, PASSWORDS, SERVICE_CLIENT, start, start_with_directory};
 
-impl Harness {
-    pub(crate) async fn org(
+/// Directory calls made as [`SERVICE_CLIENT`], and the grant side of identity's sessions,
+/// over a suite in which the directory runs.
+pub trait GrantCalls {
+    /// A new organisation of `kind` under `parent`.
+    async fn org(&self, kind: OrganisationKind, ods: &str, parent: Option<Uuid>) -> Uuid;
+    async fn practices(&self) -> (Uuid, Uuid);
+    async fn grant_role(&self, account: &str, org: Uuid, role: Role) -> dir::Grant;
+    /// SelectRole with `token`.
+    async fn select_grant(
         &self,
-        kind: OrganisationKind,
-        ods: &str,
-        parent: Option<Uuid>,
-    ) -> Uuid {
+        token: &str,
+        org: Uuid,
+        role: Role,
+    ) -> Result<pb::SelectRoleResponse, Status>;
+    /// RefreshAccessToken; the new access token.
+    async fn refresh(&self, session_token: &str) -> Result<String, Status>;
+    /// The directory's ListMembers with `token`.
+    async fn members(&self, token: &str, org: Uuid) -> Result<dir::ListMembersResponse, Status>;
+    /// The grant a user token carries.
+    fn active_grant(&self, token: &str) -> Option<ActiveGrant>;
+}
+
+impl GrantCalls for Suite {
+    async fn org(&self, kind: OrganisationKind, ods: &str, parent: Option<Uuid>) -> Uuid {
         let org = self
             .directory()
-            .client()
             .create_organisation(with_token(
                 dir::CreateOrganisationRequest {
                     request_id: Uuid::new_v4().to_string(),
@@ -31,7 +48,7 @@ impl Harness {
                     parent_id: parent.map(|p| p.to_string()).unwrap_or_default(),
                     multi_level_approval: false,
                 },
-                &self.service_token(),
+                &self.service_token_of(SERVICE_CLIENT),
             ))
             .await
             .unwrap()
@@ -41,7 +58,6 @@ impl Harness {
         Uuid::parse_str(&org.id).unwrap()
     }
 
-    /// Two practices under one commissioning organisation.
     async fn practices(&self) -> (Uuid, Uuid) {
         let region = self.org(OrganisationKind::Region, "Y56", None).await;
         let ccg = self
@@ -60,9 +76,8 @@ impl Harness {
         (p1, p2)
     }
 
-    pub(crate) async fn grant_role(&self, account: &str, org: Uuid, role: Role) -> dir::Grant {
+    async fn grant_role(&self, account: &str, org: Uuid, role: Role) -> dir::Grant {
         self.directory()
-            .client()
             .grant_role(with_token(
                 dir::GrantRoleRequest {
                     request_id: Uuid::new_v4().to_string(),
@@ -70,7 +85,7 @@ impl Harness {
                     organisation_id: org.to_string(),
                     role: role.to_proto() as i32,
                 },
-                &self.service_token(),
+                &self.service_token_of(SERVICE_CLIENT),
             ))
             .await
             .unwrap()
@@ -79,13 +94,13 @@ impl Harness {
             .unwrap()
     }
 
-    async fn select(
+    async fn select_grant(
         &self,
         token: &str,
         org: Uuid,
         role: Role,
     ) -> Result<pb::SelectRoleResponse, Status> {
-        self.client()
+        self.identity()
             .select_role(with_token(
                 pb::SelectRoleRequest {
                     organisation_id: org.to_string(),
@@ -98,7 +113,7 @@ impl Harness {
     }
 
     async fn refresh(&self, session_token: &str) -> Result<String, Status> {
-        self.client()
+        self.identity()
             .refresh_access_token(pb::RefreshAccessTokenRequest {
                 session_token: session_token.into(),
             })
@@ -108,7 +123,6 @@ impl Harness {
 
     async fn members(&self, token: &str, org: Uuid) -> Result<dir::ListMembersResponse, Status> {
         self.directory()
-            .client()
             .list_members(with_token(
                 dir::ListMembersRequest {
                     organisation_id: org.to_string(),
@@ -130,7 +144,7 @@ impl Harness {
 
 #[tokio::test]
 async fn sign_in_lists_grants_and_select_role_scopes_the_token() {
-    let h = Harness::with_directory().await;
+    let h = start_with_directory(&[]).await;
     let (p1, p2) = h.practices().await;
     let account = h
         .active(pb::Realm::Local, "kim.ross@practice.org", PASSWORDS[0])
@@ -158,13 +172,13 @@ async fn sign_in_lists_grants_and_select_role_scopes_the_token() {
 
     // A grant the account does not hold (role held elsewhere) is refused.
     let err = h
-        .select(&signed_in.access_token, p2, Role::PracticeManager)
+        .select_grant(&signed_in.access_token, p2, Role::PracticeManager)
         .await
         .unwrap_err();
     assert_reason(&err, Code::PermissionDenied, "NO_GRANT");
 
     let selected = h
-        .select(&signed_in.access_token, p1, Role::PracticeManager)
+        .select_grant(&signed_in.access_token, p1, Role::PracticeManager)
         .await
         .unwrap();
     assert_eq!(selected.grant.as_ref().unwrap().id, manager.id);
@@ -179,12 +193,12 @@ async fn sign_in_lists_grants_and_select_role_scopes_the_token() {
     // The session keeps the grant: refreshed tokens carry it.
     let refreshed = h.refresh(&signed_in.session_token).await.unwrap();
     assert_eq!(h.active_grant(&refreshed), Some(wanted));
-    assert_eq!(h.audit("SELECT_ROLE", &account.id).await.len(), 2);
+    assert_eq!(h.audit_rows("SELECT_ROLE", &account.id).await.len(), 2);
 }
 
 #[tokio::test]
 async fn revoking_the_active_grant_ends_only_that_session() {
-    let h = Harness::with_directory().await;
+    let h = start_with_directory(&[]).await;
     let (p1, p2) = h.practices().await;
     let account = h
         .active(pb::Realm::Local, "lee.hart@practice.org", PASSWORDS[1])
@@ -194,20 +208,19 @@ async fn revoking_the_active_grant_ends_only_that_session() {
 
     let a = h.sign_in(&account.email, PASSWORDS[1]).await.unwrap();
     let b = h.sign_in(&account.email, PASSWORDS[1]).await.unwrap();
-    h.select(&a.access_token, p1, Role::PracticeManager)
+    h.select_grant(&a.access_token, p1, Role::PracticeManager)
         .await
         .unwrap();
-    h.select(&b.access_token, p2, Role::PracticeUser)
+    h.select_grant(&b.access_token, p2, Role::PracticeUser)
         .await
         .unwrap();
 
     h.directory()
-        .client()
         .revoke_role(with_token(
             dir::RevokeRoleRequest {
                 grant_id: manager.id.clone(),
             },
-            &h.service_token(),
+            &h.service_token_of(SERVICE_CLIENT),
         ))
         .await
         .unwrap();
@@ -224,7 +237,7 @@ async fn revoking_the_active_grant_ends_only_that_session() {
     );
     // The revoked grant can no longer be selected from the surviving session.
     let err = h
-        .select(&refreshed, p1, Role::PracticeManager)
+        .select_grant(&refreshed, p1, Role::PracticeManager)
         .await
         .unwrap_err();
     assert_reason(&err, Code::PermissionDenied, "NO_GRANT");
@@ -233,14 +246,14 @@ async fn revoking_the_active_grant_ends_only_that_session() {
 /// Sign-in does not depend on the directory; SelectRole does, and fails closed.
 #[tokio::test]
 async fn directory_down_omits_grants_and_refuses_select_role() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     let account = h
         .active(pb::Realm::Local, "sam.cole@practice.org", PASSWORDS[2])
         .await;
     let signed_in = h.sign_in(&account.email, PASSWORDS[2]).await.unwrap();
     assert!(signed_in.grants.is_empty());
     let err = h
-        .select(&signed_in.access_token, Uuid::new_v4(), Role::PracticeUser)
+        .select_grant(&signed_in.access_token, Uuid::new_v4(), Role::PracticeUser)
         .await
         .unwrap_err();
     assert_reason(&err, Code::Unavailable, "UNAVAILABLE");

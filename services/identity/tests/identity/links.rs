@@ -4,14 +4,15 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use cqrs_proto::identity::v1 as pb;
+use cqrs_suite::{Service, Suite};
 use cqrs_testkit::{assert_reason, field_violations, with_token};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 
-use crate::harness::{BASE_URL, Harness, PASSWORDS};
+use crate::calls::{IdentityCalls, PASSWORDS, start, start_with_mail};
 
-async fn reset(h: &Harness, token: &str, password: &str) -> Result<(), tonic::Status> {
-    h.client()
+async fn reset(h: &Suite, token: &str, password: &str) -> Result<(), tonic::Status> {
+    h.identity()
         .reset_password(pb::ResetPasswordRequest {
             token: token.into(),
             new_password: password.into(),
@@ -20,8 +21,8 @@ async fn reset(h: &Harness, token: &str, password: &str) -> Result<(), tonic::St
         .map(drop)
 }
 
-async fn request_reset(h: &Harness, login: &str) {
-    h.client()
+async fn request_reset(h: &Suite, login: &str) {
+    h.identity()
         .request_password_reset(pb::RequestPasswordResetRequest {
             login: login.into(),
         })
@@ -30,12 +31,12 @@ async fn request_reset(h: &Harness, login: &str) {
 }
 
 async fn change(
-    h: &Harness,
+    h: &Suite,
     access_token: &str,
     current: &str,
     new: &str,
 ) -> Result<(), tonic::Status> {
-    h.client()
+    h.identity()
         .change_password(with_token(
             pb::ChangePasswordRequest {
                 current_password: current.into(),
@@ -62,7 +63,7 @@ fn assert_policy(status: &tonic::Status, field: &str, code: &str) {
 /// expiry and a superseded link are refused with one answer.
 #[tokio::test]
 async fn registration_links_are_single_use_and_expire() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     let account = h
         .create(pb::Realm::National, "mia.cole@nhs.net", "Mia", "Cole")
         .await
@@ -73,20 +74,20 @@ async fn registration_links_are_single_use_and_expire() {
     let (stored,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM links WHERE token_hash = sha256($1::bytea)")
             .bind(token.as_bytes())
-            .fetch_one(&h.db.pool)
+            .fetch_one(h.pool(Service::Identity))
             .await
             .unwrap();
     assert_eq!(stored, 1);
     let (raw,): (i64,) = sqlx::query_as("SELECT count(*) FROM links WHERE token_hash = $1")
         .bind(token.as_bytes())
-        .fetch_one(&h.db.pool)
+        .fetch_one(h.pool(Service::Identity))
         .await
         .unwrap();
     assert_eq!(raw, 0);
 
     let (a, b) = tokio::join!(
-        h.complete(&token, PASSWORDS[0]),
-        h.complete(&token, PASSWORDS[1])
+        h.complete_registration(&token, PASSWORDS[0]),
+        h.complete_registration(&token, PASSWORDS[1])
     );
     let results = [a, b];
     assert_eq!(
@@ -100,9 +101,17 @@ async fn registration_links_are_single_use_and_expire() {
     let activated = results.iter().find_map(|r| r.as_ref().ok()).unwrap();
     assert_eq!(activated.state, pb::AccountState::Active as i32);
     assert!(activated.password_change_time.is_some());
-    let err = h.complete(&token, PASSWORDS[2]).await.unwrap_err();
+    let err = h
+        .complete_registration(&token, PASSWORDS[2])
+        .await
+        .unwrap_err();
     assert_reason(&err, Code::FailedPrecondition, "LINK_INVALID");
-    assert_eq!(h.audit("COMPLETE_REGISTRATION", &account.id).await.len(), 1);
+    assert_eq!(
+        h.audit_rows("COMPLETE_REGISTRATION", &account.id)
+            .await
+            .len(),
+        1
+    );
 
     // Expiry, with the clock moved past 7 days.
     let late = h
@@ -111,12 +120,18 @@ async fn registration_links_are_single_use_and_expire() {
         .unwrap();
     let late_token = h.outbox_token(&late.id, "REGISTRATION_LINK").await;
     h.clock.advance(TimeDelta::days(7) + TimeDelta::seconds(1));
-    let err = h.complete(&late_token, PASSWORDS[0]).await.unwrap_err();
+    let err = h
+        .complete_registration(&late_token, PASSWORDS[0])
+        .await
+        .unwrap_err();
     assert_reason(&err, Code::FailedPrecondition, "LINK_INVALID");
 
     // Junk and unknown tokens answer the same.
     for junk in ["x", &"A".repeat(43)] {
-        let err = h.complete(junk, PASSWORDS[0]).await.unwrap_err();
+        let err = h
+            .complete_registration(junk, PASSWORDS[0])
+            .await
+            .unwrap_err();
         assert_reason(&err, Code::FailedPrecondition, "LINK_INVALID");
     }
 }
@@ -125,7 +140,7 @@ async fn registration_links_are_single_use_and_expire() {
 /// and unknown logins and mails only the known one.
 #[tokio::test]
 async fn reset_links_end_sessions_and_do_not_sign_in() {
-    let h = Harness::start(&[("CQRS_RESET_LINK_TTL_SECS", "600")]).await;
+    let h = start(&[("CQRS_RESET_LINK_TTL_SECS", "600")]).await;
     let account = h
         .active(pb::Realm::Local, "ola.ray@practice.org", PASSWORDS[0])
         .await;
@@ -178,7 +193,7 @@ async fn reset_links_end_sessions_and_do_not_sign_in() {
             .await
             .is_some()
     );
-    assert_eq!(h.audit("RESET_PASSWORD", &account.id).await.len(), 1);
+    assert_eq!(h.audit_rows("RESET_PASSWORD", &account.id).await.len(), 1);
 
     // Expired after the configured 10 minutes.
     request_reset(&h, &account.email).await;
@@ -192,7 +207,7 @@ async fn reset_links_end_sessions_and_do_not_sign_in() {
 /// change and reset.
 #[tokio::test]
 async fn every_password_path_enforces_the_policy() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     let account = h
         .create(pb::Realm::National, "pat.quinn@nhs.net", "Pat", "Quinn")
         .await
@@ -207,11 +222,11 @@ async fn every_password_path_enforces_the_policy() {
         ("Abcdefgh1234567890!Abcdefgh12345678", "TOO_LONG"),
         ("", "EMPTY"),
     ] {
-        let err = h.complete(&token, password).await.unwrap_err();
+        let err = h.complete_registration(&token, password).await.unwrap_err();
         assert_policy(&err, "password", code);
     }
     // A refused password does not use the link up.
-    h.complete(&token, PASSWORDS[0]).await.unwrap();
+    h.complete_registration(&token, PASSWORDS[0]).await.unwrap();
 
     let signed = h.sign_in(&user_id, PASSWORDS[0]).await.unwrap();
     h.clock.advance(TimeDelta::hours(73));
@@ -221,7 +236,7 @@ async fn every_password_path_enforces_the_policy() {
     assert_policy(&err, "new_password", "TOO_SHORT");
 
     let desk = h.desk_token().await;
-    h.client()
+    h.identity()
         .send_password_reset(with_token(
             pb::SendPasswordResetRequest {
                 account_id: account.id.clone(),
@@ -243,7 +258,7 @@ async fn every_password_path_enforces_the_policy() {
 /// through the lock-out and ends every session, the caller's included.
 #[tokio::test]
 async fn history_minimum_age_and_desk_exemption() {
-    let h = Harness::start(&[
+    let h = start(&[
         ("CQRS_LOCKOUT_TEMPORARY_AFTER", "3"),
         ("CQRS_LOCKOUT_PERMANENT_AFTER", "20"),
     ])
@@ -266,7 +281,7 @@ async fn history_minimum_age_and_desk_exemption() {
         .unwrap_err();
     assert_reason(&err, Code::Unauthenticated, "INVALID_CREDENTIALS");
     assert_eq!(
-        h.audit("CHANGE_PASSWORD", &account.id).await[0].1["reason"],
+        h.audit_rows("CHANGE_PASSWORD", &account.id).await[0].1["reason"],
         "wrong_password"
     );
 
@@ -308,7 +323,7 @@ async fn history_minimum_age_and_desk_exemption() {
     assert_policy(&err, "new_password", "CHANGED_TOO_RECENTLY");
     // ...a reset sent by the desk is not.
     let desk = h.desk_token().await;
-    h.client()
+    h.identity()
         .send_password_reset(with_token(
             pb::SendPasswordResetRequest {
                 account_id: account.id.clone(),
@@ -326,7 +341,7 @@ async fn history_minimum_age_and_desk_exemption() {
          FROM password_history WHERE account_id = $1::uuid",
     )
     .bind(&account.id)
-    .fetch_one(&h.db.pool)
+    .fetch_one(h.pool(Service::Identity))
     .await
     .unwrap();
     assert_eq!((kept, plain), (4, 0));
@@ -336,11 +351,11 @@ async fn history_minimum_age_and_desk_exemption() {
 /// the user-ID reminder answers the same for any address and mails only a NATIONAL owner.
 #[tokio::test]
 async fn mailed_links_use_the_configured_host() {
-    let h = Harness::with_mail(&[]).await;
+    let h = start_with_mail(&[]).await;
     let account = h
         .active(pb::Realm::National, "sue.tate@nhs.net", PASSWORDS[0])
         .await;
-    let smtp = &h.mail().smtp;
+    let smtp = &h.smtp;
     let registration = smtp.wait_for(1, Duration::from_secs(20)).await;
     assert_eq!(registration[0].subject, "Complete your CQRS registration");
     assert!(registration[0].text.contains(&account.user_id));
@@ -359,14 +374,14 @@ async fn mailed_links_use_the_configured_host() {
             .metadata_mut()
             .insert(key, MetadataValue::try_from(value).unwrap());
     }
-    h.client().request_password_reset(request).await.unwrap();
+    h.identity().request_password_reset(request).await.unwrap();
     let mails = smtp.wait_for(2, Duration::from_secs(20)).await;
     let mail = &mails[1];
     assert_eq!(mail.subject, "Reset your CQRS password");
     let link = &mail.links()[0];
     assert!(
         link.as_str()
-            .starts_with(&format!("{BASE_URL}password/reset?token=")),
+            .starts_with(&format!("{}password/reset?token=", Suite::BASE_URL)),
         "{link}"
     );
     assert!(!mail.raw.contains("evil.example.com"));
@@ -377,7 +392,7 @@ async fn mailed_links_use_the_configured_host() {
     assert_eq!(changed[2].subject, "Your CQRS password has been changed");
 
     for email in ["nobody@nhs.net", "sue.tate@nhs.net"] {
-        h.client()
+        h.identity()
             .remind_user_id(pb::RemindUserIdRequest {
                 email: email.into(),
             })
@@ -395,7 +410,7 @@ async fn mailed_links_use_the_configured_host() {
 /// noise in time too (the database work is done either way; mail leaves asynchronously).
 #[tokio::test]
 async fn reset_and_reminder_timing_does_not_tell_known_from_unknown() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     let account = h
         .active(pb::Realm::National, "uma.vance@nhs.net", PASSWORDS[0])
         .await;
@@ -418,7 +433,7 @@ async fn reset_and_reminder_timing_does_not_tell_known_from_unknown() {
             request_reset(&h, &login).await;
             into.0.push(started.elapsed());
             let started = std::time::Instant::now();
-            h.client()
+            h.identity()
                 .remind_user_id(pb::RemindUserIdRequest { email })
                 .await
                 .unwrap();

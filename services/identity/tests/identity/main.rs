@@ -4,7 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod harness;
+mod calls;
+mod redis_fixtures;
 
 mod accounts;
 mod grants;

@@ -11,7 +11,7 @@ use cqrs_testkit::TestRedis;
 use redis::AsyncCommands;
 use uuid::Uuid;
 
-use crate::harness::{dead_redis, t0};
+use crate::redis_fixtures::{dead_redis, t0};
 
 fn policy(temporary_after: u32, permanent_after: u32) -> LockoutPolicy {
     LockoutPolicy {

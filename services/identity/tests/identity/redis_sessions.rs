@@ -12,7 +12,7 @@ use cqrs_testkit::TestRedis;
 use redis::AsyncCommands;
 use uuid::Uuid;
 
-use crate::harness::{dead_redis, t0};
+use crate::redis_fixtures::{dead_redis, t0};
 
 const IDLE: Duration = Duration::from_secs(60);
 const ABSOLUTE: Duration = Duration::from_secs(100);

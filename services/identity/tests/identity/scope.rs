@@ -11,11 +11,13 @@ use cqrs_auth::RoleProto;
 use cqrs_auth::{ActiveGrant, Role};
 use cqrs_proto::directory::v1::{self as dir, OrganisationKind as K};
 use cqrs_proto::identity::v1 as pb;
+use cqrs_suite::Suite;
 use cqrs_testkit::{status_reason, with_token};
 use tonic::{Code, Status};
 use uuid::Uuid;
 
-use crate::harness::{Harness, PASSWORDS};
+use crate::calls::{IdentityCalls, PASSWORDS, SERVICE_CLIENT, start, start_with_directory};
+use crate::grants::GrantCalls;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Rpc {
@@ -116,9 +118,16 @@ fn outcome(result: Result<(), Status>) -> Outcome {
     }
 }
 
-impl Harness {
+/// The targeted RPCs, and their targets.
+trait ScopeCalls {
+    /// `rpc` on `target` with `token`, whatever it answers.
+    async fn call(&self, rpc: Rpc, token: &str, target: &str) -> Result<(), Status>;
+    async fn target(&self, n: usize, grant: Option<(Uuid, Role)>) -> String;
+}
+
+impl ScopeCalls for Suite {
     async fn call(&self, rpc: Rpc, token: &str, target: &str) -> Result<(), Status> {
-        let mut c = self.client();
+        let mut c = self.identity();
         let account_id = target.to_owned();
         match rpc {
             Rpc::Disable => c
@@ -153,7 +162,6 @@ impl Harness {
         }
     }
 
-    /// A PENDING_REGISTRATION account holding `role` at `org` (or nothing).
     async fn target(&self, n: usize, grant: Option<(Uuid, Role)>) -> String {
         let account = self
             .create(
@@ -173,7 +181,7 @@ impl Harness {
 
 #[tokio::test]
 async fn targeted_rpcs_follow_the_role_table_across_organisations() {
-    let h = Harness::with_directory().await;
+    let h = start_with_directory(&[]).await;
     let region = h.org(K::Region, "Y56", None).await;
     let ccg = h
         .org(K::CommissioningOrganisation, "15N", Some(region))
@@ -217,9 +225,7 @@ async fn targeted_rpcs_follow_the_role_table_across_organisations() {
         let caller = Uuid::new_v4();
         h.grant_role(&caller.to_string(), home, role).await;
         let token = h
-            .keys
             .user_token(
-                &h.redis,
                 caller,
                 Some(ActiveGrant {
                     organisation_id: home,
@@ -277,7 +283,7 @@ async fn targeted_rpcs_follow_the_role_table_across_organisations() {
 
     // Internal callers: the workflows disable and re-enable; unlocking and resets are the
     // desk's alone.
-    let service = h.service_token();
+    let service = h.service_token_of(SERVICE_CLIENT);
     for (rpc, want) in [
         (Rpc::Disable, Outcome::Allowed),
         (Rpc::Enable, Outcome::Allowed),
@@ -301,7 +307,7 @@ async fn targeted_rpcs_follow_the_role_table_across_organisations() {
 /// administrator in scope re-enables it.
 #[tokio::test]
 async fn approver_disables_and_administrator_enables_in_scope() {
-    let h = Harness::with_directory().await;
+    let h = start_with_directory(&[]).await;
     let region = h.org(K::Region, "Y56", None).await;
     let ccg = h
         .org(K::CommissioningOrganisation, "15N", Some(region))
@@ -317,9 +323,7 @@ async fn approver_disables_and_administrator_enables_in_scope() {
     h.grant_role(&approver.to_string(), ccg, Role::CommissioningApprover)
         .await;
     let approver_token = h
-        .keys
         .user_token(
-            &h.redis,
             approver,
             Some(ActiveGrant {
                 organisation_id: ccg,
@@ -330,14 +334,17 @@ async fn approver_disables_and_administrator_enables_in_scope() {
     h.call(Rpc::Disable, &approver_token, &user.id)
         .await
         .unwrap();
-    let account = h.get_account(&h.service_token(), &user.id).await.unwrap();
+    let account = h
+        .get_account(&h.service_token_of(SERVICE_CLIENT), &user.id)
+        .await
+        .unwrap();
     assert_eq!(account.state, pb::AccountState::Disabled as i32);
     let err = h
         .get_account(&signed.access_token, &user.id)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    let audit = h.audit("DISABLE_ACCOUNT", &user.id).await;
+    let audit = h.audit_rows("DISABLE_ACCOUNT", &user.id).await;
     assert_eq!(audit.len(), 1);
 
     let admin = Uuid::new_v4();
@@ -348,9 +355,7 @@ async fn approver_disables_and_administrator_enables_in_scope() {
     )
     .await;
     let admin_token = h
-        .keys
         .user_token(
-            &h.redis,
             admin,
             Some(ActiveGrant {
                 organisation_id: region,
@@ -365,7 +370,7 @@ async fn approver_disables_and_administrator_enables_in_scope() {
 /// Without the directory a scoped decision cannot be made: UNAVAILABLE, nothing changed.
 #[tokio::test]
 async fn scoped_actions_fail_closed_without_the_directory() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     let target = h
         .create(
             pb::Realm::Local,
@@ -383,7 +388,7 @@ async fn scoped_actions_fail_closed_without_the_directory() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(h.audit("DISABLE_ACCOUNT", &target.id).await.is_empty());
+    assert!(h.audit_rows("DISABLE_ACCOUNT", &target.id).await.is_empty());
     // A role that could never do it is refused without asking the directory.
     let user = h.role_token(Uuid::new_v4(), Some(Role::PracticeUser)).await;
     let err = h.call(Rpc::Disable, &user, &target.id).await.unwrap_err();
@@ -397,14 +402,14 @@ async fn scoped_actions_fail_closed_without_the_directory() {
 /// the directory, once, and can then act as the service desk.
 #[tokio::test]
 async fn bootstrap_account_gets_the_service_desk_grant() {
-    let h = Harness::with_directory_env(&[
+    let h = start_with_directory(&[
         ("CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL", "desk.lead@nhs.net"),
         ("CQRS_BOOTSTRAP_SERVICE_DESK_ODS_CODE", "X26"),
     ])
     .await;
-    let account_id = h.identity.bootstrap().await.unwrap().unwrap();
-    let config = h.identity.config.bootstrap.clone().unwrap();
-    let api = &h.identity.api;
+    let account_id = h.identity_service().bootstrap().await.unwrap().unwrap();
+    let config = h.identity_service().config.bootstrap.clone().unwrap();
+    let api = &h.identity_service().api;
     assert_eq!(
         cqrs_identity::bootstrap::grant_pending(api, &config)
             .await
@@ -424,14 +429,13 @@ async fn bootstrap_account_gets_the_service_desk_grant() {
 
     let grants = h
         .directory()
-        .client()
         .list_grants(with_token(
             dir::ListGrantsRequest {
                 account_id: account_id.to_string(),
                 page_size: 0,
                 page_token: String::new(),
             },
-            &h.service_token(),
+            &h.service_token_of(SERVICE_CLIENT),
         ))
         .await
         .unwrap()
@@ -446,11 +450,11 @@ async fn bootstrap_account_gets_the_service_desk_grant() {
     let token = h
         .outbox_token(&account_id.to_string(), "REGISTRATION_LINK")
         .await;
-    let account = h.complete(&token, PASSWORDS[0]).await.unwrap();
+    let account = h.complete_registration(&token, PASSWORDS[0]).await.unwrap();
     let signed = h.sign_in(&account.user_id, PASSWORDS[0]).await.unwrap();
     assert_eq!(signed.grants.len(), 1);
     let selected = h
-        .client()
+        .identity()
         .select_role(with_token(
             pb::SelectRoleRequest {
                 organisation_id: grants[0].organisation_id.clone(),
@@ -462,7 +466,7 @@ async fn bootstrap_account_gets_the_service_desk_grant() {
         .unwrap()
         .into_inner();
     // Now a desk-only RPC works with the scoped token.
-    h.client()
+    h.identity()
         .lookup_account(with_token(
             pb::LookupAccountRequest {
                 key: Some(pb::lookup_account_request::Key::Email(

@@ -8,12 +8,13 @@ use cqrs_identity::api::BAD_CREDENTIALS_MESSAGE;
 use cqrs_identity::store::lockout::LockoutStore;
 use cqrs_identity::{Clock as _, SystemClock};
 use cqrs_proto::identity::v1 as pb;
+use cqrs_suite::Service;
 use cqrs_testkit::{assert_reason, status_reason, with_token};
 use redis::AsyncCommands;
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::harness::{Harness, PASSWORDS, SERVICE_CLIENT, SERVICE_SECRET};
+use crate::calls::{IdentityCalls, PASSWORDS, SERVICE_CLIENT, start, start_with_mail};
 
 fn assert_bad_credentials(status: &tonic::Status) {
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
@@ -26,7 +27,7 @@ fn assert_bad_credentials(status: &tonic::Status) {
 
 #[tokio::test]
 async fn sign_in_refresh_and_sign_out() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     let account = h
         .active(pb::Realm::National, "ann.smith@nhs.net", PASSWORDS[0])
         .await;
@@ -68,7 +69,7 @@ async fn sign_in_refresh_and_sign_out() {
     assert_eq!(me.email, "ann.smith@nhs.net");
     // The wrong guess, then the success.
     let outcomes: Vec<String> = h
-        .audit("SIGN_IN", &account.id)
+        .audit_rows("SIGN_IN", &account.id)
         .await
         .into_iter()
         .map(|(outcome, _)| outcome)
@@ -76,7 +77,7 @@ async fn sign_in_refresh_and_sign_out() {
     assert_eq!(outcomes, ["failure", "success"]);
 
     let refreshed = h
-        .client()
+        .identity()
         .refresh_access_token(pb::RefreshAccessTokenRequest {
             session_token: signed.session_token.clone(),
         })
@@ -91,7 +92,7 @@ async fn sign_in_refresh_and_sign_out() {
     let second = h.sign_in(&account.user_id, PASSWORDS[0]).await.unwrap();
     assert_ne!(second.session_token, signed.session_token);
 
-    h.client()
+    h.identity()
         .sign_out(with_token(pb::SignOutRequest {}, &signed.access_token))
         .await
         .unwrap();
@@ -100,7 +101,7 @@ async fn sign_in_refresh_and_sign_out() {
         assert_eq!(err.code(), Code::Unauthenticated);
     }
     let err = h
-        .client()
+        .identity()
         .refresh_access_token(pb::RefreshAccessTokenRequest {
             session_token: signed.session_token.clone(),
         })
@@ -111,7 +112,7 @@ async fn sign_in_refresh_and_sign_out() {
     h.get_account(&second.access_token, &account.id)
         .await
         .unwrap();
-    assert_eq!(h.audit("signout", &account.id).await.len(), 1);
+    assert_eq!(h.audit_rows("signout", &account.id).await.len(), 1);
 
     // LOCAL accounts sign in with their address, in any case of the domain.
     let local = h
@@ -128,7 +129,7 @@ async fn sign_in_refresh_and_sign_out() {
 /// take about as long.
 #[tokio::test]
 async fn every_refusal_looks_the_same() {
-    let h = Harness::start(&[
+    let h = start(&[
         ("CQRS_LOCKOUT_TEMPORARY_AFTER", "2"),
         ("CQRS_LOCKOUT_PERMANENT_AFTER", "50"),
     ])
@@ -139,13 +140,13 @@ async fn every_refusal_looks_the_same() {
     let disabled = h
         .active(pb::Realm::Local, "dan.brown@practice.org", PASSWORDS[1])
         .await;
-    h.client()
+    h.identity()
         .disable_account(with_token(
             pb::DisableAccountRequest {
                 account_id: disabled.id.clone(),
                 reason: String::new(),
             },
-            &h.service_token(),
+            &h.service_token_of(SERVICE_CLIENT),
         ))
         .await
         .unwrap();
@@ -199,7 +200,7 @@ async fn every_refusal_looks_the_same() {
 
     // Every outcome is audited with its reason, never the password.
     let reasons: Vec<String> = h
-        .audit("SIGN_IN", &account.id)
+        .audit_rows("SIGN_IN", &account.id)
         .await
         .into_iter()
         .map(|(_, d)| d["reason"].as_str().unwrap().to_owned())
@@ -209,19 +210,19 @@ async fn every_refusal_looks_the_same() {
         "SELECT count(*) FROM audit_events WHERE action = 'SIGN_IN' \
          AND details->>'reason' = 'unknown_login'",
     )
-    .fetch_one(&h.db.pool)
+    .fetch_one(h.pool(Service::Identity))
     .await
     .unwrap();
     assert_eq!(unknown_rows, 2);
     assert_eq!(
-        h.audit("SIGN_IN", &disabled.id).await[0].1["reason"],
+        h.audit_rows("SIGN_IN", &disabled.id).await[0].1["reason"],
         "disabled"
     );
     let (leaks,): (i64,) = sqlx::query_as(
         "SELECT count(*) FROM audit_events WHERE details::text LIKE '%Harbor%' \
          OR details::text LIKE '%Wrong#%'",
     )
-    .fetch_one(&h.db.pool)
+    .fetch_one(h.pool(Service::Identity))
     .await
     .unwrap();
     assert_eq!(leaks, 0);
@@ -240,7 +241,7 @@ async fn every_refusal_looks_the_same() {
 #[tokio::test]
 async fn parallel_wrong_passwords_check_at_most_the_threshold() {
     const T: u32 = 5;
-    let h = Harness::start(&[
+    let h = start(&[
         ("CQRS_LOCKOUT_TEMPORARY_AFTER", "5"),
         ("CQRS_LOCKOUT_PERMANENT_AFTER", "10"),
     ])
@@ -250,7 +251,7 @@ async fn parallel_wrong_passwords_check_at_most_the_threshold() {
         .await;
     let mut tasks = Vec::new();
     for i in 0..200 {
-        let mut client = h.client();
+        let mut client = h.identity();
         let login = account.user_id.clone();
         tasks.push(tokio::spawn(async move {
             client
@@ -266,7 +267,7 @@ async fn parallel_wrong_passwords_check_at_most_the_threshold() {
         assert_bad_credentials(&task.await.unwrap());
     }
     let verdicts = h
-        .audit("SIGN_IN", &account.id)
+        .audit_rows("SIGN_IN", &account.id)
         .await
         .into_iter()
         .filter(|(_, d)| d["reason"] == "wrong_password")
@@ -284,7 +285,7 @@ async fn parallel_wrong_passwords_check_at_most_the_threshold() {
 /// the desk's unlock lifts it at once.
 #[tokio::test]
 async fn temporary_lock_shows_on_the_account() {
-    let h = Harness::start(&[
+    let h = start(&[
         ("CQRS_LOCKOUT_TEMPORARY_AFTER", "2"),
         ("CQRS_LOCKOUT_PERMANENT_AFTER", "10"),
     ])
@@ -296,7 +297,7 @@ async fn temporary_lock_shows_on_the_account() {
         .active(pb::Realm::Local, "ivan.cole@practice.org", PASSWORDS[1])
         .await;
     let desk = h.desk_token().await;
-    let service = h.service_token();
+    let service = h.service_token_of(SERVICE_CLIENT);
     let lock_of = |a: &pb::Account| {
         (
             pb::LockState::try_from(a.lock_state).unwrap(),
@@ -304,7 +305,7 @@ async fn temporary_lock_shows_on_the_account() {
         )
     };
     let list = |ids: Vec<String>| {
-        let mut client = h.client();
+        let mut client = h.identity();
         let service = service.clone();
         async move {
             client
@@ -347,7 +348,7 @@ async fn temporary_lock_shows_on_the_account() {
     );
 
     let looked_up = h
-        .client()
+        .identity()
         .lookup_account(with_token(
             pb::LookupAccountRequest {
                 key: Some(pb::lookup_account_request::Key::UserId(
@@ -395,7 +396,7 @@ async fn temporary_lock_shows_on_the_account() {
     let wait = end.unwrap() - h.clock.now().timestamp();
     assert!((118..=120).contains(&wait), "{wait}");
     let unlocked = h
-        .client()
+        .identity()
         .unlock_account(with_token(
             pb::UnlockAccountRequest {
                 account_id: account.id.clone(),
@@ -417,7 +418,7 @@ async fn temporary_lock_shows_on_the_account() {
 /// ends sessions; only the service desk lifts it (audited, mailed).
 #[tokio::test]
 async fn permanent_lock_is_durable_mailed_and_lifted_by_the_desk() {
-    let h = Harness::with_mail(&[
+    let h = start_with_mail(&[
         ("CQRS_LOCKOUT_TEMPORARY_AFTER", "3"),
         ("CQRS_LOCKOUT_PERMANENT_AFTER", "3"),
     ])
@@ -427,7 +428,7 @@ async fn permanent_lock_is_durable_mailed_and_lifted_by_the_desk() {
         .await;
     let signed = h.sign_in(&account.user_id, PASSWORDS[0]).await.unwrap();
     // Registration mail first.
-    h.mail().smtp.wait_for(1, Duration::from_secs(20)).await;
+    h.smtp.wait_for(1, Duration::from_secs(20)).await;
 
     for _ in 0..3 {
         assert_bad_credentials(
@@ -439,18 +440,18 @@ async fn permanent_lock_is_durable_mailed_and_lifted_by_the_desk() {
     let (locked_at,): (Option<chrono::DateTime<Utc>>,) =
         sqlx::query_as("SELECT locked_at FROM accounts WHERE id = $1::uuid")
             .bind(&account.id)
-            .fetch_one(&h.db.pool)
+            .fetch_one(h.pool(Service::Identity))
             .await
             .unwrap();
     assert!(locked_at.is_some());
-    assert_eq!(h.audit("LOCK_ACCOUNT", &account.id).await.len(), 1);
+    assert_eq!(h.audit_rows("LOCK_ACCOUNT", &account.id).await.len(), 1);
     // The lock ended the session.
     let err = h
         .get_account(&signed.access_token, &account.id)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    let mails = h.mail().smtp.wait_for(2, Duration::from_secs(20)).await;
+    let mails = h.smtp.wait_for(2, Duration::from_secs(20)).await;
     assert_eq!(mails[1].subject, "Your CQRS account has been locked");
     assert_eq!(mails[1].to, vec!["gina.lowe@nhs.net".to_owned()]);
 
@@ -472,7 +473,7 @@ async fn permanent_lock_is_durable_mailed_and_lifted_by_the_desk() {
     let user = h.role_token(Uuid::new_v4(), None).await;
     for id in [account.id.clone(), Uuid::new_v4().to_string()] {
         let err = h
-            .client()
+            .identity()
             .unlock_account(with_token(
                 pb::UnlockAccountRequest { account_id: id },
                 &user,
@@ -482,7 +483,7 @@ async fn permanent_lock_is_durable_mailed_and_lifted_by_the_desk() {
         assert_reason(&err, Code::PermissionDenied, "SERVICE_DESK_REQUIRED");
     }
     let unlocked = h
-        .client()
+        .identity()
         .unlock_account(with_token(
             pb::UnlockAccountRequest {
                 account_id: account.id.clone(),
@@ -495,8 +496,8 @@ async fn permanent_lock_is_durable_mailed_and_lifted_by_the_desk() {
         .account
         .unwrap();
     assert_eq!(unlocked.lock_state, pb::LockState::Unlocked as i32);
-    assert_eq!(h.audit("UNLOCK_ACCOUNT", &account.id).await.len(), 1);
-    let mails = h.mail().smtp.wait_for(3, Duration::from_secs(20)).await;
+    assert_eq!(h.audit_rows("UNLOCK_ACCOUNT", &account.id).await.len(), 1);
+    let mails = h.smtp.wait_for(3, Duration::from_secs(20)).await;
     assert_eq!(mails[2].subject, "Your CQRS account has been unlocked");
     h.sign_in(&account.user_id, PASSWORDS[0]).await.unwrap();
 }
@@ -504,7 +505,7 @@ async fn permanent_lock_is_durable_mailed_and_lifted_by_the_desk() {
 /// Sessions end on disable (and the account cannot sign in); enabling lets it back in.
 #[tokio::test]
 async fn disable_ends_sessions_and_enable_restores_sign_in() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     let account = h
         .active(pb::Realm::Local, "hal.king@practice.org", PASSWORDS[0])
         .await;
@@ -517,7 +518,7 @@ async fn disable_ends_sessions_and_enable_restores_sign_in() {
     // Someone else may not disable the account: a user with no active grant has no scope
     // (approvers in scope: tests/identity/scope.rs).
     let err = h
-        .client()
+        .identity()
         .disable_account(with_token(
             pb::DisableAccountRequest {
                 account_id: account.id.clone(),
@@ -530,7 +531,7 @@ async fn disable_ends_sessions_and_enable_restores_sign_in() {
     assert_reason(&err, Code::PermissionDenied, "NO_ACTIVE_GRANT");
 
     let disabled = h
-        .client()
+        .identity()
         .disable_account(with_token(
             pb::DisableAccountRequest {
                 account_id: account.id.clone(),
@@ -551,7 +552,7 @@ async fn disable_ends_sessions_and_enable_restores_sign_in() {
     assert_eq!(err.code(), Code::Unauthenticated);
     assert_bad_credentials(&h.sign_in(&account.email, PASSWORDS[0]).await.unwrap_err());
     assert_eq!(
-        h.audit("DISABLE_ACCOUNT", &account.id).await[0].1["reason"],
+        h.audit_rows("DISABLE_ACCOUNT", &account.id).await[0].1["reason"],
         "leaving the practice"
     );
     assert!(
@@ -562,7 +563,7 @@ async fn disable_ends_sessions_and_enable_restores_sign_in() {
 
     // Enabling: not the user, the desk.
     let err = h
-        .client()
+        .identity()
         .enable_account(with_token(
             pb::EnableAccountRequest {
                 account_id: account.id.clone(),
@@ -573,7 +574,7 @@ async fn disable_ends_sessions_and_enable_restores_sign_in() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     let desk = h.desk_token().await;
-    h.client()
+    h.identity()
         .enable_account(with_token(
             pb::EnableAccountRequest {
                 account_id: account.id.clone(),
@@ -589,7 +590,7 @@ async fn disable_ends_sessions_and_enable_restores_sign_in() {
     );
     // Enabling twice is refused as a state error.
     let err = h
-        .client()
+        .identity()
         .enable_account(with_token(
             pb::EnableAccountRequest {
                 account_id: account.id.clone(),
@@ -608,7 +609,7 @@ async fn disable_ends_sessions_and_enable_restores_sign_in() {
 async fn only_live_tokens_signed_by_served_keys_are_accepted() {
     let old = SigningKey::generate("rotated-out");
     let old_env = old.verifying_key().to_env_value();
-    let h = Harness::start(&[("CQRS_TOKEN_VERIFY_KEYS", &old_env)]).await;
+    let h = start(&[("CQRS_TOKEN_VERIFY_KEYS", &old_env)]).await;
     let account = h
         .active(pb::Realm::Local, "jo.park@practice.org", PASSWORDS[0])
         .await;
@@ -630,14 +631,14 @@ async fn only_live_tokens_signed_by_served_keys_are_accepted() {
     };
 
     let keys = h
-        .client()
+        .identity()
         .get_signing_keys(pb::GetSigningKeysRequest {})
         .await
         .unwrap()
         .into_inner()
         .keys;
     let kids: Vec<&str> = keys.iter().map(|k| k.kid.as_str()).collect();
-    assert_eq!(kids, [h.signing.kid(), "rotated-out"]);
+    assert_eq!(kids, [h.keys.signing.kid(), "rotated-out"]);
     for key in &keys {
         assert_eq!(
             (key.kty.as_str(), key.crv.as_str(), key.alg.as_str()),
@@ -645,7 +646,10 @@ async fn only_live_tokens_signed_by_served_keys_are_accepted() {
         );
         assert_eq!(key.x.len(), 43);
     }
-    assert_eq!(keys[0].x, h.signing.verifying_key().public_key_b64url());
+    assert_eq!(
+        keys[0].x,
+        h.keys.signing.verifying_key().public_key_b64url()
+    );
 
     let ttl = Duration::from_secs(600);
     // A token from the rotated-out key still verifies while its key is served.
@@ -655,7 +659,7 @@ async fn only_live_tokens_signed_by_served_keys_are_accepted() {
         .token;
     h.get_account(&rotated, &account.id).await.unwrap();
 
-    let impostor_same_kid = TokenIssuer::new(SigningKey::generate(h.signing.kid()), ttl)
+    let impostor_same_kid = TokenIssuer::new(SigningKey::generate(h.keys.signing.kid()), ttl)
         .issue_user(id, &sid, None, SystemClock.now())
         .unwrap()
         .token;
@@ -663,7 +667,7 @@ async fn only_live_tokens_signed_by_served_keys_are_accepted() {
         .issue_user(id, &sid, None, SystemClock.now())
         .unwrap()
         .token;
-    let expired = TokenIssuer::new(h.signing.clone(), ttl)
+    let expired = TokenIssuer::new(h.keys.signing.clone(), ttl)
         .issue_user(
             id,
             &sid,
@@ -696,18 +700,21 @@ async fn only_live_tokens_signed_by_served_keys_are_accepted() {
 
 #[tokio::test]
 async fn service_tokens_need_the_right_secret() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
+    let secret = h.client_secret(SERVICE_CLIENT);
+    // Not among the suite's internal clients (directory, access, gateway).
+    let unknown = "reporting";
     let issued = h
-        .client()
+        .identity()
         .issue_service_token(pb::IssueServiceTokenRequest {
             client_id: SERVICE_CLIENT.into(),
-            client_secret: SERVICE_SECRET.into(),
+            client_secret: secret.into(),
         })
         .await
         .unwrap()
         .into_inner();
     // Internal callers may list accounts.
-    h.client()
+    h.identity()
         .list_accounts(with_token(
             pb::ListAccountsRequest::default(),
             &issued.access_token,
@@ -716,12 +723,9 @@ async fn service_tokens_need_the_right_secret() {
         .unwrap();
 
     let mut messages = Vec::new();
-    for (client_id, secret) in [
-        (SERVICE_CLIENT, "wrong-secret"),
-        ("directory", SERVICE_SECRET),
-    ] {
+    for (client_id, secret) in [(SERVICE_CLIENT, "wrong-secret"), (unknown, secret)] {
         let err = h
-            .client()
+            .identity()
             .issue_service_token(pb::IssueServiceTokenRequest {
                 client_id: client_id.into(),
                 client_secret: secret.into(),
@@ -737,11 +741,11 @@ async fn service_tokens_need_the_right_secret() {
         rows.into_iter().map(|(outcome, _)| outcome).collect()
     };
     assert_eq!(
-        outcomes(h.audit("ISSUE_SERVICE_TOKEN", "directory").await),
+        outcomes(h.audit_rows("ISSUE_SERVICE_TOKEN", unknown).await),
         ["failure"]
     );
     assert_eq!(
-        outcomes(h.audit("ISSUE_SERVICE_TOKEN", SERVICE_CLIENT).await),
+        outcomes(h.audit_rows("ISSUE_SERVICE_TOKEN", SERVICE_CLIENT).await),
         ["success", "failure"]
     );
 }
@@ -749,7 +753,7 @@ async fn service_tokens_need_the_right_secret() {
 /// EndSessions is for internal callers. (SelectRole: see grants.rs.)
 #[tokio::test]
 async fn end_sessions() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     let account = h
         .active(pb::Realm::Local, "kim.ross@practice.org", PASSWORDS[0])
         .await;
@@ -763,14 +767,14 @@ async fn end_sessions() {
         reason: "ROLE_REVOKED".into(),
     };
     let err = h
-        .client()
+        .identity()
         .end_sessions(with_token(request(), &a.access_token))
         .await
         .unwrap_err();
     assert_reason(&err, Code::PermissionDenied, "SERVICE_PRINCIPAL_REQUIRED");
     let ended = h
-        .client()
-        .end_sessions(with_token(request(), &h.service_token()))
+        .identity()
+        .end_sessions(with_token(request(), &h.service_token_of(SERVICE_CLIENT)))
         .await
         .unwrap()
         .into_inner()
@@ -783,7 +787,7 @@ async fn end_sessions() {
         );
     }
     assert_eq!(
-        h.audit("END_SESSIONS", &account.id).await[0].1["reason"],
+        h.audit_rows("END_SESSIONS", &account.id).await[0].1["reason"],
         "ROLE_REVOKED"
     );
 }

@@ -8,12 +8,14 @@ use cqrs_identity::domain::password::NormalisedPassword;
 use cqrs_identity::{Clock as _, Identity, Store, redis_connection};
 use cqrs_proto::identity::v1 as pb;
 use cqrs_runtime::audit::{Actor, Event};
-use cqrs_testkit::{assert_reason, spawn};
+use cqrs_suite::Service;
+use cqrs_testkit::assert_reason;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::harness::{FlakyProxy, Harness, PASSWORDS};
+use crate::calls::{IdentityCalls, PASSWORDS, start};
+use crate::redis_fixtures::FlakyProxy;
 
 async fn health(channel: &tonic::transport::Channel) -> ServingStatus {
     HealthClient::new(channel.clone())
@@ -36,28 +38,21 @@ async fn wait_health(channel: &tonic::transport::Channel, want: ServingStatus) {
     panic!("health never became {want:?}");
 }
 
-fn server_config() -> cqrs_runtime::config::ServerConfig {
-    cqrs_runtime::config::ServerConfig::for_tests(
-        "identity",
-        cqrs_auth::TokenVerifier::new(vec![
-            cqrs_auth::SigningKey::generate("unused").verifying_key(),
-        ]),
-    )
-}
-
 /// SECURITY 31: with Redis unreachable, sign-in answers Unavailable for known and unknown
 /// logins alike (the counter is never skipped, the right password does not get in) and
 /// health is NOT_SERVING; when Redis returns, the same server works again.
 #[tokio::test]
 async fn redis_down_fails_closed_and_recovers_without_restart() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     let account = h
         .active(pb::Realm::Local, "lee.moss@practice.org", PASSWORDS[0])
         .await;
 
     // A second server over the same database whose Redis is a dead port.
-    let dead = h.second_instance("redis://127.0.0.1:1", &[]).await;
-    let dead_server = spawn(dead.server(server_config())).await;
+    let dead = h
+        .identity_replica(&[("REDIS_URL", "redis://127.0.0.1:1")])
+        .await;
+    let dead_server = h.serve_identity(&dead).await;
     let mut client = cqrs_proto::identity::v1::identity_service_client::IdentityServiceClient::new(
         dead_server.channel.clone(),
     );
@@ -81,8 +76,8 @@ async fn redis_down_fails_closed_and_recovers_without_restart() {
 
     // Through a proxy that goes down and comes back: the server recovers by itself.
     let proxy = FlakyProxy::start(&h.redis.url).await;
-    let flaky = h.second_instance(&proxy.url, &[]).await;
-    let flaky_server = spawn(flaky.server(server_config())).await;
+    let flaky = h.identity_replica(&[("REDIS_URL", &proxy.url)]).await;
+    let flaky_server = h.serve_identity(&flaky).await;
     let mut client = cqrs_proto::identity::v1::identity_service_client::IdentityServiceClient::new(
         flaky_server.channel.clone(),
     );
@@ -114,12 +109,12 @@ async fn redis_down_fails_closed_and_recovers_without_restart() {
 /// Postgres unreachable: Unavailable (not Internal), health NOT_SERVING.
 #[tokio::test]
 async fn postgres_down_answers_unavailable() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .acquire_timeout(Duration::from_millis(500))
         .connect_lazy("postgres://postgres@127.0.0.1:1/identity")
         .unwrap();
-    let config = h.identity.config.as_ref().clone();
+    let config = h.identity_service().config.as_ref().clone();
     let redis = redis_connection(&config.redis_url).unwrap();
     let identity = Identity::new(
         config,
@@ -128,7 +123,7 @@ async fn postgres_down_answers_unavailable() {
         Arc::new(cqrs_identity::SystemClock),
     )
     .unwrap();
-    let server = spawn(identity.server(server_config())).await;
+    let server = h.serve_identity(&identity).await;
     let mut client = cqrs_proto::identity::v1::identity_service_client::IdentityServiceClient::new(
         server.channel.clone(),
     );
@@ -163,7 +158,7 @@ async fn a_flood_of_password_checks_is_turned_away() {
     // the verify holding the thread below.
     const QUEUE_TIMEOUT: Duration = Duration::from_millis(250);
     const HOLD_AT_LEAST: Duration = Duration::from_secs(3);
-    let h = Harness::start(&[
+    let h = start(&[
         ("IDENTITY_HASH_CONCURRENCY", "1"),
         (
             "IDENTITY_HASH_QUEUE_TIMEOUT_MS",
@@ -174,7 +169,7 @@ async fn a_flood_of_password_checks_is_turned_away() {
     let account = h
         .active(pb::Realm::Local, "flo.reed@practice.org", PASSWORDS[0])
         .await;
-    let hasher = h.identity.api.hasher().clone();
+    let hasher = h.identity_service().api.hasher().clone();
     assert_eq!(hasher.permits(), 1);
     assert_eq!(hasher.in_flight(), 0);
 
@@ -218,7 +213,7 @@ async fn a_flood_of_password_checks_is_turned_away() {
     let tasks: Vec<_> = logins
         .into_iter()
         .map(|(login, password)| {
-            let mut client = h.client();
+            let mut client = h.identity();
             tokio::spawn(async move {
                 client
                     .sign_in(pb::SignInRequest {
@@ -251,14 +246,12 @@ async fn a_flood_of_password_checks_is_turned_away() {
 /// successful sign-in; the old hash verified until then.
 #[tokio::test]
 async fn raised_hash_settings_reach_accounts_at_sign_in() {
-    let h = Harness::start(&[]).await;
+    let h = start(&[]).await;
     let account = h
         .active(pb::Realm::Local, "tess.owen@practice.org", PASSWORDS[0])
         .await;
-    let stronger = h
-        .second_instance(&h.redis.url, &[("IDENTITY_ARGON2_T_COST", "3")])
-        .await;
-    let server = spawn(stronger.server(server_config())).await;
+    let stronger = h.identity_replica(&[("IDENTITY_ARGON2_T_COST", "3")]).await;
+    let server = h.serve_identity(&stronger).await;
     let mut client = cqrs_proto::identity::v1::identity_service_client::IdentityServiceClient::new(
         server.channel.clone(),
     );
@@ -274,7 +267,7 @@ async fn raised_hash_settings_reach_accounts_at_sign_in() {
          JOIN password_history h ON h.account_id = a.id WHERE a.id = $1::uuid",
     )
     .bind(&account.id)
-    .fetch_one(&h.db.pool)
+    .fetch_one(h.pool(Service::Identity))
     .await
     .unwrap();
     assert!(current.contains("t=3"), "{current}");
@@ -286,8 +279,8 @@ async fn raised_hash_settings_reach_accounts_at_sign_in() {
 /// answer Unavailable like any other write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_audit_events_are_each_written_once() {
-    let h = Harness::start(&[]).await;
-    let store = h.identity.store.clone();
+    let h = start(&[]).await;
+    let store = h.identity_service().store.clone();
     let now = h.clock.now();
     let tasks: Vec<_> = (0..300)
         .map(|i| {
@@ -318,7 +311,7 @@ async fn batched_audit_events_are_each_written_once() {
         "SELECT target_id, details FROM audit_events WHERE action = 'test.batched' \
          AND actor_id = 'batch-test' ORDER BY target_id",
     )
-    .fetch_all(&h.db.pool)
+    .fetch_all(h.pool(Service::Identity))
     .await
     .unwrap();
     assert_eq!(rows.len(), 300);
