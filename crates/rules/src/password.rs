@@ -124,6 +124,51 @@ impl PasswordProfile {
         }
     }
 
+    /// The policy in sentences for people, in the order the Security Information screen lists
+    /// it (seed 001); the registration and password pages show it before the form.
+    pub fn policy_lines(self) -> Vec<String> {
+        let mut lines = vec![format!(
+            "Password must be {}-{} characters long.",
+            self.min_len(),
+            self.max_len()
+        )];
+        match self {
+            PasswordProfile::CqrsNational => {
+                lines.push(
+                    "Password must contain three of these four: upper-case letters (A-Z), \
+                     lower-case letters (a-z), digits (0-9), other characters (such as ! ? #)."
+                        .to_owned(),
+                );
+                lines.push(
+                    "Password can not contain all or part (first or last part) of the User ID."
+                        .to_owned(),
+                );
+            }
+            PasswordProfile::CqrsLocal => lines.push(
+                "Password must contain an upper-case letter (A-Z), a lower-case letter (a-z), \
+                 a digit (0-9) and another character (such as ! @ # $)."
+                    .to_owned(),
+            ),
+            PasswordProfile::Nist80063b => {}
+        }
+        lines.push("Password must not contain the name part of your e-mail address.".to_owned());
+        lines.push("Password must not be a commonly used password.".to_owned());
+        if self.history_len() > 0 {
+            lines.push(format!(
+                "Password must be different from the current password and the previous {} \
+                 passwords.",
+                self.history_len()
+            ));
+        }
+        if let Some(age) = self.min_age() {
+            lines.push(format!(
+                "Password may only be changed once every {} hours.",
+                age.as_secs() / 3600
+            ));
+        }
+        lines
+    }
+
     /// Checks a new password. Returns its NFKC form, ready to hash, or every failed rule in a
     /// stable order.
     pub fn check(
@@ -954,5 +999,21 @@ mod tests {
                 prop_assert_eq!(ClassSet::of(text), ClassSet(CharClass::Digit.bit()));
             }
         }
+    }
+
+    #[test]
+    fn the_policy_reads_as_the_security_information_screen() {
+        let national = PasswordProfile::CqrsNational.policy_lines();
+        assert_eq!(national[0], "Password must be 8-32 characters long.");
+        assert!(national.iter().any(|l| l.contains("previous 8 passwords")));
+        assert!(national.iter().any(|l| l.contains("once every 72 hours")));
+        let local = PasswordProfile::CqrsLocal.policy_lines();
+        assert_eq!(local[0], "Password must be 8-128 characters long.");
+        assert!(
+            !local
+                .iter()
+                .any(|l| l.contains("hours") || l.contains("previous"))
+        );
+        assert!(PasswordProfile::Nist80063b.policy_lines()[0].contains("15-128"));
     }
 }

@@ -1,0 +1,70 @@
+//! What every handler shares: the configuration, the web-session store, the clock and a
+//! channel to each service.
+
+use std::sync::Arc;
+
+use cqrs_proto::access::v1::access_service_client::AccessServiceClient;
+use cqrs_proto::directory::v1::directory_service_client::DirectoryServiceClient;
+use cqrs_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use cqrs_proto::notifications::v1::notification_service_client::NotificationServiceClient;
+use cqrs_runtime::clock::Clock;
+use tonic::transport::Channel;
+
+use crate::config::GatewayConfig;
+use crate::session::SessionStore;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<GatewayConfig>,
+    pub sessions: SessionStore,
+    pub clock: Arc<dyn Clock>,
+    pub channels: Channels,
+}
+
+/// One lazily connecting channel per service.
+#[derive(Clone, Debug)]
+pub struct Channels {
+    pub identity: Channel,
+    pub directory: Channel,
+    pub access: Channel,
+    pub notifications: Channel,
+}
+
+impl AppState {
+    pub fn identity(&self) -> IdentityServiceClient<Channel> {
+        IdentityServiceClient::new(self.channels.identity.clone())
+    }
+
+    pub fn directory(&self) -> DirectoryServiceClient<Channel> {
+        DirectoryServiceClient::new(self.channels.directory.clone())
+    }
+
+    pub fn access(&self) -> AccessServiceClient<Channel> {
+        AccessServiceClient::new(self.channels.access.clone())
+    }
+
+    pub fn notifications(&self) -> NotificationServiceClient<Channel> {
+        NotificationServiceClient::new(self.channels.notifications.clone())
+    }
+
+    /// A request to a service: bounded by the call timeout, with the trace context, and the
+    /// signed-in person's access token when there is one.
+    pub fn request<T>(&self, message: T, token: Option<&str>) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.config.call_timeout);
+        cqrs_runtime::telemetry::inject_trace_context(request.metadata_mut());
+        if let Some(token) = token
+            && let Ok(mut value) =
+                tonic::metadata::MetadataValue::try_from(format!("Bearer {token}"))
+        {
+            value.set_sensitive(true);
+            request.metadata_mut().insert("authorization", value);
+        }
+        request
+    }
+
+    /// The page path of `page` under the public prefix.
+    pub fn path(&self, page: &str) -> String {
+        self.config.public_url.path(page)
+    }
+}
