@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use cqrs_edge::request::role_field;
 use cqrs_outbox::OutboxMessage;
 use cqrs_proto::access::v1 as pb;
 use cqrs_proto::notifications::v1::EmailTemplate;
@@ -17,7 +18,7 @@ use uuid::Uuid;
 use super::registrations::{clip, role_label};
 use super::{
     AccessApi, AccessError, KEYED_ROUNDS, MAX_TITLE_CHARS, authz, check_role_at, convert,
-    decision_field, id_field, in_app, organisation_facts, page_fields, principal, role_field,
+    decision_field, id_field, in_app, organisation_facts, page_fields, principal,
 };
 use crate::domain::rules::{Decision, decision_reason, derived_id, normalise_reason, requestable};
 use crate::domain::{AccessRequestEvent, AccessRequestState, Workflow, access_request};
@@ -71,7 +72,7 @@ impl AccessApi {
         let mut violations = FieldViolations::new();
         let request_id = violations.uuid("request_id", &req.request_id);
         let organisation_id = violations.uuid("organisation_id", &req.organisation_id);
-        let role = role_field(&mut violations, req.role).filter(|role| {
+        let role = role_field(&mut violations, "role", req.role, true).filter(|role| {
             let ok = requestable(*role);
             violations.check(
                 ok,

@@ -9,16 +9,9 @@ use cqrs_proto::access::v1 as pb;
 use crate::domain::{AccessRequestState, Decision, InvitationState, RegistrationState, invitation};
 use crate::store::{AccessRequestRow, InvitationRow, RegistrationRow};
 
-/// A proto enum number that names no value of the enum.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UnknownValue;
+pub use cqrs_edge::request::{UnknownValue, role_from_proto};
 
 pub use cqrs_edge::timestamp;
-
-/// `Ok(None)` for UNSPECIFIED, `Err` for a number that is no role.
-pub fn role_from_proto(value: i32) -> Result<Option<Role>, UnknownValue> {
-    Role::from_proto(value).map_err(|_| UnknownValue)
-}
 
 fn role_to_proto(role: &str) -> i32 {
     Role::parse(role).map_or(cqrs_proto::common::v1::Role::Unspecified, Role::to_proto) as i32

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use cqrs_edge::request::role_field;
 use cqrs_outbox::OutboxMessage;
 use cqrs_proto::access::v1 as pb;
 use cqrs_proto::notifications::v1::EmailTemplate;
@@ -17,7 +18,7 @@ use uuid::Uuid;
 
 use super::{
     AccessApi, AccessError, AccessReason, KEYED_ROUNDS, authz, check_role_at, convert, id_field,
-    name_field, organisation_facts, page_fields, principal, role_field,
+    name_field, organisation_facts, page_fields, principal,
 };
 use crate::domain::rules::{
     LinkToken, derived_id, hash_token, is_well_formed_token, new_link_token,
@@ -230,7 +231,7 @@ impl AccessApi {
         let first_name = name_field(&mut violations, "first_name", &req.first_name);
         let last_name = name_field(&mut violations, "last_name", &req.last_name);
         let organisation_id = violations.uuid("organisation_id", &req.organisation_id);
-        let role = role_field(&mut violations, req.role);
+        let role = role_field(&mut violations, "role", req.role, true);
         let (
             Some(request_id),
             Some(email),

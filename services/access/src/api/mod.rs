@@ -27,13 +27,12 @@ use chrono::{DateTime, Utc};
 use cqrs_auth::{ActiveGrant, NO_GRANT_IN_SCOPE, Permission, Role};
 use cqrs_edge::audit::{self, AuditQuery};
 use cqrs_edge::refusals::{self, Denied};
-use cqrs_edge::request::{id_field, principal};
+use cqrs_edge::request::{self, id_field, principal};
 use cqrs_proto::access::v1::{self as pb, access_service_server::AccessService};
 use cqrs_proto::directory::v1 as directory_pb;
 use cqrs_proto::identity::v1 as identity_pb;
 use cqrs_runtime::clock::Clock;
 use cqrs_runtime::errors::FieldViolations;
-use cqrs_runtime::idempotency::Earlier;
 use cqrs_runtime::server::RequestDeadline;
 use futures::StreamExt;
 use prost::Message;
@@ -45,7 +44,7 @@ pub use error::{AccessError, AccessReason, DOMAIN, LINK_INVALID};
 use crate::clients::{Check, Peers};
 use crate::config::WorkflowSettings;
 use crate::domain::rules::{OrganisationKind, normalise_email, normalise_name};
-use crate::store::{Store, requests};
+use crate::store::Store;
 use authz::Access;
 
 type ApiResult<T> = Result<Response<T>, Status>;
@@ -178,24 +177,13 @@ impl AccessApi {
         }
     }
 
-    /// The answer a keyed create gave first: `Ok(None)` if the id is unused,
-    /// `REQUEST_ID_REUSED` if it was used for another request.
+    /// The answer a keyed create gave first ([`request::earlier_answer`]).
     async fn earlier_answer<M: Message + Default>(
         &self,
         request_id: Uuid,
         hash: &[u8; 32],
     ) -> Result<Option<M>, AccessError> {
-        let stored = requests::earlier(self.store().pool(), request_id).await?;
-        match Earlier::check(stored, hash) {
-            Err(_) => Err(AccessError::RequestIdReused),
-            Ok(None) => Ok(None),
-            Ok(Some(Some(bytes))) => M::decode(bytes.as_slice())
-                .map(Some)
-                .map_err(AccessError::internal),
-            // The answer is written in the transaction that claims the id, so a committed
-            // claim always has one.
-            Ok(Some(None)) => Err(AccessError::corrupt("keyed request without an answer")),
-        }
+        request::earlier_answer(self.store().pool(), request_id, hash).await
     }
 
     /// Answers a change, auditing a refusal for lack of permission.
@@ -357,21 +345,6 @@ fn name_field(violations: &mut FieldViolations, field: &str, raw: &str) -> Optio
     normalise_name(raw)
         .map_err(|e| violations.add(field, e))
         .ok()
-}
-
-/// A required Role field.
-fn role_field(violations: &mut FieldViolations, value: i32) -> Option<Role> {
-    match convert::role_from_proto(value) {
-        Ok(Some(role)) => Some(role),
-        Ok(None) => {
-            violations.add("role", "is required");
-            None
-        }
-        Err(convert::UnknownValue) => {
-            violations.add("role", "must be a known Role");
-            None
-        }
-    }
 }
 
 /// The organisation's kind and ancestry as the directory gave them.

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use cqrs_auth::Role;
+use cqrs_edge::request::role_field;
 use cqrs_outbox::OutboxMessage;
 use cqrs_proto::access::v1::{self as pb, submit_registration_request::Organisation};
 use cqrs_proto::directory::v1 as directory_pb;
@@ -17,7 +18,7 @@ use uuid::Uuid;
 
 use super::{
     AccessApi, AccessError, KEYED_ROUNDS, authz, check_role_at, convert, name_field,
-    organisation_facts, page_fields, principal, role_field,
+    organisation_facts, page_fields, principal,
 };
 use crate::domain::rules::{
     Decision, decision_reason, derived_id, normalise_ods_code, requestable,
@@ -110,7 +111,7 @@ impl AccessApi {
         let email = self.email_field(&mut violations, &mut reason, &req.email);
         let first_name = name_field(&mut violations, "first_name", &req.first_name);
         let last_name = name_field(&mut violations, "last_name", &req.last_name);
-        let role = role_field(&mut violations, req.role).filter(|role| {
+        let role = role_field(&mut violations, "role", req.role, true).filter(|role| {
             let ok = requestable(*role);
             violations.check(
                 ok,

@@ -9,9 +9,7 @@ use uuid::Uuid;
 use crate::domain::OrganisationKind;
 use crate::store::{AccountGrant, GrantRow, OrganisationRow};
 
-/// A proto enum number that names no value of the enum.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UnknownValue;
+pub use cqrs_edge::request::{UnknownValue, role_from_proto};
 
 pub use cqrs_edge::timestamp;
 
@@ -40,11 +38,6 @@ pub fn kind_from_proto(value: i32) -> Result<Option<OrganisationKind>, UnknownVa
             pb::OrganisationKind::ServiceDesk => Some(OrganisationKind::ServiceDesk),
         },
     )
-}
-
-/// `Ok(None)` for UNSPECIFIED, `Err` for a number that is no role.
-pub fn role_from_proto(value: i32) -> Result<Option<Role>, UnknownValue> {
-    Role::from_proto(value).map_err(|_| UnknownValue)
 }
 
 pub fn organisation(row: &OrganisationRow) -> pb::Organisation {

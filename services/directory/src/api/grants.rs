@@ -8,6 +8,7 @@
 //! cache after its commit and before answering ([`crate::store::cache`]).
 
 use cqrs_auth::{Permission, Principal, Role, role_grants};
+use cqrs_edge::request::role_field;
 use cqrs_proto::directory::v1 as pb;
 use cqrs_runtime::audit::{Actor, Event};
 use cqrs_runtime::errors::FieldViolations;
@@ -46,23 +47,6 @@ fn grant_event<'a>(action: &'a str, target_id: &'a str, row: &GrantRow, via: &st
     }
 }
 
-/// A required Role field.
-fn role_field(violations: &mut FieldViolations, value: i32, required: bool) -> Option<Role> {
-    match convert::role_from_proto(value) {
-        Ok(Some(role)) => Some(role),
-        Ok(None) => {
-            if required {
-                violations.add("role", "is required");
-            }
-            None
-        }
-        Err(convert::UnknownValue) => {
-            violations.add("role", "must be a known Role");
-            None
-        }
-    }
-}
-
 /// Who may look at grants in a subtree: roles that view their scope (commissioners, the
 /// service desk) or their practice's users (practice managers).
 fn view_access(principal: &Principal) -> Result<(Access, Permission), DirectoryError> {
@@ -87,7 +71,7 @@ impl DirectoryApi {
         let request_id = request_id_field(&mut violations, &req.request_id);
         let account_id = violations.uuid("account_id", &req.account_id);
         let organisation_id = violations.uuid("organisation_id", &req.organisation_id);
-        let role = role_field(&mut violations, req.role, true);
+        let role = role_field(&mut violations, "role", req.role, true);
         let (Some(request_id), Some(account_id), Some(organisation_id), Some(role)) =
             (request_id, account_id, organisation_id, role)
         else {
@@ -340,7 +324,7 @@ impl DirectoryApi {
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
         let organisation_id = violations.uuid("organisation_id", &req.organisation_id);
-        let role = role_field(&mut violations, req.role, false);
+        let role = role_field(&mut violations, "role", req.role, false);
         let (page_size, after) = page_request(&mut violations, req.page_size, &req.page_token);
         let (Some(organisation_id), true) = (organisation_id, violations.is_empty()) else {
             return Err(DirectoryError::invalid(violations));
@@ -374,7 +358,7 @@ impl DirectoryApi {
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
         let organisation_id = violations.uuid("organisation_id", &req.organisation_id);
-        let role = role_field(&mut violations, req.role, false);
+        let role = role_field(&mut violations, "role", req.role, false);
         let (page_size, after) = page_request_bounded(
             &mut violations,
             req.page_size,

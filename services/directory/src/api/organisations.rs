@@ -4,7 +4,7 @@ use cqrs_auth::Permission;
 use cqrs_proto::directory::v1 as pb;
 use cqrs_runtime::audit::{Actor, Event};
 use cqrs_runtime::errors::FieldViolations;
-use cqrs_runtime::idempotency::{Earlier, fingerprint};
+use cqrs_runtime::idempotency::fingerprint;
 use cqrs_runtime::paging::{page_request, page_request_bounded};
 use prost::Message;
 use tonic::Request;
@@ -58,26 +58,13 @@ fn kind_field(
 }
 
 impl DirectoryApi {
-    /// The answer a keyed create gave first: `Ok(None)` if the id is unused,
-    /// `REQUEST_ID_REUSED` if it was used for another request.
+    /// The answer a keyed create gave first ([`request::earlier_answer`]).
     pub(super) async fn earlier_answer<M: Message + Default>(
         &self,
         request_id: Uuid,
         hash: &[u8; 32],
     ) -> Result<Option<M>, DirectoryError> {
-        let stored = requests::earlier(self.store().pool(), request_id).await?;
-        match Earlier::check(stored, hash) {
-            Err(_) => Err(DirectoryError::RequestIdReused),
-            Ok(None) => Ok(None),
-            Ok(Some(Some(bytes))) => M::decode(bytes.as_slice())
-                .map(Some)
-                .map_err(DirectoryError::internal),
-            // The answer is written in the transaction that claims the id, so a committed
-            // claim always has one.
-            Ok(Some(None)) => Err(DirectoryError::internal(std::io::Error::other(
-                "keyed request without an answer",
-            ))),
-        }
+        cqrs_edge::request::earlier_answer(self.store().pool(), request_id, hash).await
     }
 
     pub(super) async fn do_create_organisation(

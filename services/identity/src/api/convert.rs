@@ -11,9 +11,7 @@ use crate::domain::account::{AccountState, Realm};
 use crate::store::AccountRow;
 use crate::store::sessions::SessionRecord;
 
-/// A proto enum number that names no value of the enum.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UnknownValue;
+pub use cqrs_edge::request::{UnknownValue, role_from_proto};
 
 pub use cqrs_edge::timestamp;
 
@@ -60,11 +58,6 @@ pub fn state_from_proto(value: i32) -> Result<Option<AccountState>, UnknownValue
 
 pub fn role_to_proto(role: Option<Role>) -> common::Role {
     role.map_or(common::Role::Unspecified, Role::to_proto)
-}
-
-/// `Ok(None)` for UNSPECIFIED, `Err` for a number that is no Role.
-pub fn role_from_proto(value: i32) -> Result<Option<Role>, UnknownValue> {
-    Role::from_proto(value).map_err(|_| UnknownValue)
 }
 
 /// An account as its callers see it when it has no temporary lock: just created, signed in,
