@@ -6,7 +6,8 @@
 //! Calls go through the suite's typed client (`cqrs_peers::DirectoryPeer`) with a service
 //! token identity signs itself (it holds the signing key), so they do not depend on
 //! identity's own token endpoint. Each call, connecting included, is bounded by a short
-//! deadline: identity answers interactive requests and must not hang on the directory.
+//! timeout, or by what is left of the deadline of the request identity is serving when that
+//! is sooner: identity answers interactive requests and must not hang on the directory.
 //! Whatever goes wrong, to identity's callers the directory is a missing dependency
 //! ([`DirectoryError`], answered `Unavailable`): even a refused service token is a deployment
 //! fault they cannot mend.
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use cqrs_auth::{ActiveGrant, IssuerTokenSource, Permission, Role, TokenIssuer};
 use cqrs_peers::{Check, DirectoryPeer, PeerError};
 use cqrs_proto::directory::v1::{CreateOrganisationRequest, Grant, OrganisationKind};
+use cqrs_runtime::server::RequestDeadline;
 use uuid::Uuid;
 
 use crate::clock::SystemClock;
@@ -57,25 +59,31 @@ impl DirectoryClient {
         })
     }
 
-    /// Every grant of `account_id`, within the configured deadline.
-    pub async fn list_grants(&self, account_id: Uuid) -> Result<Vec<Grant>, DirectoryError> {
-        Ok(self.peer.grants(account_id, None).await?)
+    /// Every grant of `account_id`, within the configured timeout or what is left of
+    /// `deadline` (the request being served), whichever is sooner.
+    pub async fn list_grants(
+        &self,
+        account_id: Uuid,
+        deadline: Option<RequestDeadline>,
+    ) -> Result<Vec<Grant>, DirectoryError> {
+        Ok(self.peer.grants(account_id, deadline).await?)
     }
 
     /// Whether the user `caller`, acting through `active`, may use `permission` on the
     /// account `target` (in scope wherever `target` holds a grant): the directory's shared
     /// decision. `(allowed, reason)`; an account the directory does not know is in nobody's
-    /// scope.
+    /// scope. Bounded like [`DirectoryClient::list_grants`] by `deadline`.
     pub async fn check_on_account(
         &self,
         caller: Uuid,
         active: ActiveGrant,
         permission: Permission,
         target: Uuid,
+        deadline: Option<RequestDeadline>,
     ) -> Result<(bool, String), DirectoryError> {
         let check = self
             .peer
-            .check_on_account(caller, active, permission, target, None)
+            .check_on_account(caller, active, permission, target, deadline)
             .await?;
         Ok(match check {
             Check::Allowed => (true, cqrs_auth::GRANTED.to_owned()),
@@ -86,7 +94,8 @@ impl DirectoryClient {
 
     /// Creates (or finds, on a retry) the service-desk organisation of the bootstrap account
     /// and grants that account SERVICE_DESK there. Both calls are keyed on ids derived from
-    /// the account, so running this again after any failure creates nothing twice.
+    /// the account, so running this again after any failure creates nothing twice. Bootstrap
+    /// serves no request, so only the configured timeout bounds the calls.
     pub async fn ensure_service_desk(
         &self,
         account_id: Uuid,

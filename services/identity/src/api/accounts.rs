@@ -10,6 +10,7 @@ use cqrs_runtime::audit::Actor;
 use cqrs_runtime::errors::FieldViolations;
 use cqrs_runtime::idempotency::fingerprint;
 use cqrs_runtime::paging::page_request;
+use cqrs_runtime::server::request_deadline;
 use tonic::Request;
 use uuid::Uuid;
 
@@ -262,6 +263,7 @@ impl IdentityApi {
     ) -> Result<pb::DisableAccountResponse, IdentityError> {
         let principal = principal(&request)?;
         let actor = Actor::from_request(&request, &principal);
+        let deadline = request_deadline(&request);
         let req = request.get_ref();
         let mut violations = FieldViolations::new();
         let account_id = violations.uuid("account_id", &req.account_id);
@@ -279,7 +281,7 @@ impl IdentityApi {
             return Err(IdentityError::invalid(violations));
         };
         if !(is_self(&principal, account_id) || principal.is_service()) {
-            self.require_on_account(&principal, Permission::DisableAccount, account_id)
+            self.require_on_account(&principal, Permission::DisableAccount, account_id, deadline)
                 .await?;
         }
         let reason = req.reason.trim().to_owned();
@@ -324,10 +326,11 @@ impl IdentityApi {
         request: Request<pb::EnableAccountRequest>,
     ) -> Result<pb::EnableAccountResponse, IdentityError> {
         let principal = principal(&request)?;
+        let deadline = request_deadline(&request);
         let account_id = id_field("account_id", &request.get_ref().account_id)?;
         // The service desk's scope is the whole suite: no need to ask the directory.
         if !(principal.is_service() || is_service_desk(&principal)) {
-            self.require_on_account(&principal, Permission::EnableAccount, account_id)
+            self.require_on_account(&principal, Permission::EnableAccount, account_id, deadline)
                 .await?;
         }
         let actor = Actor::from_request(&request, &principal);
@@ -379,6 +382,7 @@ impl IdentityApi {
         request: Request<pb::GetAccountRequest>,
     ) -> Result<pb::GetAccountResponse, IdentityError> {
         let principal = principal(&request)?;
+        let deadline = request_deadline(&request);
         let account_id = id_field("account_id", &request.get_ref().account_id)?;
         let unscoped = is_self(&principal, account_id)
             || principal.is_service()
@@ -391,7 +395,7 @@ impl IdentityApi {
                 }
                 _ => Permission::ViewPracticeUsers,
             };
-            self.require_on_account(&principal, permission, account_id)
+            self.require_on_account(&principal, permission, account_id, deadline)
                 .await?;
         }
         let account = self.load(account_id).await?;

@@ -21,6 +21,7 @@ use cqrs_outbox::OutboxMessage;
 use cqrs_proto::identity::v1::{self as pb, identity_service_server::IdentityService};
 use cqrs_proto::notifications::v1::EmailTemplate;
 use cqrs_runtime::audit::{Actor, Event};
+use cqrs_runtime::server::RequestDeadline;
 use redis::aio::ConnectionManager;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -294,12 +295,15 @@ impl IdentityApi {
     /// organisation where `target` holds a grant (decided by the directory with the shared
     /// decision; it also refuses a grant revoked since the token was issued). Permission comes
     /// before existence: an unknown account is in nobody's scope, so it is refused the same
-    /// way. The directory unreachable is UNAVAILABLE (fail closed).
+    /// way. The directory unreachable is UNAVAILABLE (fail closed). The directory call is
+    /// bounded by `deadline`, the deadline of the request being served, when it is sooner than
+    /// the configured timeout.
     async fn require_on_account(
         &self,
         principal: &Principal,
         permission: Permission,
         target: Uuid,
+        deadline: Option<RequestDeadline>,
     ) -> Result<(), IdentityError> {
         let Principal::User {
             account_id, active, ..
@@ -315,7 +319,7 @@ impl IdentityApi {
         }
         let (allowed, reason) = self
             .directory()
-            .check_on_account(*account_id, active, permission, target)
+            .check_on_account(*account_id, active, permission, target, deadline)
             .await?;
         if allowed {
             return Ok(());

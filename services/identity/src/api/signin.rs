@@ -8,6 +8,7 @@ use cqrs_proto::notifications::v1::EmailTemplate;
 use cqrs_runtime::audit::{Actor, Event};
 use cqrs_runtime::clock::{Clock, SystemClock};
 use cqrs_runtime::errors::FieldViolations;
+use cqrs_runtime::server::{RequestDeadline, request_deadline};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tonic::Request;
@@ -206,6 +207,7 @@ impl IdentityApi {
         request: Request<pb::SignInRequest>,
     ) -> Result<pb::SignInResponse, IdentityError> {
         let actor = Actor::anonymous(&request);
+        let deadline = request_deadline(&request);
         let req = request.into_inner();
         let presented = Presented::new(&req.password);
         let now = self.now();
@@ -248,7 +250,7 @@ impl IdentityApi {
 
         if matched && account.is_active() {
             self.upgrade_hash(&account, &presented).await;
-            return self.start_session(&account, &actor, now).await;
+            return self.start_session(&account, &actor, now, deadline).await;
         }
         // A right password on a disabled or pending account is still a refusal, answered like
         // a wrong one; it stays counted, as the attempt was counted before the check.
@@ -288,11 +290,14 @@ impl IdentityApi {
         }
     }
 
+    /// Starts a session for `account` and answers the sign-in; `deadline` (the sign-in's own)
+    /// bounds the directory call listing the grants.
     async fn start_session(
         &self,
         account: &AccountRow,
         actor: &Actor,
         now: DateTime<Utc>,
+        deadline: Option<RequestDeadline>,
     ) -> Result<pb::SignInResponse, IdentityError> {
         let inner = &self.inner;
         inner.lockout.record_success(account.id).await?;
@@ -317,7 +322,7 @@ impl IdentityApi {
         // closed here would stop every sign-in (service desk included) whenever the directory
         // is down, so the sign-in is answered without them; the client can list them later
         // (ListGrants) or retry SelectRole once the directory is back.
-        let grants = match inner.directory.list_grants(account.id).await {
+        let grants = match inner.directory.list_grants(account.id, deadline).await {
             Ok(grants) => grants,
             Err(e) => {
                 tracing::warn!(account_id = %account.id, error = %e, "sign-in answered without grants: directory unavailable");
@@ -351,6 +356,7 @@ impl IdentityApi {
         let principal = principal(&request)?;
         let (account_id, session_id) = require_user(&principal)?;
         let actor = Actor::from_request(&request, &principal);
+        let deadline = request_deadline(&request);
         let req = request.into_inner();
         let mut violations = FieldViolations::new();
         let organisation_id = violations.uuid("organisation_id", &req.organisation_id);
@@ -376,7 +382,7 @@ impl IdentityApi {
         let inner = &self.inner;
         let now = self.now();
 
-        let Some(grant) = self.held_grant(account_id, &wanted).await? else {
+        let Some(grant) = self.held_grant(account_id, &wanted, deadline).await? else {
             self.audit_selection(&actor, account_id, &wanted, "failure", now)
                 .await?;
             return Err(IdentityError::from(IdentityReason::NoGrant));
@@ -384,7 +390,7 @@ impl IdentityApi {
         if !inner.sessions.set_active(&session_id, Some(wanted)).await? {
             return Err(IdentityError::from(IdentityReason::SessionEnded));
         }
-        let grant = match self.held_grant(account_id, &wanted).await {
+        let grant = match self.held_grant(account_id, &wanted, deadline).await {
             Ok(Some(_)) => grant,
             checked => {
                 // Revoked meanwhile, or no longer verifiable: leave no unchecked grant on
@@ -409,13 +415,19 @@ impl IdentityApi {
         })
     }
 
-    /// The account's grant matching `wanted`, as the directory lists it now.
+    /// The account's grant matching `wanted`, as the directory lists it now, asked within
+    /// `deadline` (the request being served).
     async fn held_grant(
         &self,
         account_id: Uuid,
         wanted: &ActiveGrant,
+        deadline: Option<RequestDeadline>,
     ) -> Result<Option<dir::Grant>, IdentityError> {
-        let grants = self.inner.directory.list_grants(account_id).await?;
+        let grants = self
+            .inner
+            .directory
+            .list_grants(account_id, deadline)
+            .await?;
         Ok(grants.into_iter().find(|g| {
             Uuid::parse_str(&g.organisation_id).ok() == Some(wanted.organisation_id)
                 && convert::role_from_proto(g.role).ok().flatten() == Some(wanted.role)
