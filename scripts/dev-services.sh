@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure the local Postgres (127.0.0.1:5432, user postgres, trust auth) and Redis
 # (127.0.0.1:6379) that the suite and its tests use are running: starts them if they are
-# installed, installs them with apt-get if not. Safe to run any number of times.
+# installed, installs them with apt-get if not. Also installs what the gateway's browser
+# tests drive: Debian's Chromium and ChromeDriver, and axe-core (from the npm registry, into
+# .tools/axe). Safe to run any number of times.
 set -euo pipefail
 
 log() { printf 'dev-services: %s\n' "$*" >&2; }
@@ -53,8 +55,35 @@ ensure_redis() {
   log "Redis did not come up on 127.0.0.1:6379"; exit 1
 }
 
+ensure_browser() {
+  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    log "installing Chromium and ChromeDriver (browser tests)"
+    apt_install chromium chromium-driver
+  fi
+}
+
+# axe-core checks each page of the browser tests for accessibility problems, offline.
+AXE_VERSION=4.10.3
+ensure_axe() {
+  local dir=.tools/axe
+  if [ -f "$dir/node_modules/axe-core/axe.min.js" ] \
+    && grep -q "\"version\": \"$AXE_VERSION\"" "$dir/node_modules/axe-core/package.json"; then
+    return
+  fi
+  if ! command -v npm >/dev/null 2>&1; then
+    log "installing npm (axe-core for the browser tests)"
+    apt_install npm
+  fi
+  log "installing axe-core $AXE_VERSION into $dir"
+  mkdir -p "$dir"
+  npm install --silent --no-audit --no-fund --prefix "$dir" "axe-core@$AXE_VERSION" >/dev/null
+}
+
+cd "$(dirname "$0")/.."
 command -v pg_isready >/dev/null 2>&1 || apt_install postgresql-client
 command -v redis-cli >/dev/null 2>&1 || apt_install redis-tools
 ensure_postgres
 ensure_redis
-log "Postgres and Redis are up"
+ensure_browser
+ensure_axe
+log "Postgres, Redis, Chromium and axe-core are ready"

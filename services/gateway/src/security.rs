@@ -5,8 +5,8 @@
 //!   leaks its URL), `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`, no caching of
 //!   pages, and HSTS when the public address is https.
 //! - POST (and any other unsafe method): refused unless the browser says it comes from this
-//!   origin — `Origin` equal to the public origin, or, without `Origin`, `Sec-Fetch-Site` of
-//!   `same-origin`/`none`. A browser that sends neither is let through to the synchronizer
+//!   origin — `Origin` equal to the public origin, or, without it (or `null`, which our own
+//!   no-referrer policy makes browsers send), `Sec-Fetch-Site` of `same-origin`/`none`. A browser that sends neither is let through to the synchronizer
 //!   token, which every form carries ([`crate::pages::Posted`]).
 
 use axum::extract::{Request, State};
@@ -23,13 +23,17 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
 const HSTS: &str = "max-age=31536000; includeSubDomains";
 
 /// Whether an unsafe request comes from the gateway's own pages.
+///
+/// Our own `Referrer-Policy: no-referrer` makes browsers send `Origin: null` on a form POST,
+/// so `null` is decided by `Sec-Fetch-Site`, which they send alongside; a `null` without it
+/// (a sandboxed frame, an old browser) is refused.
 pub fn same_origin(headers: &HeaderMap, origin: &str) -> bool {
-    if let Some(sent) = headers.get(header::ORIGIN) {
-        return sent.as_bytes() == origin.as_bytes();
-    }
-    match headers.get("sec-fetch-site").map(HeaderValue::as_bytes) {
-        Some(site) => site == b"same-origin" || site == b"none",
-        None => true,
+    let site = headers.get("sec-fetch-site").map(HeaderValue::as_bytes);
+    let same_site = site.map(|site| site == b"same-origin" || site == b"none");
+    match headers.get(header::ORIGIN).map(HeaderValue::as_bytes) {
+        Some(b"null") => same_site == Some(true),
+        Some(sent) => sent == origin.as_bytes(),
+        None => same_site.unwrap_or(true),
     }
 }
 
@@ -101,6 +105,15 @@ mod tests {
             origin
         ));
         assert!(!same_origin(&headers(&[("origin", "null")]), origin));
+        // What a browser sends for our own form under Referrer-Policy: no-referrer.
+        assert!(same_origin(
+            &headers(&[("origin", "null"), ("sec-fetch-site", "same-origin")]),
+            origin
+        ));
+        assert!(!same_origin(
+            &headers(&[("origin", "null"), ("sec-fetch-site", "cross-site")]),
+            origin
+        ));
         assert!(same_origin(
             &headers(&[("sec-fetch-site", "same-origin")]),
             origin
