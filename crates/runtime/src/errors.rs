@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 /// `ErrorInfo.reason` of every [`internal`] status.
 pub const REASON_INTERNAL: &str = "INTERNAL";
@@ -20,7 +20,9 @@ pub const CORRELATION_ID: &str = "correlation_id";
 
 pub use cqrs_rules::FieldViolations;
 
-/// `InvalidArgument` with `ErrorInfo` and a `BadRequest` listing every violation.
+/// `InvalidArgument` with `ErrorInfo` and a `BadRequest` listing every violation, each with a
+/// machine-readable `reason` ([`violation_reason`]) so that clients key their messages on it
+/// rather than parse the description.
 pub fn invalid_argument(
     domain: &str,
     reason: &str,
@@ -28,10 +30,30 @@ pub fn invalid_argument(
     violations: &FieldViolations,
 ) -> Status {
     let mut details = ErrorDetails::with_error_info(reason, domain, HashMap::new());
-    for (field, description) in violations.iter() {
-        details.add_bad_request_violation(field, description);
-    }
+    let violations: Vec<FieldViolation> = violations
+        .iter()
+        .map(|(field, description)| FieldViolation {
+            reason: violation_reason(description).to_owned(),
+            ..FieldViolation::new(field, description)
+        })
+        .collect();
+    details.set_bad_request(violations);
     Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
+/// The rule a violation's description names: a leading `RULE_CODE: ` (the password policy's
+/// rules, e.g. `TOO_SHORT: must be at least 8 characters`) is the reason; `is required` is
+/// `REQUIRED`; anything else is `INVALID_VALUE`.
+pub fn violation_reason(description: &str) -> &str {
+    match description.split_once(": ") {
+        Some((code, _))
+            if !code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') =>
+        {
+            code
+        }
+        _ if description == "is required" => "REQUIRED",
+        _ => "INVALID_VALUE",
+    }
 }
 
 /// Any code with an `ErrorInfo` only.
@@ -154,20 +176,40 @@ mod tests {
         let info = details.error_info().unwrap();
         assert_eq!(info.reason, "VALIDATION_FAILED");
         assert_eq!(info.domain, "cqrs.identity");
-        let fields: Vec<(String, String)> = details
+        let fields: Vec<(String, String, String)> = details
             .bad_request()
             .unwrap()
             .field_violations
             .iter()
-            .map(|f| (f.field.clone(), f.description.clone()))
+            .map(|f| (f.field.clone(), f.description.clone(), f.reason.clone()))
             .collect();
         assert_eq!(
             fields,
             vec![
-                ("email".into(), "must be an e-mail address".into()),
-                ("name".into(), "is required".into())
+                (
+                    "email".into(),
+                    "must be an e-mail address".into(),
+                    "INVALID_VALUE".into()
+                ),
+                ("name".into(), "is required".into(), "REQUIRED".into())
             ]
         );
+    }
+
+    #[test]
+    fn violations_name_their_rule() {
+        assert_eq!(
+            violation_reason("TOO_SHORT: must be at least 8 characters"),
+            "TOO_SHORT"
+        );
+        assert_eq!(
+            violation_reason("MISSING_DIGIT: must contain a digit"),
+            "MISSING_DIGIT"
+        );
+        assert_eq!(violation_reason("is required"), "REQUIRED");
+        assert_eq!(violation_reason("must be a UUID"), "INVALID_VALUE");
+        assert_eq!(violation_reason("Note: lower case"), "INVALID_VALUE");
+        assert_eq!(violation_reason(": x"), "INVALID_VALUE");
     }
 
     #[test]

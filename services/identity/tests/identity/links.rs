@@ -57,6 +57,15 @@ fn assert_policy(status: &tonic::Status, field: &str, code: &str) {
             .any(|(f, d)| f == field && d.starts_with(&format!("{code}: "))),
         "expected {field} {code}: {violations:?}"
     );
+    // The rule is also the violation's machine-readable reason: no client parses text.
+    let bad = tonic_types::StatusExt::get_details_bad_request(status).unwrap();
+    assert!(
+        bad.field_violations
+            .iter()
+            .any(|v| v.field == field && v.reason == code),
+        "expected reason {code} on {field}: {:?}",
+        bad.field_violations
+    );
 }
 
 /// SECURITY 17 and 18 for registration links: two parallel uses, exactly one wins; replay,
