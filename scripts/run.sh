@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The suite on one machine, against local Postgres and Redis, with a local mail sink.
-#   scripts/run.sh          (make run)    build, start everything, bootstrap the service desk
+#   scripts/run.sh          (make run)    build, start everything, bootstrap the service desk;
+#                                         the web gateway serves the pages on GATEWAY_LISTEN
 #   scripts/run.sh demo     (make demo)   load a small data set into the running suite
 #   scripts/run.sh logs     (make logs)   follow every service's log
 #   scripts/run.sh stop     (make stop)   stop what `make run` started
@@ -15,10 +16,12 @@ PID_DIR=$RUN_DIR/pids
 BIN=target/debug
 DEV_DB=cqrs_dev
 REDIS_NS=cqrs-dev:
+# The gRPC services, in start order; the web gateway (cqrs-gateway) starts after them.
 SERVICES=(notifications identity directory access)
 
 stop() {
-  for pidfile in "$PID_DIR"/*.pid; do
+  # The gateway first: no page is served by a suite that is half stopped.
+  for pidfile in "$PID_DIR/gateway.pid" "$PID_DIR"/*.pid; do
     [ -e "$pidfile" ] || continue
     local pid name
     pid=$(cat "$pidfile"); name=$(basename "$pidfile" .pid)
@@ -65,8 +68,10 @@ load_env() {
   CQRS_LOG_FORMAT=${CQRS_LOG_FORMAT:-text}
   CQRS_SMTP_URL=${CQRS_SMTP_URL:-smtp://127.0.0.1:2525}
   CQRS_MAIL_FROM=${CQRS_MAIL_FROM:-CQRS <no-reply@cqrs.localhost>}
-  CQRS_PUBLIC_BASE_URL=${CQRS_PUBLIC_BASE_URL:-http://localhost:8080/}
-  CQRS_CORS_ALLOWED_ORIGINS=${CQRS_CORS_ALLOWED_ORIGINS:-http://localhost:8080}
+  # The web gateway serves the pages people use; every mailed link points at it.
+  GATEWAY_LISTEN=${GATEWAY_LISTEN:-127.0.0.1:8080}
+  CQRS_PUBLIC_BASE_URL=${CQRS_PUBLIC_BASE_URL:-http://localhost:${GATEWAY_LISTEN##*:}/}
+  CQRS_CORS_ALLOWED_ORIGINS=${CQRS_CORS_ALLOWED_ORIGINS:-http://localhost:${GATEWAY_LISTEN##*:}}
   CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL=${CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL:-service.desk@cqrs.localhost}
   NOTIFICATIONS_LISTEN=${NOTIFICATIONS_LISTEN:-127.0.0.1:50054}
   NOTIFICATIONS_URL=${NOTIFICATIONS_URL:-http://$NOTIFICATIONS_LISTEN}
@@ -104,6 +109,39 @@ wait_healthy() {
   echo "$name is not healthy yet (see $LOG_DIR/$name.log)"
 }
 
+# GET http://$1$2 answers 200; prints the body. curl, else bash's /dev/tcp (HTTP/1.0).
+http_get() {
+  local addr=$1 path=$2
+  if command -v curl >/dev/null 2>&1; then
+    curl -fsS --max-time 2 "http://$addr$path" 2>/dev/null
+    return
+  fi
+  (
+    host=${addr%:*} port=${addr##*:}
+    host=${host#[}; host=${host%]}
+    exec 3<>"/dev/tcp/$host/$port" || exit 1
+    printf 'GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n' "$path" "$addr" >&3
+    IFS=' ' read -r -t 2 _ status _ <&3 || exit 1
+    [ "$status" = 200 ] || exit 1
+    # Skip the headers, print the body.
+    while IFS= read -r -t 2 line <&3; do [ -z "${line%$'\r'}" ] && break; done
+    cat <&3
+  ) 2>/dev/null
+}
+
+# Waits until the gateway answers its probe (GET /healthz, outside the public prefix).
+wait_http() {
+  local name=$1 addr=$2
+  for _ in $(seq 1 100); do
+    if http_get "$addr" /healthz >/dev/null; then return 0; fi
+    if ! kill -0 "$(cat "$PID_DIR/$name.pid")" 2>/dev/null; then
+      echo "$name failed to start:"; tail -n 20 "$LOG_DIR/$name.log"; exit 1
+    fi
+    sleep 0.2
+  done
+  echo "$name does not answer http://$addr/healthz yet (see $LOG_DIR/$name.log)"
+}
+
 # The newest link mailed to $1, from the sink's files (<n>-<address>.eml).
 newest_link() {
   local file
@@ -120,18 +158,29 @@ case "${1:-run}" in
   demo)
     load_env
     cargo build -q -p cqrs-testkit --bin cqrs-demo
-    exec "$BIN/cqrs-demo" ;;
+    "$BIN/cqrs-demo"
+    echo
+    echo "Or sign in with them in a browser: ${CQRS_PUBLIC_BASE_URL%/}/sign-in (the web gateway)."
+    exit 0 ;;
   run) ;;
   *) echo "usage: $0 [run | demo | logs | stop | clean]" >&2; exit 2 ;;
 esac
 
 stop
 mkdir -p "$LOG_DIR" "$PID_DIR" "$RUN_DIR/mail"
-cargo build -q -p cqrs-notifications -p cqrs-identity -p cqrs-directory -p cqrs-access -p cqrs-testkit --bins
+cargo build -q -p cqrs-notifications -p cqrs-identity -p cqrs-directory -p cqrs-access -p cqrs-gateway \
+  -p cqrs-testkit --bins
 load_env
 
 psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DEV_DB'" | grep -q 1 \
   || psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $DEV_DB"
+
+# 8080 is a popular port: never take another program's answers for the gateway's.
+gateway_host=${GATEWAY_LISTEN%:*}; gateway_host=${gateway_host#[}; gateway_host=${gateway_host%]}
+if (exec 3<>"/dev/tcp/$gateway_host/${GATEWAY_LISTEN##*:}") 2>/dev/null; then
+  echo "$GATEWAY_LISTEN is already in use (another 'make run'?); stop that, or set GATEWAY_LISTEN." >&2
+  exit 1
+fi
 
 start mailsink "$BIN/cqrs-mailsink"
 for service in "${SERVICES[@]}"; do
@@ -139,12 +188,18 @@ for service in "${SERVICES[@]}"; do
   start "$service" "$BIN/cqrs-$service"
   wait_healthy "$service" "${!listen_var}"
 done
+# The web gateway: pages for people, a gRPC client of the four services (shares their Redis
+# namespace for its web sessions).
+start gateway "$BIN/cqrs-gateway"
+wait_http gateway "$GATEWAY_LISTEN"
 
 echo "CQRS suite running (logs: $LOG_DIR/ or 'make logs'; stop with 'make stop', wipe with 'make clean'):"
 for service in "${SERVICES[@]}"; do
   listen_var="${service^^}_LISTEN"
   printf '  %-14s grpc://%-18s health: %s\n' "$service" "${!listen_var}" "$("$BIN/cqrs-devtoken" health "${!listen_var}")"
 done
+printf '  %-14s http://%-18s health: %s  pages: %s\n' gateway "$GATEWAY_LISTEN" \
+  "$(http_get "$GATEWAY_LISTEN" /healthz || echo 'not answering')" "$CQRS_PUBLIC_BASE_URL"
 printf '  %-14s smtp://%-18s messages: %s/ (links also in %s/mailsink.log)\n' mailsink "$MAILSINK_LISTEN" "$MAILSINK_DIR" "$LOG_DIR"
 
 # The service desk is bootstrapped on the first start of an empty database; its registration
@@ -159,8 +214,9 @@ done
 if [ -n "$link" ]; then
   echo "Service desk ($CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL) registration link:"
   echo "  $link"
-  echo "Set its password with identity CompleteRegistration (the token is the link's 'token'),"
-  echo "or run 'make demo' to do that and load a small data set with users in every role."
+  echo "Open the link in a browser and set a password, then sign in at ${CQRS_PUBLIC_BASE_URL%/}/sign-in"
+  echo "with the User ID shown there; or run 'make demo' to do that and load a small data set"
+  echo "with users in every role."
 else
   echo "No registration mail for $CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL (already registered on an earlier run?)."
 fi

@@ -10,8 +10,9 @@
    - with `kubectl` (or `kustomize`) installed: base and every overlay rendered (git-ignored
      secret files replaced by their committed *.example) and the output validated likewise;
    - consistency of the objects (rendered, else the base as written): selectors, ports, probes,
-     security context, resources, ConfigMap/Secret references, migration Jobs, and that the
-     NetworkPolicies allow exactly the service-to-service calls of the design.
+     security context, resources, ConfigMap/Secret references, migration Jobs, the gateway's
+     Ingress (backend, host and path of CQRS_PUBLIC_BASE_URL), and that the NetworkPolicies
+     allow exactly the service-to-service calls of the design (the gateway's included).
 2. Compose (deploy/compose.yaml): `docker compose config -q` when Compose v2 is installed; always
    a structural check (image or build, depends_on targets and conditions, unique host ports,
    env files, interpolation defaults).
@@ -44,19 +45,27 @@ DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 CONFIG_DOC = ROOT / "docs" / "configuration.md"
 K8S_VERSION = "1.30.0"
 
-# Service -> (default port, gRPC service name) from shared/API.md.
+# gRPC service -> (default port, gRPC service name) from shared/API.md.
 SERVICES = {
     "identity": (50051, "cqrs.identity.v1.IdentityService"),
     "directory": (50052, "cqrs.directory.v1.DirectoryService"),
     "access": (50053, "cqrs.access.v1.AccessService"),
     "notifications": (50054, "cqrs.notifications.v1.NotificationService"),
 }
+# HTTP services -> (port, probe path): the web gateway. No database, so no migration Job; it is
+# reached through an Ingress and calls the four services over gRPC.
+WEB_SERVICES = {
+    "gateway": (8080, "/healthz"),
+}
+# Every deployable: name -> the port it serves on (and its image, its Dockerfile stage).
+PORTS = {name: port for name, (port, _) in {**SERVICES, **WEB_SERVICES}.items()}
 # Who calls whom (DESIGN.md, the services' config tables). NetworkPolicies must allow exactly this.
 CALLS = {
     "identity": {"directory", "notifications"},
     "directory": {"identity"},
     "access": {"identity", "directory", "notifications"},
     "notifications": set(),
+    "gateway": {"identity", "directory", "access", "notifications"},
 }
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 KUSTOMIZATION_KEYS = {
@@ -453,11 +462,15 @@ def check_objects(label: str, objects: list[dict], ck: Checker, rendered: bool) 
 
     if not by_kind.get("Namespace"):
         ck.error(where, "no Namespace object")
-    for svc, (port, grpc_name) in SERVICES.items():
-        for kind, name in (("Deployment", svc), ("Service", svc), ("PodDisruptionBudget", svc),
-                           ("HorizontalPodAutoscaler", svc), ("NetworkPolicy", svc), ("Job", f"{svc}-migrate")):
+    for svc in PORTS:
+        wanted = [("Deployment", svc), ("Service", svc), ("PodDisruptionBudget", svc),
+                  ("HorizontalPodAutoscaler", svc), ("NetworkPolicy", svc)]
+        wanted += [("Job", f"{svc}-migrate")] if svc in SERVICES else [("Ingress", svc)]
+        for kind, name in wanted:
             if (kind, name) not in names:
                 ck.error(where, f"{kind}/{name} is missing")
+        if svc in WEB_SERVICES and ("Job", f"{svc}-migrate") in names:
+            ck.error(where, f"Job/{svc}-migrate: {svc} has no database, nothing to migrate")
 
     for o in workloads:
         oid = f"{where}: {obj_id(o)}"
@@ -500,16 +513,32 @@ def check_objects(label: str, objects: list[dict], ck: Checker, rendered: bool) 
             ck.error(oid, "strategy must be RollingUpdate with maxUnavailable 0, maxSurge 1")
         if (spec.get("replicas") or 1) < 2:
             ck.error(oid, "needs at least 2 replicas")
-        if name not in SERVICES:
+        if name not in PORTS:
             continue
-        port, grpc_name = SERVICES[name]
+        port = PORTS[name]
         c = (containers(d) or [{}])[0]
         ports = {p.get("containerPort") for p in c.get("ports") or []}
         if ports != {port}:
             ck.error(oid, f"container port must be {port} (the service's default), found {sorted(ports)}")
-        grpc = (c.get("readinessProbe") or {}).get("grpc") or {}
-        if grpc.get("port") != port or grpc.get("service") != grpc_name:
-            ck.error(oid, f"readinessProbe must be grpc on {port} for service {grpc_name}")
+        if name in SERVICES:
+            grpc_name = SERVICES[name][1]
+            grpc = (c.get("readinessProbe") or {}).get("grpc") or {}
+            if grpc.get("port") != port or grpc.get("service") != grpc_name:
+                ck.error(oid, f"readinessProbe must be grpc on {port} for service {grpc_name}")
+        else:
+            path = WEB_SERVICES[name][1]
+            named = {p.get("name"): p.get("containerPort") for p in c.get("ports") or []}
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                get = (c.get(probe) or {}).get("httpGet")
+                if probe != "readinessProbe" and get is None:
+                    continue
+                get = get or {}
+                if get.get("path") != path or named.get(get.get("port"), get.get("port")) != port:
+                    ck.error(oid, f"{probe} must be httpGet {path} on {port}")
+            env = container_env(c, objects)
+            if env.get(f"{name.upper()}_LISTEN", "").rsplit(":", 1)[0] not in ("0.0.0.0", "[::]"):
+                ck.error(oid, f"{name.upper()}_LISTEN must listen on every interface (0.0.0.0:{port}); "
+                              "the binary's default is loopback")
         if not c.get("livenessProbe"):
             ck.error(oid, "no livenessProbe")
 
@@ -526,8 +555,8 @@ def check_objects(label: str, objects: list[dict], ck: Checker, rendered: bool) 
             tp = p.get("targetPort", p.get("port"))
             if (isinstance(tp, str) and tp not in named) or (isinstance(tp, int) and tp not in numbers):
                 ck.error(oid, f"targetPort {tp!r} is not a port of {targets[0]['metadata']['name']}")
-            if s["metadata"]["name"] in SERVICES and p.get("port") != SERVICES[s["metadata"]["name"]][0]:
-                ck.error(oid, f"port must be {SERVICES[s['metadata']['name']][0]}")
+            if s["metadata"]["name"] in PORTS and p.get("port") != PORTS[s["metadata"]["name"]]:
+                ck.error(oid, f"port must be {PORTS[s['metadata']['name']]}")
 
     for p in by_kind.get("PodDisruptionBudget", []):
         if not any(selects((p.get("spec") or {}).get("selector"), pod_labels(d)) for d in deployments.values()):
@@ -560,7 +589,74 @@ def check_objects(label: str, objects: list[dict], ck: Checker, rendered: bool) 
                 if c.get("envFrom") != dc.get("envFrom"):
                     ck.error(oid, f"envFrom differs from Deployment/{svc}'s")
 
+    check_ingresses(where, by_kind.get("Ingress", []), by_kind.get("Service", []), deployments, objects, ck)
     check_network_policies(where, by_kind.get("NetworkPolicy", []), workloads, deployments, ck)
+
+
+def container_env(c: dict, objects: list[dict]) -> dict[str, str]:
+    """The environment a container gets from its ConfigMaps (envFrom, later wins) and literal
+    `env` values, as far as the objects show it (Secrets are not read)."""
+    maps = {o["metadata"]["name"]: o.get("data") or {} for o in objects if o.get("kind") == "ConfigMap"}
+    env: dict[str, str] = {}
+    for src in c.get("envFrom") or []:
+        ref = src.get("configMapRef")
+        if ref:
+            env.update({f"{src.get('prefix', '')}{k}": str(v) for k, v in maps.get(ref.get("name"), {}).items()})
+    for e in c.get("env") or []:
+        if "value" in e:
+            env[e.get("name")] = str(e["value"])
+    return env
+
+
+def check_ingresses(where: str, ingresses: list[dict], services: list[dict], deployments: dict[str, dict],
+                    objects: list[dict], ck: Checker) -> None:
+    """Ingress backends name existing Services and ports; a web service's Ingress serves the host
+    and path of its CQRS_PUBLIC_BASE_URL, which must also be the base of the mailed links."""
+    from urllib.parse import urlsplit
+
+    svc_ports = {s["metadata"]["name"]: {(p.get("name"), p.get("port")) for p in (s.get("spec") or {}).get("ports") or []}
+                 for s in services}
+    public = {}
+    for name in ("notifications", *WEB_SERVICES):
+        if name in deployments:
+            value = container_env((containers(deployments[name]) or [{}])[0], objects).get("CQRS_PUBLIC_BASE_URL")
+            if value is not None:
+                public[name] = value
+    for name in WEB_SERVICES:
+        if "notifications" in public and name in public and public[name] != public["notifications"]:
+            ck.error(where, f"CQRS_PUBLIC_BASE_URL of {name} ({public[name]}) differs from notifications' "
+                            f"({public['notifications']}): mailed links would miss the {name}")
+    for ing in ingresses:
+        oid = f"{where}: {obj_id(ing)}"
+        spec = ing.get("spec") or {}
+        backends = []  # (host, path, service)
+        default = (spec.get("defaultBackend") or {}).get("service")
+        if default:
+            backends.append((None, None, default))
+        for rule in spec.get("rules") or []:
+            for path in (rule.get("http") or {}).get("paths") or []:
+                backends.append((rule.get("host"), path.get("path"), (path.get("backend") or {}).get("service") or {}))
+        for _, _, backend in backends:
+            target, port = backend.get("name"), backend.get("port") or {}
+            if target not in svc_ports:
+                ck.error(oid, f"backend Service {target!r} does not exist")
+            elif not any(port.get("name") == n or port.get("number") == p for n, p in svc_ports[target]):
+                ck.error(oid, f"backend port {port} is not a port of Service/{target}")
+        tls_hosts = {h for t in spec.get("tls") or [] for h in t.get("hosts") or []}
+        for host, _, _ in backends:
+            if host and tls_hosts and host not in tls_hosts:
+                ck.error(oid, f"host {host} has no TLS entry")
+        for name in WEB_SERVICES:
+            if name not in public or not any(b.get("name") == name for _, _, b in backends):
+                continue
+            url = urlsplit(public[name])
+            prefix = url.path.rstrip("/") or "/"
+            served = [(h, p) for h, p, b in backends if b.get("name") == name]
+            if not any(h == url.hostname and (p or "/").rstrip("/") in ("", prefix.rstrip("/")) for h, p in served):
+                ck.error(oid, f"does not route host {url.hostname} path {prefix} (CQRS_PUBLIC_BASE_URL "
+                              f"{public[name]}) to Service/{name}; it has {served}")
+            if url.scheme == "https" and url.hostname not in tls_hosts:
+                ck.error(oid, f"CQRS_PUBLIC_BASE_URL is https, but the Ingress has no TLS for {url.hostname}")
 
 
 def check_network_policies(where: str, policies: list[dict], workloads: list[dict],
@@ -570,7 +666,7 @@ def check_network_policies(where: str, policies: list[dict], workloads: list[dic
                not (p.get("spec") or {}).get("ingress") and not (p.get("spec") or {}).get("egress")
                for p in policies):
         ck.error(where, "no default-deny NetworkPolicy (podSelector {}, Ingress+Egress, no rules)")
-    suite = {n: d for n, d in deployments.items() if n in SERVICES}
+    suite = {n: d for n, d in deployments.items() if n in PORTS}
     egress: dict[str, set[str]] = {n: set() for n in suite}
     ingress: dict[str, set[str]] = {n: set() for n in suite}
     for p in policies:
@@ -593,10 +689,10 @@ def check_network_policies(where: str, policies: list[dict], workloads: list[dic
                     for other in peers:
                         for me in sel_services:
                             if direction == "egress":
-                                want = SERVICES[other][0]
+                                want = PORTS[other]
                                 egress[me].add(other)
                             else:
-                                want = SERVICES[me][0]
+                                want = PORTS[me]
                                 ingress[me].add(other)
                             if ports and want not in ports:
                                 ck.error(oid, f"{direction} {me}<->{other} allows ports {sorted(ports)}, "
@@ -607,6 +703,15 @@ def check_network_policies(where: str, policies: list[dict], workloads: list[dic
         callers = {c for c, callees in CALLS.items() if me in callees and c in suite}
         if ingress[me] != callers:
             ck.error(where, f"NetworkPolicies admit {sorted(ingress[me])} to {me}; its callers are {sorted(callers)}")
+    # A web service is reached only through its Ingress: some policy must admit the controller.
+    for me in (n for n in suite if n in WEB_SERVICES):
+        admitted = any(
+            selects((p.get("spec") or {}).get("podSelector"), pod_labels(suite[me]))
+            and any(PORTS[me] in {pp.get("port") for pp in rule.get("ports") or []}
+                    for rule in (p.get("spec") or {}).get("ingress") or [])
+            for p in policies)
+        if not admitted:
+            ck.error(where, f"no NetworkPolicy admits anyone to {me} on {PORTS[me]}: its Ingress cannot reach it")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -682,9 +787,9 @@ def check_compose(ck: Checker) -> dict | None:
             if isinstance(args, list):
                 args = dict(str(a).split("=", 1) for a in args)
             if dockerfile.resolve() == DOCKERFILE.resolve():
-                if args.get("SERVICE") not in SERVICES:
-                    ck.error(where, f"build arg SERVICE must be one of {sorted(SERVICES)}")
-                elif name in SERVICES and args["SERVICE"] != name:
+                if args.get("SERVICE") not in PORTS:
+                    ck.error(where, f"build arg SERVICE must be one of {sorted(PORTS)}")
+                elif name in PORTS and args["SERVICE"] != name:
                     ck.error(where, f"builds SERVICE={args['SERVICE']}")
         deps = svc.get("depends_on") or {}
         if isinstance(deps, list):
@@ -710,8 +815,8 @@ def check_compose(ck: Checker) -> dict | None:
                 ck.error(where, f"host port {host} also published by {host_ports[host]}")
             host_ports[host] = name
             container = parts[-1].split("/")[0]
-            if name in SERVICES and container != str(SERVICES[name][0]):
-                ck.error(where, f"publishes container port {container}; the service listens on {SERVICES[name][0]}")
+            if name in PORTS and container != str(PORTS[name]):
+                ck.error(where, f"publishes container port {container}; the service listens on {PORTS[name]}")
         env_files = svc.get("env_file") or []
         for entry in [env_files] if isinstance(env_files, (str, dict)) else env_files:
             path = entry.get("path") if isinstance(entry, dict) else entry
@@ -726,13 +831,17 @@ def check_compose(ck: Checker) -> dict | None:
         env = svc.get("environment") or {}
         if isinstance(env, list):
             env = dict(str(e).split("=", 1) if "=" in str(e) else (str(e), "") for e in env)
-        for var in ("IDENTITY_URL", "DIRECTORY_URL", "NOTIFICATIONS_URL"):
+        for var in ("IDENTITY_URL", "DIRECTORY_URL", "ACCESS_URL", "NOTIFICATIONS_URL"):
             if var in env:
                 m = re.match(r"https?://([^:/]+):(\d+)", interpolate(str(env[var])))
                 target = var.split("_")[0].lower()
                 if not m or m.group(1) not in services or int(m.group(2)) != SERVICES[target][0]:
                     ck.error(where, f"{var}={env[var]} does not point at service {target}:{SERVICES[target][0]}")
-    missing = set(SERVICES) - set(services)
+        if name in WEB_SERVICES:
+            listen = interpolate(str(env.get(f"{name.upper()}_LISTEN", "")))
+            if listen.rsplit(":", 1)[0] not in ("0.0.0.0", "[::]"):
+                ck.error(where, f"{name.upper()}_LISTEN must be 0.0.0.0:{PORTS[name]} (the binary's default is loopback)")
+    missing = set(PORTS) - set(services)
     if missing:
         ck.error(COMPOSE, f"services missing: {sorted(missing)}")
     example = DEPLOY / "compose.env.example"
@@ -831,7 +940,7 @@ def check_dockerfile(ck: Checker) -> None:
                        "/usr/local/cargo/registry"):
             if needle not in runs:
                 ck.error(where, f"build stage: the cargo build should use {needle}")
-    for svc, (port, _) in SERVICES.items():
+    for svc, port in PORTS.items():
         stage = stages.get(svc)
         if stage is None:
             ck.error(where, f"no stage named {svc}")
@@ -904,7 +1013,7 @@ def check_configuration(tree: K8sTree, compose: dict | None, ck: Checker) -> int
     used: list[tuple[str, str]] = []
     if compose:
         for name, svc in (compose.get("services") or {}).items():
-            if name in SERVICES:
+            if name in PORTS:
                 env = (svc or {}).get("environment") or {}
                 keys = env.keys() if isinstance(env, dict) else [str(e).split("=", 1)[0] for e in env]
                 used += [(f"{rel(COMPOSE)}: services.{name}", k) for k in keys]

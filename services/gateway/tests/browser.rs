@@ -91,10 +91,9 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
-        let profile = TempDir(std::env::temp_dir().join(format!(
-            "cqrs-chromium-{}",
-            uuid::Uuid::new_v4().simple()
-        )));
+        let profile = TempDir(
+            std::env::temp_dir().join(format!("cqrs-chromium-{}", uuid::Uuid::new_v4().simple())),
+        );
         // Without the background-networking flags Chromium keeps trying Google's hosts, which
         // this machine's closed network refuses.
         let capabilities: serde_json::Map<String, Value> = json!({
@@ -196,7 +195,10 @@ impl Browser {
 
     async fn assert_shows(&self, text: &str) {
         let shown = self.text().await;
-        assert!(shown.contains(text), "the page does not show {text:?}:\n{shown}");
+        assert!(
+            shown.contains(text),
+            "the page does not show {text:?}:\n{shown}"
+        );
     }
 
     /// Saves a screenshot of this step, then checks the page with axe-core.
@@ -257,7 +259,15 @@ async fn the_desk_registers_signs_in_and_is_locked_out() {
     browser.open(&on_gateway(&mail.links()[0])).await;
     // The token left the address bar at once.
     assert_eq!(browser.path().await, "/portal/register/complete");
-    assert!(!browser.client.current_url().await.unwrap().as_str().contains("token"));
+    assert!(
+        !browser
+            .client
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("token")
+    );
     browser.assert_shows("Password policy").await;
     browser.shot("security-information").await;
 
@@ -291,7 +301,14 @@ async fn the_desk_registers_signs_in_and_is_locked_out() {
     browser.follow("Sign in").await;
     assert_eq!(browser.path().await, "/portal/sign-in");
     browser.shot("sign-in").await;
-    browser.client.find(Locator::Id("login")).await.unwrap().click().await.unwrap();
+    browser
+        .client
+        .find(Locator::Id("login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     browser
         .client
         .active_element()
@@ -310,7 +327,9 @@ async fn the_desk_registers_signs_in_and_is_locked_out() {
         .await
         .unwrap();
     browser.assert_shows("Welcome, ").await;
-    browser.assert_shows("You are working as Service Desk").await;
+    browser
+        .assert_shows("You are working as Service Desk")
+        .await;
     browser.shot("home").await;
 
     browser.follow("My profile").await;
