@@ -3,11 +3,14 @@
 //! services as a gRPC client with the signed-in person's token, and keeps only web sessions,
 //! in Redis ([`session`]).
 //!
+//! gRPC-Web calls to `/cqrs.<service>.v1.*` are forwarded to their service ([`grpc_web`]).
+//!
 //! A request passes, outermost first: the security layer (headers on every response, the
 //! origin check on every POST, failure pages), the session layer (load, then save/renew/end),
 //! and the page ([`pages`]), which checks the form's CSRF token and the person's session.
 
 pub mod config;
+pub mod grpc_web;
 pub mod pages;
 pub mod security;
 pub mod session;
@@ -45,6 +48,7 @@ pub fn state(
         sessions,
         clock,
         channels,
+        forwarder: grpc_web::forwarder(),
     })
 }
 
@@ -62,6 +66,22 @@ pub fn router(state: AppState) -> Router {
             session::layer,
         ))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/cqrs.identity.v1.IdentityService/{rpc}",
+            axum::routing::post(grpc_web::forward),
+        )
+        .route(
+            "/cqrs.directory.v1.DirectoryService/{rpc}",
+            axum::routing::post(grpc_web::forward),
+        )
+        .route(
+            "/cqrs.access.v1.AccessService/{rpc}",
+            axum::routing::post(grpc_web::forward),
+        )
+        .route(
+            "/cqrs.notifications.v1.NotificationService/{rpc}",
+            axum::routing::post(grpc_web::forward),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             security::layer,

@@ -19,6 +19,8 @@ pub struct AppState {
     pub sessions: SessionStore,
     pub clock: Arc<dyn Clock>,
     pub channels: Channels,
+    /// gRPC-Web calls go through this to their service.
+    pub forwarder: crate::grpc_web::Forwarder,
 }
 
 /// One lazily connecting channel per service.
