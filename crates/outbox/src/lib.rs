@@ -132,6 +132,10 @@ pub enum OutboxMessage {
         kind: String,
         title: String,
         body: String,
+        /// The record the notification is about (NotifyRequest.subject_id); empty for none,
+        /// and for rows written before the field existed.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        subject_id: String,
     },
 }
 
@@ -167,12 +171,14 @@ impl fmt::Debug for OutboxMessage {
                 kind,
                 title,
                 body,
+                subject_id,
             } => f
                 .debug_struct("InApp")
                 .field("account_ids", account_ids)
                 .field("kind", kind)
                 .field("title", title)
                 .field("body", body)
+                .field("subject_id", subject_id)
                 .finish(),
         }
     }
@@ -498,6 +504,7 @@ impl Relay {
                 kind,
                 title,
                 body,
+                subject_id,
             } => {
                 let request = NotifyRequest {
                     account_ids: account_ids.iter().map(Uuid::to_string).collect(),
@@ -505,6 +512,7 @@ impl Relay {
                     title,
                     body,
                     idempotency_key: key,
+                    subject_id,
                 };
                 self.notifications.notify(request, deadline).await.map(drop)
             }
@@ -574,6 +582,7 @@ mod tests {
             kind: "REGISTRATION_SUBMITTED".into(),
             title: "t".into(),
             body: "b".into(),
+            subject_id: String::new(),
         };
         let json = serde_json::to_value(&in_app).unwrap();
         assert_eq!(json["type"], in_app.kind());

@@ -383,6 +383,7 @@ fn in_app(account: Uuid) -> OutboxMessage {
         kind: "REGISTRATION_SUBMITTED".to_owned(),
         title: "New registration".to_owned(),
         body: "Someone asked to join.".to_owned(),
+        subject_id: String::new(),
     }
 }
 

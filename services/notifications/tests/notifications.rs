@@ -357,6 +357,7 @@ async fn the_inbox_shows_only_the_callers_own_notifications() {
         title: title.into(),
         body: "A registration awaits review".into(),
         idempotency_key: key.into(),
+        subject_id: String::new(),
     };
     client
         .notify(with_token(
@@ -613,6 +614,7 @@ async fn bad_input_is_refused_with_field_violations_and_nothing_is_stored() {
                 title: String::new(),
                 body: long,
                 idempotency_key: String::new(),
+                subject_id: String::new(),
             },
             &service_token(&suite),
         ))

@@ -186,7 +186,7 @@ impl AccessApi {
                 organisation.ods_code,
                 role_label(role)
             );
-            for message in in_app(&reviewers, SUBMITTED_KIND, &title, &body) {
+            for message in in_app(&reviewers, SUBMITTED_KIND, &id, &title, &body) {
                 store::enqueue(&mut tx, &message).await?;
             }
             let answer = pb::RequestAccessResponse {

@@ -280,11 +280,12 @@ impl AccessApi {
     }
 }
 
-/// In-app notifications for `reviewers`, in as many messages as the notification service's
-/// recipient limit needs.
+/// In-app notifications for `reviewers` about the record `subject_id`, in as many messages as
+/// the notification service's recipient limit needs.
 pub(super) fn in_app(
     reviewers: &[Reviewer],
     kind: &str,
+    subject_id: &str,
     title: &str,
     body: &str,
 ) -> Vec<cqrs_outbox::OutboxMessage> {
@@ -295,6 +296,7 @@ pub(super) fn in_app(
             kind: kind.to_owned(),
             title: title.to_owned(),
             body: body.to_owned(),
+            subject_id: subject_id.to_owned(),
         })
         .collect()
 }

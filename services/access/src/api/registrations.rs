@@ -273,7 +273,13 @@ impl AccessApi {
             organisation.ods_code,
             role_label(role)
         );
-        let mut messages = super::in_app(reviewers, SUBMITTED_KIND, &title, &body);
+        let mut messages = super::in_app(
+            reviewers,
+            SUBMITTED_KIND,
+            &row.id.to_string(),
+            &title,
+            &body,
+        );
         messages.extend(reviewers.iter().filter_map(|reviewer| {
             let address = reviewer.email.as_deref()?;
             Some(mail(

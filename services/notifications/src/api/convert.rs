@@ -42,6 +42,7 @@ pub fn notification(row: &NotificationRow) -> pb::Notification {
         read: row.read_at.is_some(),
         create_time: Some(timestamp(row.created_at)),
         read_time: row.read_at.map(timestamp),
+        subject_id: row.subject_id.clone(),
     }
 }
 

@@ -171,7 +171,8 @@ impl NotificationApi {
             &req.title,
             &req.body,
             &req.idempotency_key,
-        )?;
+        )?
+        .about(&req.subject_id)?;
         let rows = self
             .store
             .insert_notifications(&notification, self.now(), &actor)

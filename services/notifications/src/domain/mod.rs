@@ -20,6 +20,8 @@ pub const MAX_PARAM_NAME_LEN: usize = 64;
 pub const MAX_PARAM_VALUE_LEN: usize = 4096;
 pub const MAX_NOTIFY_ACCOUNTS: usize = 1000;
 pub const MAX_KIND_LEN: usize = 64;
+/// NotifyRequest.subject_id: a record id (a UUID is 36).
+pub const MAX_SUBJECT_LEN: usize = 64;
 pub const MAX_TITLE_LEN: usize = 200;
 pub const MAX_BODY_LEN: usize = 4000;
 
@@ -180,6 +182,8 @@ pub struct NewNotification {
     pub title: String,
     pub body: String,
     pub idempotency_key: Option<String>,
+    /// The record the notification is about (empty: none).
+    pub subject_id: String,
 }
 
 impl NewNotification {
@@ -225,7 +229,24 @@ impl NewNotification {
             title: title.trim().to_owned(),
             body: body.trim().to_owned(),
             idempotency_key: (!idempotency_key.is_empty()).then(|| idempotency_key.to_owned()),
+            subject_id: String::new(),
         })
+    }
+
+    /// The same notification about the record `subject_id` (optional: empty is none).
+    pub fn about(mut self, subject_id: &str) -> Result<Self, FieldViolations> {
+        let mut violations = FieldViolations::new();
+        violations.check(
+            subject_id.len() <= MAX_SUBJECT_LEN
+                && subject_id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "subject_id",
+            "must be at most 64 letters, digits or hyphens",
+        );
+        violations.into_result()?;
+        self.subject_id = subject_id.to_owned();
+        Ok(self)
     }
 }
 
@@ -416,5 +437,19 @@ mod tests {
         assert!(
             NewNotification::validate(&[], "K", "t", &"b".repeat(MAX_BODY_LEN + 1), "").is_err()
         );
+    }
+
+    #[test]
+    fn notifications_may_name_their_subject() {
+        let id = Uuid::new_v4().to_string();
+        let new = || NewNotification::validate(std::slice::from_ref(&id), "K", "t", "b", "");
+        assert_eq!(new().unwrap().subject_id, "");
+        let subject = Uuid::new_v4().to_string();
+        assert_eq!(new().unwrap().about(&subject).unwrap().subject_id, subject);
+        assert_eq!(new().unwrap().about("").unwrap().subject_id, "");
+        for bad in ["has space", "semi;colon", &"x".repeat(MAX_SUBJECT_LEN + 1)] {
+            let err = new().unwrap().about(bad).unwrap_err();
+            assert_eq!(fields(&err), vec!["subject_id"], "{bad}");
+        }
     }
 }

@@ -70,6 +70,7 @@ pub struct NotificationRow {
     pub kind: String,
     pub title: String,
     pub body: String,
+    pub subject_id: String,
     pub created_at: DateTime<Utc>,
     pub read_at: Option<DateTime<Utc>>,
 }
@@ -358,10 +359,11 @@ impl Store {
         let mut rows = Vec::with_capacity(notification.account_ids.len());
         for account_id in &notification.account_ids {
             let inserted: Option<NotificationRow> = sqlx::query_as(
-                "INSERT INTO notifications (id, account_id, kind, title, body, idempotency_key, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                "INSERT INTO notifications \
+                 (id, account_id, kind, title, body, idempotency_key, created_at, subject_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (idempotency_key, account_id) WHERE idempotency_key IS NOT NULL DO NOTHING \
-                 RETURNING id, account_id, kind, title, body, created_at, read_at",
+                 RETURNING id, account_id, kind, title, body, subject_id, created_at, read_at",
             )
             .bind(Uuid::now_v7())
             .bind(account_id)
@@ -370,6 +372,7 @@ impl Store {
             .bind(&notification.body)
             .bind(&notification.idempotency_key)
             .bind(now)
+            .bind(&notification.subject_id)
             .fetch_optional(&mut *tx)
             .await?;
             let row = match inserted {
@@ -391,8 +394,8 @@ impl Store {
                 }
                 None => {
                     sqlx::query_as(
-                        "SELECT id, account_id, kind, title, body, created_at, read_at \
-                         FROM notifications WHERE idempotency_key = $1 AND account_id = $2",
+                        "SELECT id, account_id, kind, title, body, subject_id, created_at, \
+                         read_at FROM notifications WHERE idempotency_key = $1 AND account_id = $2",
                     )
                     .bind(&notification.idempotency_key)
                     .bind(account_id)
@@ -414,7 +417,8 @@ impl Store {
         after: Option<&PageToken>,
     ) -> Result<(Page<NotificationRow>, i64), StoreError> {
         let rows: Vec<NotificationRow> = sqlx::query_as(
-            "SELECT id, account_id, kind, title, body, created_at, read_at FROM notifications \
+            "SELECT id, account_id, kind, title, body, subject_id, created_at, read_at \
+             FROM notifications \
              WHERE account_id = $1 AND (NOT $2 OR read_at IS NULL) \
                AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4)) \
              ORDER BY created_at DESC, id DESC LIMIT $5",
@@ -454,7 +458,7 @@ impl Store {
         let row: NotificationRow = sqlx::query_as(
             "UPDATE notifications SET read_at = COALESCE(read_at, $3) \
              WHERE id = $1 AND account_id = $2 \
-             RETURNING id, account_id, kind, title, body, created_at, read_at",
+             RETURNING id, account_id, kind, title, body, subject_id, created_at, read_at",
         )
         .bind(id)
         .bind(account_id)
