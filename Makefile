@@ -61,4 +61,4 @@ clean:
 # Benchmarks of every service, each reported as ratios against a baseline measured in the same
 # run (a bare tonic echo RPC, raw argon2id verifications); printed, never asserted.
 bench: services
-	$(CARGO) bench -p cqrs-notifications -p cqrs-identity -p cqrs-directory --bench '*'
+	$(CARGO) bench -p cqrs-notifications -p cqrs-identity -p cqrs-directory -p cqrs-gateway --bench '*'

@@ -183,22 +183,33 @@ impl Browser {
             .unwrap();
     }
 
+    /// The text of the page's `main`, once the page in flight (after a click) has loaded.
     async fn text(&self) -> String {
-        self.client
-            .find(Locator::Css("main"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        for _ in 0..100 {
+            let found = match self.client.find(Locator::Css("main")).await {
+                Ok(main) => main.text().await.ok(),
+                Err(_) => None,
+            };
+            if let Some(text) = found {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the page has no main element")
     }
 
+    /// Waits (up to 10 s) until the page shows `text`: a click's navigation is not awaited
+    /// by WebDriver.
     async fn assert_shows(&self, text: &str) {
-        let shown = self.text().await;
-        assert!(
-            shown.contains(text),
-            "the page does not show {text:?}:\n{shown}"
-        );
+        let mut shown = String::new();
+        for _ in 0..100 {
+            shown = self.text().await;
+            if shown.contains(text) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the page does not show {text:?}:\n{shown}");
     }
 
     /// Saves a screenshot of this step, then checks the page with axe-core.

@@ -4,7 +4,11 @@
 //! service's refusal becomes words next to the right field.
 
 mod account;
+mod admin;
+mod desk;
+mod inbox;
 mod links;
+mod register;
 mod sign_in;
 
 use std::collections::BTreeMap;
@@ -17,6 +21,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use cqrs_proto::common::v1::Role;
 use cqrs_proto::identity::v1 as id_pb;
+use cqrs_rules::roles::{Permission, Role as RulesRole, role_grants};
 use http::StatusCode;
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
@@ -61,6 +66,10 @@ pub fn routes(base: &str) -> Router<AppState> {
         router = router.route(base, get(account::home));
     }
     router
+        .merge(register::routes(base))
+        .merge(inbox::routes(base))
+        .merge(admin::routes(base))
+        .merge(desk::routes(base))
 }
 
 async fn stylesheet() -> Response {
@@ -90,6 +99,9 @@ pub struct UserChrome {
     pub roles: Vec<RoleOption>,
     pub active: Option<String>,
     pub menu: Vec<MenuItem>,
+    /// Unread notifications, shown by the Notifications menu item when more than none; `None`
+    /// on pages that do not ask (see [`Chrome::with_unread`]).
+    pub unread: Option<i64>,
 }
 
 #[derive(Clone, Debug)]
@@ -128,6 +140,7 @@ impl Chrome {
                     .active_grant()
                     .map(|g| grant_label(g.role, &g.organisation_name)),
                 menu,
+                unread: None,
             }
         });
         Chrome {
@@ -137,19 +150,45 @@ impl Chrome {
             notice,
         }
     }
+
+    /// The same chrome showing `unread` notifications in the header.
+    pub fn with_unread(mut self, unread: Option<i64>) -> Chrome {
+        if let Some(user) = &mut self.user {
+            user.unread = unread;
+        }
+        self
+    }
 }
 
-fn menu(base: &str, _user: &SignedInUser) -> Vec<MenuItem> {
-    vec![
-        MenuItem {
-            href: format!("{base}/"),
-            label: "Home",
-        },
-        MenuItem {
-            href: format!("{base}/profile"),
-            label: "My profile",
-        },
-    ]
+/// The pages the active role can use; a page not offered is refused by the services anyway.
+fn menu(base: &str, user: &SignedInUser) -> Vec<MenuItem> {
+    let item = |page: &str, label| MenuItem {
+        href: format!("{base}{page}"),
+        label,
+    };
+    let mut menu = vec![item("/", "Home"), item("/notifications", "Notifications")];
+    let role = user.active_grant().and_then(|g| rules_role(g.role));
+    let may = |permission| role.is_some_and(|role| role_grants(role, permission));
+    if may(Permission::ViewScope)
+        || may(Permission::ViewPracticeUsers)
+        || may(Permission::InviteUsers)
+    {
+        menu.push(item("/users", "Users"));
+    }
+    if role == Some(RulesRole::ServiceDesk) {
+        menu.push(item("/desk", "Service desk"));
+    }
+    menu.push(item("/profile", "My profile"));
+    menu
+}
+
+/// The rules' role for a `cqrs.common.v1.Role` number (the proto numbers the roles in the
+/// rules' order, from 1).
+pub fn rules_role(proto: i32) -> Option<RulesRole> {
+    usize::try_from(proto)
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|i| RulesRole::ALL.get(i).copied())
 }
 
 /// "Practice Manager, Bridge Street Surgery".
@@ -242,7 +281,7 @@ impl FormErrors {
                             .iter()
                             .find(|(service_field, _, _)| *service_field == violation.field)
                             .map_or(("", ""), |(_, field, label)| (*field, *label));
-                        let text = violation_text(&violation.description);
+                        let text = violation_text(&violation.reason, &violation.description);
                         if field.is_empty() {
                             errors.summary = Some(sentence("", &text));
                         } else {
@@ -265,14 +304,14 @@ impl FormErrors {
     }
 }
 
-/// The human part of a violation: `TOO_SHORT: must be at least 8 characters` → the sentence.
-fn violation_text(description: &str) -> String {
-    match description.split_once(": ") {
-        Some((code, text)) if code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') => {
-            text.to_owned()
-        }
-        _ => description.to_owned(),
-    }
+/// The human part of a violation: the services put the rule, which is also the violation's
+/// `reason`, before the words (`TOO_SHORT: must be at least 8 characters`).
+fn violation_text(reason: &str, description: &str) -> String {
+    description
+        .strip_prefix(reason)
+        .and_then(|rest| rest.strip_prefix(": "))
+        .unwrap_or(description)
+        .to_owned()
 }
 
 /// "Password must be at least 8 characters." from the field's label and a rule's words; words
@@ -297,23 +336,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn proto_roles_map_onto_the_rules_roles() {
+        assert_eq!(
+            rules_role(Role::ServiceDesk as i32),
+            Some(RulesRole::ServiceDesk)
+        );
+        assert_eq!(
+            rules_role(Role::PracticeUser as i32),
+            Some(RulesRole::PracticeUser)
+        );
+        assert_eq!(
+            rules_role(Role::CommissioningApprover as i32),
+            Some(RulesRole::CommissioningApprover)
+        );
+        assert_eq!(rules_role(0), None);
+        assert_eq!(rules_role(8), None);
+    }
+
+    #[test]
     fn violations_read_as_sentences_without_codes() {
         assert_eq!(
             sentence(
                 "Password",
-                &violation_text("TOO_SHORT: must be at least 8 characters")
+                &violation_text("TOO_SHORT", "TOO_SHORT: must be at least 8 characters")
             ),
             "Password must be at least 8 characters."
         );
         assert_eq!(
             sentence(
                 "Password",
-                &violation_text("CHANGED_TOO_RECENTLY: the password was changed too recently")
+                &violation_text(
+                    "CHANGED_TOO_RECENTLY",
+                    "CHANGED_TOO_RECENTLY: the password was changed too recently"
+                )
             ),
             "The password was changed too recently."
         );
         assert_eq!(sentence("", "is required"), "Is required.");
-        assert_eq!(violation_text("Not: a code"), "Not: a code");
+        assert_eq!(
+            violation_text("INVALID_VALUE", "Not: a code"),
+            "Not: a code"
+        );
     }
 }
 
