@@ -22,12 +22,12 @@ use cqrs_rules::decision::has_suite_scope;
 use cqrs_rules::email::{EmailError, normalise_email};
 use cqrs_rules::organisation::{OrganisationKind, normalise_ods_code, role_valid_at};
 use cqrs_rules::roles::{Permission, Role, role_grants};
-use prost_types::Timestamp;
 use serde::Deserialize;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
+use super::time;
 use super::{
     Chrome, CsrfForm, Failure, FormErrors, Posted, SignedIn, grant_label, render, role_name,
     rules_role, see_other,
@@ -205,54 +205,6 @@ fn invitation_state(state: i32) -> &'static str {
         Ok(access_pb::InvitationState::Cancelled) => "Cancelled",
         _ => "Unknown",
     }
-}
-
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-
-/// "6 December 2025, 18:29 UTC".
-fn when(time: Option<&Timestamp>) -> String {
-    let Some(time) = time else {
-        return String::new();
-    };
-    let days = time.seconds.div_euclid(86_400);
-    let seconds = time.seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    let month = MONTHS
-        .get(usize::try_from(month).unwrap_or(1).saturating_sub(1))
-        .copied()
-        .unwrap_or_default();
-    format!(
-        "{day} {month} {year}, {:02}:{:02} UTC",
-        seconds / 3600,
-        seconds % 3600 / 60
-    )
-}
-
-/// (year, month 1-12, day 1-31) of a count of days since 1970-01-01 (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// A page address with its query.
@@ -1720,9 +1672,9 @@ async fn invitations_page(
                 organisation: invitation.organisation_name.clone(),
                 role: role_name(invitation.role),
                 state: invitation_state(invitation.state),
-                sent: when(invitation.send_time.as_ref()),
+                sent: time::stamp(invitation.send_time.as_ref()),
                 expires: if waiting {
-                    when(invitation.expire_time.as_ref())
+                    time::stamp(invitation.expire_time.as_ref())
                 } else {
                     String::new()
                 },
@@ -2036,15 +1988,6 @@ mod tests {
         for role in Role::ALL {
             assert_eq!(rules_role(proto_role(role)), Some(role));
         }
-    }
-
-    #[test]
-    fn dates_read_as_words() {
-        let at = |seconds| when(Some(&Timestamp { seconds, nanos: 0 }));
-        assert_eq!(at(0), "1 January 1970, 00:00 UTC");
-        assert_eq!(at(1_765_045_740), "6 December 2025, 18:29 UTC");
-        assert_eq!(at(951_782_400), "29 February 2000, 00:00 UTC");
-        assert_eq!(when(None), "");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use serde::Deserialize;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
+use super::time;
 use super::{
     Chrome, CsrfForm, Failure, FormErrors, Posted, SignedIn, grant_label, reason_text, render,
     rules_role, see_other,
@@ -250,7 +251,7 @@ fn view_of(account: &id_pb::Account, roles: Option<Vec<String>>, now: i64) -> Ac
                 true,
                 format!(
                     "Locked after wrong passwords, until {}. Unlocking lifts it now.",
-                    format_time(until)
+                    time::when(until)
                 ),
             ),
             _ => (
@@ -289,12 +290,12 @@ fn view_of(account: &id_pb::Account, roles: Option<Vec<String>>, now: i64) -> Ac
         created: account
             .create_time
             .as_ref()
-            .map(|t| format_time(t.seconds))
+            .map(|t| time::when(t.seconds))
             .unwrap_or_default(),
         password_changed: account
             .password_change_time
             .as_ref()
-            .map_or_else(|| "Never".to_owned(), |t| format_time(t.seconds)),
+            .map_or_else(|| "Never".to_owned(), |t| time::when(t.seconds)),
         roles,
     }
 }
@@ -1127,14 +1128,14 @@ pub async fn audit(
     )
     .await?;
     let action = normalise_action(&filters.action);
-    let start = match parse_date(filters.from.trim()) {
+    let start = match time::parse_day(filters.from.trim()) {
         Ok(start) => start,
         Err(()) => {
             errors = errors.field("from", "Enter the date as year-month-day, e.g. 2025-03-31.");
             None
         }
     };
-    let end = match parse_date(filters.to.trim()) {
+    let end = match time::parse_day(filters.to.trim()) {
         Ok(end) => end.map(|day| day + SECONDS_PER_DAY),
         Err(()) => {
             errors = errors.field("to", "Enter the date as year-month-day, e.g. 2025-03-31.");
@@ -1465,7 +1466,7 @@ fn event_view(event: &common_pb::AuditEvent, names: &HashMap<String, String>) ->
         when: event
             .create_time
             .as_ref()
-            .map(|t| format_instant(t.seconds))
+            .map(|t| time::when_precise(t.seconds))
             .unwrap_or_default(),
         action: humanise(&event.action),
         code: event.action.clone(),
@@ -1482,135 +1483,9 @@ fn event_view(event: &common_pb::AuditEvent, names: &HashMap<String, String>) ->
 
 const SECONDS_PER_DAY: i64 = 86_400;
 
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year.rem_euclid(400);
-    let mp = if month > 2 { month - 3 } else { month + 9 };
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date (year, month 1-12, day 1-31) of a day count since 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// `2025-03-31` → the start of that day (UTC) in Unix seconds; empty → `None`.
-fn parse_date(text: &str) -> Result<Option<i64>, ()> {
-    if text.is_empty() {
-        return Ok(None);
-    }
-    let mut parts = text.splitn(3, '-');
-    let mut number = |digits: usize| {
-        parts
-            .next()
-            .filter(|p| p.len() == digits && p.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|p| p.parse::<i64>().ok())
-            .ok_or(())
-    };
-    let (year, month, day) = (number(4)?, number(2)?, number(2)?);
-    let days = days_from_civil(year, month, day);
-    // Rejects 2025-02-30 and the like: the date must come back as typed.
-    if !(1..=12).contains(&month) || civil_from_days(days) != (year, month, day) {
-        return Err(());
-    }
-    Ok(Some(days * SECONDS_PER_DAY))
-}
-
-/// Unix seconds → `3 May 2025, 14:05:09 UTC`, as the audit trail shows its events.
-fn format_instant(seconds: i64) -> String {
-    let in_minute = seconds.rem_euclid(60);
-    format!("{}:{in_minute:02} UTC", day_and_minute(seconds))
-}
-
-/// Unix seconds → `3 May 2025, 14:05 UTC`.
-fn format_time(seconds: i64) -> String {
-    format!("{} UTC", day_and_minute(seconds))
-}
-
-/// Unix seconds → `3 May 2025, 14:05`.
-fn day_and_minute(seconds: i64) -> String {
-    let (year, month, day) = civil_from_days(seconds.div_euclid(SECONDS_PER_DAY));
-    let in_day = seconds.rem_euclid(SECONDS_PER_DAY);
-    let month_name = usize::try_from(month - 1)
-        .ok()
-        .and_then(|i| MONTHS.get(i))
-        .copied()
-        .unwrap_or("");
-    format!(
-        "{day} {month_name} {year}, {:02}:{:02}",
-        in_day / 3600,
-        in_day % 3600 / 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_round_trip_through_day_counts() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        for days in [-1000, 0, 59, 60, 10_957, 19_782, 20_000, 50_000] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
-        }
-    }
-
-    #[test]
-    fn dates_are_read_strictly() {
-        assert_eq!(parse_date(""), Ok(None));
-        assert_eq!(parse_date("1970-01-02"), Ok(Some(86_400)));
-        assert_eq!(parse_date("2024-02-29"), Ok(Some(1_709_164_800)));
-        for bad in [
-            "2023-02-29",
-            "2025-13-01",
-            "2025-00-10",
-            "25-01-01",
-            "2025/01/01",
-            "2025-1-1",
-            "yesterday",
-        ] {
-            assert_eq!(parse_date(bad), Err(()), "{bad}");
-        }
-    }
-
-    #[test]
-    fn times_read_as_words() {
-        assert_eq!(format_time(0), "1 January 1970, 00:00 UTC");
-        assert_eq!(format_time(1_746_281_100), "3 May 2025, 14:05 UTC");
-        assert_eq!(format_instant(1_746_281_109), "3 May 2025, 14:05:09 UTC");
-        assert_eq!(format_time(1_746_281_109), "3 May 2025, 14:05 UTC");
-    }
 
     #[test]
     fn actions_are_typed_loosely_and_shown_as_words() {

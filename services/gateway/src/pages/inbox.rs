@@ -21,6 +21,7 @@ use serde::Deserialize;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
+use super::time;
 use super::{
     Chrome, CsrfForm, Failure, FormErrors, Posted, SignedIn, render, role_name, rules_role,
     see_other,
@@ -173,7 +174,10 @@ pub async fn inbox(
         .into_iter()
         .map(|n| InboxItem {
             review: reviewer.then(|| review_link(&base, &n)).flatten(),
-            when: n.create_time.map(|t| when(t.seconds)).unwrap_or_default(),
+            when: n
+                .create_time
+                .map(|t| time::when(t.seconds))
+                .unwrap_or_default(),
             id: n.id,
             title: n.title,
             body: n.body,
@@ -378,7 +382,10 @@ pub async fn reviews(
             organisation: organisation(&r.organisation_name, &r.ods_code),
             role: role_name(r.role),
             reason: String::new(),
-            when: r.create_time.map(|t| day(t.seconds)).unwrap_or_default(),
+            when: r
+                .create_time
+                .map(|t| time::day(t.seconds))
+                .unwrap_or_default(),
         })
         .collect();
     let mut waiting_requests = Vec::with_capacity(requests.access_requests.len());
@@ -394,7 +401,10 @@ pub async fn reviews(
             organisation: r.organisation_name.clone(),
             role: role_name(r.role),
             reason: r.reason.clone(),
-            when: r.create_time.map(|t| day(t.seconds)).unwrap_or_default(),
+            when: r
+                .create_time
+                .map(|t| time::day(t.seconds))
+                .unwrap_or_default(),
         });
     }
     let more = |param: &str, next: &str| {
@@ -571,10 +581,10 @@ fn registration_subject(href: String, r: access_pb::Registration) -> Subject {
         detail("Role", role_name(r.role)),
     ];
     if let Some(t) = r.create_time {
-        details.push(detail("Registered", when(t.seconds)));
+        details.push(detail("Registered", time::when(t.seconds)));
     }
     if let Some(t) = r.review_time {
-        details.push(detail("Reviewed", when(t.seconds)));
+        details.push(detail("Reviewed", time::when(t.seconds)));
     }
     Subject {
         href,
@@ -613,10 +623,10 @@ fn access_request_subject(
     details.push(detail("Role", role_name(r.role)));
     details.push(detail("Reason given", r.reason));
     if let Some(t) = r.create_time {
-        details.push(detail("Requested", when(t.seconds)));
+        details.push(detail("Requested", time::when(t.seconds)));
     }
     if let Some(t) = r.review_time {
-        details.push(detail("Reviewed", when(t.seconds)));
+        details.push(detail("Reviewed", time::when(t.seconds)));
     }
     Subject {
         href,
@@ -969,118 +979,10 @@ fn encode(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-
-/// "3 March 2025" in UK time.
-fn day(seconds: i64) -> String {
-    let (y, m, d) = civil(uk_local(seconds).div_euclid(86_400));
-    format!("{d} {} {y}", month_name(m))
-}
-
-/// "3 March 2025 at 14:05" in UK time.
-fn when(seconds: i64) -> String {
-    let local = uk_local(seconds);
-    let minutes = local.rem_euclid(86_400) / 60;
-    format!(
-        "{} at {:02}:{:02}",
-        day(seconds),
-        minutes / 60,
-        minutes % 60
-    )
-}
-
-fn month_name(month: u32) -> &'static str {
-    usize::try_from(month)
-        .ok()
-        .and_then(|m| m.checked_sub(1))
-        .and_then(|i| MONTHS.get(i))
-        .copied()
-        .unwrap_or_default()
-}
-
-/// Unix seconds moved to UK local time: British Summer Time (+1 h) runs from 01:00 UTC on the
-/// last Sunday of March to 01:00 UTC on the last Sunday of October.
-fn uk_local(seconds: i64) -> i64 {
-    let (year, _, _) = civil(seconds.div_euclid(86_400));
-    let starts = last_sunday(year, 3) * 86_400 + 3_600;
-    let ends = last_sunday(year, 10) * 86_400 + 3_600;
-    if (starts..ends).contains(&seconds) {
-        seconds + 3_600
-    } else {
-        seconds
-    }
-}
-
-/// The day number (days since 1970-01-01) of the last Sunday of a 31-day `month`.
-fn last_sunday(year: i64, month: u32) -> i64 {
-    let last = days_from_civil(year, month, 31);
-    // 1970-01-01 was a Thursday: day 3 is the first Sunday.
-    last - (last - 3).rem_euclid(7)
-}
-
-/// (year, month, day) of a day number (H. Hinnant's civil_from_days).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        u32::try_from(m).unwrap_or_default(),
-        u32::try_from(d).unwrap_or_default(),
-    )
-}
-
-/// The day number of (year, month, day) (H. Hinnant's days_from_civil).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(month);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_read_in_uk_time() {
-        // 2025-01-15 12:00 UTC: winter, UTC.
-        assert_eq!(when(1_736_942_400), "15 January 2025 at 12:00");
-        // 2025-07-01 12:00 UTC: summer, BST.
-        assert_eq!(when(1_751_371_200), "1 July 2025 at 13:00");
-        // BST 2025 began 30 March 01:00 UTC and ended 26 October 01:00 UTC.
-        assert_eq!(when(1_743_296_399), "30 March 2025 at 00:59");
-        assert_eq!(when(1_743_296_400), "30 March 2025 at 02:00");
-        assert_eq!(when(1_761_440_399), "26 October 2025 at 01:59");
-        assert_eq!(when(1_761_440_400), "26 October 2025 at 01:00");
-        assert_eq!(day(0), "1 January 1970");
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(civil(11_017), (2000, 3, 1));
-    }
 
     #[test]
     fn a_rejection_needs_a_reason() {

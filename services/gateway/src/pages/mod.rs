@@ -10,6 +10,7 @@ mod inbox;
 mod links;
 mod register;
 mod sign_in;
+mod time;
 
 use std::collections::BTreeMap;
 

@@ -24,6 +24,7 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
+use super::time;
 use super::{
     Chrome, CsrfForm, Failure, FormErrors, Posted, SignedIn, grant_label, render, role_name,
     rules_role, see_other,
@@ -555,46 +556,6 @@ fn state_label(state: i32) -> &'static str {
     }
 }
 
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-
-/// "5 March 2025" for a Unix time (UTC), by the proleptic Gregorian calendar.
-fn date_text(seconds: i64) -> String {
-    let days = seconds.div_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    let name = usize::try_from(month - 1)
-        .ok()
-        .and_then(|i| MONTHS.get(i))
-        .copied()
-        .unwrap_or_default();
-    format!("{day} {name} {year}")
-}
-
 async fn access_page(
     state: &AppState,
     signed_in: &SignedIn,
@@ -622,7 +583,7 @@ async fn access_page(
             role: role_name(r.role),
             requested: r
                 .create_time
-                .map(|t| date_text(t.seconds))
+                .map(|t| time::day(t.seconds))
                 .unwrap_or_default(),
             id: r.id,
             organisation: r.organisation_name,
@@ -1217,10 +1178,10 @@ mod tests {
 
     #[test]
     fn dates_read_as_days() {
-        assert_eq!(date_text(0), "1 January 1970");
-        assert_eq!(date_text(951_782_400), "29 February 2000");
-        assert_eq!(date_text(1_741_132_800 + 3_600), "5 March 2025");
-        assert_eq!(date_text(-86_400), "31 December 1969");
+        assert_eq!(time::day(0), "1 January 1970");
+        assert_eq!(time::day(951_782_400), "29 February 2000");
+        assert_eq!(time::day(1_741_132_800 + 3_600), "5 March 2025");
+        assert_eq!(time::day(-86_400), "31 December 1969");
     }
 
     #[test]
