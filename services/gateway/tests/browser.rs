@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cqrs_suite::{Suite, subject};
+use cqrs_suite::{PASSWORD, Suite, people, subject};
+use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
@@ -164,23 +165,34 @@ impl Browser {
     /// Clicks the button whose text is `label`.
     async fn press(&self, label: &str) {
         let xpath = format!("//button[normalize-space()='{label}']");
-        self.client
-            .find(Locator::XPath(&xpath))
-            .await
-            .unwrap_or_else(|e| panic!("no button {label:?} on {}: {e}", self.origin))
-            .click()
-            .await
-            .unwrap();
+        let button = match self.client.find(Locator::XPath(&xpath)).await {
+            Ok(button) => button,
+            Err(e) => panic!("no button {label:?} on {}: {e}", self.path().await),
+        };
+        self.click_away(button).await;
     }
 
     async fn follow(&self, link_text: &str) {
-        self.client
+        let link = self
+            .client
             .find(Locator::LinkText(link_text))
             .await
-            .unwrap_or_else(|e| panic!("no link {link_text:?}: {e}"))
-            .click()
-            .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("no link {link_text:?}: {e}"));
+        self.click_away(link).await;
+    }
+
+    /// Clicks `element` (a link, or a form's button) and waits (up to 10 s) until the page it
+    /// was on has been replaced: WebDriver does not always wait for the page a click asks for,
+    /// and what is typed next belongs on the new page.
+    async fn click_away(&self, element: Element) {
+        let page = self.client.find(Locator::Css("html")).await.unwrap();
+        element.click().await.unwrap();
+        for _ in 0..200 {
+            if page.tag_name().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The text of the page's `main`, once the page in flight (after a click) has loaded.
@@ -242,6 +254,117 @@ impl Browser {
             "axe-core finds on {name}:\n{}",
             violations.join("\n")
         );
+    }
+
+    /// The element `xpath` finds, saying `what` is missing if there is none.
+    async fn element(&self, xpath: &str, what: &str) -> Element {
+        match self.client.find(Locator::XPath(xpath)).await {
+            Ok(element) => element,
+            Err(e) => panic!("no {what} on {}: {e}", self.path().await),
+        }
+    }
+
+    /// Clicks what `xpath` finds on this page (an option, a label).
+    async fn click(&self, xpath: &str, what: &str) {
+        self.element(xpath, what).await.click().await.unwrap();
+    }
+
+    /// Follows the link `xpath` finds.
+    async fn follow_xpath(&self, xpath: &str, what: &str) {
+        let link = self.element(xpath, what).await;
+        self.click_away(link).await;
+    }
+
+    /// Follows the first link whose text starts with `text` (a link may say more to a screen
+    /// reader, e.g. "Review: New registration…", or show a count, "Notifications 1 unread").
+    async fn follow_starting(&self, text: &str) {
+        self.follow_xpath(
+            &format!("//a[starts-with(normalize-space(), '{text}')]"),
+            &format!("link starting {text:?}"),
+        )
+        .await;
+    }
+
+    /// Chooses, with the mouse, the option of the select `id` whose text contains `text`.
+    async fn choose(&self, id: &str, text: &str) {
+        self.click(
+            &format!("//select[@id='{id}']//option[contains(normalize-space(), '{text}')]"),
+            &format!("option {text:?} in the select {id:?}"),
+        )
+        .await;
+    }
+
+    /// Ticks the radio button or box whose label contains `text`, by clicking the label.
+    async fn tick(&self, text: &str) {
+        self.click(
+            &format!("//main//label[contains(normalize-space(), '{text}')]"),
+            &format!("label {text:?}"),
+        )
+        .await;
+    }
+
+    /// Reloads the page (as a person waiting for something would) until it shows `text`:
+    /// notifications reach the inbox a moment after what raised them.
+    async fn reload_until(&self, text: &str) {
+        for _ in 0..150 {
+            if self.text().await.contains(text) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            self.client.refresh().await.unwrap();
+        }
+        self.assert_shows(text).await;
+    }
+
+    /// Scrolls the element `id` to the middle of the window, as a person reading down to it
+    /// would, so that the next screenshot shows it.
+    async fn scroll_to(&self, id: &str) {
+        self.client
+            .execute(
+                "document.getElementById(arguments[0]).scrollIntoView({ block: 'center' });",
+                vec![json!(id)],
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The text of the element `id`.
+    async fn text_of(&self, id: &str) -> String {
+        self.client
+            .find(Locator::Id(id))
+            .await
+            .unwrap_or_else(|e| panic!("no element #{id}: {e}"))
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Signs in from the sign-in page; the home page greets the person.
+    async fn sign_in(&self, login: &str, password: &str) {
+        self.open("/portal/sign-in").await;
+        self.type_into("login", login).await;
+        self.type_into("password", password).await;
+        self.press("Sign in").await;
+        self.assert_shows("Welcome, ").await;
+    }
+
+    async fn sign_out(&self) {
+        self.press("Sign out").await;
+        self.assert_shows("You have signed out.").await;
+    }
+
+    /// `who` sets the password from a mailed registration link (a screenshot of the Security
+    /// Information screen and of the end); the User ID the page shows.
+    async fn register_from(&mut self, who: &str, link: &str, password: &str) -> String {
+        self.open(link).await;
+        self.assert_shows("Password policy").await;
+        self.shot(&format!("{who}-security-information")).await;
+        self.type_into("password", password).await;
+        self.type_into("confirm", password).await;
+        self.press("Complete registration").await;
+        self.assert_shows("Registration complete").await;
+        self.shot(&format!("{who}-registration-complete")).await;
+        self.text_of("user-id").await
     }
 
     /// Moves to the next element with Tab and says which element has the focus.
@@ -368,4 +491,344 @@ async fn the_desk_registers_signs_in_and_is_locked_out() {
     browser.assert_shows("contact the service desk").await;
     browser.shot("locked-out").await;
     suite.mail(Suite::DESK_EMAIL, subject::ACCOUNT_LOCKED).await;
+}
+
+/// Issue 11, the seeds' journeys end to end through the pages only: the service desk
+/// registers, builds the organisation tree (a region, a CCG, two practices) and invites the
+/// CCG's Commissioning Account Administrator, who accepts and registers from the mails; a
+/// practice user self-registers, the administrator approves from the inbox, the user
+/// registers from the mail and asks for access to the second practice, which the
+/// administrator approves too; the user switches between the two practices' roles, locks the
+/// account with wrong passwords, and the service desk unlocks it. One browser, signed out
+/// between people; the suite is asked only for the mailed links and for what no page shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_journeys_from_an_empty_suite_to_two_practices() {
+    let suite = Suite::start().await;
+    let gateway = Gateway::start(&suite).await;
+    let mut browser = Browser::start(&gateway, "seed-journeys").await;
+    let (admin_email, (admin_first, admin_last)) = people::ADMIN;
+    let (sam_email, (sam_first, sam_last)) = people::PRACTICE_USER;
+
+    // 1. The desk registers from its mailed link and signs in.
+    let mail = suite
+        .mail(Suite::DESK_EMAIL, subject::REGISTRATION_LINK)
+        .await;
+    let desk_id = browser
+        .register_from("desk", &on_gateway(&mail.links()[0]), Suite::DESK_PASSWORD)
+        .await;
+    browser.sign_in(&desk_id, Suite::DESK_PASSWORD).await;
+    browser
+        .assert_shows("You are working as Service Desk")
+        .await;
+    browser.shot("desk-home").await;
+
+    // … and builds the tree: Service desk → Organisations → Create organisation, four times.
+    browser.follow("Service desk").await;
+    browser.assert_shows("Find an account").await;
+    browser.follow("Organisations").await;
+    // Only the service desk's own organisation is there.
+    browser.assert_shows("The organisation tree").await;
+    browser.assert_shows("CQRS Service Desk").await;
+    browser.shot("desk-organisations").await;
+    let organisations = [
+        ("Region", "Y56", "North Region", None),
+        (
+            "Commissioning organisation",
+            "15N",
+            "Riverside CCG",
+            Some("North Region (Y56)"),
+        ),
+        (
+            "GP practice",
+            "A81001",
+            "Bridge Street Surgery",
+            Some("Riverside CCG (15N)"),
+        ),
+        (
+            "GP practice",
+            "A81002",
+            "Mill Lane Practice",
+            Some("Riverside CCG (15N)"),
+        ),
+    ];
+    for (kind, ods_code, name, parent) in organisations {
+        browser.choose("kind", kind).await;
+        browser.type_into("ods_code", ods_code).await;
+        browser.type_into("name", name).await;
+        if let Some(parent) = parent {
+            browser.choose("parent", parent).await;
+        }
+        if kind == "Region" {
+            browser.shot("desk-create-region").await;
+        }
+        browser.press("Create organisation").await;
+        browser
+            .assert_shows(&format!("{kind} {name} ({ods_code}) has been created."))
+            .await;
+    }
+    browser.shot("desk-organisation-tree").await;
+    let tree = browser.text_of("main").await;
+    for (_, ods_code, name, _) in organisations {
+        assert!(tree.contains(&format!("{name} {ods_code}")), "{tree}");
+    }
+
+    // 2. Users → Invite: e-mail, names, organisation, role, check, send.
+    browser.follow("Users").await;
+    browser.follow("Invite").await;
+    browser.assert_shows("What is their e-mail address?").await;
+    browser.type_into("email", admin_email).await;
+    browser.shot("invite-email").await;
+    browser.press("Next").await;
+    browser.assert_shows("What is their name?").await;
+    browser.type_into("first_name", admin_first).await;
+    browser.type_into("last_name", admin_last).await;
+    browser.press("Next").await;
+    browser
+        .assert_shows("Which organisation are you inviting them to?")
+        .await;
+    browser.choose("organisation", "Riverside CCG").await;
+    browser.shot("invite-organisation").await;
+    browser.press("Next").await;
+    browser.assert_shows("Which role will they have?").await;
+    browser.tick("Commissioning Account Administrator").await;
+    browser.shot("invite-role").await;
+    browser.press("Next").await;
+    browser
+        .assert_shows("Check the invitation, then send it")
+        .await;
+    browser
+        .assert_shows("Commissioning Account Administrator")
+        .await;
+    browser.shot("invite-check").await;
+    browser.press("Send").await;
+    browser
+        .assert_shows(&format!("The invitation was sent to {admin_email}."))
+        .await;
+    browser.assert_shows("Waiting to be accepted").await;
+    browser.shot("invitations").await;
+    browser.sign_out().await;
+
+    // 3. The administrator accepts from the invitation mail, registers from the next mail,
+    // and signs in: one role, so it is the one worked in.
+    let invitation = suite.mail(admin_email, subject::INVITATION).await;
+    browser.open(&on_gateway(&invitation.links()[0])).await;
+    assert_eq!(browser.path().await, "/portal/invitation");
+    browser.assert_shows("You have been invited to CQRS").await;
+    browser.assert_shows("Riverside CCG").await;
+    browser.shot("invitation").await;
+    browser.press("Accept invitation").await;
+    browser.assert_shows("Invitation accepted").await;
+    browser.shot("invitation-accepted").await;
+    let registration = suite.mail(admin_email, subject::REGISTRATION_LINK).await;
+    let admin_id = browser
+        .register_from("admin", &on_gateway(&registration.links()[0]), PASSWORD)
+        .await;
+    browser.sign_in(&admin_id, PASSWORD).await;
+    browser
+        .assert_shows("You are working as Commissioning Account Administrator, Riverside CCG")
+        .await;
+    browser.shot("admin-home").await;
+    browser.sign_out().await;
+
+    // 4. A practice user registers at the first practice, found by searching.
+    browser.follow("Register for an account").await;
+    browser
+        .assert_shows("Register for a CQRS Local account")
+        .await;
+    browser.type_into("q", "Bridge Street").await;
+    browser.press("Search").await;
+    browser
+        .assert_shows("Organisations matching “Bridge Street”")
+        .await;
+    browser.tick("Bridge Street Surgery (A81001)").await;
+    browser.type_into("email", sam_email).await;
+    browser.choose("role", "Practice User").await;
+    browser.type_into("first_name", sam_first).await;
+    browser.type_into("last_name", sam_last).await;
+    browser.shot("register").await;
+    browser.press("Register").await;
+    browser.assert_shows("Your request is under review").await;
+    browser.shot("registration-submitted").await;
+    suite
+        .mail(admin_email, subject::REGISTRATION_RECEIVED)
+        .await;
+
+    // 5. The administrator approves it from the inbox: Review → Approve → Confirm.
+    browser.sign_in(&admin_id, PASSWORD).await;
+    browser.follow_starting("Notifications").await;
+    browser.assert_shows("unread notification").await;
+    browser
+        .reload_until("New registration for Bridge Street Surgery")
+        .await;
+    browser.shot("admin-inbox-registration").await;
+    browser.follow_starting("Review").await;
+    browser
+        .assert_shows(&format!("Registration of {sam_first} {sam_last}"))
+        .await;
+    browser.scroll_to("decision").await;
+    browser.shot("review-registration").await;
+    browser.press("Approve").await;
+    browser.assert_shows("Check and confirm").await;
+    browser.shot("confirm-registration").await;
+    browser.press("Confirm").await;
+    browser
+        .assert_shows(&format!(
+            "You approved the registration of {sam_first} {sam_last}."
+        ))
+        .await;
+    browser.shot("registration-approved").await;
+    browser.sign_out().await;
+
+    // 6. The practice user registers from the mail, signs in, and asks for access to the
+    // second practice: My profile → Request access → search → role and reason → check → send.
+    let registration = suite.mail(sam_email, subject::REGISTRATION_LINK).await;
+    let sam_id = browser
+        .register_from(
+            "practice-user",
+            &on_gateway(&registration.links()[0]),
+            PASSWORD,
+        )
+        .await;
+    browser.sign_in(&sam_id, PASSWORD).await;
+    browser
+        .assert_shows("You are working as Practice User, Bridge Street Surgery")
+        .await;
+    browser.shot("practice-user-home").await;
+    browser.follow("My profile").await;
+    browser.assert_shows(sam_email).await;
+    browser.shot("practice-user-profile").await;
+    browser.follow("Request access").await;
+    browser
+        .assert_shows("Request access to another organisation")
+        .await;
+    browser.type_into("q", "Mill Lane").await;
+    browser.press("Search").await;
+    browser
+        .assert_shows("Organisations matching “Mill Lane”")
+        .await;
+    browser.tick("Mill Lane Practice (A81002)").await;
+    browser.shot("request-access-search").await;
+    browser.press("Next").await;
+    browser
+        .assert_shows("Request access to Mill Lane Practice")
+        .await;
+    browser.choose("role", "Practice User").await;
+    let reason = "I cover Mill Lane Practice on Fridays.";
+    browser.type_into("reason", reason).await;
+    browser.shot("request-access-details").await;
+    browser.press("Next").await;
+    browser.assert_shows("Check your request").await;
+    browser.assert_shows(reason).await;
+    browser.shot("request-access-check").await;
+    browser.press("Send").await;
+    browser
+        .assert_shows("Your request for access as Practice User, Mill Lane Practice has been sent.")
+        .await;
+    browser.shot("request-access-sent").await;
+    browser.sign_out().await;
+
+    // 7. The administrator approves it from the inbox.
+    browser.sign_in(&admin_id, PASSWORD).await;
+    browser.follow_starting("Notifications").await;
+    browser.assert_shows("unread notification").await;
+    browser
+        .reload_until("New access request for Mill Lane Practice")
+        .await;
+    browser.shot("admin-inbox-access-request").await;
+    browser
+        .follow_xpath(
+            "//li[contains(., 'New access request for Mill Lane Practice')]\
+             //a[starts-with(normalize-space(), 'Review')]",
+            "Review link of the access request",
+        )
+        .await;
+    browser
+        .assert_shows(&format!("Access request of {sam_first} {sam_last}"))
+        .await;
+    browser.assert_shows(reason).await;
+    browser.scroll_to("decision").await;
+    browser.shot("review-access-request").await;
+    browser.press("Approve").await;
+    browser.assert_shows("Check and confirm").await;
+    browser.press("Confirm").await;
+    browser
+        .assert_shows("You approved the access request for Practice User, Mill Lane Practice.")
+        .await;
+    browser.shot("access-request-approved").await;
+    browser.sign_out().await;
+    suite
+        .mail(sam_email, subject::ACCESS_REQUEST_APPROVED)
+        .await;
+
+    // … and the practice user, signed in again, holds both roles and switches between them
+    // with the header's role switcher.
+    browser.sign_in(&sam_id, PASSWORD).await;
+    browser
+        .assert_shows("Choose the organisation and role to work as")
+        .await;
+    browser
+        .assert_shows("Practice User, Bridge Street Surgery")
+        .await;
+    browser
+        .assert_shows("Practice User, Mill Lane Practice")
+        .await;
+    browser.shot("practice-user-two-roles").await;
+    for practice in ["Mill Lane Practice", "Bridge Street Surgery"] {
+        browser
+            .choose("role-switch", &format!("Practice User, {practice}"))
+            .await;
+        browser.press("Switch role").await;
+        browser
+            .assert_shows(&format!("You are working as Practice User, {practice}"))
+            .await;
+        browser
+            .shot(&format!(
+                "working-at-{}",
+                practice.to_lowercase().replace(' ', "-")
+            ))
+            .await;
+    }
+    browser.sign_out().await;
+
+    // 8. Three wrong passwords lock the account; the right one is refused after that.
+    for _ in 0..Suite::LOCKOUT_THRESHOLD {
+        browser.type_into("login", &sam_id).await;
+        browser.type_into("password", "Wrong#Guess1").await;
+        browser.press("Sign in").await;
+        browser.assert_shows("contact the service desk").await;
+    }
+    browser.type_into("login", &sam_id).await;
+    browser.type_into("password", PASSWORD).await;
+    browser.press("Sign in").await;
+    browser.assert_shows("contact the service desk").await;
+    browser.shot("practice-user-locked-out").await;
+    suite.mail(sam_email, subject::ACCOUNT_LOCKED).await;
+
+    // The desk finds the account and unlocks it.
+    browser.sign_in(&desk_id, Suite::DESK_PASSWORD).await;
+    browser.follow("Service desk").await;
+    browser.type_into("login", &sam_id).await;
+    browser.press("Find account").await;
+    browser
+        .assert_shows("Locked after too many wrong passwords")
+        .await;
+    browser.scroll_to("account-lock").await;
+    browser.shot("desk-locked-account").await;
+    browser.press("Unlock the account").await;
+    browser
+        .assert_shows(&format!(
+            "The account is unlocked: {sam_first} {sam_last} can sign in again."
+        ))
+        .await;
+    assert_eq!(browser.text_of("account-lock").await, "Not locked");
+    browser.shot("desk-unlocked").await;
+    browser.sign_out().await;
+    suite.mail(sam_email, subject::ACCOUNT_UNLOCKED).await;
+
+    // The practice user signs in again.
+    browser.sign_in(&sam_id, PASSWORD).await;
+    browser
+        .assert_shows("Choose the organisation and role to work as")
+        .await;
+    browser.shot("practice-user-back").await;
 }
