@@ -557,3 +557,54 @@ async fn an_invitation_is_shown_then_accepted_from_its_link() {
         .mail("amir.khan@westside.nhs.uk", subject::REGISTRATION_LINK)
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_with_several_roles_chooses_one_in_the_header() {
+    let world = cqrs_suite::World::start().await;
+    let suite = &world.suite;
+    let gateway = Gateway::start(suite).await;
+    // The administrator also holds a role at a practice: two grants, none chosen at sign-in.
+    let practice = &world.tree.practice;
+    suite
+        .directory()
+        .grant_role(cqrs_testkit::with_token(
+            cqrs_proto::directory::v1::GrantRoleRequest {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                account_id: world.admin.account_id.clone(),
+                organisation_id: practice.id.clone(),
+                role: Role::PracticeManager as i32,
+            },
+            &suite.service_token().await,
+        ))
+        .await
+        .unwrap();
+    let browser = gateway.browser();
+    let home = browser
+        .sign_in(&world.admin.user_id, &world.admin.password)
+        .await;
+    home.assert_shows("Choose the organisation and role to work as");
+    home.assert_shows("<option value=\"\" selected disabled>Choose a role</option>");
+
+    // Switching without choosing: told to choose, nothing selected.
+    let csrf = home.csrf();
+    let unchosen = browser
+        .post("/portal/role", &[("csrf", csrf.as_str())])
+        .await;
+    assert_eq!(unchosen.status, StatusCode::SEE_OTHER);
+    browser
+        .get(unchosen.location())
+        .await
+        .assert_shows("Choose a role from the list first.");
+
+    // The switcher's option for the practice role.
+    let label = home.body.find(">Practice Manager, ").unwrap();
+    let value = home.body[..label].rfind("value=\"").unwrap() + "value=\"".len();
+    let index = &home.body[value..value + home.body[value..].find('"').unwrap()];
+    let chosen = browser
+        .post("/portal/role", &[("csrf", csrf.as_str()), ("grant", index)])
+        .await;
+    assert_eq!(chosen.status, StatusCode::SEE_OTHER);
+    let working = browser.get(chosen.location()).await;
+    working.assert_shows("You are working as <strong>Practice Manager, ");
+    assert!(!working.contains("Choose a role</option>"));
+}

@@ -169,7 +169,9 @@ async fn select(state: &AppState, user: &mut SignedInUser, index: usize) -> Resu
 #[derive(Deserialize)]
 pub struct RoleForm {
     csrf: String,
-    grant: usize,
+    /// Unset when the placeholder "Choose a role" was left selected.
+    #[serde(default)]
+    grant: Option<usize>,
 }
 
 impl CsrfForm for RoleForm {
@@ -184,8 +186,12 @@ pub async fn switch_role(
     Posted(form): Posted<RoleForm>,
 ) -> Result<Response, Failure> {
     let signed_in = SignedIn::require(&state, &session).await?;
+    let Some(grant) = form.grant else {
+        session.update(|s| s.notice = Some("Choose a role from the list first.".into()));
+        return Ok(see_other(&state, ""));
+    };
     let mut user = signed_in.user;
-    if let Err(failure) = select(&state, &mut user, form.grant).await {
+    if let Err(failure) = select(&state, &mut user, grant).await {
         if failure == Failure::SignedOut {
             session.end();
         }
