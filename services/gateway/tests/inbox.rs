@@ -3,7 +3,8 @@
 //! the administrator's inbox, Review opens it, Reject needs a reason, Confirm decides it in
 //! the access service and mails the applicant; an access request is approved the same way and
 //! the grant exists; marking read lowers the unread count in the header; the inbox pages with
-//! "Older"; a role that may not review is refused the review pages.
+//! "Older"; a role that may not review is refused the review pages; a request outside the
+//! administrator's scope is "not found", and a requester is refused the review of their own.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -474,4 +475,62 @@ async fn a_role_without_review_permission_is_refused_the_review_pages() {
         registration(&world, &pending.id).await.state,
         access_pb::RegistrationState::Pending as i32
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_outside_the_scope_are_not_found_and_requesters_do_not_review_their_own() {
+    let world = World::start().await;
+    let suite = &world.suite;
+    let gateway = Gateway::start(suite).await;
+    let (_, elsewhere) = world.other_ccg().await;
+    let sam = world.practice_user().await;
+    let sam_session = suite
+        .sign_in_person(&sam, &world.tree.practice, Role::PracticeUser)
+        .await;
+    let registration = suite
+        .submit_registration(
+            APPLICANT,
+            ("Jo", "Bloggs"),
+            &elsewhere.ods_code,
+            Role::PracticeUser,
+        )
+        .await
+        .unwrap();
+    let request = suite
+        .request_access(
+            &sam_session.token,
+            &elsewhere,
+            Role::PracticeUser,
+            "I cover Haxby Group Practice on Mondays.",
+        )
+        .await
+        .unwrap();
+    let registration_page = format!("/portal/reviews/registration/{}", registration.id);
+    let request_page = format!("/portal/reviews/access-request/{}", request.id);
+
+    // Both exist, in another CCG: to the administrator they are as missing as an unknown id.
+    let admin = admin_browser(&world, &gateway).await;
+    let unknown = format!("/portal/reviews/access-request/{}", uuid::Uuid::new_v4());
+    for path in [&registration_page, &request_page, &unknown] {
+        let missing = admin.get(path).await;
+        assert_eq!(
+            missing.status,
+            StatusCode::NOT_FOUND,
+            "{path}: {}",
+            missing.body
+        );
+        missing.assert_shows("Request not found");
+        assert!(!missing.contains("Jo Bloggs"), "{}", missing.body);
+        assert!(!missing.contains("Haxby"), "{}", missing.body);
+    }
+
+    // The requester may read their own request elsewhere, but these are reviewers' pages.
+    let browser = gateway.browser();
+    browser
+        .sign_in(&sam.user_id, PASSWORD)
+        .await
+        .assert_shows("Practice User, Bridge Street Surgery");
+    let refused = browser.get(&request_page).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    refused.assert_shows("You cannot use this page");
 }

@@ -333,6 +333,37 @@ impl AccessApi {
         })
     }
 
+    /// One access request: to its requester (as ListMyAccessRequests), else to the callers it
+    /// lists for, out of scope answering as missing.
+    pub(super) async fn do_get_access_request(
+        &self,
+        request: Request<pb::GetAccessRequestRequest>,
+    ) -> Result<pb::GetAccessRequestResponse, AccessError> {
+        let principal = principal(&request)?;
+        // Step 1 is applied once the requester's own rule has had its say: a caller who is
+        // neither a reviewer nor the requester is refused by role whether or not the request
+        // exists, so the read before it tells them nothing.
+        let access = authz::by_role(&principal, Workflow::AccessRequest);
+        let deadline = request_deadline(&request);
+        let id = id_field("access_request_id", &request.get_ref().access_request_id)?;
+        let row = match ar_store::get(self.store().pool(), id).await? {
+            Some(row) if principal.account_id() == Some(row.account_id) => row,
+            row => {
+                self.authorised_read(
+                    &access?,
+                    Workflow::AccessRequest,
+                    row,
+                    "access request",
+                    deadline,
+                )
+                .await?
+            }
+        };
+        Ok(pb::GetAccessRequestResponse {
+            access_request: Some(convert::access_request(&row)),
+        })
+    }
+
     /// PENDING -> APPROVED (grant made) or REJECTED (reason required); the requester is
     /// mailed either way. Never by the requester.
     pub(super) async fn do_review_access_request(

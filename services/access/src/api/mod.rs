@@ -43,8 +43,9 @@ pub use error::{AccessError, AccessReason, DOMAIN, LINK_INVALID};
 
 use crate::clients::{Check, Peers};
 use crate::config::WorkflowSettings;
+use crate::domain::Workflow;
 use crate::domain::rules::{OrganisationKind, normalise_email, normalise_name};
-use crate::store::Store;
+use crate::store::{AccessRequestRow, RegistrationRow, Store};
 use authz::Access;
 
 type ApiResult<T> = Result<Response<T>, Status>;
@@ -152,6 +153,31 @@ impl AccessApi {
             .await
     }
 
+    /// Step 2 for reading one stored workflow row (`row`, `None` when there is none): the row
+    /// only if `workflow`'s lists would show it to the caller. One outside the caller's scope,
+    /// or of a role its lists leave out, answers exactly like a missing one
+    /// ([`authz::covers_row`]); then, as for a review, the permission for the row's role and
+    /// the directory's decision on its organisation (which refuses a revoked grant).
+    async fn authorised_read<R: WorkflowRow>(
+        &self,
+        access: &Access,
+        workflow: Workflow,
+        row: Option<R>,
+        what: &'static str,
+        deadline: Option<RequestDeadline>,
+    ) -> Result<R, AccessError> {
+        let row = row.filter(|row| authz::lists_role(access, workflow, row.stored_role()));
+        authz::covers_row(access, row.as_ref().map(WorkflowRow::path), what)?;
+        let row = row.ok_or(AccessError::NotFound(what))?;
+        let role = row
+            .stored_role()
+            .ok_or_else(|| AccessError::corrupt("stored role unknown"))?;
+        let permission = authz::for_role(access, workflow, role)?;
+        self.authorise_org(access, permission, row.organisation(), deadline)
+            .await?;
+        Ok(row)
+    }
+
     /// The scope root of a list: `organisation_id` if asked for (and in the caller's scope),
     /// else the caller's whole scope.
     async fn list_root(
@@ -219,6 +245,43 @@ impl AccessApi {
                 None
             }
         }
+    }
+}
+
+/// What step 2 reads off a stored workflow row: its copy of its organisation's ancestry,
+/// the organisation, and the role it is about.
+trait WorkflowRow {
+    /// The organisation, its parent, … the root.
+    fn path(&self) -> &[Uuid];
+    fn organisation(&self) -> Uuid;
+    fn stored_role(&self) -> Option<Role>;
+}
+
+impl WorkflowRow for RegistrationRow {
+    fn path(&self) -> &[Uuid] {
+        &self.organisation_path
+    }
+
+    fn organisation(&self) -> Uuid {
+        self.organisation_id
+    }
+
+    fn stored_role(&self) -> Option<Role> {
+        self.role()
+    }
+}
+
+impl WorkflowRow for AccessRequestRow {
+    fn path(&self) -> &[Uuid] {
+        &self.organisation_path
+    }
+
+    fn organisation(&self) -> Uuid {
+        self.organisation_id
+    }
+
+    fn stored_role(&self) -> Option<Role> {
+        self.role()
     }
 }
 
@@ -480,6 +543,13 @@ impl AccessService for AccessApi {
         Ok(Response::new(self.do_list_registrations(request).await?))
     }
 
+    async fn get_registration(
+        &self,
+        request: Request<pb::GetRegistrationRequest>,
+    ) -> ApiResult<pb::GetRegistrationResponse> {
+        Ok(Response::new(self.do_get_registration(request).await?))
+    }
+
     async fn review_registration(
         &self,
         request: Request<pb::ReviewRegistrationRequest>,
@@ -536,6 +606,13 @@ impl AccessService for AccessApi {
         request: Request<pb::ListAccessRequestsRequest>,
     ) -> ApiResult<pb::ListAccessRequestsResponse> {
         Ok(Response::new(self.do_list_access_requests(request).await?))
+    }
+
+    async fn get_access_request(
+        &self,
+        request: Request<pb::GetAccessRequestRequest>,
+    ) -> ApiResult<pb::GetAccessRequestResponse> {
+        Ok(Response::new(self.do_get_access_request(request).await?))
     }
 
     async fn review_access_request(

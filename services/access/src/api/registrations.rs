@@ -17,7 +17,7 @@ use tonic::Request;
 use uuid::Uuid;
 
 use super::{
-    AccessApi, AccessError, KEYED_ROUNDS, authz, check_role_at, convert, name_field,
+    AccessApi, AccessError, KEYED_ROUNDS, authz, check_role_at, convert, id_field, name_field,
     organisation_facts, page_fields, principal,
 };
 use crate::domain::rules::{
@@ -335,6 +335,30 @@ impl AccessApi {
         Ok(pb::ListRegistrationsResponse {
             registrations: page.items.iter().map(convert::registration).collect(),
             next_page_token: page.next_page_token(),
+        })
+    }
+
+    /// One registration, to the callers it lists for: out of scope answers as missing.
+    pub(super) async fn do_get_registration(
+        &self,
+        request: Request<pb::GetRegistrationRequest>,
+    ) -> Result<pb::GetRegistrationResponse, AccessError> {
+        let principal = principal(&request)?;
+        let access = authz::by_role(&principal, Workflow::Registration)?;
+        let deadline = request_deadline(&request);
+        let id = id_field("registration_id", &request.get_ref().registration_id)?;
+        let row = reg_store::get(self.store().pool(), id).await?;
+        let row = self
+            .authorised_read(
+                &access,
+                Workflow::Registration,
+                row,
+                "registration",
+                deadline,
+            )
+            .await?;
+        Ok(pb::GetRegistrationResponse {
+            registration: Some(convert::registration(&row)),
         })
     }
 

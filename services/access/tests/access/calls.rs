@@ -289,6 +289,23 @@ impl AccessSuite {
             .map(|r| r.into_inner().registration.unwrap())
     }
 
+    /// GetRegistration with `token`.
+    pub async fn get_registration(
+        &self,
+        token: &str,
+        id: &str,
+    ) -> Result<pb::Registration, Status> {
+        self.access()
+            .get_registration(with_token(
+                pb::GetRegistrationRequest {
+                    registration_id: id.into(),
+                },
+                token,
+            ))
+            .await
+            .map(|r| r.into_inner().registration.unwrap())
+    }
+
     pub async fn request_access(
         &self,
         token: &str,
@@ -323,6 +340,23 @@ impl AccessSuite {
                     access_request_id: id.into(),
                     decision: decision as i32,
                     reason: reason.into(),
+                },
+                token,
+            ))
+            .await
+            .map(|r| r.into_inner().access_request.unwrap())
+    }
+
+    /// GetAccessRequest with `token`.
+    pub async fn get_access_request(
+        &self,
+        token: &str,
+        id: &str,
+    ) -> Result<pb::AccessRequest, Status> {
+        self.access()
+            .get_access_request(with_token(
+                pb::GetAccessRequestRequest {
+                    access_request_id: id.into(),
                 },
                 token,
             ))

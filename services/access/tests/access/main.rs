@@ -8,4 +8,5 @@ mod calls;
 mod access_requests;
 mod invitations;
 mod matrix;
+mod reads;
 mod registrations;

@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use cqrs_proto::access::v1 as access_pb;
 use cqrs_proto::identity::v1 as id_pb;
 use cqrs_proto::notifications::v1 as notifications_pb;
+use cqrs_rules::NO_GRANT_IN_SCOPE;
 use cqrs_rules::roles::{Permission, role_grants};
 use http::StatusCode;
 use serde::Deserialize;
@@ -33,9 +34,6 @@ use crate::state::AppState;
 const INBOX_PAGE_SIZE: i32 = 20;
 /// Requests of each kind on one page of the review list.
 const REVIEWS_PAGE_SIZE: i32 = 25;
-/// Pages of 100 searched for one request (there is no single-request read): 2,000 requests,
-/// newest first.
-const LOOKUP_PAGES: usize = 20;
 /// Longest page token taken from a URL; real ones are far shorter.
 const MAX_PAGE_TOKEN_LEN: usize = 512;
 /// The access service's limit on a reviewer's reason.
@@ -478,8 +476,8 @@ fn detail(label: &'static str, value: impl Into<String>) -> Detail {
     }
 }
 
-/// The request `id` of `kind` among those the active role may see, newest first. `Ok(None)`
-/// when there is no such request in the role's scope.
+/// The request `id` of `kind`, if the active role may see it. `Ok(None)` when there is no
+/// such request in the role's scope.
 async fn load(
     state: &AppState,
     signed_in: &SignedIn,
@@ -505,66 +503,71 @@ async fn load(
     }
 }
 
+/// GetRegistration with the signed-in person's token. `Ok(None)` when the service answers
+/// that there is no such registration for the active role (see [`unseen`]).
 async fn find_registration(
     state: &AppState,
     signed_in: &SignedIn,
     id: &str,
 ) -> Result<Option<access_pb::Registration>, Status> {
-    let mut page_token = String::new();
-    for _ in 0..LOOKUP_PAGES {
-        let answer = state
-            .access()
-            .list_registrations(state.request(
-                access_pb::ListRegistrationsRequest {
-                    organisation_id: String::new(),
-                    state: access_pb::RegistrationState::Unspecified as i32,
-                    page_size: 100,
-                    page_token,
-                },
-                signed_in.token(),
-            ))
-            .await?
-            .into_inner();
-        if let Some(found) = answer.registrations.into_iter().find(|r| r.id == id) {
-            return Ok(Some(found));
-        }
-        if answer.next_page_token.is_empty() {
-            break;
-        }
-        page_token = answer.next_page_token;
+    let answer = state
+        .access()
+        .get_registration(state.request(
+            access_pb::GetRegistrationRequest {
+                registration_id: id.to_owned(),
+            },
+            signed_in.token(),
+        ))
+        .await;
+    match answer {
+        Ok(answer) => Ok(answer.into_inner().registration),
+        Err(status) if unseen(&status) => Ok(None),
+        Err(status) => Err(status),
     }
-    Ok(None)
 }
 
+/// GetAccessRequest with the signed-in person's token, for a role that reviews: the service
+/// also answers requesters about their own requests, but these are the reviewer's pages, so a
+/// role that reviews nothing is refused them as before, whoever asked. `Ok(None)` as for
+/// [`find_registration`].
 async fn find_access_request(
     state: &AppState,
     signed_in: &SignedIn,
     id: &str,
 ) -> Result<Option<access_pb::AccessRequest>, Status> {
-    let mut page_token = String::new();
-    for _ in 0..LOOKUP_PAGES {
-        let answer = state
-            .access()
-            .list_access_requests(state.request(
-                access_pb::ListAccessRequestsRequest {
-                    organisation_id: String::new(),
-                    state: access_pb::AccessRequestState::Unspecified as i32,
-                    page_size: 100,
-                    page_token,
-                },
-                signed_in.token(),
-            ))
-            .await?
-            .into_inner();
-        if let Some(found) = answer.access_requests.into_iter().find(|r| r.id == id) {
-            return Ok(Some(found));
-        }
-        if answer.next_page_token.is_empty() {
-            break;
-        }
-        page_token = answer.next_page_token;
+    if !may_review(&signed_in.user) {
+        return Err(Status::permission_denied(
+            "the active role reviews no access requests",
+        ));
     }
-    Ok(None)
+    let answer = state
+        .access()
+        .get_access_request(state.request(
+            access_pb::GetAccessRequestRequest {
+                access_request_id: id.to_owned(),
+            },
+            signed_in.token(),
+        ))
+        .await;
+    match answer {
+        Ok(answer) => Ok(answer.into_inner().access_request),
+        Err(status) if unseen(&status) => Ok(None),
+        Err(status) => Err(status),
+    }
+}
+
+/// Whether a Get refusal means "not there for this role": the service answers a request
+/// outside the role's scope exactly as one that does not exist (`PERMISSION_DENIED` with
+/// `NO_GRANT_IN_SCOPE`, or `NOT_FOUND` to those who see everything). Any other refusal — the
+/// role reviews nothing, the grant was revoked — is the Forbidden page.
+fn unseen(status: &Status) -> bool {
+    match status.code() {
+        Code::NotFound => true,
+        Code::PermissionDenied => status
+            .get_details_error_info()
+            .is_some_and(|info| info.reason == NO_GRANT_IN_SCOPE),
+        _ => false,
+    }
 }
 
 fn registration_subject(href: String, r: access_pb::Registration) -> Subject {
