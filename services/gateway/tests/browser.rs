@@ -62,9 +62,17 @@ impl Drop for TempDir {
 }
 
 impl Drop for Browser {
+    /// Killing chromedriver leaves its Chromium running: the browser's processes are found by
+    /// this test's own profile directory and ended too, even after a panic.
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        let _ = Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg("--")
+            .arg(format!("--user-data-dir={}", self._profile.0.display()))
+            .status();
     }
 }
 

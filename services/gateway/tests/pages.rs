@@ -412,7 +412,9 @@ async fn signing_in_out_and_a_session_ended_in_identity() {
             let _: usize = redis::AsyncCommands::del(&mut conn, &key).await.unwrap();
         }
     }
-    let ended = browser.get("/portal/profile").await;
+    // The home page too, though it shows nothing but the session's own data and the unread
+    // count.
+    let ended = browser.get("/portal/").await;
     assert_eq!(ended.status, StatusCode::SEE_OTHER);
     assert_eq!(ended.location(), "/portal/sign-in");
     // And it stays ended: no page of the old session comes back.

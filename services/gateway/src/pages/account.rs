@@ -28,7 +28,7 @@ pub async fn home(State(state): State<AppState>, session: Session) -> Result<Res
     }
     let signed_in = SignedIn::require(&state, &session).await?;
     let user = &signed_in.user;
-    let unread = super::inbox::unread_count(&state, &signed_in).await;
+    let unread = super::inbox::unread_count(&state, &signed_in).await?;
     Ok(render(&HomePage {
         chrome: Chrome::new(&state, &session).with_unread(unread),
         first_name: user.first_name.clone(),

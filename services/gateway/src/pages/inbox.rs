@@ -84,8 +84,14 @@ fn may_review(user: &SignedInUser) -> bool {
 
 /// The signed-in person's unread notifications, for the header. `None` when the inbox cannot
 /// be read just now: the page then shows no count rather than failing.
-pub(super) async fn unread_count(state: &AppState, signed_in: &SignedIn) -> Option<i64> {
-    state
+/// The unread count for the header. A session that ended in identity ends the web session
+/// here too (this is the one call the home page makes); any other failure only leaves the
+/// count out.
+pub(super) async fn unread_count(
+    state: &AppState,
+    signed_in: &SignedIn,
+) -> Result<Option<i64>, Failure> {
+    let answer = state
         .notifications()
         .list_notifications(state.request(
             notifications_pb::ListNotificationsRequest {
@@ -95,9 +101,14 @@ pub(super) async fn unread_count(state: &AppState, signed_in: &SignedIn) -> Opti
             },
             signed_in.token(),
         ))
-        .await
-        .ok()
-        .map(|answer| i64::from(answer.into_inner().unread_count))
+        .await;
+    match answer {
+        Ok(answer) => Ok(Some(i64::from(answer.into_inner().unread_count))),
+        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+            Err(signed_in.failure(&status))
+        }
+        Err(_) => Ok(None),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -410,7 +421,7 @@ pub async fn reviews(
     };
     let more_registrations = more("registrations", &registrations.next_page_token);
     let more_requests = more("requests", &requests.next_page_token);
-    let unread = unread_count(&state, &signed_in).await;
+    let unread = unread_count(&state, &signed_in).await?;
     Ok(render(&ReviewsPage {
         chrome: chrome.with_unread(unread),
         registrations: waiting_registrations,
