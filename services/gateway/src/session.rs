@@ -3,8 +3,9 @@
 //! access tokens — stays in Redis under the SHA-256 of the cookie, so reading Redis does not
 //! yield a working cookie.
 //!
-//! The [`layer`] loads the session before a handler runs and, after it, saves what changed,
-//! renews the idle expiry, or deletes an ended session and clears the cookie. A visitor who
+//! The [`layer`] loads the session before a handler runs (renewing its idle expiry in the same
+//! round trip) and, after it, saves what changed, or deletes an ended session and clears the
+//! cookie. A visitor who
 //! never reaches a form gets no session at all. Signing in rotates the cookie (a cookie set
 //! before sign-in is worth nothing after it).
 
@@ -114,11 +115,18 @@ impl SessionStore {
         )
     }
 
+    /// The session, its idle expiry renewed in the same round trip (GETEX).
     async fn load(&self, cookie: &str) -> Result<Option<WebSession>, redis::RedisError> {
         let mut conn = self.redis.clone();
-        let raw: Option<String> = conn.get(self.key(cookie)).await?;
+        let raw: Option<String> = conn
+            .get_ex(self.key(cookie), redis::Expiry::EX(self.idle_secs()))
+            .await?;
         // A record that no longer parses (an older gateway's) is treated as no session.
         Ok(raw.and_then(|raw| serde_json::from_str(&raw).ok()))
+    }
+
+    fn idle_secs(&self) -> u64 {
+        self.idle.as_secs().max(1)
     }
 
     async fn save(&self, cookie: &str, session: &WebSession) -> Result<(), redis::RedisError> {
@@ -126,19 +134,7 @@ impl SessionStore {
             redis::RedisError::from((redis::ErrorKind::Client, "serialise", e.to_string()))
         })?;
         let mut conn = self.redis.clone();
-        conn.set_ex(self.key(cookie), raw, self.idle.as_secs().max(1))
-            .await
-    }
-
-    async fn touch(&self, cookie: &str) -> Result<(), redis::RedisError> {
-        let mut conn = self.redis.clone();
-        let _: bool = conn
-            .expire(
-                self.key(cookie),
-                self.idle.as_secs().max(1).try_into().unwrap_or(i64::MAX),
-            )
-            .await?;
-        Ok(())
+        conn.set_ex(self.key(cookie), raw, self.idle_secs()).await
     }
 
     async fn delete(&self, cookie: &str) -> Result<(), redis::RedisError> {
@@ -321,9 +317,8 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
             response.headers_mut().append(SET_COOKIE, header);
         }
         saved
-    } else if let Some(cookie) = cookie.filter(|_| known) {
-        store.touch(&cookie).await
     } else {
+        // Loading renewed the idle expiry already.
         Ok(())
     };
     match result {

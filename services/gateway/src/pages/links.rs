@@ -195,23 +195,33 @@ fn pending(session: &Session, kind: &LinkKind) -> Option<String> {
         .map(|link| link.token)
 }
 
+/// The link's token for a posted password form, or the page to show instead: no live link of
+/// this kind, or the confirmation does not match (checked before anything is sent).
+fn link_for_password(
+    state: &AppState,
+    session: &Session,
+    kind: &LinkKind,
+    form: &PasswordForm,
+) -> Result<String, Box<Response>> {
+    let Some(token) = pending(session, kind) else {
+        return Err(Box::new(link_invalid(state, session)));
+    };
+    let errors = confirm_errors(form);
+    if !errors.is_empty() {
+        return Err(Box::new(set_password_page(state, session, kind, errors)));
+    }
+    Ok(token)
+}
+
 pub async fn complete_registration(
     State(state): State<AppState>,
     session: Session,
     Posted(form): Posted<PasswordForm>,
 ) -> Result<Response, Failure> {
-    let Some(token) = pending(&session, &LinkKind::Registration) else {
-        return Ok(link_invalid(&state, &session));
+    let token = match link_for_password(&state, &session, &LinkKind::Registration, &form) {
+        Ok(token) => token,
+        Err(page) => return Ok(*page),
     };
-    let errors = confirm_errors(&form);
-    if !errors.is_empty() {
-        return Ok(set_password_page(
-            &state,
-            &session,
-            &LinkKind::Registration,
-            errors,
-        ));
-    }
     let answer = state
         .identity()
         .complete_registration(state.request(
@@ -251,18 +261,10 @@ pub async fn reset_password(
     session: Session,
     Posted(form): Posted<PasswordForm>,
 ) -> Result<Response, Failure> {
-    let Some(token) = pending(&session, &LinkKind::PasswordReset) else {
-        return Ok(link_invalid(&state, &session));
+    let token = match link_for_password(&state, &session, &LinkKind::PasswordReset, &form) {
+        Ok(token) => token,
+        Err(page) => return Ok(*page),
     };
-    let errors = confirm_errors(&form);
-    if !errors.is_empty() {
-        return Ok(set_password_page(
-            &state,
-            &session,
-            &LinkKind::PasswordReset,
-            errors,
-        ));
-    }
     let answer = state
         .identity()
         .reset_password(state.request(
