@@ -16,12 +16,13 @@ use crate::session::SessionCheck;
 use crate::token::TokenVerifier;
 
 /// RPCs callable without a token (API.md "public"), as full gRPC paths.
-pub const PUBLIC_METHODS: [&str; 12] = [
+pub const PUBLIC_METHODS: [&str; 13] = [
     "/cqrs.identity.v1.IdentityService/SignIn",
     "/cqrs.identity.v1.IdentityService/RefreshAccessToken",
     "/cqrs.identity.v1.IdentityService/IssueServiceToken",
     "/cqrs.identity.v1.IdentityService/GetSigningKeys",
     "/cqrs.identity.v1.IdentityService/CompleteRegistration",
+    "/cqrs.identity.v1.IdentityService/GetLink",
     "/cqrs.identity.v1.IdentityService/RequestPasswordReset",
     "/cqrs.identity.v1.IdentityService/ResetPassword",
     "/cqrs.identity.v1.IdentityService/RemindUserId",

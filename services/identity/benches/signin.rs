@@ -147,7 +147,8 @@ impl Bench {
         self.client(0)
             .complete_registration(pb::CompleteRegistrationRequest {
                 token,
-                password: PASSWORD.into(),
+                new_password: PASSWORD.into(),
+                ..Default::default()
             })
             .await
             .unwrap();

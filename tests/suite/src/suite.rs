@@ -551,6 +551,7 @@ impl Suite {
             .complete_registration(id_pb::CompleteRegistrationRequest {
                 token: token.into(),
                 password: password.into(),
+                ..Default::default()
             })
             .await
             .map(|r| {

@@ -345,7 +345,8 @@ impl Loader {
         for password in candidates {
             let request = idp::CompleteRegistrationRequest {
                 token: token.clone(),
-                password: password.clone(),
+                new_password: password.clone(),
+                ..Default::default()
             };
             match self.identity.clone().complete_registration(request).await {
                 Ok(done) => {

@@ -99,6 +99,7 @@ async fn invitation_journey_creates_the_account_and_the_grant() {
         .complete_registration(id_pb::CompleteRegistrationRequest {
             token: set_password,
             password: PASSWORD.into(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -167,6 +167,7 @@ async fn registration_notifies_the_administrators_in_scope_and_approval_creates_
         .complete_registration(id_pb::CompleteRegistrationRequest {
             token: link,
             password: PASSWORD.into(),
+            ..Default::default()
         })
         .await
         .unwrap()

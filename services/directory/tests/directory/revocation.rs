@@ -123,6 +123,7 @@ async fn revoke_all_roles_keeps_the_login() {
         .complete_registration(ipb::CompleteRegistrationRequest {
             token: payload["params"]["token"].as_str().unwrap().into(),
             password: PASSWORD.into(),
+            ..Default::default()
         })
         .await
         .unwrap();

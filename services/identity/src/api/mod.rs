@@ -406,6 +406,13 @@ impl IdentityService for IdentityApi {
         Ok(Response::new(self.do_complete_registration(request).await?))
     }
 
+    async fn get_link(
+        &self,
+        request: Request<pb::GetLinkRequest>,
+    ) -> ApiResult<pb::GetLinkResponse> {
+        Ok(Response::new(self.do_get_link(request).await?))
+    }
+
     async fn change_password(
         &self,
         request: Request<pb::ChangePasswordRequest>,

@@ -124,9 +124,51 @@ impl IdentityApi {
         if !is_well_formed_token(token) {
             return Err(IdentityError::from(IdentityReason::InvalidLink));
         }
-        account_store::open_link(self.store().pool(), &hash_token(token), purpose, now)
-            .await?
-            .ok_or(IdentityError::from(IdentityReason::InvalidLink))
+        let (link, account) =
+            account_store::open_link(self.store().pool(), &hash_token(token), purpose, now)
+                .await?
+                .ok_or(IdentityError::from(IdentityReason::InvalidLink))?;
+        // A registration link serves only an account still waiting for its first password; a
+        // reset link only an active one.
+        let usable = match purpose {
+            LinkPurpose::Registration => account.state() == Some(AccountState::PendingRegistration),
+            LinkPurpose::PasswordReset => account.is_active(),
+        };
+        if !usable {
+            return Err(IdentityError::from(IdentityReason::InvalidLink));
+        }
+        Ok((link, account))
+    }
+
+    pub(super) async fn do_get_link(
+        &self,
+        request: Request<pb::GetLinkRequest>,
+    ) -> Result<pb::GetLinkResponse, IdentityError> {
+        let req = request.into_inner();
+        let purpose = match pb::LinkPurpose::try_from(req.purpose) {
+            Ok(pb::LinkPurpose::Registration) => LinkPurpose::Registration,
+            Ok(pb::LinkPurpose::PasswordReset) => LinkPurpose::PasswordReset,
+            Ok(pb::LinkPurpose::Unspecified) => {
+                return Err(IdentityError::invalid_field("purpose", "is required"));
+            }
+            Err(_) => {
+                return Err(IdentityError::invalid_field(
+                    "purpose",
+                    "is not a known value",
+                ));
+            }
+        };
+        let (link, account) = self.open_link(&req.token, purpose, self.now()).await?;
+        let realm = account.realm();
+        Ok(pb::GetLinkResponse {
+            purpose: req.purpose,
+            realm: convert::realm_to_proto(realm).into(),
+            user_id: account.user_id.clone().unwrap_or_default(),
+            password_policy: realm
+                .map(|realm| self.config().profile(realm).policy_lines())
+                .unwrap_or_default(),
+            expire_time: Some(convert::timestamp(link.expires_at)),
+        })
     }
 
     pub(super) async fn do_complete_registration(
@@ -136,14 +178,12 @@ impl IdentityApi {
         let actor = Actor::anonymous(&request);
         let req = request.into_inner();
         let now = self.now();
+        let (field, raw) = registration_password(&req)?;
         let (link, account) = self
             .open_link(&req.token, LinkPurpose::Registration, now)
             .await?;
-        if account.state() != Some(AccountState::PendingRegistration) {
-            return Err(IdentityError::from(IdentityReason::InvalidLink));
-        }
         let password = self
-            .vet_new_password(&account, &req.password, "password", true, now)
+            .vet_new_password(&account, raw, field, true, now)
             .await?;
         let phc = self.inner.hasher.hash(&password).await?;
 
@@ -345,9 +385,6 @@ impl IdentityApi {
         let (link, account) = self
             .open_link(&req.token, LinkPurpose::PasswordReset, now)
             .await?;
-        if !account.is_active() {
-            return Err(IdentityError::from(IdentityReason::InvalidLink));
-        }
         let password = self
             .vet_new_password(
                 &account,
@@ -472,5 +509,23 @@ impl IdentityApi {
         .await?;
         store::commit(tx).await?;
         Ok(pb::SendPasswordResetResponse {})
+    }
+}
+
+/// The first password of a registration and the field it came in: `new_password` (the name
+/// every password-setting RPC shares) or `password` (API v1's name), or both when equal.
+fn registration_password(
+    req: &pb::CompleteRegistrationRequest,
+) -> Result<(&'static str, &str), IdentityError> {
+    match (req.new_password.is_empty(), req.password.is_empty()) {
+        (false, true) => Ok(("new_password", &req.new_password)),
+        (true, _) => Ok(("password", &req.password)),
+        (false, false) if req.new_password == req.password => {
+            Ok(("new_password", &req.new_password))
+        }
+        (false, false) => Err(IdentityError::invalid_field(
+            "new_password",
+            "differs from password; set only one of the two",
+        )),
     }
 }

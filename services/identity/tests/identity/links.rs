@@ -262,6 +262,90 @@ async fn every_password_path_enforces_the_policy() {
     assert_eq!(field_violations(&err)[0].0, "new_password");
 }
 
+/// GetLink reads a link for its page without using it: the User ID and the realm's policy.
+/// CompleteRegistration takes the first password as `new_password`, like every other
+/// password-setting RPC, and violations name that field.
+#[tokio::test]
+async fn links_are_read_without_being_used() {
+    let h = start(&[]).await;
+    let account = h
+        .create(pb::Realm::National, "ria.moss@nhs.net", "Ria", "Moss")
+        .await
+        .unwrap();
+    let token = h.outbox_token(&account.id, "REGISTRATION_LINK").await;
+    let get = |purpose: pb::LinkPurpose, token: &str| {
+        let request = pb::GetLinkRequest {
+            token: token.into(),
+            purpose: purpose.into(),
+        };
+        let mut client = h.identity();
+        async move { client.get_link(request).await }
+    };
+    for _ in 0..2 {
+        let link = get(pb::LinkPurpose::Registration, &token)
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(link.user_id, account.user_id);
+        assert_eq!(link.realm, pb::Realm::National as i32);
+        assert!(link.expire_time.is_some());
+        assert!(
+            link.password_policy[0].starts_with("Password must be 8-"),
+            "{:?}",
+            link.password_policy
+        );
+        assert!(
+            link.password_policy
+                .iter()
+                .any(|line| line.contains("User ID"))
+        );
+    }
+    // A link serves only its own purpose; no purpose is a field error.
+    let err = get(pb::LinkPurpose::PasswordReset, &token)
+        .await
+        .unwrap_err();
+    assert_reason(&err, Code::FailedPrecondition, "LINK_INVALID");
+    let err = get(pb::LinkPurpose::Unspecified, &token).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(field_violations(&err)[0].0, "purpose");
+    let err = get(pb::LinkPurpose::Registration, "x").await.unwrap_err();
+    assert_reason(&err, Code::FailedPrecondition, "LINK_INVALID");
+
+    let complete = |request: pb::CompleteRegistrationRequest| {
+        let mut client = h.identity();
+        async move { client.complete_registration(request).await }
+    };
+    let err = complete(pb::CompleteRegistrationRequest {
+        token: token.clone(),
+        new_password: "short".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_policy(&err, "new_password", "TOO_SHORT");
+    let err = complete(pb::CompleteRegistrationRequest {
+        token: token.clone(),
+        password: PASSWORDS[0].into(),
+        new_password: PASSWORDS[1].into(),
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(field_violations(&err)[0].0, "new_password");
+    complete(pb::CompleteRegistrationRequest {
+        token: token.clone(),
+        new_password: PASSWORDS[0].into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    h.sign_in(&account.user_id, PASSWORDS[0]).await.unwrap();
+    let err = get(pb::LinkPurpose::Registration, &token)
+        .await
+        .unwrap_err();
+    assert_reason(&err, Code::FailedPrecondition, "LINK_INVALID");
+}
+
 /// History of 8 against stored hashes, the 72-hour minimum age, and its exemption for resets
 /// sent by the service desk (SECURITY 14-16). ChangePassword checks the current password
 /// through the lock-out and ends every session, the caller's included.
