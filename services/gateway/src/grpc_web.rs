@@ -1,8 +1,9 @@
 //! gRPC-Web at the gateway's origin: `/cqrs.<service>.v1.<Service>/<Rpc>` is forwarded as it
 //! is to the service that owns it (each serves gRPC-Web over HTTP/1.1 itself), so a browser
 //! application needs one origin and no CORS. Nothing is read or changed on the way but the
-//! hop-by-hop headers; the caller's `authorization` goes through, cookies do not (a gRPC call
-//! authenticates with its bearer token only, so a page's session cannot be ridden).
+//! hop-by-hop headers and the client's address (the gateway's, never the caller's claim); the
+//! caller's `authorization` goes through, cookies do not (a gRPC call authenticates with its
+//! bearer token only, so a page's session cannot be ridden).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -13,6 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::client_address;
 use crate::state::AppState;
 
 /// The HTTP/1.1 client the calls are forwarded with.
@@ -66,6 +68,12 @@ pub async fn forward(State(state): State<AppState>, request: Request) -> Respons
     parts.version = http::Version::HTTP_11;
     for name in &HOP_BY_HOP {
         parts.headers.remove(name);
+    }
+    parts.headers.remove(client_address::METADATA_KEY);
+    if let Some(address) = client_address::current()
+        && let Ok(value) = http::HeaderValue::from_str(&address.to_string())
+    {
+        parts.headers.insert(client_address::METADATA_KEY, value);
     }
     match state
         .forwarder

@@ -5,10 +5,12 @@
 //!
 //! gRPC-Web calls to `/cqrs.<service>.v1.*` are forwarded to their service ([`grpc_web`]).
 //!
-//! A request passes, outermost first: the security layer (headers on every response, the
+//! A request passes, outermost first: the client-address layer ([`client_address`]), the
+//! security layer (headers on every response, the
 //! origin check on every POST, failure pages), the session layer (load, then save/renew/end),
 //! and the page ([`pages`]), which checks the form's CSRF token and the person's session.
 
+pub mod client_address;
 pub mod config;
 pub mod grpc_web;
 pub mod pages;
@@ -16,6 +18,7 @@ pub mod security;
 pub mod session;
 pub mod state;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -86,6 +89,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             security::layer,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            client_address::layer,
+        ))
         .with_state(state)
 }
 
@@ -98,8 +105,11 @@ pub async fn run(env: Env) -> Result<(), Box<dyn std::error::Error + Send + Sync
     let app = router(state(config, redis, Arc::new(SystemClock))?);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(%listen, "gateway starting");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(cqrs_runtime::server::shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(cqrs_runtime::server::shutdown_signal())
+    .await?;
     Ok(())
 }

@@ -49,8 +49,8 @@ impl AppState {
         NotificationServiceClient::new(self.channels.notifications.clone())
     }
 
-    /// A request to a service: bounded by the call timeout, with the trace context, and the
-    /// signed-in person's access token when there is one.
+    /// A request to a service: bounded by the call timeout, with the trace context, the
+    /// client's address, and the signed-in person's access token when there is one.
     pub fn request<T>(&self, message: T, token: Option<&str>) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.config.call_timeout);
@@ -61,6 +61,13 @@ impl AppState {
         {
             value.set_sensitive(true);
             request.metadata_mut().insert("authorization", value);
+        }
+        if let Some(address) = crate::client_address::current()
+            && let Ok(value) = tonic::metadata::MetadataValue::try_from(address.to_string())
+        {
+            request
+                .metadata_mut()
+                .insert(crate::client_address::METADATA_KEY, value);
         }
         request
     }

@@ -37,6 +37,7 @@ impl Gateway {
             cqrs_gateway::state(config, redis, Arc::new(SystemClock)).unwrap(),
         );
         let server = tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             axum::serve(listener, app).await.unwrap();
         });
         Gateway {
