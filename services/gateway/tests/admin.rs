@@ -505,7 +505,11 @@ async fn an_approver_invites_approvers_only_and_sets_the_approval_level() {
     roles.assert_shows("value=\"COMMISSIONING_APPROVER\"");
     assert!(!roles.contains("value=\"COMMISSIONING_USER\""));
 
-    // Providers: the practices in scope, single-level by default.
+    // Providers: a tile of the home page; the practices in scope, single-level by default.
+    browser
+        .get("/portal/")
+        .await
+        .assert_shows("href=\"/portal/users/providers\"");
     let providers = browser.get("/portal/users/providers").await;
     assert_eq!(providers.status, StatusCode::OK);
     providers.assert_shows("Bridge Street Surgery");
@@ -796,6 +800,7 @@ async fn a_practice_user_is_refused_the_users_pages() {
     let home = browser.get("/portal/").await;
     home.assert_shows("Practice User, Bridge Street Surgery");
     assert!(!home.contains("href=\"/portal/users\""), "not in the menu");
+    assert!(!home.contains("href=\"/portal/users/providers\""));
     for page in [
         "/portal/users".to_owned(),
         "/portal/users/invite".to_owned(),

@@ -472,6 +472,9 @@ async fn the_audit_trail_lists_the_unlock_with_the_filters_applied() {
     for ods_code in ["Y56", "15N", "A81001", "A81002"] {
         directory.assert_shows(&format!("<dt>ODS code</dt><dd>{ods_code}</dd>"));
     }
+    // The organisation is named, not shown by its id.
+    directory.assert_shows("Organisation: Bridge Street Surgery (A81001)");
+    assert!(!directory.contains(&format!("Organisation: {}", world.tree.practice.id)));
     assert!(!directory.contains("UNLOCK_ACCOUNT</span>"));
 
     // Filters that cannot be used are named by their field.

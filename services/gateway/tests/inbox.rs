@@ -138,6 +138,13 @@ async fn a_registration_is_reviewed_from_the_inbox_and_rejected_with_a_reason() 
         registration(&world, &submitted.id).await.state,
         access_pb::RegistrationState::Pending as i32
     );
+    // "Change your decision" goes back to the review form with the reason as typed.
+    let changed = admin
+        .fill(&review, &[("decision", "change"), ("reason", reason)])
+        .await;
+    changed.assert_shows("<h1>Registration of Jo Bloggs</h1>");
+    changed.assert_shows(&format!(">{reason}</textarea>"));
+    assert!(!changed.contains("reason-error"), "{}", changed.body);
 
     // Confirm: rejected in the access service, the outcome as a notice, the applicant mailed.
     let confirmed = admin

@@ -31,18 +31,39 @@ async fn the_desk_registers_from_its_mailed_link_and_signs_in() {
     assert_eq!(fetched.status, StatusCode::SEE_OTHER);
     assert_eq!(fetched.location(), "/portal/register/complete");
     assert!(!fetched.location().contains("token"));
-    scanner
-        .get("/portal/register/complete")
-        .await
-        .assert_shows("Password policy");
+    let scanned = scanner.get("/portal/register/complete").await;
+    scanned.assert_shows("Password policy");
+    let scanner_csrf = scanned.csrf();
 
     let browser = gateway.browser();
     let moved = browser.get(&link).await;
     assert_eq!(moved.location(), "/portal/register/complete");
+    let account = suite
+        .identity()
+        .lookup_account(cqrs_testkit::with_token(
+            cqrs_proto::identity::v1::LookupAccountRequest {
+                key: Some(
+                    cqrs_proto::identity::v1::lookup_account_request::Key::Email(
+                        Suite::DESK_EMAIL.into(),
+                    ),
+                ),
+            },
+            &suite.service_token().await,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
     let form = browser.get("/portal/register/complete").await;
     assert_eq!(form.status, StatusCode::OK);
     form.assert_shows("Security information");
     form.assert_shows("Password must be 8-32 characters long");
+    // The User ID is shown before the password is made, as on seed 001's screen.
+    form.assert_shows(&format!(
+        "Your User ID is <strong>{}</strong>",
+        account.user_id
+    ));
 
     // Confirmation first, then every failed rule of the policy, each by the password field.
     let mismatch = browser
@@ -81,39 +102,30 @@ async fn the_desk_registers_from_its_mailed_link_and_signs_in() {
         )
         .await;
     done.assert_shows("Registration complete");
-    let account = suite
-        .identity()
-        .lookup_account(cqrs_testkit::with_token(
-            cqrs_proto::identity::v1::LookupAccountRequest {
-                key: Some(
-                    cqrs_proto::identity::v1::lookup_account_request::Key::Email(
-                        Suite::DESK_EMAIL.into(),
-                    ),
-                ),
-            },
-            &suite.service_token().await,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .account
-        .unwrap();
     done.assert_shows(&format!(
         "<strong id=\"user-id\">{}</strong>",
         account.user_id
     ));
 
-    // The link is spent: the scanner's session (holding the same token) is told so.
+    // The link is spent: the scanner's session (holding the same token and a form shown
+    // before) is told so when it posts.
     let spent = scanner
-        .fill(
+        .post(
             "/portal/register/complete",
             &[
+                ("csrf", scanner_csrf.as_str()),
                 ("password", Suite::DESK_PASSWORD),
                 ("confirm", Suite::DESK_PASSWORD),
             ],
         )
         .await;
     spent.assert_shows("This link cannot be used");
+    // Opened again later, the spent link says so before anything is typed.
+    let late = gateway.browser();
+    late.get(&link).await;
+    late.get("/portal/register/complete")
+        .await
+        .assert_shows("This link cannot be used");
 
     let home = browser
         .sign_in(&account.user_id, Suite::DESK_PASSWORD)
@@ -316,13 +328,10 @@ async fn a_password_reset_link_sets_a_new_password() {
             .is_ok()
     );
 
-    // The same link again: spent, which the form's POST says.
+    // The same link again: spent, which its page says before anything is typed.
     browser.get(&link).await;
     browser
-        .fill(
-            "/portal/password/reset",
-            &[("password", new_password), ("confirm", new_password)],
-        )
+        .get("/portal/password/reset")
         .await
         .assert_shows("This link cannot be used");
     // A page of a kind of link the session holds no token for.

@@ -1196,7 +1196,7 @@ pub async fn audit(
     };
     match list_audit(&state, &signed_in, service, query).await {
         Ok((events, next)) => {
-            let names = account_names(&state, &signed_in, &events).await;
+            let names = audit_names(&state, &signed_in, &events).await;
             page.events = Some(events.iter().map(|e| event_view(e, &names)).collect());
             page.next = (!next.is_empty()).then(|| audit_link(&base, service, &filters, &next));
             page.first =
@@ -1371,9 +1371,9 @@ fn humanise(code: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Names of the accounts the events are by or about, by account id (best effort: an id that
-/// cannot be named is shown as it is).
-async fn account_names(
+/// Names of the accounts and organisations the events are by or about, by id (best effort:
+/// an id that cannot be named is shown as it is).
+async fn audit_names(
     state: &AppState,
     signed_in: &SignedIn,
     events: &[common_pb::AuditEvent],
@@ -1424,7 +1424,47 @@ async fn account_names(
             }
         }
     }
+    names.extend(organisation_names(state, signed_in, events).await);
     names
+}
+
+/// Names of the organisations the events are about, each as "Name (ODS code)"; best effort,
+/// like the accounts' names.
+async fn organisation_names(
+    state: &AppState,
+    signed_in: &SignedIn,
+    events: &[common_pb::AuditEvent],
+) -> Vec<(String, String)> {
+    let mut ids: Vec<&str> = events
+        .iter()
+        .filter(|e| e.target_type.eq_ignore_ascii_case("organisation"))
+        .map(|e| e.target_id.as_str())
+        .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let lookups = ids.into_iter().map(|id| async move {
+        let answer = state
+            .directory()
+            .get_organisation(state.request(
+                dir_pb::GetOrganisationRequest {
+                    organisation_id: id.to_owned(),
+                },
+                signed_in.token(),
+            ))
+            .await
+            .ok()?;
+        let organisation = answer.into_inner().organisation?;
+        Some((
+            id.to_owned(),
+            format!("{} ({})", organisation.name, organisation.ods_code),
+        ))
+    });
+    futures::future::join_all(lookups)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 fn event_view(event: &common_pb::AuditEvent, names: &HashMap<String, String>) -> EventView {

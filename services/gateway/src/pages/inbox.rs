@@ -768,7 +768,7 @@ pub async fn show_access_request(
 #[derive(Deserialize)]
 pub struct DecisionForm {
     csrf: String,
-    /// `approve` or `reject` (the button pressed).
+    /// `approve` or `reject` (the button pressed), or `change` (back from the confirm page).
     #[serde(default)]
     decision: String,
     #[serde(default)]
@@ -815,7 +815,12 @@ async fn decide(
     form: &DecisionForm,
 ) -> Result<Response, Failure> {
     let signed_in = SignedIn::require(state, session).await?;
+    // "Change your decision" on the confirm page comes back here with the reason as typed.
     let step = match decision(form, kind) {
+        _ if form.decision == "change" => Step::Review {
+            reason: form.reason.clone(),
+            errors: FormErrors::default(),
+        },
         Ok((approve, reason)) => Step::Confirm { approve, reason },
         Err(errors) => Step::Review {
             reason: form.reason.clone(),

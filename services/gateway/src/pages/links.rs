@@ -11,7 +11,6 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use cqrs_proto::access::v1 as access_pb;
 use cqrs_proto::identity::v1 as id_pb;
-use cqrs_rules::password::PasswordProfile;
 use serde::Deserialize;
 
 use super::{
@@ -72,6 +71,7 @@ struct SetPasswordPage {
     title: &'static str,
     intro: &'static str,
     action: &'static str,
+    user_id: Option<String>,
     policy: Vec<String>,
     errors: FormErrors,
     button: &'static str,
@@ -86,12 +86,42 @@ struct DonePage {
     user_id: Option<String>,
 }
 
-fn set_password_page(
+impl LinkKind {
+    fn purpose(&self) -> id_pb::LinkPurpose {
+        match self {
+            LinkKind::PasswordReset => id_pb::LinkPurpose::PasswordReset,
+            _ => id_pb::LinkPurpose::Registration,
+        }
+    }
+}
+
+/// The password form of a live link: identity reads the link (GetLink uses nothing) for the
+/// User ID and the realm's policy, so a used or expired link is told at once, not after the
+/// password has been typed.
+async fn set_password_page(
     state: &AppState,
     session: &Session,
     kind: &LinkKind,
+    token: String,
     errors: FormErrors,
-) -> Response {
+) -> Result<Response, Failure> {
+    let answer = state
+        .identity()
+        .get_link(state.request(
+            id_pb::GetLinkRequest {
+                token,
+                purpose: kind.purpose().into(),
+            },
+            None,
+        ))
+        .await;
+    let link = match answer {
+        Ok(answer) => answer.into_inner(),
+        Err(status) => {
+            FormErrors::from_status(&status, &[])?;
+            return Ok(link_invalid(state, session));
+        }
+    };
     let (title, intro, action, button) = match kind {
         LinkKind::PasswordReset => (
             "Reset your password",
@@ -106,59 +136,59 @@ fn set_password_page(
             "Complete registration",
         ),
     };
-    render(&SetPasswordPage {
+    Ok(render(&SetPasswordPage {
         chrome: Chrome::new(state, session),
         title,
         intro,
         action,
-        policy: PasswordProfile::CqrsNational.policy_lines(),
+        user_id: (!link.user_id.is_empty()).then_some(link.user_id),
+        policy: link.password_policy,
         errors,
         button,
-    })
+    }))
+}
+
+async fn show_link(
+    state: AppState,
+    session: Session,
+    query: LinkQuery,
+    kind: LinkKind,
+    page: &str,
+) -> Result<Response, Failure> {
+    match take_token(&state, &session, query, kind.clone(), page) {
+        Ok(token) => set_password_page(&state, &session, &kind, token, FormErrors::default()).await,
+        Err(response) => Ok(*response),
+    }
 }
 
 pub async fn show_registration(
     State(state): State<AppState>,
     session: Session,
     Query(query): Query<LinkQuery>,
-) -> Response {
-    match take_token(
-        &state,
-        &session,
+) -> Result<Response, Failure> {
+    show_link(
+        state,
+        session,
         query,
         LinkKind::Registration,
         "register/complete",
-    ) {
-        Ok(_) => set_password_page(
-            &state,
-            &session,
-            &LinkKind::Registration,
-            FormErrors::default(),
-        ),
-        Err(response) => *response,
-    }
+    )
+    .await
 }
 
 pub async fn show_reset(
     State(state): State<AppState>,
     session: Session,
     Query(query): Query<LinkQuery>,
-) -> Response {
-    match take_token(
-        &state,
-        &session,
+) -> Result<Response, Failure> {
+    show_link(
+        state,
+        session,
         query,
         LinkKind::PasswordReset,
         "password/reset",
-    ) {
-        Ok(_) => set_password_page(
-            &state,
-            &session,
-            &LinkKind::PasswordReset,
-            FormErrors::default(),
-        ),
-        Err(response) => *response,
-    }
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -197,20 +227,22 @@ fn pending(session: &Session, kind: &LinkKind) -> Option<String> {
 
 /// The link's token for a posted password form, or the page to show instead: no live link of
 /// this kind, or the confirmation does not match (checked before anything is sent).
-fn link_for_password(
+async fn link_for_password(
     state: &AppState,
     session: &Session,
     kind: &LinkKind,
     form: &PasswordForm,
-) -> Result<String, Box<Response>> {
+) -> Result<Result<String, Response>, Failure> {
     let Some(token) = pending(session, kind) else {
-        return Err(Box::new(link_invalid(state, session)));
+        return Ok(Err(link_invalid(state, session)));
     };
     let errors = confirm_errors(form);
     if !errors.is_empty() {
-        return Err(Box::new(set_password_page(state, session, kind, errors)));
+        return Ok(Err(
+            set_password_page(state, session, kind, token, errors).await?
+        ));
     }
-    Ok(token)
+    Ok(Ok(token))
 }
 
 pub async fn complete_registration(
@@ -218,16 +250,17 @@ pub async fn complete_registration(
     session: Session,
     Posted(form): Posted<PasswordForm>,
 ) -> Result<Response, Failure> {
-    let token = match link_for_password(&state, &session, &LinkKind::Registration, &form) {
+    let token = match link_for_password(&state, &session, &LinkKind::Registration, &form).await? {
         Ok(token) => token,
-        Err(page) => return Ok(*page),
+        Err(page) => return Ok(page),
     };
     let answer = state
         .identity()
         .complete_registration(state.request(
             id_pb::CompleteRegistrationRequest {
-                token,
-                password: form.password,
+                token: token.clone(),
+                new_password: form.password,
+                ..Default::default()
             },
             None,
         ))
@@ -252,7 +285,9 @@ pub async fn complete_registration(
                 user_id,
             }))
         }
-        Err(status) => link_refusal(&state, &session, &status, &LinkKind::Registration),
+        Err(status) => {
+            link_refusal(&state, &session, &status, &LinkKind::Registration, token).await
+        }
     }
 }
 
@@ -261,15 +296,15 @@ pub async fn reset_password(
     session: Session,
     Posted(form): Posted<PasswordForm>,
 ) -> Result<Response, Failure> {
-    let token = match link_for_password(&state, &session, &LinkKind::PasswordReset, &form) {
+    let token = match link_for_password(&state, &session, &LinkKind::PasswordReset, &form).await? {
         Ok(token) => token,
-        Err(page) => return Ok(*page),
+        Err(page) => return Ok(page),
     };
     let answer = state
         .identity()
         .reset_password(state.request(
             id_pb::ResetPasswordRequest {
-                token,
+                token: token.clone(),
                 new_password: form.password,
             },
             None,
@@ -286,30 +321,29 @@ pub async fn reset_password(
                 user_id: None,
             }))
         }
-        Err(status) => link_refusal(&state, &session, &status, &LinkKind::PasswordReset),
+        Err(status) => {
+            link_refusal(&state, &session, &status, &LinkKind::PasswordReset, token).await
+        }
     }
 }
 
 /// A refused link form: a dead link gets the link page, anything else the form again with
 /// the reasons by their fields.
-fn link_refusal(
+async fn link_refusal(
     state: &AppState,
     session: &Session,
     status: &tonic::Status,
     kind: &LinkKind,
+    token: String,
 ) -> Result<Response, Failure> {
     let errors = FormErrors::from_status(
         status,
-        &[
-            ("password", "password", "Password"),
-            ("new_password", "password", "Password"),
-            ("token", "", ""),
-        ],
+        &[("new_password", "password", "Password"), ("token", "", "")],
     )?;
     if is_link_invalid(status) {
         return Ok(link_invalid(state, session));
     }
-    Ok(set_password_page(state, session, kind, errors))
+    set_password_page(state, session, kind, token, errors).await
 }
 
 fn is_link_invalid(status: &tonic::Status) -> bool {

@@ -176,6 +176,9 @@ fn menu(base: &str, user: &SignedInUser) -> Vec<MenuItem> {
     {
         menu.push(item("/users", "Users"));
     }
+    if may(Permission::ViewScope) {
+        menu.push(item("/users/providers", "Providers"));
+    }
     if role == Some(RulesRole::ServiceDesk) {
         menu.push(item("/desk", "Service desk"));
     }
