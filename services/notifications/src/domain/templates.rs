@@ -28,6 +28,9 @@ pub enum Template {
     AccountDisabled,
     AccountEnabled,
     PasswordChanged,
+    SecondFactorAdded,
+    SecondFactorRemoved,
+    RecoveryCodeUsed,
 }
 
 /// A rendered mail, ready for the transport.
@@ -43,7 +46,7 @@ pub struct RenderedMail {
 pub const SECRET_PARAMS: &[&str] = &["token"];
 
 impl Template {
-    pub const ALL: [Template; 14] = [
+    pub const ALL: [Template; 17] = [
         Template::RegistrationLink,
         Template::Invitation,
         Template::RegistrationReceived,
@@ -58,6 +61,9 @@ impl Template {
         Template::AccountDisabled,
         Template::AccountEnabled,
         Template::PasswordChanged,
+        Template::SecondFactorAdded,
+        Template::SecondFactorRemoved,
+        Template::RecoveryCodeUsed,
     ];
 
     /// The stored name, stable across releases (the proto enum value's name, which
@@ -78,6 +84,9 @@ impl Template {
             Template::AccountDisabled => "EMAIL_TEMPLATE_ACCOUNT_DISABLED",
             Template::AccountEnabled => "EMAIL_TEMPLATE_ACCOUNT_ENABLED",
             Template::PasswordChanged => "EMAIL_TEMPLATE_PASSWORD_CHANGED",
+            Template::SecondFactorAdded => "EMAIL_TEMPLATE_SECOND_FACTOR_ADDED",
+            Template::SecondFactorRemoved => "EMAIL_TEMPLATE_SECOND_FACTOR_REMOVED",
+            Template::RecoveryCodeUsed => "EMAIL_TEMPLATE_RECOVERY_CODE_USED",
         }
     }
 
@@ -113,7 +122,10 @@ impl Template {
             | Template::AccountUnlocked
             | Template::AccountDisabled
             | Template::AccountEnabled
-            | Template::PasswordChanged => &["first_name"],
+            | Template::PasswordChanged
+            | Template::SecondFactorAdded
+            | Template::SecondFactorRemoved => &["first_name"],
+            Template::RecoveryCodeUsed => &["first_name", "remaining"],
         }
     }
 
@@ -122,6 +134,7 @@ impl Template {
         match self {
             Template::RegistrationLink => &["user_id"],
             Template::Invitation => &["inviter_name"],
+            Template::SecondFactorRemoved => &["by_service_desk"],
             _ => &[],
         }
     }
@@ -280,6 +293,43 @@ impl Template {
                 vec![
                     "The password of your CQRS account has just been changed.".to_owned(),
                     "If you did not do this, contact the service desk at once.".to_owned(),
+                ],
+            ),
+            Template::SecondFactorAdded => (
+                "An authenticator app has been added to your CQRS account".to_owned(),
+                greeting,
+                vec![
+                    "Signing in to your CQRS account now needs a code from your authenticator \
+                     app as well as your password."
+                        .to_owned(),
+                    "If you did not do this, contact the service desk at once.".to_owned(),
+                ],
+            ),
+            Template::SecondFactorRemoved => (
+                "The authenticator app has been removed from your CQRS account".to_owned(),
+                greeting,
+                vec![
+                    if p("by_service_desk") == "true" {
+                        "The service desk has removed the authenticator app from your CQRS \
+                         account. Add one again from My profile when you next sign in."
+                            .to_owned()
+                    } else {
+                        "The authenticator app has been removed from your CQRS account."
+                            .to_owned()
+                    },
+                    "If you did not ask for this, contact the service desk at once.".to_owned(),
+                ],
+            ),
+            Template::RecoveryCodeUsed => (
+                "A recovery code was used to sign in to your CQRS account".to_owned(),
+                greeting,
+                vec![
+                    format!(
+                        "One of your recovery codes has just been used to sign in. You have {} \
+                         left; each works once.",
+                        p("remaining")
+                    ),
+                    "If this was not you, contact the service desk at once.".to_owned(),
                 ],
             ),
         };
