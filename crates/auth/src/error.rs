@@ -1,10 +1,19 @@
 //! Errors of this crate and how they reach a gRPC caller.
 
+use std::collections::HashMap;
+
 use tonic::Status;
+use tonic_types::{ErrorDetails, StatusExt};
 
 /// The one message every authentication failure gets on the wire: a caller learns nothing about
 /// *why* (expired, unknown key, ended session) so probing the verifier gives nothing away.
 pub const UNAUTHENTICATED_MESSAGE: &str = "missing or invalid credentials";
+
+/// `ErrorInfo.reason` of [`AuthError::StepUpRequired`].
+pub const STEP_UP_REQUIRED: &str = "STEP_UP_REQUIRED";
+const STEP_UP_MESSAGE: &str = "confirm a code from your authenticator app, then try again";
+/// `ErrorInfo.domain` of the errors this crate answers with details.
+pub const DOMAIN: &str = "cqrs.auth";
 
 /// Message for a fail-closed answer when the session store cannot be asked.
 pub const UNAVAILABLE_MESSAGE: &str = "authentication temporarily unavailable";
@@ -34,6 +43,10 @@ pub enum AuthError {
     /// fail closed on it.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// An administrative action by a person whose last second-factor check is older than
+    /// the step-up window: the caller checks a code again (VerifySecondFactor) and repeats.
+    #[error("a recent second-factor check is needed")]
+    StepUpRequired,
     /// A token could not be issued (e.g. a ttl that overflows the calendar).
     #[error("token issue failed: {0}")]
     Issue(String),
@@ -45,6 +58,11 @@ impl AuthError {
         match self {
             AuthError::Unavailable(_) => Status::unavailable(UNAVAILABLE_MESSAGE),
             AuthError::Issue(_) => Status::internal("token issue failed"),
+            AuthError::StepUpRequired => Status::with_error_details(
+                tonic::Code::PermissionDenied,
+                STEP_UP_MESSAGE,
+                ErrorDetails::with_error_info(STEP_UP_REQUIRED, DOMAIN, HashMap::new()),
+            ),
             AuthError::MissingCredentials
             | AuthError::InvalidToken
             | AuthError::UnknownKey

@@ -16,13 +16,14 @@ use crate::session::SessionCheck;
 use crate::token::TokenVerifier;
 
 /// RPCs callable without a token (API.md "public"), as full gRPC paths.
-pub const PUBLIC_METHODS: [&str; 13] = [
+pub const PUBLIC_METHODS: [&str; 14] = [
     "/cqrs.identity.v1.IdentityService/SignIn",
     "/cqrs.identity.v1.IdentityService/RefreshAccessToken",
     "/cqrs.identity.v1.IdentityService/IssueServiceToken",
     "/cqrs.identity.v1.IdentityService/GetSigningKeys",
     "/cqrs.identity.v1.IdentityService/CompleteRegistration",
     "/cqrs.identity.v1.IdentityService/GetLink",
+    "/cqrs.identity.v1.IdentityService/CompleteSignIn",
     "/cqrs.identity.v1.IdentityService/RequestPasswordReset",
     "/cqrs.identity.v1.IdentityService/ResetPassword",
     "/cqrs.identity.v1.IdentityService/RemindUserId",
@@ -30,6 +31,29 @@ pub const PUBLIC_METHODS: [&str; 13] = [
     "/cqrs.access.v1.AccessService/GetInvitation",
     "/cqrs.access.v1.AccessService/AcceptInvitation",
     "/cqrs.access.v1.AccessService/SubmitRegistration",
+];
+
+/// Administrative RPCs that need a recent second-factor check from a person who has a second
+/// factor (step-up): approve or reject, invite, unlock, disable, re-enable, reset for
+/// someone, remove a second factor, grant and revoke, create organisations. Decided from the
+/// token alone ([`crate::SignInProof::needs_step_up`]).
+pub const STEP_UP_METHODS: [&str; 16] = [
+    "/cqrs.access.v1.AccessService/CreateInvitation",
+    "/cqrs.access.v1.AccessService/ResendInvitation",
+    "/cqrs.access.v1.AccessService/CancelInvitation",
+    "/cqrs.access.v1.AccessService/ReviewRegistration",
+    "/cqrs.access.v1.AccessService/ReviewAccessRequest",
+    "/cqrs.identity.v1.IdentityService/CreateAccount",
+    "/cqrs.identity.v1.IdentityService/SendPasswordReset",
+    "/cqrs.identity.v1.IdentityService/UnlockAccount",
+    "/cqrs.identity.v1.IdentityService/DisableAccount",
+    "/cqrs.identity.v1.IdentityService/EnableAccount",
+    "/cqrs.identity.v1.IdentityService/RemoveSecondFactor",
+    "/cqrs.directory.v1.DirectoryService/CreateOrganisation",
+    "/cqrs.directory.v1.DirectoryService/SetApprovalLevel",
+    "/cqrs.directory.v1.DirectoryService/GrantRole",
+    "/cqrs.directory.v1.DirectoryService/RevokeRole",
+    "/cqrs.directory.v1.DirectoryService/RevokeAllRoles",
 ];
 
 /// Path prefixes of whole public services: health checking and server reflection.
@@ -184,7 +208,19 @@ where
         let sessions = self.sessions.clone();
         let now = self.clock.now();
         Box::pin(async move {
-            match authenticate(&verifier, sessions.as_ref(), req.headers(), now).await {
+            let authenticated = authenticate(&verifier, sessions.as_ref(), req.headers(), now)
+                .await
+                .and_then(|principal| {
+                    let stale = principal
+                        .proof()
+                        .is_some_and(|proof| proof.needs_step_up(now.timestamp()));
+                    if stale && STEP_UP_METHODS.contains(&req.uri().path()) {
+                        Err(AuthError::StepUpRequired)
+                    } else {
+                        Ok(principal)
+                    }
+                });
+            match authenticated {
                 Ok(principal) => {
                     req.extensions_mut().insert(principal);
                     inner.call(req).await

@@ -20,10 +20,14 @@ pub use cqrs_rules::decision::{
     decide, decide_any, has_suite_scope,
 };
 pub use cqrs_rules::roles::{Permission, Role, UnknownName, role_grants};
-pub use error::{AuthError, KeyError, UNAUTHENTICATED_MESSAGE, UNAVAILABLE_MESSAGE};
+pub use error::{
+    AuthError, KeyError, STEP_UP_REQUIRED, UNAUTHENTICATED_MESSAGE, UNAVAILABLE_MESSAGE,
+};
 pub use keys::{SigningKey, VerifyingKey};
-pub use layer::{AuthLayer, AuthService, PUBLIC_METHODS, PUBLIC_PREFIXES, is_public};
-pub use principal::{ActiveGrant, Principal, principal};
+pub use layer::{
+    AuthLayer, AuthService, PUBLIC_METHODS, PUBLIC_PREFIXES, STEP_UP_METHODS, is_public,
+};
+pub use principal::{ActiveGrant, Principal, SecondFactorCheck, SignInProof, principal};
 pub use role_proto::RoleProto;
 pub use session::{RedisSessionCheck, SESSION_KEY_PREFIX, SessionCheck, session_key};
 pub use source::{IdentityTokenSource, IssuerTokenSource, StaticToken, TokenSource};

@@ -15,6 +15,33 @@ pub struct ActiveGrant {
     pub role: Role,
 }
 
+/// How a session's person proved who they are, as its tokens carry it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SignInProof {
+    /// RFC 8176 method references (`amr`): `pwd`, `otp`, `fed`.
+    pub methods: Vec<String>,
+    /// The last second-factor check of the session, if the person has a second factor.
+    pub second_factor: Option<SecondFactorCheck>,
+}
+
+/// When a second factor was last checked, and until when that check counts for the
+/// administrative actions that need a recent one (step-up). Unix seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SecondFactorCheck {
+    pub checked_at: i64,
+    pub fresh_until: i64,
+}
+
+impl SignInProof {
+    /// Whether an action needing a recent second-factor check must ask for one first: only a
+    /// person with a second factor whose last check is older than the window. (Whoever has
+    /// none holds no role that needs one: identity refuses such roles until one is added.)
+    pub fn needs_step_up(&self, now: i64) -> bool {
+        self.second_factor
+            .is_some_and(|check| now > check.fresh_until)
+    }
+}
+
 /// The authenticated caller, inserted into request extensions by [`crate::AuthLayer`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
@@ -26,6 +53,8 @@ pub enum Principal {
         session_id: String,
         /// The picked grant, if any.
         active: Option<ActiveGrant>,
+        /// How the person signed in, and their last second-factor check.
+        proof: SignInProof,
     },
     /// Another service, authenticated with a service token.
     Service {
@@ -69,6 +98,14 @@ impl Principal {
         }
     }
 
+    /// How a user principal signed in (`None` for a service).
+    pub fn proof(&self) -> Option<&SignInProof> {
+        match self {
+            Principal::User { proof, .. } => Some(proof),
+            Principal::Service { .. } => None,
+        }
+    }
+
     /// The client id of a service principal.
     pub fn client_id(&self) -> Option<&str> {
         match self {
@@ -102,6 +139,7 @@ mod tests {
             account_id: Uuid::from_u128(7),
             session_id: "s1".into(),
             active,
+            proof: SignInProof::default(),
         }
     }
 

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::error::{AuthError, KeyError};
 use crate::keys::{SigningKey, VerifyingKey};
-use crate::principal::{ActiveGrant, Principal};
+use crate::principal::{ActiveGrant, Principal, SecondFactorCheck, SignInProof};
 use crate::token_cache::{self, TokenCache};
 use cqrs_rules::Role;
 
@@ -70,6 +70,15 @@ struct Claims {
     org: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     role: Option<String>,
+    /// RFC 8176 authentication method references.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    amr: Vec<String>,
+    /// When the session's second factor was last checked (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sfa: Option<i64>,
+    /// Until when that check counts for step-up (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sfx: Option<i64>,
     iat: i64,
     exp: i64,
     jti: String,
@@ -117,12 +126,30 @@ impl TokenIssuer {
         self.key.verifying_key()
     }
 
-    /// A user token bound to `session_id`, optionally scoped to the picked grant.
+    /// A user token bound to `session_id`, optionally scoped to the picked grant, for a
+    /// session started with a password alone.
     pub fn issue_user(
         &self,
         account_id: Uuid,
         session_id: &str,
         active: Option<&ActiveGrant>,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedToken, AuthError> {
+        let proof = SignInProof {
+            methods: vec!["pwd".to_owned()],
+            second_factor: None,
+        };
+        self.issue_user_with(account_id, session_id, active, &proof, now)
+    }
+
+    /// A user token carrying how the session's person signed in (`amr`) and their last
+    /// second-factor check, so every service can ask for a recent one from the token alone.
+    pub fn issue_user_with(
+        &self,
+        account_id: Uuid,
+        session_id: &str,
+        active: Option<&ActiveGrant>,
+        proof: &SignInProof,
         now: DateTime<Utc>,
     ) -> Result<IssuedToken, AuthError> {
         if !valid_session_id(session_id) {
@@ -133,6 +160,7 @@ impl TokenIssuer {
             TokenKind::User,
             Some(session_id.to_owned()),
             active.copied(),
+            Some(proof),
             now,
         )
     }
@@ -146,7 +174,14 @@ impl TokenIssuer {
         if !valid_client_id(client_id) {
             return Err(AuthError::Issue("invalid client id".into()));
         }
-        self.issue(client_id.to_owned(), TokenKind::Service, None, None, now)
+        self.issue(
+            client_id.to_owned(),
+            TokenKind::Service,
+            None,
+            None,
+            None,
+            now,
+        )
     }
 
     fn issue(
@@ -155,9 +190,11 @@ impl TokenIssuer {
         kind: TokenKind,
         sid: Option<String>,
         active: Option<ActiveGrant>,
+        proof: Option<&SignInProof>,
         now: DateTime<Utc>,
     ) -> Result<IssuedToken, AuthError> {
         ensure_crypto_provider();
+        let second_factor = proof.and_then(|p| p.second_factor);
         let iat = now.timestamp();
         let exp = i64::try_from(self.ttl.as_secs())
             .ok()
@@ -173,6 +210,9 @@ impl TokenIssuer {
             sid,
             org: active.map(|g| g.organisation_id),
             role: active.map(|g| g.role.as_str().to_owned()),
+            amr: proof.map(|p| p.methods.clone()).unwrap_or_default(),
+            sfa: second_factor.map(|c| c.checked_at),
+            sfx: second_factor.map(|c| c.fresh_until),
             iat,
             exp,
             jti: Uuid::new_v4().to_string(),
@@ -331,16 +371,33 @@ impl TokenVerifier {
                     }),
                     _ => return Err(AuthError::InvalidToken),
                 };
+                let second_factor = match (claims.sfa, claims.sfx) {
+                    (None, None) => None,
+                    (Some(checked_at), Some(fresh_until)) if checked_at <= fresh_until => {
+                        Some(SecondFactorCheck {
+                            checked_at,
+                            fresh_until,
+                        })
+                    }
+                    _ => return Err(AuthError::InvalidToken),
+                };
                 Ok(Principal::User {
                     account_id,
                     session_id,
                     active,
+                    proof: SignInProof {
+                        methods: claims.amr,
+                        second_factor,
+                    },
                 })
             }
             TokenKind::Service => {
                 if claims.sid.is_some()
                     || claims.org.is_some()
                     || claims.role.is_some()
+                    || !claims.amr.is_empty()
+                    || claims.sfa.is_some()
+                    || claims.sfx.is_some()
                     || !valid_client_id(&claims.sub)
                 {
                     return Err(AuthError::InvalidToken);
@@ -421,6 +478,10 @@ mod tests {
                 account_id: account,
                 session_id: "sess-1".into(),
                 active: Some(g),
+                proof: SignInProof {
+                    methods: vec!["pwd".into()],
+                    second_factor: None,
+                },
             }
         );
 
@@ -428,6 +489,31 @@ mod tests {
         let p = verifier.verify(&plain.token, now()).unwrap();
         assert_eq!(p.active_role(), None);
         assert_eq!(p.account_id(), Some(account));
+    }
+
+    #[test]
+    fn second_factor_claims_round_trip_and_must_be_consistent() {
+        let (issuer, verifier) = setup();
+        let account = Uuid::new_v4();
+        let check = SecondFactorCheck {
+            checked_at: now().timestamp() - 5,
+            fresh_until: now().timestamp() + 895,
+        };
+        let proof = SignInProof {
+            methods: vec!["pwd".into(), "otp".into()],
+            second_factor: Some(check),
+        };
+        let issued = issuer
+            .issue_user_with(account, "s", None, &proof, now())
+            .unwrap();
+        let (_, p, _) = parts(&issued.token);
+        assert_eq!(p["amr"], serde_json::json!(["pwd", "otp"]));
+        assert_eq!(p["sfa"], check.checked_at);
+        let principal = verifier.verify(&issued.token, now()).unwrap();
+        assert_eq!(principal.proof(), Some(&proof));
+        assert!(!proof.needs_step_up(now().timestamp()));
+        assert!(proof.needs_step_up(check.fresh_until + 1));
+        assert!(!SignInProof::default().needs_step_up(i64::MAX));
     }
 
     #[test]

@@ -336,7 +336,74 @@ async fn redis_session_check_and_layer() {
             account_id: account,
             session_id: "live-sid".into(),
             active: Some(grant),
+            proof: cqrs_auth::SignInProof {
+                methods: vec!["pwd".into()],
+                second_factor: None,
+            },
         })]
     );
     ns.cleanup().await;
+}
+
+/// Step-up (SECURITY: administrative actions need a recent second-factor check): decided from
+/// the token alone, only for the administrative RPCs and only for a person with a second
+/// factor whose last check is older than its window.
+#[tokio::test]
+async fn administrative_rpcs_need_a_recent_second_factor_check() {
+    let k = keys();
+    let sessions = MemSessions::default();
+    sessions.live.lock().unwrap().insert("sid".into());
+    let layer = AuthLayer::new(
+        k.verifier.clone(),
+        Arc::new(sessions),
+        Arc::new(SystemClock),
+    );
+    let seen = Seen::default();
+    let now = SystemClock.now();
+    let account = Uuid::new_v4();
+    let token = |second_factor: Option<cqrs_auth::SecondFactorCheck>| {
+        let proof = cqrs_auth::SignInProof {
+            methods: vec!["pwd".into(), "otp".into()],
+            second_factor,
+        };
+        let issued = k
+            .issuer
+            .issue_user_with(account, "sid", None, &proof, now)
+            .unwrap();
+        bearer(&issued.token)
+    };
+    let stale = token(Some(cqrs_auth::SecondFactorCheck {
+        checked_at: now.timestamp() - 1_000,
+        fresh_until: now.timestamp() - 100,
+    }));
+    let fresh = token(Some(cqrs_auth::SecondFactorCheck {
+        checked_at: now.timestamp() - 10,
+        fresh_until: now.timestamp() + 600,
+    }));
+    let password_only = bearer(
+        &k.issuer
+            .issue_user(account, "sid", None, now)
+            .unwrap()
+            .token,
+    );
+    let unlock = "/cqrs.identity.v1.IdentityService/UnlockAccount";
+    assert!(cqrs_auth::STEP_UP_METHODS.contains(&unlock));
+
+    let (_, grpc, msg) = call(&layer, unlock, Some(&stale), None, &seen).await;
+    assert_eq!(grpc, "7", "PERMISSION_DENIED");
+    assert!(msg.unwrap().contains("authenticator"));
+    assert!(seen.lock().unwrap().is_empty(), "inner service was called");
+    for (auth, path) in [
+        (&fresh, unlock),
+        (&password_only, unlock),
+        (&stale, PROTECTED),
+    ] {
+        let (_, grpc, _) = call(&layer, path, Some(auth), None, &seen).await;
+        assert_eq!(grpc, "0", "{path}");
+    }
+    let principal = seen.lock().unwrap()[0].clone().unwrap();
+    assert_eq!(
+        principal.proof().unwrap().methods,
+        vec!["pwd".to_owned(), "otp".to_owned()]
+    );
 }

@@ -200,6 +200,7 @@ mod tests {
                 organisation_id: org,
                 role,
             }),
+            proof: Default::default(),
         }
     }
 

@@ -87,6 +87,7 @@ mod tests {
                 organisation_id: org,
                 role,
             }),
+            proof: Default::default(),
         }
     }
 
