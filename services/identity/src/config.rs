@@ -22,6 +22,8 @@
 //! | `CQRS_LOCKOUT_MAX_WAIT_SECS` | 3600 | longest temporary lock |
 //! | `CQRS_LOCKOUT_PERMANENT_AFTER` | 10 | consecutive failures that lock permanently (at most 100) |
 //! | `CQRS_LOCKOUT_FAILURE_WINDOW_SECS` | 86400 | the failure counter is forgotten this long after the last failure |
+//! | `CQRS_SECOND_FACTOR_ROLES` | `SERVICE_DESK,COMMISSIONING_ACCOUNT_ADMINISTRATOR,COMMISSIONING_APPROVER` | roles that need an authenticator app before they can be used (comma list, or `none`) |
+//! | `CQRS_STEP_UP_WINDOW_SECS` | 900 | how long a second-factor check counts for administrative actions (step-up) |
 //! | `IDENTITY_HASH_CONCURRENCY` | number of cores | argon2id hashes running at once |
 //! | `IDENTITY_HASH_QUEUE_TIMEOUT_MS` | 2000 | longest wait for a hashing slot before `RESOURCE_EXHAUSTED` |
 //! | `IDENTITY_ARGON2_M_COST_KIB` / `IDENTITY_ARGON2_T_COST` / `IDENTITY_ARGON2_P_COST` | 19456 / 2 / 1 | argon2id parameters (never below these) |
@@ -50,6 +52,7 @@ use crate::domain::email::{GenericMailboxRules, normalise_email};
 use crate::domain::links::LinkExpiry;
 use crate::domain::lockout::{LockoutPolicy, MAX_PERMANENT_AFTER};
 use crate::domain::password::PasswordProfile;
+use crate::domain::second_factor::SecondFactorPolicy;
 use crate::hashing::HashingConfig;
 
 /// Access tokens live 5 to 15 minutes (DESIGN §2).
@@ -138,6 +141,8 @@ pub struct IdentityConfig {
     pub password_profile_local: PasswordProfile,
     pub generic_mailboxes: GenericMailboxRules,
     pub lockout: LockoutPolicy,
+    pub second_factor: SecondFactorPolicy,
+    pub step_up_window: Duration,
     pub hashing: HashingConfig,
     pub service_clients: ServiceClients,
     pub redis_url: String,
@@ -221,6 +226,20 @@ impl IdentityConfig {
         ));
 
         let generic_mailboxes = errs.take(cqrs_runtime::config::generic_mailbox_rules(env));
+
+        let second_factor = errs.take(
+            env.optional_with("CQRS_SECOND_FACTOR_ROLES", |raw| {
+                SecondFactorPolicy::parse(raw).map_err(|_| {
+                    "expected none or a comma list of roles such as SERVICE_DESK,PRACTICE_MANAGER"
+                })
+            })
+            .map(Option::unwrap_or_default),
+        );
+        let step_up_window = errs.take(positive(
+            env,
+            "CQRS_STEP_UP_WINDOW_SECS",
+            Duration::from_secs(900),
+        ));
 
         let permanent_after = errs.take(env.or("CQRS_LOCKOUT_PERMANENT_AFTER", 10).and_then(
             |n: u32| {
@@ -333,6 +352,8 @@ impl IdentityConfig {
                 password_profile_local: password_profile_local?,
                 generic_mailboxes: generic_mailboxes?,
                 lockout: lockout?,
+                second_factor: second_factor?,
+                step_up_window: step_up_window?,
                 hashing: hashing?,
                 service_clients: service_clients?,
                 redis_url: redis_url?,

@@ -144,6 +144,9 @@ impl SuiteBuilder {
             // Debug-build argon2 on a shared test machine is slow: a sign-in must wait for
             // a hashing slot rather than be turned away as overload.
             ("IDENTITY_HASH_QUEUE_TIMEOUT_MS", "300000".into()),
+            // Most tests act as the desk or an administrator with a password alone; the
+            // second-factor tests turn the policy on with `env`.
+            ("CQRS_SECOND_FACTOR_ROLES", "none".into()),
         ];
         if bootstrap {
             own[Service::Identity.index()].push((

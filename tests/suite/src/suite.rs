@@ -103,6 +103,9 @@ pub mod subject {
     pub const ACCOUNT_DISABLED: &str = "Your CQRS account has been disabled";
     pub const ACCOUNT_ENABLED: &str = "Your CQRS account has been re-enabled";
     pub const PASSWORD_CHANGED: &str = "Your CQRS password has been changed";
+    pub const SECOND_FACTOR_ADDED: &str = "An authenticator app has been added";
+    pub const SECOND_FACTOR_REMOVED: &str = "The authenticator app has been removed";
+    pub const RECOVERY_CODE_USED: &str = "A recovery code was used";
 }
 
 /// The four services running in this process; see the crate docs.
@@ -410,6 +413,16 @@ impl Suite {
     }
 
     /// Moves "now" of identity, the directory and access by `by`.
+    /// The code an authenticator app shows now (the suite's clock) for the secret that
+    /// StartTotpEnrolment gave.
+    pub fn totp_code(&self, secret_base32: &str) -> String {
+        use cqrs_runtime::clock::Clock as _;
+        let secret = cqrs_identity::domain::second_factor::TotpSecret::from_base32(secret_base32)
+            .expect("a base32 TOTP secret");
+        let now = u64::try_from(self.clock.now().timestamp()).expect("a time after 1970");
+        secret.code_at(now).expect("a TOTP secret of RFC length")
+    }
+
     pub fn advance_clock(&self, by: TimeDelta) {
         self.clock.advance(by);
     }

@@ -120,6 +120,10 @@ pub struct LoginArgs {
     /// Read the password from the first line of stdin instead of prompting (for scripts).
     #[arg(long)]
     pub password_stdin: bool,
+    /// The code of the account's authenticator app (6 digits), or one of its recovery codes;
+    /// needed when the account has one.
+    #[arg(long)]
+    pub code: Option<String>,
     /// Role to select after signing in (needed when the account has several grants).
     #[arg(long, value_parser = enums::parse_role)]
     pub role: Option<Role>,

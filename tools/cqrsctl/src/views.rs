@@ -667,6 +667,7 @@ mod tests {
             create_time: ts("2024-05-01T09:00:00Z"),
             update_time: None,
             password_change_time: ts("2024-05-01T09:30:00.5Z"),
+            second_factor: false,
         }
     }
 

@@ -494,3 +494,65 @@ async fn roles_cache_and_session_endings() {
     assert_eq!(cli.run(&["logout"], None).await.code, 0);
     assert!(!cache.exists());
 }
+
+/// An account with an authenticator app signs in with `--code` (its code or a recovery
+/// code); without it, the CLI says what is missing and caches nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn login_with_a_second_factor() {
+    use cqrs_proto::identity::v1 as id_pb;
+
+    let mut suite = Suite::builder()
+        .env(
+            Service::Identity,
+            &[("CQRS_SECOND_FACTOR_ROLES", "SERVICE_DESK")],
+        )
+        .start()
+        .await;
+    suite.register_desk().await;
+    let user_id = suite.desk_user_id().to_owned();
+    let signed = suite.sign_in(&user_id, DESK_PASSWORD).await.unwrap();
+    let secret = suite
+        .identity()
+        .start_totp_enrolment(cqrs_suite::with_token(
+            id_pb::StartTotpEnrolmentRequest {},
+            &signed.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    let recovery = suite
+        .identity()
+        .confirm_totp_enrolment(cqrs_suite::with_token(
+            id_pb::ConfirmTotpEnrolmentRequest {
+                code: suite.totp_code(&secret),
+            },
+            &signed.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .recovery_codes;
+
+    let cli = Cli::new(&suite);
+    let login = ["login", "--user-id", user_id.as_str(), "--password-stdin"];
+    let password = format!("{DESK_PASSWORD}\n");
+    let out = cli.run(&login, Some(&password)).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("--code"), "{out:?}");
+    assert!(!cli.home.path().join("cqrsctl/default.json").exists());
+
+    suite.advance_clock(chrono::TimeDelta::seconds(30));
+    let code = suite.totp_code(&secret);
+    let mut with_code = login.to_vec();
+    with_code.extend(["--code", code.as_str(), "--output", "json"]);
+    let out = cli.run(&with_code, Some(&password)).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["active_role"], "SERVICE_DESK");
+
+    let mut with_recovery = login.to_vec();
+    with_recovery.extend(["--code", recovery[0].as_str()]);
+    let out = cli.run(&with_recovery, Some(&password)).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("9 left"), "{out:?}");
+}

@@ -88,6 +88,7 @@ pub fn account_with_lock(row: &AccountRow, locked_until: Option<DateTime<Utc>>) 
         create_time: Some(timestamp(row.created_at)),
         update_time: Some(timestamp(row.updated_at)),
         password_change_time: row.password_changed_at.map(timestamp),
+        second_factor: row.second_factor_at.is_some(),
     }
 }
 

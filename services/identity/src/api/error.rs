@@ -52,6 +52,23 @@ pub enum IdentityReason {
     /// The password hashing pool is saturated.
     #[error("too many password checks in progress")]
     Busy,
+    /// CompleteSignIn / VerifySecondFactor / ConfirmTotpEnrolment: the code or recovery code
+    /// is wrong, used already, or the account is locked (one answer).
+    #[error("the code is incorrect")]
+    WrongCode,
+    /// CompleteSignIn: the challenge is unknown, used or expired; sign in again.
+    #[error("the sign-in challenge has ended")]
+    ChallengeEnded,
+    /// StartTotpEnrolment: the account has a confirmed second factor already.
+    #[error("the account already has a second factor")]
+    SecondFactorExists,
+    /// ConfirmTotpEnrolment without StartTotpEnrolment, VerifySecondFactor without a factor,
+    /// RemoveSecondFactor of an account without one.
+    #[error("the account has no second factor")]
+    NoSecondFactor,
+    /// SelectRole: the role needs a second factor and the account has none.
+    #[error("the role needs a second factor")]
+    SecondFactorRequired,
 }
 
 impl ServiceReason for IdentityReason {
@@ -105,6 +122,29 @@ impl ServiceReason for IdentityReason {
                 PermissionDenied,
                 "NO_GRANT",
                 "the caller holds no such grant",
+            ),
+            IdentityReason::WrongCode => {
+                Refusal::new(Unauthenticated, "INVALID_CODE", "the code is incorrect")
+            }
+            IdentityReason::ChallengeEnded => Refusal::new(
+                Unauthenticated,
+                "SIGN_IN_CHALLENGE_ENDED",
+                "the sign-in has expired; sign in again",
+            ),
+            IdentityReason::SecondFactorExists => Refusal::new(
+                FailedPrecondition,
+                "SECOND_FACTOR_EXISTS",
+                "the account already has an authenticator app",
+            ),
+            IdentityReason::NoSecondFactor => Refusal::new(
+                FailedPrecondition,
+                "NO_SECOND_FACTOR",
+                "the account has no authenticator app",
+            ),
+            IdentityReason::SecondFactorRequired => Refusal::new(
+                FailedPrecondition,
+                "SECOND_FACTOR_REQUIRED",
+                "this role needs an authenticator app: add one first",
             ),
             IdentityReason::Busy => Refusal::new(
                 Code::ResourceExhausted,

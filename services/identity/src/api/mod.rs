@@ -10,6 +10,7 @@ mod accounts;
 pub mod convert;
 mod error;
 mod passwords;
+mod second_factor;
 mod signin;
 
 use std::collections::BTreeMap;
@@ -404,6 +405,43 @@ impl IdentityService for IdentityApi {
         request: Request<pb::CompleteRegistrationRequest>,
     ) -> ApiResult<pb::CompleteRegistrationResponse> {
         Ok(Response::new(self.do_complete_registration(request).await?))
+    }
+
+    async fn complete_sign_in(
+        &self,
+        request: Request<pb::CompleteSignInRequest>,
+    ) -> ApiResult<pb::CompleteSignInResponse> {
+        Ok(Response::new(self.do_complete_sign_in(request).await?))
+    }
+
+    async fn start_totp_enrolment(
+        &self,
+        request: Request<pb::StartTotpEnrolmentRequest>,
+    ) -> ApiResult<pb::StartTotpEnrolmentResponse> {
+        Ok(Response::new(self.do_start_totp_enrolment(request).await?))
+    }
+
+    async fn confirm_totp_enrolment(
+        &self,
+        request: Request<pb::ConfirmTotpEnrolmentRequest>,
+    ) -> ApiResult<pb::ConfirmTotpEnrolmentResponse> {
+        Ok(Response::new(
+            self.do_confirm_totp_enrolment(request).await?,
+        ))
+    }
+
+    async fn verify_second_factor(
+        &self,
+        request: Request<pb::VerifySecondFactorRequest>,
+    ) -> ApiResult<pb::VerifySecondFactorResponse> {
+        Ok(Response::new(self.do_verify_second_factor(request).await?))
+    }
+
+    async fn remove_second_factor(
+        &self,
+        request: Request<pb::RemoveSecondFactorRequest>,
+    ) -> ApiResult<pb::RemoveSecondFactorResponse> {
+        Ok(Response::new(self.do_remove_second_factor(request).await?))
     }
 
     async fn get_link(

@@ -1,7 +1,7 @@
 //! Sign-in, the lock-out gate every password check goes through, sessions and tokens.
 
 use chrono::{DateTime, Utc};
-use cqrs_auth::{ActiveGrant, Principal};
+use cqrs_auth::{ActiveGrant, Principal, SecondFactorCheck, SignInProof};
 use cqrs_proto::directory::v1 as dir;
 use cqrs_proto::identity::v1 as pb;
 use cqrs_proto::notifications::v1::EmailTemplate;
@@ -22,6 +22,7 @@ use crate::domain::account::AccountState;
 use crate::domain::lockout::LockLevel;
 use crate::domain::password::NormalisedPassword;
 use crate::store::lockout::AttemptGate;
+use crate::store::sessions::{CHALLENGE_TTL, SessionRecord};
 use crate::store::{self, AccountRow, accounts as account_store};
 
 /// `lock_reason` of a lock-out recorded by the sign-in path.
@@ -250,7 +251,12 @@ impl IdentityApi {
 
         if matched && account.is_active() {
             self.upgrade_hash(&account, &presented).await;
-            return self.start_session(&account, &actor, now, deadline).await;
+            if account.second_factor_at.is_some() {
+                return self.challenge(&account, &actor, now).await;
+            }
+            return self
+                .start_session(&account, &actor, now, deadline, &["pwd"], None)
+                .await;
         }
         // A right password on a disabled or pending account is still a refusal, answered like
         // a wrong one; it stays counted, as the attempt was counted before the check.
@@ -290,21 +296,87 @@ impl IdentityApi {
         }
     }
 
-    /// Starts a session for `account` and answers the sign-in; `deadline` (the sign-in's own)
-    /// bounds the directory call listing the grants.
-    async fn start_session(
+    /// The right password of an account with a second factor: the attempt's count is taken
+    /// back (only a right code resets the counter) and the code is asked for with a
+    /// challenge. Nothing else about the account is told yet.
+    async fn challenge(
+        &self,
+        account: &AccountRow,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<pb::SignInResponse, IdentityError> {
+        let inner = &self.inner;
+        inner.lockout.forgive_attempt(account.id).await?;
+        let challenge_token = inner.sessions.create_challenge(account.id).await?;
+        audit_alone(
+            self.store(),
+            now,
+            actor,
+            account_event(
+                "SIGN_IN_PASSWORD_ACCEPTED",
+                &account.id.to_string(),
+                "success",
+                serde_json::json!({ "second_factor": "required" }),
+            ),
+        )
+        .await?;
+        let expires = now
+            + chrono::TimeDelta::from_std(CHALLENGE_TTL).unwrap_or(chrono::TimeDelta::minutes(5));
+        Ok(pb::SignInResponse {
+            second_factor_required: true,
+            challenge_token,
+            challenge_expire_time: Some(convert::timestamp(expires)),
+            ..Default::default()
+        })
+    }
+
+    /// How `record`'s person signed in, as its tokens say: the methods, and the last
+    /// second-factor check with the end of its step-up window.
+    pub(super) fn proof_of(&self, record: &SessionRecord) -> SignInProof {
+        let window = i64::try_from(self.config().step_up_window.as_secs()).unwrap_or(i64::MAX);
+        SignInProof {
+            methods: record.methods.clone(),
+            second_factor: record.second_factor_at.map(|at| SecondFactorCheck {
+                checked_at: at,
+                fresh_until: at.saturating_add(window),
+            }),
+        }
+    }
+
+    /// An access token for `record`'s session, scoped to `active`.
+    pub(super) fn token_for(
+        &self,
+        record: &SessionRecord,
+        active: Option<&ActiveGrant>,
+    ) -> Result<cqrs_auth::IssuedToken, IdentityError> {
+        Ok(self.inner.issuer.issue_user_with(
+            record.account_id,
+            &record.session_id,
+            active,
+            &self.proof_of(record),
+            token_time(),
+        )?)
+    }
+
+    /// Starts a session for `account` signed in with `methods` (its second factor checked at
+    /// `second_factor_at`, unix seconds, if it was) and answers the sign-in; `deadline` (the
+    /// sign-in's own) bounds the directory call listing the grants.
+    pub(super) async fn start_session(
         &self,
         account: &AccountRow,
         actor: &Actor,
         now: DateTime<Utc>,
         deadline: Option<RequestDeadline>,
+        methods: &[&str],
+        second_factor_at: Option<i64>,
     ) -> Result<pb::SignInResponse, IdentityError> {
         let inner = &self.inner;
         inner.lockout.record_success(account.id).await?;
-        let (session_token, record) = inner.sessions.create(account.id, now).await?;
-        let token = inner
-            .issuer
-            .issue_user(account.id, &record.session_id, None, token_time())?;
+        let (session_token, record) = inner
+            .sessions
+            .create_with(account.id, now, methods, second_factor_at)
+            .await?;
+        let token = self.token_for(&record, None)?;
         audit_alone(
             self.store(),
             now,
@@ -313,7 +385,7 @@ impl IdentityApi {
                 "SIGN_IN",
                 &account.id.to_string(),
                 "success",
-                serde_json::json!({}),
+                serde_json::json!({ "methods": methods }),
             ),
         )
         .await?;
@@ -329,6 +401,14 @@ impl IdentityApi {
                 Vec::new()
             }
         };
+        let policy = &self.config().second_factor;
+        let second_factor_enrolment_required = account.second_factor_at.is_none()
+            && grants.iter().any(|g| {
+                convert::role_from_proto(g.role)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|role| policy.requires(role))
+            });
         Ok(pb::SignInResponse {
             session_token,
             access_token: token.token,
@@ -340,6 +420,8 @@ impl IdentityApi {
                 self.config().session_idle_ttl,
                 now,
             )),
+            second_factor_enrolment_required,
+            ..Default::default()
         })
     }
 
@@ -381,6 +463,18 @@ impl IdentityApi {
         };
         let inner = &self.inner;
         let now = self.now();
+        let record = inner
+            .sessions
+            .get(&session_id)
+            .await?
+            .ok_or(IdentityError::from(IdentityReason::SessionEnded))?;
+        // The policy: a role that needs a second factor is used only by a session whose
+        // person checked one.
+        if self.config().second_factor.requires(role) && record.second_factor_at.is_none() {
+            self.audit_selection(&actor, account_id, &wanted, "failure", now)
+                .await?;
+            return Err(IdentityError::from(IdentityReason::SecondFactorRequired));
+        }
 
         let Some(grant) = self.held_grant(account_id, &wanted, deadline).await? else {
             self.audit_selection(&actor, account_id, &wanted, "failure", now)
@@ -402,10 +496,7 @@ impl IdentityApi {
                 return Err(IdentityError::from(IdentityReason::NoGrant));
             }
         };
-        let issued =
-            inner
-                .issuer
-                .issue_user(account_id, &session_id, Some(&wanted), token_time())?;
+        let issued = self.token_for(&record, Some(&wanted))?;
         self.audit_selection(&actor, account_id, &wanted, "success", now)
             .await?;
         Ok(pb::SelectRoleResponse {
@@ -486,12 +577,7 @@ impl IdentityApi {
             inner.sessions.end(&record.session_id).await?;
             return Err(IdentityError::from(IdentityReason::SessionEnded));
         }
-        let issued = inner.issuer.issue_user(
-            record.account_id,
-            &record.session_id,
-            record.active.as_ref(),
-            token_time(),
-        )?;
+        let issued = self.token_for(&record, record.active.as_ref())?;
         Ok(pb::RefreshAccessTokenResponse {
             access_token: issued.token,
             expires_at: Some(convert::timestamp(issued.expires_at)),
@@ -591,7 +677,7 @@ impl IdentityApi {
 /// The issue time of access tokens: token time (see [`cqrs_runtime::clock`]). Every verifier
 /// checks `iat` and `exp` against its own system clock, so tokens use the system clock, not
 /// the service's adjustable one.
-fn token_time() -> DateTime<Utc> {
+pub(super) fn token_time() -> DateTime<Utc> {
     SystemClock.now()
 }
 

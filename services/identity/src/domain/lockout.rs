@@ -14,6 +14,10 @@
 //!   configuration) the lock is permanent: recorded durably, lifted only by the service desk.
 //! - While locked, no password is checked and the counter does not move; a locked account
 //!   answers exactly like a wrong password.
+//! - A second factor is not a second guess budget: a wrong authenticator code or recovery
+//!   code counts on the same counter as a wrong password, and a locked account checks no
+//!   code either. A sign-in resets the counter only once it is complete (password, then the
+//!   code when the account has a second factor).
 //! - A successful sign-in resets the counter.
 //!
 //! The Redis script applies this table atomically (check + increment + expire); it receives it

@@ -5,6 +5,7 @@
 //! identity's alone (User IDs, the lock-out policy) is defined here.
 
 pub mod lockout;
+pub mod second_factor;
 pub mod user_id;
 
 pub use cqrs_rules::{account, email, links, password};

@@ -21,7 +21,7 @@ const USER_ID_ATTEMPTS: usize = 20;
 macro_rules! account_columns {
     () => {
         "id, realm, user_id, email, first_name, last_name, state, password_hash, \
-         password_changed_at, locked_at, lock_reason, created_at, updated_at"
+         password_changed_at, locked_at, lock_reason, created_at, updated_at, second_factor_at"
     };
 }
 
@@ -47,6 +47,8 @@ pub struct AccountRow {
     pub lock_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the account's authenticator app was confirmed; `None` without one.
+    pub second_factor_at: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for AccountRow {

@@ -9,7 +9,9 @@
 //!   counter does not move;
 //! * otherwise the failure is counted *before* the password is checked. A right password then
 //!   resets the counter ([`LockoutStore::record_success`]); a wrong one leaves the count as it
-//!   is. Counting up front is what makes 200 parallel wrong passwords at threshold `T` produce
+//!   is. A right password of an account with a second factor only takes its own count back
+//!   ([`LockoutStore::forgive_attempt`]): the code comes through the same gate, and only a
+//!   right code resets the counter. Counting up front is what makes 200 parallel wrong passwords at threshold `T` produce
 //!   at most `T` verifications and a stored counter of exactly `T`.
 //!
 //! The wait after each failure comes from [`LockoutPolicy::waits_ms`], so the rule lives in the
@@ -75,6 +77,23 @@ end
 return redis.call('DEL', KEYS[1])
 ";
 
+/// KEYS[1] = lockout hash. Takes back the one failure counted for an attempt that turned out
+/// right but does not finish a sign-in (the password of an account with a second factor),
+/// with the lock that count started: the gate had let the attempt through, so any lock now
+/// set was set by it. A durable lock stays.
+const FORGIVE_ATTEMPT_LUA: &str = r"
+if redis.call('HEXISTS', KEYS[1], 'durable') == 1 then
+  return 0
+end
+local failures = redis.call('HINCRBY', KEYS[1], 'failures', -1)
+if failures <= 0 then
+  return redis.call('DEL', KEYS[1])
+end
+redis.call('HDEL', KEYS[1], 'locked_until_ms', 'permanent')
+return 1
+";
+
+static FORGIVE_ATTEMPT: LazyLock<Script> = LazyLock::new(|| Script::new(FORGIVE_ATTEMPT_LUA));
 static BEGIN_ATTEMPT: LazyLock<Script> = LazyLock::new(|| Script::new(BEGIN_ATTEMPT_LUA));
 static RECORD_SUCCESS: LazyLock<Script> = LazyLock::new(|| Script::new(RECORD_SUCCESS_LUA));
 
@@ -159,6 +178,17 @@ impl LockoutStore {
     }
 
     /// Failures counted so far (0 when there is no record). Never creates a key.
+    /// Takes back the failure counted for an attempt that was right but is not the end of
+    /// the sign-in (see [`FORGIVE_ATTEMPT_LUA`]): the count is as before the attempt.
+    pub async fn forgive_attempt(&self, account_id: Uuid) -> Result<(), RedisError> {
+        let mut conn = self.conn.clone();
+        FORGIVE_ATTEMPT
+            .key(self.key(account_id))
+            .invoke_async::<i64>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     pub async fn failures(&self, account_id: Uuid) -> Result<u32, RedisError> {
         let mut conn = self.conn.clone();
         let failures: Option<u32> = conn.hget(self.key(account_id), "failures").await?;

@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod audit_writer;
 pub mod lockout;
+pub mod second_factors;
 pub mod sessions;
 
 use std::sync::Arc;

@@ -2,7 +2,9 @@
 //!
 //! Keys, all under `{namespace}identity:`:
 //! * `session:{sid}` — hash with `account_id`, `created_ms`, `absolute_expiry_ms`, `org`,
-//!   `role` (both empty while no grant is active) and `token_hash`. The key name is
+//!   `role` (both empty while no grant is active), `token_hash`, `amr` (how the person
+//!   signed in, space-separated RFC 8176 names) and `sfa` (unix seconds of the session's last
+//!   second-factor check; empty without one). The key name is
 //!   [`cqrs_auth::session_key`]: every service checks a token's `sid` with `EXISTS` on it, so
 //!   deleting this key is what ends a session everywhere at once.
 //! * `session-token:{hex sha256(token)}` — the session id, found from the refresh secret.
@@ -10,6 +12,9 @@
 //!   (which travels in every access token), so knowing a `sid` does not let anyone refresh.
 //! * `account-sessions:{account_id}` — set of the account's session ids, so sign-out
 //!   everywhere, disable, lock, password change and role revocation can find them.
+//!
+//! * `sign-in-challenge:{hex sha256(token)}` — the account whose password was right and whose
+//!   second factor is being asked for; lives [`CHALLENGE_TTL`], ends when the sign-in does.
 //!
 //! Session and token keys share one TTL: min(idle TTL, time left before the absolute expiry).
 //! Using the token pushes the idle TTL out again, never past the absolute expiry. Members of
@@ -67,6 +72,19 @@ redis.call('HSET', KEYS[1], 'org', ARGV[1], 'role', ARGV[2])
 return 1
 ";
 
+/// How long the second step of a sign-in may wait for its code.
+pub const CHALLENGE_TTL: Duration = Duration::from_secs(300);
+
+/// KEYS[1] = session; ARGV = amr, sfa. Like SET_ACTIVE: never recreates an ended session.
+const SET_PROOF_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'amr', ARGV[1], 'sfa', ARGV[2])
+return 1
+";
+
+static SET_PROOF: LazyLock<Script> = LazyLock::new(|| Script::new(SET_PROOF_LUA));
 static BY_TOKEN: LazyLock<Script> = LazyLock::new(|| Script::new(BY_TOKEN_LUA));
 static SET_ACTIVE: LazyLock<Script> = LazyLock::new(|| Script::new(SET_ACTIVE_LUA));
 
@@ -81,6 +99,10 @@ pub struct SessionRecord {
     pub absolute_expiry: DateTime<Utc>,
     /// The grant the user picked, if any.
     pub active: Option<ActiveGrant>,
+    /// How the person signed in (RFC 8176 `amr` names).
+    pub methods: Vec<String>,
+    /// The session's last second-factor check (unix seconds), if any.
+    pub second_factor_at: Option<i64>,
 }
 
 /// Sessions in Redis under `{namespace}identity:`.
@@ -142,6 +164,18 @@ impl SessionStore {
         account_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<(String, SessionRecord), RedisError> {
+        self.create_with(account_id, now, &["pwd"], None).await
+    }
+
+    /// Starts a session signed in with `methods`, its second factor checked at
+    /// `second_factor_at` (unix seconds) if it was.
+    pub async fn create_with(
+        &self,
+        account_id: Uuid,
+        now: DateTime<Utc>,
+        methods: &[&str],
+        second_factor_at: Option<i64>,
+    ) -> Result<(String, SessionRecord), RedisError> {
         let session_id = random_secret();
         let token = random_secret();
         let token_hash = hash_token(&token);
@@ -158,7 +192,13 @@ impl SessionStore {
             created_at: from_ms(now_ms)?,
             absolute_expiry: from_ms(absolute_expiry_ms)?,
             active: None,
+            methods: methods.iter().map(|m| (*m).to_owned()).collect(),
+            second_factor_at,
         };
+        let amr = methods.join(" ");
+        let sfa = second_factor_at
+            .map(|at| at.to_string())
+            .unwrap_or_default();
 
         let session = session_key(&self.namespace, &session_id);
         let account = self.account_key(account_id);
@@ -178,6 +218,8 @@ impl SessionStore {
                     ("org", ""),
                     ("role", ""),
                     ("token_hash", token_hash.as_str()),
+                    ("amr", amr.as_str()),
+                    ("sfa", sfa.as_str()),
                 ],
             )
             .ignore()
@@ -251,6 +293,67 @@ impl SessionStore {
             .invoke_async(&mut conn)
             .await?;
         Ok(updated == 1)
+    }
+
+    /// Records a second-factor check at `at` (unix seconds) on a live session, adding `otp`
+    /// to its methods. `false` when the session has ended.
+    pub async fn record_second_factor(
+        &self,
+        record: &SessionRecord,
+        at: i64,
+    ) -> Result<bool, RedisError> {
+        let mut methods = record.methods.clone();
+        if !methods.iter().any(|m| m == "otp") {
+            methods.push("otp".to_owned());
+        }
+        let mut conn = self.conn.clone();
+        let updated: i64 = SET_PROOF
+            .key(session_key(&self.namespace, &record.session_id))
+            .arg(methods.join(" "))
+            .arg(at.to_string())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(updated == 1)
+    }
+
+    fn challenge_key(&self, token: &str) -> String {
+        format!(
+            "{}identity:sign-in-challenge:{}",
+            self.namespace,
+            hash_token(token)
+        )
+    }
+
+    /// A challenge for the second step of `account_id`'s sign-in; returns its token (shown to
+    /// the client once, stored only hashed).
+    pub async fn create_challenge(&self, account_id: Uuid) -> Result<String, RedisError> {
+        let token = random_secret();
+        let mut conn = self.conn.clone();
+        let () = conn
+            .pset_ex(
+                self.challenge_key(&token),
+                account_id.to_string(),
+                ttl_ms_u64(duration_ms(CHALLENGE_TTL)),
+            )
+            .await?;
+        Ok(token)
+    }
+
+    /// The account a live challenge belongs to.
+    pub async fn challenge(&self, token: &str) -> Result<Option<Uuid>, RedisError> {
+        let mut conn = self.conn.clone();
+        let account: Option<String> = conn.get(self.challenge_key(token)).await?;
+        account
+            .map(|a| Uuid::parse_str(&a).map_err(|_| corrupt("challenge")))
+            .transpose()
+    }
+
+    /// Ends a challenge (the sign-in completed, or the account locked). `false` when it had
+    /// ended already: of two parallel completions only one goes on.
+    pub async fn end_challenge(&self, token: &str) -> Result<bool, RedisError> {
+        let mut conn = self.conn.clone();
+        let removed: i64 = conn.del(self.challenge_key(token)).await?;
+        Ok(removed == 1)
     }
 
     /// Ends one session (sign-out). Ending an ended or unknown session is not an error.
@@ -409,12 +512,23 @@ fn parse_record(
             role: Role::parse(role).ok_or_else(|| corrupt("role"))?,
         })
     };
+    // Sessions from before second factors have neither field: a password sign-in.
+    let methods = fields.get("amr").map_or_else(
+        || vec!["pwd".to_owned()],
+        |amr| amr.split_whitespace().map(str::to_owned).collect(),
+    );
+    let second_factor_at = match fields.get("sfa").map(String::as_str) {
+        None | Some("") => None,
+        Some(at) => Some(at.parse::<i64>().map_err(|_| corrupt("sfa"))?),
+    };
     Ok(SessionRecord {
         session_id,
         account_id,
         created_at: ms("created_ms")?,
         absolute_expiry: ms("absolute_expiry_ms")?,
         active,
+        methods,
+        second_factor_at,
     })
 }
 

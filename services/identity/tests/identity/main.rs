@@ -13,5 +13,6 @@ mod links;
 mod redis_lockout;
 mod redis_sessions;
 mod scope;
+mod second_factor;
 mod signin;
 mod stores;

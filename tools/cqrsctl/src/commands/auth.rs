@@ -182,6 +182,52 @@ async fn end_previous_session(ctx: &mut Ctx, old: &Profile) {
     ctx.token.set(None);
 }
 
+/// The second step of a sign-in: the authenticator code (6 digits) or a recovery code.
+async fn complete_sign_in(
+    ctx: &mut Ctx,
+    challenge_token: &str,
+    code: Option<&str>,
+) -> Result<identity::SignInResponse, CliError> {
+    let Some(code) = code.map(str::trim).filter(|c| !c.is_empty()) else {
+        return Err(CliError::Usage(
+            "this account has an authenticator app: sign in again with --code and its \
+             6-digit code (or a recovery code)"
+                .into(),
+        ));
+    };
+    let digits = code.chars().filter(char::is_ascii_digit).count();
+    let (code, recovery_code) = if digits == code.chars().filter(|c| *c != ' ').count() {
+        (code.to_owned(), String::new())
+    } else {
+        (String::new(), code.to_owned())
+    };
+    let used_recovery_code = !recovery_code.is_empty();
+    let done = ctx
+        .identity_anonymous()?
+        .complete_sign_in(identity::CompleteSignInRequest {
+            challenge_token: challenge_token.to_owned(),
+            code,
+            recovery_code,
+        })
+        .await?
+        .into_inner();
+    if used_recovery_code {
+        ctx.note(&format!(
+            "a recovery code was used; {} left",
+            done.recovery_codes_left
+        ));
+    }
+    Ok(identity::SignInResponse {
+        session_token: done.session_token,
+        access_token: done.access_token,
+        expires_at: done.expires_at,
+        account: done.account,
+        grants: done.grants,
+        session: done.session,
+        ..Default::default()
+    })
+}
+
 pub async fn login(ctx: &mut Ctx, args: LoginArgs) -> Result<(), CliError> {
     let login = args
         .user_id
@@ -195,11 +241,14 @@ pub async fn login(ctx: &mut Ctx, args: LoginArgs) -> Result<(), CliError> {
     let password = read_password(args.password_stdin)?;
 
     let previous = ctx.cached().ok().flatten();
-    let answer = ctx
+    let mut answer = ctx
         .identity_anonymous()?
         .sign_in(identity::SignInRequest { login, password })
         .await?
         .into_inner();
+    if answer.second_factor_required {
+        answer = complete_sign_in(ctx, &answer.challenge_token, args.code.as_deref()).await?;
+    }
     let account = answer
         .account
         .as_ref()
