@@ -6,9 +6,10 @@
 //! gRPC-Web calls to `/cqrs.<service>.v1.*` are forwarded to their service ([`grpc_web`]).
 //!
 //! A request passes, outermost first: the client-address layer ([`client_address`]), the
-//! security layer (headers on every response, the
-//! origin check on every POST, failure pages), the session layer (load, then save/renew/end),
-//! and the page ([`pages`]), which checks the form's CSRF token and the person's session.
+//! security layer (headers on every response, the origin check on every POST, failure
+//! pages), the session layer (load, then save/renew/end), the step-up layer (an action that
+//! needs a recent authenticator code asks for one and is repeated), and the page
+//! ([`pages`]), which checks the form's CSRF token and the person's session.
 
 pub mod client_address;
 pub mod config;
@@ -64,6 +65,10 @@ pub fn router(state: AppState) -> Router {
         .trim_end_matches('/')
         .to_owned();
     pages::routes(&base)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            pages::second_factor::step_up_layer,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             session::layer,

@@ -37,6 +37,25 @@ pub struct WebSession {
     pub user: Option<SignedInUser>,
     /// A one-time message for the next page (e.g. "Your password has been changed").
     pub notice: Option<String>,
+    /// A sign-in whose password was right, waiting for the authenticator code.
+    #[serde(default)]
+    pub pending_sign_in: Option<PendingSignIn>,
+    /// An authenticator app being added: its secret, shown until the first code confirms it.
+    #[serde(default)]
+    pub pending_enrolment: Option<PendingEnrolment>,
+}
+
+/// The secret of an authenticator app being added, as identity gave it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PendingEnrolment {
+    pub otpauth_uri: String,
+    pub secret: String,
+}
+
+/// The second step of a sign-in: identity's challenge (a credential, kept server side).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PendingSignIn {
+    pub challenge_token: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +86,10 @@ pub struct SignedInUser {
     pub grants: Vec<GrantChoice>,
     /// Index into `grants` of the selected one.
     pub active: Option<usize>,
+    /// A role the person holds needs an authenticator app and they have none: every page
+    /// leads to adding one until it is done.
+    #[serde(default)]
+    pub enrolment_required: bool,
 }
 
 impl SignedInUser {
@@ -205,9 +228,8 @@ impl Session {
         self.with(|slot| {
             slot.session = WebSession {
                 csrf: random_token(),
-                link: None,
                 user: Some(user),
-                notice: None,
+                ..WebSession::default()
             };
             slot.dirty = true;
             slot.rotate = true;

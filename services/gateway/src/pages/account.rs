@@ -57,6 +57,7 @@ struct AccountView {
     email: String,
     user_id: String,
     realm: &'static str,
+    second_factor: bool,
 }
 
 async fn profile_page(
@@ -89,6 +90,7 @@ async fn profile_page(
             email: account.email,
             user_id: account.user_id,
             realm,
+            second_factor: account.second_factor,
         },
         roles: signed_in
             .user

@@ -9,6 +9,7 @@ mod desk;
 mod inbox;
 mod links;
 mod register;
+pub mod second_factor;
 mod sign_in;
 mod time;
 
@@ -30,6 +31,11 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 use crate::session::{Session, SignedInUser};
+
+/// The `ErrorInfo.reason` the services' auth layer gives a stale second-factor check
+/// (`cqrs_auth::STEP_UP_REQUIRED`; the gateway verifies no tokens, so it does not link that
+/// crate).
+const STEP_UP_REQUIRED: &str = "STEP_UP_REQUIRED";
 use crate::state::AppState;
 
 /// Every page, under `base` (the public prefix without its trailing slash, empty for the root).
@@ -67,6 +73,7 @@ pub fn routes(base: &str) -> Router<AppState> {
         router = router.route(base, get(account::home));
     }
     router
+        .merge(second_factor::routes(base))
         .merge(register::routes(base))
         .merge(inbox::routes(base))
         .merge(admin::routes(base))
@@ -301,6 +308,7 @@ impl FormErrors {
             Code::Unauthenticated if reason == "SESSION_ENDED" || reason.is_empty() => {
                 Err(Failure::SignedOut)
             }
+            Code::PermissionDenied if reason == STEP_UP_REQUIRED => Err(Failure::StepUp),
             Code::Unavailable | Code::DeadlineExceeded => Err(Failure::Unavailable),
             Code::Internal | Code::Unknown | Code::DataLoss => Err(Failure::Internal),
             _ => Ok(FormErrors::summary(reason_text(&reason))),
@@ -403,6 +411,18 @@ pub fn reason_text(reason: &str) -> &'static str {
         "SESSION_ENDED" => "Your session has ended. Please sign in again.",
         "RESOURCE_EXHAUSTED" | "OVERLOADED" => "The service is busy. Please try again in a moment.",
         "NO_ACTIVE_GRANT" => "Choose a role first (at the top of the page).",
+        "INVALID_CODE" => {
+            "The code is not right. Type the code your authenticator app shows now (a code \
+             works once), or use one of your recovery codes. After several wrong attempts the \
+             account is locked."
+        }
+        "SIGN_IN_CHALLENGE_ENDED" => "Your sign-in took too long. Please sign in again.",
+        "SECOND_FACTOR_REQUIRED" => {
+            "This role needs an authenticator app. Add one from My profile, then choose the \
+             role again."
+        }
+        "SECOND_FACTOR_EXISTS" => "Your account already has an authenticator app.",
+        "NO_SECOND_FACTOR" => "This account has no authenticator app.",
         _ => "That could not be done. Please check the details and try again.",
     }
 }
@@ -416,6 +436,11 @@ pub enum Failure {
     SignedOut,
     /// A page this person's role may not use.
     Forbidden,
+    /// A role of the person needs an authenticator app they have not added yet.
+    EnrolFirst,
+    /// An administrative action needs a recent authenticator code; the step-up layer asks
+    /// for one and repeats the action ([`second_factor::step_up_layer`]).
+    StepUp,
     Unavailable,
     Internal,
 }
@@ -442,8 +467,8 @@ impl IntoResponse for Failure {
 impl Failure {
     fn status(self) -> StatusCode {
         match self {
-            Failure::StaleForm | Failure::Forbidden => StatusCode::FORBIDDEN,
-            Failure::SignedOut => StatusCode::SEE_OTHER,
+            Failure::StaleForm | Failure::Forbidden | Failure::StepUp => StatusCode::FORBIDDEN,
+            Failure::SignedOut | Failure::EnrolFirst => StatusCode::SEE_OTHER,
             Failure::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Failure::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -460,6 +485,19 @@ pub fn failure_page(state: &AppState, failure: Failure) -> Response {
             )
                 .into_response();
         }
+        Failure::EnrolFirst => {
+            return (
+                StatusCode::SEE_OTHER,
+                [(http::header::LOCATION, state.path("profile/authenticator"))],
+            )
+                .into_response();
+        }
+        // Reached only where the step-up layer does not run (it answers every page's).
+        Failure::StepUp => (
+            "Confirm it is you",
+            "This action needs a recent code from your authenticator app. Go back and try \
+             again.",
+        ),
         Failure::StaleForm => (
             "This form has expired",
             "The form was open too long or came from another site. Go back, reload the page \
@@ -563,7 +601,22 @@ pub struct SignedIn {
 }
 
 impl SignedIn {
+    /// The signed-in person, sent to add an authenticator app first when a role of theirs
+    /// needs one.
     pub async fn require(state: &AppState, session: &Session) -> Result<SignedIn, Failure> {
+        let signed_in = Self::require_enrolling(state, session).await?;
+        if signed_in.user.enrolment_required {
+            return Err(Failure::EnrolFirst);
+        }
+        Ok(signed_in)
+    }
+
+    /// The signed-in person, whether or not an authenticator app is still due (for the pages
+    /// that add one).
+    pub async fn require_enrolling(
+        state: &AppState,
+        session: &Session,
+    ) -> Result<SignedIn, Failure> {
         let Some(mut user) = session.get().user else {
             return Err(Failure::SignedOut);
         };
@@ -610,6 +663,13 @@ fn ended(session: &Session, status: &Status) -> Failure {
         Code::Unauthenticated => {
             session.end();
             Failure::SignedOut
+        }
+        Code::PermissionDenied
+            if status
+                .get_details_error_info()
+                .is_some_and(|info| info.reason == STEP_UP_REQUIRED) =>
+        {
+            Failure::StepUp
         }
         Code::PermissionDenied => Failure::Forbidden,
         Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted => {

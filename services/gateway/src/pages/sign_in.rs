@@ -8,7 +8,7 @@ use cqrs_proto::identity::v1 as id_pb;
 use serde::Deserialize;
 
 use super::{Chrome, CsrfForm, Failure, FormErrors, Posted, SignedIn, render, see_other};
-use crate::session::{GrantChoice, Session, SignedInUser};
+use crate::session::{GrantChoice, PendingSignIn, Session, SignedInUser};
 use crate::state::AppState;
 
 #[derive(Template)]
@@ -83,7 +83,15 @@ pub async fn submit(
             .await;
         match answer {
             Ok(answer) => {
-                let user = signed_in_user(&state, answer.into_inner()).await?;
+                let answer = answer.into_inner();
+                if answer.second_factor_required {
+                    let pending = PendingSignIn {
+                        challenge_token: answer.challenge_token,
+                    };
+                    session.update(|s| s.pending_sign_in = Some(pending));
+                    return Ok(see_other(&state, "sign-in/code"));
+                }
+                let user = signed_in_user(&state, answer).await?;
                 session.sign_in(user);
                 return Ok(see_other(&state, ""));
             }
@@ -107,8 +115,8 @@ pub async fn submit(
 }
 
 /// The web session's view of a SignIn answer; a person with exactly one grant acts through it
-/// at once.
-async fn signed_in_user(
+/// at once (unless an authenticator app must be added first).
+pub(super) async fn signed_in_user(
     state: &AppState,
     answer: id_pb::SignInResponse,
 ) -> Result<SignedInUser, Failure> {
@@ -133,15 +141,20 @@ async fn signed_in_user(
             })
             .collect(),
         active: None,
+        enrolment_required: answer.second_factor_enrolment_required,
     };
-    if user.grants.len() == 1 {
+    if user.grants.len() == 1 && !user.enrolment_required {
         select(state, &mut user, 0).await?;
     }
     Ok(user)
 }
 
 /// Selects grant `index` in identity and keeps the new access token.
-async fn select(state: &AppState, user: &mut SignedInUser, index: usize) -> Result<(), Failure> {
+pub(super) async fn select(
+    state: &AppState,
+    user: &mut SignedInUser,
+    index: usize,
+) -> Result<(), Failure> {
     let grant = user.grants.get(index).ok_or(Failure::StaleForm)?.clone();
     let answer = state
         .identity()
@@ -156,6 +169,7 @@ async fn select(state: &AppState, user: &mut SignedInUser, index: usize) -> Resu
         .map_err(|status| match status.code() {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => Failure::Unavailable,
             tonic::Code::Unauthenticated => Failure::SignedOut,
+            tonic::Code::FailedPrecondition => Failure::EnrolFirst,
             // A grant revoked since sign-in: the switcher offers it no more after sign-in.
             _ => Failure::Forbidden,
         })?
