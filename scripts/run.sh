@@ -217,6 +217,9 @@ if [ -n "$link" ]; then
   echo "Open the link in a browser and set a password, then sign in at ${CQRS_PUBLIC_BASE_URL%/}/sign-in"
   echo "with the User ID shown there; or run 'make demo' to do that and load a small data set"
   echo "with users in every role."
+  echo "The service desk and the administrator roles need an authenticator app (CQRS_SECOND_FACTOR_ROLES):"
+  echo "the first sign-in leads you to add one. Without a phone, '$BIN/cqrs-devtoken totp <key>'"
+  echo "prints the code for the key that page shows."
 else
   echo "No registration mail for $CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL (already registered on an earlier run?)."
 fi

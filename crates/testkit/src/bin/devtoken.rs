@@ -5,6 +5,9 @@
 //! - `service <client_id>`: prints a service token signed with `CQRS_TOKEN_SIGNING_KEY`.
 //! - `health <host:port>`: prints the overall grpc.health.v1 status of a server; exits
 //!   non-zero unless it is SERVING.
+//! - `totp <secret>`: prints the code an authenticator app shows now for the base32 secret
+//!   the "Add an authenticator app" page gives (SHA-1, 6 digits, 30 s), for trying the suite
+//!   without a phone.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -26,7 +29,11 @@ async fn main() -> ExitCode {
         ["keys"] => Ok(keys()),
         ["service", client_id] => service(client_id),
         ["health", addr] => health(addr).await,
-        _ => Err("usage: cqrs-devtoken keys | service <client_id> | health <host:port>".to_owned()),
+        ["totp", secret @ ..] if !secret.is_empty() => totp(&secret.concat()),
+        _ => Err(
+            "usage: cqrs-devtoken keys | service <client_id> | health <host:port> | totp <secret>"
+                .to_owned(),
+        ),
     };
     match result {
         Ok(output) => {
@@ -47,6 +54,25 @@ fn keys() -> String {
         key.to_env_value(),
         key.verifying_key().to_env_value()
     )
+}
+
+fn totp(secret: &str) -> Result<String, String> {
+    let text = secret.replace(' ', "").to_ascii_uppercase();
+    let bytes = totp_rs::Secret::Encoded(text)
+        .to_bytes()
+        .map_err(|_| "the secret is not base32 (letters A-Z and digits 2-7)".to_owned())?;
+    let generator = totp_rs::TOTP::new(
+        totp_rs::Algorithm::SHA1,
+        6,
+        0,
+        30,
+        bytes,
+        None,
+        String::new(),
+    )
+    .map_err(|e| e.to_string())?;
+    let now = u64::try_from(SystemClock.now().timestamp()).map_err(|e| e.to_string())?;
+    Ok(generator.generate(now))
 }
 
 fn service(client_id: &str) -> Result<String, String> {

@@ -40,6 +40,7 @@ pub fn routes(base: &str) -> Router<AppState> {
         .route(&at("/desk/unlock"), post(unlock))
         .route(&at("/desk/reset"), post(send_reset))
         .route(&at("/desk/enable"), post(enable))
+        .route(&at("/desk/second-factor"), post(remove_second_factor))
         .route(
             &at("/desk/organisations"),
             get(show_organisations).post(create_organisation),
@@ -106,6 +107,8 @@ struct AccountView {
     pending: bool,
     created: String,
     password_changed: String,
+    /// Whether an authenticator app is on the account.
+    second_factor: bool,
     /// `None` when the directory could not be asked.
     roles: Option<Vec<String>>,
 }
@@ -296,6 +299,7 @@ fn view_of(account: &id_pb::Account, roles: Option<Vec<String>>, now: i64) -> Ac
             .password_change_time
             .as_ref()
             .map_or_else(|| "Never".to_owned(), |t| time::when(t.seconds)),
+        second_factor: account.second_factor,
         roles,
     }
 }
@@ -385,6 +389,7 @@ enum DeskAction {
     Unlock,
     SendReset,
     Enable,
+    RemoveSecondFactor,
 }
 
 /// Seed 002 §14: the desk lifts a lock (UnlockAccount); the owner is e-mailed.
@@ -413,6 +418,17 @@ pub async fn enable(
     Posted(form): Posted<AccountForm>,
 ) -> Result<Response, Failure> {
     act(&state, &session, &form, DeskAction::Enable).await
+}
+
+/// A person who lost their phone and their recovery codes: the desk removes the app
+/// (RemoveSecondFactor); the owner is e-mailed, signed out everywhere, and adds a new app at
+/// the next sign-in where a role needs one. The desk never sees a secret.
+pub async fn remove_second_factor(
+    State(state): State<AppState>,
+    session: Session,
+    Posted(form): Posted<AccountForm>,
+) -> Result<Response, Failure> {
+    act(&state, &session, &form, DeskAction::RemoveSecondFactor).await
 }
 
 async fn act(
@@ -453,6 +469,15 @@ async fn act(
             ))
             .await
             .map(|_| None),
+        DeskAction::RemoveSecondFactor => identity()
+            .remove_second_factor(state.request(
+                id_pb::RemoveSecondFactorRequest {
+                    account_id: account_id.clone(),
+                },
+                signed_in.token(),
+            ))
+            .await
+            .map(|_| None),
         DeskAction::Enable => identity()
             .enable_account(state.request(
                 id_pb::EnableAccountRequest {
@@ -475,6 +500,10 @@ async fn act(
                 DeskAction::SendReset => "A password-reset link has been e-mailed to the \
                                           account's address. It works once and for a limited \
                                           time."
+                    .to_owned(),
+                DeskAction::RemoveSecondFactor => "The authenticator app has been removed. \
+                                                   The owner has been e-mailed and signed out, \
+                                                   and adds a new app at the next sign-in."
                     .to_owned(),
                 DeskAction::Enable => format!(
                     "The account is re-enabled: {name} can sign in again, and has been \
@@ -517,6 +546,9 @@ fn refusal_text(action: DeskAction, status: &Status) -> String {
     match (action, reason.as_str()) {
         (DeskAction::Enable, "ACCOUNT_NOT_DISABLED") => {
             "This account is not disabled, so there is nothing to re-enable.".to_owned()
+        }
+        (DeskAction::RemoveSecondFactor, "NO_SECOND_FACTOR") => {
+            "This account has no authenticator app to remove.".to_owned()
         }
         (DeskAction::SendReset, "ACCOUNT_NOT_ACTIVE") => {
             "A reset link can only be sent to an active account: re-enable it first, or, for \
