@@ -15,6 +15,22 @@ pub mod common {
 pub mod identity {
     pub mod v1 {
         tonic::include_proto!("cqrs.identity.v1");
+
+        /// A finished second step is a sign-in like one without a second factor, so clients
+        /// handle both answers with one code path.
+        impl From<CompleteSignInResponse> for SignInResponse {
+            fn from(done: CompleteSignInResponse) -> Self {
+                SignInResponse {
+                    session_token: done.session_token,
+                    access_token: done.access_token,
+                    expires_at: done.expires_at,
+                    account: done.account,
+                    grants: done.grants,
+                    session: done.session,
+                    ..SignInResponse::default()
+                }
+            }
+        }
     }
 }
 

@@ -26,6 +26,19 @@ fn secret_of(page: &Page) -> String {
     rest[..rest.find('<').unwrap()].replace(' ', "")
 }
 
+/// The desk's User ID and password on the sign-in page.
+async fn give_password(suite: &Suite, browser: &Browser) -> Page {
+    browser
+        .fill(
+            "/portal/sign-in",
+            &[
+                ("login", suite.desk_user_id()),
+                ("password", Suite::DESK_PASSWORD),
+            ],
+        )
+        .await
+}
+
 async fn suite(window_secs: &str) -> Suite {
     let mut suite = Suite::builder()
         .env(
@@ -44,15 +57,7 @@ async fn suite(window_secs: &str) -> Suite {
 /// Signs the desk in and adds an app as the gateway leads it to; the secret and the recovery
 /// codes.
 async fn enrol_desk(suite: &Suite, browser: &Browser) -> (String, Vec<String>) {
-    let signed = browser
-        .fill(
-            "/portal/sign-in",
-            &[
-                ("login", suite.desk_user_id()),
-                ("password", Suite::DESK_PASSWORD),
-            ],
-        )
-        .await;
+    let signed = give_password(suite, browser).await;
     assert_eq!(signed.status, StatusCode::SEE_OTHER, "{}", signed.body);
     // Every page leads to adding an app first.
     for page in ["/portal/", "/portal/desk", "/portal/notifications"] {
@@ -99,15 +104,7 @@ async fn enrol_desk(suite: &Suite, browser: &Browser) -> (String, Vec<String>) {
 }
 
 async fn sign_in_for_code(suite: &Suite, browser: &Browser) {
-    let signed = browser
-        .fill(
-            "/portal/sign-in",
-            &[
-                ("login", suite.desk_user_id()),
-                ("password", Suite::DESK_PASSWORD),
-            ],
-        )
-        .await;
+    let signed = give_password(suite, browser).await;
     assert_eq!(signed.location(), "/portal/sign-in/code");
     // Nothing is signed in yet.
     assert_eq!(
@@ -181,15 +178,7 @@ async fn the_desk_adds_an_app_then_signs_in_with_a_code_or_a_recovery_code() {
         .await;
     assert_eq!(browser.get(&page).await.location(), "/portal/sign-in");
     let again = gateway.browser();
-    let signed = again
-        .fill(
-            "/portal/sign-in",
-            &[
-                ("login", suite.desk_user_id()),
-                ("password", Suite::DESK_PASSWORD),
-            ],
-        )
-        .await;
+    let signed = give_password(&suite, &again).await;
     assert_eq!(signed.location(), "/portal/");
     assert_eq!(
         again.get("/portal/").await.location(),

@@ -368,6 +368,9 @@ pub enum AccountCommand {
     },
     /// Re-enable a disabled account (EnableAccount).
     Enable { account: String },
+    /// Remove the account's authenticator app and recovery codes, for a person who lost both;
+    /// the owner is e-mailed and signed out (RemoveSecondFactor).
+    RemoveSecondFactor { account: String },
     /// Remove every grant of the account in your scope, keeping the login (RevokeAllRoles).
     Revoke { account: String },
 }

@@ -64,6 +64,8 @@ pub struct AccountView {
     pub create_time: Option<String>,
     pub update_time: Option<String>,
     pub password_change_time: Option<String>,
+    /// Whether an authenticator app is on the account.
+    pub second_factor: bool,
 }
 
 impl From<&identity::Account> for AccountView {
@@ -81,6 +83,7 @@ impl From<&identity::Account> for AccountView {
             create_time: time_text(a.create_time.as_ref()),
             update_time: time_text(a.update_time.as_ref()),
             password_change_time: time_text(a.password_change_time.as_ref()),
+            second_factor: a.second_factor,
         }
     }
 }
@@ -114,6 +117,10 @@ impl View for AccountView {
             ("CREATED", opt(&self.create_time)),
             ("UPDATED", opt(&self.update_time)),
             ("PASSWORD SET", opt(&self.password_change_time)),
+            (
+                "AUTHENTICATOR APP",
+                if self.second_factor { "added" } else { "none" }.to_owned(),
+            ),
         ]
     }
 }
@@ -691,6 +698,7 @@ mod tests {
                 "create_time": "2024-05-01T09:00:00Z",
                 "update_time": null,
                 "password_change_time": "2024-05-01T09:30:00.500Z",
+                "second_factor": false,
             })
         );
     }

@@ -555,4 +555,16 @@ async fn login_with_a_second_factor() {
     let out = cli.run(&with_recovery, Some(&password)).await;
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("9 left"), "{out:?}");
+
+    let out = cli
+        .run(&["account", "get", &user_id, "--output", "json"], None)
+        .await;
+    assert_eq!(out.json()["second_factor"], true, "{out:?}");
+    let out = cli
+        .run(&["account", "remove-second-factor", &user_id], None)
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    // The desk's own: its session ended with the app.
+    let out = cli.run(&["whoami"], None).await;
+    assert_ne!(out.code, 0, "{out:?}");
 }

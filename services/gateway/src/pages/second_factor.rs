@@ -117,19 +117,7 @@ pub async fn submit_code(
         Ok(answer) => {
             let done = answer.into_inner();
             let left = done.recovery_codes_left;
-            let user = signed_in_user(
-                &state,
-                id_pb::SignInResponse {
-                    session_token: done.session_token,
-                    access_token: done.access_token,
-                    expires_at: done.expires_at,
-                    account: done.account,
-                    grants: done.grants,
-                    session: done.session,
-                    ..Default::default()
-                },
-            )
-            .await?;
+            let user = signed_in_user(&state, done.into()).await?;
             session.sign_in(user);
             if used_recovery_code {
                 session.update(|s| {

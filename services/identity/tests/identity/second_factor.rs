@@ -80,6 +80,29 @@ async fn enrol(h: &Suite, email: &str) -> Enrolled {
     }
 }
 
+/// Adds an app to the session's account; its secret and the confirmation.
+async fn add_app(suite: &Suite, access_token: &str) -> (String, pb::ConfirmTotpEnrolmentResponse) {
+    let secret = suite
+        .identity()
+        .start_totp_enrolment(with_token(pb::StartTotpEnrolmentRequest {}, access_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    let confirmed = suite
+        .identity()
+        .confirm_totp_enrolment(with_token(
+            pb::ConfirmTotpEnrolmentRequest {
+                code: suite.totp_code(&secret),
+            },
+            access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    (secret, confirmed)
+}
+
 fn claims(token: &str) -> serde_json::Value {
     let payload = token.split('.').nth(1).unwrap();
     serde_json::from_slice(
@@ -283,26 +306,7 @@ async fn roles_that_need_a_second_factor_wait_for_enrolment() {
         .unwrap_err();
     assert_reason(&err, Code::FailedPrecondition, "SECOND_FACTOR_REQUIRED");
 
-    let started = suite
-        .identity()
-        .start_totp_enrolment(with_token(
-            pb::StartTotpEnrolmentRequest {},
-            &signed.access_token,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let confirmed = suite
-        .identity()
-        .confirm_totp_enrolment(with_token(
-            pb::ConfirmTotpEnrolmentRequest {
-                code: suite.totp_code(&started.secret),
-            },
-            &signed.access_token,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let (_, confirmed) = add_app(&suite, &signed.access_token).await;
     let desk = suite
         .select_role(&confirmed.access_token, &organisation, Role::ServiceDesk)
         .await
@@ -336,26 +340,7 @@ async fn administrative_actions_ask_for_a_recent_code() {
         .await
         .unwrap();
     let organisation = signed.grants[0].organisation_id.clone();
-    let started = suite
-        .identity()
-        .start_totp_enrolment(with_token(
-            pb::StartTotpEnrolmentRequest {},
-            &signed.access_token,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let confirmed = suite
-        .identity()
-        .confirm_totp_enrolment(with_token(
-            pb::ConfirmTotpEnrolmentRequest {
-                code: suite.totp_code(&started.secret),
-            },
-            &signed.access_token,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let (secret, confirmed) = add_app(&suite, &signed.access_token).await;
     let token = suite
         .select_role(&confirmed.access_token, &organisation, Role::ServiceDesk)
         .await
@@ -391,7 +376,7 @@ async fn administrative_actions_ask_for_a_recent_code() {
         .identity()
         .verify_second_factor(with_token(
             pb::VerifySecondFactorRequest {
-                code: suite.totp_code(&started.secret),
+                code: suite.totp_code(&secret),
                 recovery_code: String::new(),
             },
             &token,

@@ -152,6 +152,18 @@ pub async fn run(ctx: &mut Ctx, cmd: AccountCommand) -> Result<(), CliError> {
                 .account
                 .ok_or_else(missing)?
         }
+        AccountCommand::RemoveSecondFactor { account } => {
+            let account_id = resolve_account(ctx, &account).await?;
+            ctx.identity()?
+                .remove_second_factor(identity::RemoveSecondFactorRequest {
+                    account_id: account_id.clone(),
+                })
+                .await?;
+            return ctx.emit_one(&Done {
+                account_id,
+                action: "authenticator app removed; the owner is e-mailed and signed out",
+            });
+        }
         AccountCommand::Enable { account } => {
             let account_id = resolve_account(ctx, &account).await?;
             ctx.identity()?

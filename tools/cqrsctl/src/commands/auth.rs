@@ -217,15 +217,7 @@ async fn complete_sign_in(
             done.recovery_codes_left
         ));
     }
-    Ok(identity::SignInResponse {
-        session_token: done.session_token,
-        access_token: done.access_token,
-        expires_at: done.expires_at,
-        account: done.account,
-        grants: done.grants,
-        session: done.session,
-        ..Default::default()
-    })
+    Ok(done.into())
 }
 
 pub async fn login(ctx: &mut Ctx, args: LoginArgs) -> Result<(), CliError> {
