@@ -123,7 +123,9 @@ impl SigningKey {
         }
     }
 
-    pub(crate) fn encoding_key(&self) -> &jsonwebtoken::EncodingKey {
+    /// The key as `jsonwebtoken` signs with it (EdDSA), for JWTs other than access tokens
+    /// (the test OpenID provider's ID tokens).
+    pub fn encoding_key(&self) -> &jsonwebtoken::EncodingKey {
         &self.encoding
     }
 

@@ -16,7 +16,7 @@ use crate::session::SessionCheck;
 use crate::token::TokenVerifier;
 
 /// RPCs callable without a token (API.md "public"), as full gRPC paths.
-pub const PUBLIC_METHODS: [&str; 14] = [
+pub const PUBLIC_METHODS: [&str; 17] = [
     "/cqrs.identity.v1.IdentityService/SignIn",
     "/cqrs.identity.v1.IdentityService/RefreshAccessToken",
     "/cqrs.identity.v1.IdentityService/IssueServiceToken",
@@ -24,6 +24,9 @@ pub const PUBLIC_METHODS: [&str; 14] = [
     "/cqrs.identity.v1.IdentityService/CompleteRegistration",
     "/cqrs.identity.v1.IdentityService/GetLink",
     "/cqrs.identity.v1.IdentityService/CompleteSignIn",
+    "/cqrs.identity.v1.IdentityService/ListIdentityProviders",
+    "/cqrs.identity.v1.IdentityService/StartFederatedSignIn",
+    "/cqrs.identity.v1.IdentityService/CompleteFederatedSignIn",
     "/cqrs.identity.v1.IdentityService/RequestPasswordReset",
     "/cqrs.identity.v1.IdentityService/ResetPassword",
     "/cqrs.identity.v1.IdentityService/RemindUserId",

@@ -24,6 +24,13 @@
 //! | `CQRS_LOCKOUT_FAILURE_WINDOW_SECS` | 86400 | the failure counter is forgotten this long after the last failure |
 //! | `CQRS_SECOND_FACTOR_ROLES` | `SERVICE_DESK,COMMISSIONING_ACCOUNT_ADMINISTRATOR,COMMISSIONING_APPROVER` | roles that need an authenticator app before they can be used (comma list, or `none`) |
 //! | `CQRS_STEP_UP_WINDOW_SECS` | 900 | how long a second-factor check counts for administrative actions (step-up) |
+//! | `CQRS_OIDC_PROVIDERS` | none | upstream OpenID providers for single sign-on, by id (comma list, e.g. `nhsmail`); each needs the four below |
+//! | `CQRS_OIDC_<ID>_ISSUER` | required per provider | the provider's issuer URL (discovery is at `/.well-known/openid-configuration` under it) |
+//! | `CQRS_OIDC_<ID>_CLIENT_ID` / `CQRS_OIDC_<ID>_CLIENT_SECRET` | required per provider | this suite's client at the provider |
+//! | `CQRS_OIDC_<ID>_DOMAINS` | none (any) | e-mail domains that may sign in through it (comma list, e.g. `nhs.net`) |
+//! | `CQRS_OIDC_<ID>_LABEL` | the id | the button's words ("Sign in with …") |
+//! | `CQRS_OIDC_<ID>_MFA_SATISFIES` | `false` | whether the provider's MFA (`amr` of `mfa`, `otp`, `hwk`, `swk` or `sms`) counts as the second factor |
+//! | `CQRS_OIDC_REDIRECT_URI` | required with providers | where providers send the browser back: the gateway's `sign-in/sso/callback` page |
 //! | `IDENTITY_HASH_CONCURRENCY` | number of cores | argon2id hashes running at once |
 //! | `IDENTITY_HASH_QUEUE_TIMEOUT_MS` | 2000 | longest wait for a hashing slot before `RESOURCE_EXHAUSTED` |
 //! | `IDENTITY_ARGON2_M_COST_KIB` / `IDENTITY_ARGON2_T_COST` / `IDENTITY_ARGON2_P_COST` | 19456 / 2 / 1 | argon2id parameters (never below these) |
@@ -143,6 +150,7 @@ pub struct IdentityConfig {
     pub lockout: LockoutPolicy,
     pub second_factor: SecondFactorPolicy,
     pub step_up_window: Duration,
+    pub oidc: OidcConfig,
     pub hashing: HashingConfig,
     pub service_clients: ServiceClients,
     pub redis_url: String,
@@ -235,6 +243,7 @@ impl IdentityConfig {
             })
             .map(Option::unwrap_or_default),
         );
+        let oidc = errs.take(oidc(env));
         let step_up_window = errs.take(positive(
             env,
             "CQRS_STEP_UP_WINDOW_SECS",
@@ -354,6 +363,7 @@ impl IdentityConfig {
                 lockout: lockout?,
                 second_factor: second_factor?,
                 step_up_window: step_up_window?,
+                oidc: oidc?,
                 hashing: hashing?,
                 service_clients: service_clients?,
                 redis_url: redis_url?,
@@ -409,6 +419,114 @@ fn at_least_one(env: &Env, var: &str, default: u64) -> Result<u64, ConfigError> 
 }
 
 /// The first account, when `CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL` is set; every bad name reported.
+/// An upstream OpenID provider this suite signs people in with.
+#[derive(Clone)]
+pub struct OidcProvider {
+    pub id: String,
+    pub label: String,
+    pub issuer: String,
+    pub client_id: String,
+    /// A credential: never logged (`Debug` hides it).
+    pub client_secret: String,
+    /// Lower-case e-mail domains allowed; empty allows any.
+    pub domains: Vec<String>,
+    pub mfa_satisfies: bool,
+}
+
+impl fmt::Debug for OidcProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OidcProvider")
+            .field("id", &self.id)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("domains", &self.domains)
+            .field("mfa_satisfies", &self.mfa_satisfies)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Single sign-on: the providers and where they send the browser back.
+#[derive(Clone, Debug, Default)]
+pub struct OidcConfig {
+    pub providers: Vec<OidcProvider>,
+    pub redirect_uri: Option<String>,
+}
+
+impl OidcConfig {
+    pub fn provider(&self, id: &str) -> Option<&OidcProvider> {
+        self.providers.iter().find(|p| p.id == id)
+    }
+}
+
+fn oidc(env: &Env) -> Result<OidcConfig, ConfigErrors> {
+    let mut errs = ConfigErrors::default();
+    let ids: Vec<String> = errs
+        .take(env.get("CQRS_OIDC_PROVIDERS"))
+        .flatten()
+        .map(|raw| {
+            raw.split(',')
+                .map(|id| id.trim().to_ascii_lowercase())
+                .filter(|id| !id.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut providers = Vec::new();
+    for id in &ids {
+        if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            errs.take::<(), _>(Err(ConfigError::new(
+                "CQRS_OIDC_PROVIDERS",
+                format!("{id:?}: provider ids are letters, digits and _"),
+            )));
+            continue;
+        }
+        let var = |part: &str| format!("CQRS_OIDC_{}_{part}", id.to_ascii_uppercase());
+        let issuer = errs.take(env.required_with(&var("ISSUER"), parse_url));
+        let client_id = errs.take(env.required::<String>(&var("CLIENT_ID")));
+        let client_secret = errs.take(env.required::<String>(&var("CLIENT_SECRET")));
+        let domains: Vec<String> = errs
+            .take(env.get(&var("DOMAINS")))
+            .flatten()
+            .map(|raw| {
+                raw.split(',')
+                    .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
+                    .filter(|d| !d.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let label = errs
+            .take(env.get(&var("LABEL")))
+            .flatten()
+            .map_or_else(|| id.clone(), str::to_owned);
+        let mfa_satisfies = errs.take(env.or(&var("MFA_SATISFIES"), false));
+        if let (Some(issuer), Some(client_id), Some(client_secret), Some(mfa_satisfies)) =
+            (issuer, client_id, client_secret, mfa_satisfies)
+        {
+            providers.push(OidcProvider {
+                id: id.clone(),
+                label,
+                issuer,
+                client_id,
+                client_secret,
+                domains,
+                mfa_satisfies,
+            });
+        }
+    }
+    let redirect_uri = errs.take(env.optional_with("CQRS_OIDC_REDIRECT_URI", parse_url));
+    if !ids.is_empty() && matches!(redirect_uri, Some(None)) {
+        errs.take::<(), _>(Err(ConfigError::new(
+            "CQRS_OIDC_REDIRECT_URI",
+            "is required with CQRS_OIDC_PROVIDERS (the gateway's sign-in/sso/callback page)",
+        )));
+    }
+    errs.finish(|| {
+        Some(OidcConfig {
+            providers,
+            redirect_uri: redirect_uri?,
+        })
+    })
+}
+
 fn bootstrap(env: &Env) -> Result<Option<BootstrapConfig>, ConfigErrors> {
     let Some(raw) = env.get("CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL")? else {
         return Ok(None);
@@ -448,6 +566,18 @@ fn profile(env: &Env, var: &str, default: PasswordProfile) -> Result<PasswordPro
             PasswordProfile::parse(raw).ok_or("expected cqrs_national, cqrs_local or nist_800_63b")
         })?
         .unwrap_or(default))
+}
+
+/// An absolute http(s) URL, kept exactly as written (an issuer must match the `iss` of its
+/// tokens character for character).
+fn parse_url(raw: &str) -> Result<String, &'static str> {
+    let raw = raw.trim();
+    match openidconnect::url::Url::parse(raw) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            Ok(raw.to_owned())
+        }
+        _ => Err("expected an absolute http(s) URL"),
+    }
 }
 
 fn parse_http_url(raw: &str) -> Result<String, &'static str> {

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod directory;
 pub mod domain;
+pub mod federation;
 pub mod hashing;
 pub mod store;
 

@@ -33,6 +33,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod audit;
+pub mod oidc;
 mod start;
 mod suite;
 pub mod world;

@@ -69,6 +69,13 @@ pub enum IdentityReason {
     /// SelectRole: the role needs a second factor and the account has none.
     #[error("the role needs a second factor")]
     SecondFactorRequired,
+    /// CompleteFederatedSignIn: the state, the code exchange or the ID token was refused.
+    #[error("the federated sign-in failed")]
+    FederatedSignInFailed,
+    /// CompleteFederatedSignIn: the provider vouched for an e-mail that signs nobody in here
+    /// (unverified, another domain, no account, or a disabled or locked one).
+    #[error("no account matches the provider's e-mail")]
+    NoMatchingAccount,
 }
 
 impl ServiceReason for IdentityReason {
@@ -145,6 +152,17 @@ impl ServiceReason for IdentityReason {
                 FailedPrecondition,
                 "SECOND_FACTOR_REQUIRED",
                 "this role needs an authenticator app: add one first",
+            ),
+            IdentityReason::FederatedSignInFailed => Refusal::new(
+                Unauthenticated,
+                "FEDERATED_SIGN_IN_FAILED",
+                "the sign-in with your organisation's account did not complete; try again",
+            ),
+            IdentityReason::NoMatchingAccount => Refusal::new(
+                Unauthenticated,
+                "NO_MATCHING_ACCOUNT",
+                "no CQRS account can be used with this e-mail address: ask your commissioner \
+                 for an account with your NHSmail address",
             ),
             IdentityReason::Busy => Refusal::new(
                 Code::ResourceExhausted,

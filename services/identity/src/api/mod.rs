@@ -9,6 +9,7 @@
 mod accounts;
 pub mod convert;
 mod error;
+mod federated;
 mod passwords;
 mod second_factor;
 mod signin;
@@ -405,6 +406,31 @@ impl IdentityService for IdentityApi {
         request: Request<pb::CompleteRegistrationRequest>,
     ) -> ApiResult<pb::CompleteRegistrationResponse> {
         Ok(Response::new(self.do_complete_registration(request).await?))
+    }
+
+    async fn list_identity_providers(
+        &self,
+        _request: Request<pb::ListIdentityProvidersRequest>,
+    ) -> ApiResult<pb::ListIdentityProvidersResponse> {
+        Ok(Response::new(self.do_list_identity_providers().await?))
+    }
+
+    async fn start_federated_sign_in(
+        &self,
+        request: Request<pb::StartFederatedSignInRequest>,
+    ) -> ApiResult<pb::StartFederatedSignInResponse> {
+        Ok(Response::new(
+            self.do_start_federated_sign_in(request).await?,
+        ))
+    }
+
+    async fn complete_federated_sign_in(
+        &self,
+        request: Request<pb::CompleteFederatedSignInRequest>,
+    ) -> ApiResult<pb::CompleteFederatedSignInResponse> {
+        Ok(Response::new(
+            self.do_complete_federated_sign_in(request).await?,
+        ))
     }
 
     async fn complete_sign_in(

@@ -200,7 +200,9 @@ impl IdentityApi {
         }
         let now = self.now();
         let inner = &self.inner;
-        let Some(account_id) = inner.sessions.challenge(&req.challenge_token).await? else {
+        let Some((account_id, first_method)) =
+            inner.sessions.challenge(&req.challenge_token).await?
+        else {
             return Err(IdentityReason::ChallengeEnded.into());
         };
         let account = self.load(account_id).await?;
@@ -221,7 +223,7 @@ impl IdentityApi {
                 &actor,
                 now,
                 deadline,
-                &["pwd", "otp"],
+                &[first_method.as_str(), "otp"],
                 Some(token_time().timestamp()),
             )
             .await?;

@@ -307,7 +307,7 @@ impl IdentityApi {
     ) -> Result<pb::SignInResponse, IdentityError> {
         let inner = &self.inner;
         inner.lockout.forgive_attempt(account.id).await?;
-        let challenge_token = inner.sessions.create_challenge(account.id).await?;
+        let challenge_token = inner.sessions.create_challenge(account.id, "pwd").await?;
         audit_alone(
             self.store(),
             now,

@@ -14,7 +14,10 @@
 //!   everywhere, disable, lock, password change and role revocation can find them.
 //!
 //! * `sign-in-challenge:{hex sha256(token)}` — the account whose password was right and whose
-//!   second factor is being asked for; lives [`CHALLENGE_TTL`], ends when the sign-in does.
+//!   second factor is being asked for, with how the first step was made; lives
+//!   [`CHALLENGE_TTL`], ends when the sign-in does.
+//! * `sso-state:{hex sha256(state)}` — a federated sign-in at its provider: the provider, the
+//!   nonce and the PKCE verifier; lives [`FEDERATED_TTL`], taken once when the browser is back.
 //!
 //! Session and token keys share one TTL: min(idle TTL, time left before the absolute expiry).
 //! Using the token pushes the idle TTL out again, never past the absolute expiry. Members of
@@ -74,6 +77,16 @@ return 1
 
 /// How long the second step of a sign-in may wait for its code.
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(300);
+/// How long a federated sign-in may take at the provider.
+pub const FEDERATED_TTL: Duration = Duration::from_secs(600);
+
+/// A federated sign-in waiting for the browser to come back. The nonce and the PKCE verifier
+/// are credentials of this sign-in: never logged.
+pub struct FederatedPending {
+    pub provider_id: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+}
 
 /// KEYS[1] = session; ARGV = amr, sfa. Like SET_ACTIVE: never recreates an ended session.
 const SET_PROOF_LUA: &str = r"
@@ -324,28 +337,79 @@ impl SessionStore {
         )
     }
 
-    /// A challenge for the second step of `account_id`'s sign-in; returns its token (shown to
-    /// the client once, stored only hashed).
-    pub async fn create_challenge(&self, account_id: Uuid) -> Result<String, RedisError> {
+    /// A challenge for the second step of `account_id`'s sign-in, whose first step was
+    /// `method` (`pwd` or `fed`); returns its token (shown to the client once, stored only
+    /// hashed).
+    pub async fn create_challenge(
+        &self,
+        account_id: Uuid,
+        method: &str,
+    ) -> Result<String, RedisError> {
         let token = random_secret();
         let mut conn = self.conn.clone();
         let () = conn
             .pset_ex(
                 self.challenge_key(&token),
-                account_id.to_string(),
+                format!("{account_id} {method}"),
                 ttl_ms_u64(duration_ms(CHALLENGE_TTL)),
             )
             .await?;
         Ok(token)
     }
 
-    /// The account a live challenge belongs to.
-    pub async fn challenge(&self, token: &str) -> Result<Option<Uuid>, RedisError> {
+    /// The account a live challenge belongs to, and how its first step was made.
+    pub async fn challenge(&self, token: &str) -> Result<Option<(Uuid, String)>, RedisError> {
         let mut conn = self.conn.clone();
-        let account: Option<String> = conn.get(self.challenge_key(token)).await?;
-        account
-            .map(|a| Uuid::parse_str(&a).map_err(|_| corrupt("challenge")))
+        let value: Option<String> = conn.get(self.challenge_key(token)).await?;
+        value
+            .map(|value| {
+                let (account, method) = value.split_once(' ').unwrap_or((&value, "pwd"));
+                Uuid::parse_str(account)
+                    .map(|id| (id, method.to_owned()))
+                    .map_err(|_| corrupt("challenge"))
+            })
             .transpose()
+    }
+
+    fn federated_key(&self, state: &str) -> String {
+        format!("{}identity:sso-state:{}", self.namespace, hash_token(state))
+    }
+
+    /// Keeps what a federated sign-in needs when the browser comes back, under its `state`
+    /// (stored only hashed), for [`FEDERATED_TTL`].
+    pub async fn keep_federated(
+        &self,
+        state: &str,
+        pending: &FederatedPending,
+    ) -> Result<(), RedisError> {
+        let value = format!(
+            "{}\n{}\n{}",
+            pending.provider_id, pending.nonce, pending.pkce_verifier
+        );
+        let mut conn = self.conn.clone();
+        conn.pset_ex(
+            self.federated_key(state),
+            value,
+            ttl_ms_u64(duration_ms(FEDERATED_TTL)),
+        )
+        .await
+    }
+
+    /// Takes (and so uses up) the federated sign-in kept under `state`.
+    pub async fn take_federated(
+        &self,
+        state: &str,
+    ) -> Result<Option<FederatedPending>, RedisError> {
+        let mut conn = self.conn.clone();
+        let value: Option<String> = conn.get_del(self.federated_key(state)).await?;
+        Ok(value.and_then(|value| {
+            let mut parts = value.splitn(3, '\n');
+            Some(FederatedPending {
+                provider_id: parts.next()?.to_owned(),
+                nonce: parts.next()?.to_owned(),
+                pkce_verifier: parts.next()?.to_owned(),
+            })
+        }))
     }
 
     /// Ends a challenge (the sign-in completed, or the account locked). `false` when it had
