@@ -53,6 +53,7 @@ pub fn state(
         clock,
         channels,
         forwarder: grpc_web::forwarder(),
+        providers: Arc::default(),
     })
 }
 

@@ -43,6 +43,10 @@ pub struct WebSession {
     /// An authenticator app being added: its secret, shown until the first code confirms it.
     #[serde(default)]
     pub pending_enrolment: Option<PendingEnrolment>,
+    /// The `state` of a single sign-on under way at a provider: the callback must bring back
+    /// this one, so a sign-in started in another browser cannot be completed in this one.
+    #[serde(default)]
+    pub pending_sso: Option<String>,
 }
 
 /// The secret of an authenticator app being added, as identity gave it.

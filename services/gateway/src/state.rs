@@ -1,7 +1,8 @@
 //! What every handler shares: the configuration, the web-session store, the clock and a
 //! channel to each service.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use cqrs_proto::access::v1::access_service_client::AccessServiceClient;
 use cqrs_proto::directory::v1::directory_service_client::DirectoryServiceClient;
@@ -21,7 +22,22 @@ pub struct AppState {
     pub channels: Channels,
     /// gRPC-Web calls go through this to their service.
     pub forwarder: crate::grpc_web::Forwarder,
+    /// The single sign-on providers, as identity listed them lately ([`AppState::providers`]).
+    pub providers: Arc<Mutex<Option<ListedProviders>>>,
 }
+
+/// A single sign-on provider, for the sign-in page's button.
+#[derive(Clone, Debug)]
+pub struct Provider {
+    pub id: String,
+    pub label: String,
+}
+
+/// The providers and when identity listed them.
+pub type ListedProviders = (Instant, Vec<Provider>);
+
+/// How long the provider list is reused: it changes only with identity's configuration.
+const PROVIDERS_TTL: Duration = Duration::from_secs(60);
 
 /// One lazily connecting channel per service.
 #[derive(Clone, Debug)]
@@ -33,6 +49,45 @@ pub struct Channels {
 }
 
 impl AppState {
+    /// The single sign-on providers identity offers (none when it cannot be asked: the
+    /// password form still works).
+    pub async fn providers(&self) -> Vec<Provider> {
+        if let Ok(cached) = self.providers.lock()
+            && let Some((at, providers)) = cached.as_ref()
+            && at.elapsed() < PROVIDERS_TTL
+        {
+            return providers.clone();
+        }
+        let answer = self
+            .identity()
+            .list_identity_providers(self.request(
+                cqrs_proto::identity::v1::ListIdentityProvidersRequest {},
+                None,
+            ))
+            .await;
+        match answer {
+            Ok(answer) => {
+                let providers: Vec<Provider> = answer
+                    .into_inner()
+                    .providers
+                    .into_iter()
+                    .map(|p| Provider {
+                        id: p.id,
+                        label: p.label,
+                    })
+                    .collect();
+                if let Ok(mut cached) = self.providers.lock() {
+                    *cached = Some((Instant::now(), providers.clone()));
+                }
+                providers
+            }
+            Err(status) => {
+                tracing::info!(code = ?status.code(), "sign-in page shown without single sign-on");
+                Vec::new()
+            }
+        }
+    }
+
     pub fn identity(&self) -> IdentityServiceClient<Channel> {
         IdentityServiceClient::new(self.channels.identity.clone())
     }

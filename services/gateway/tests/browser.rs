@@ -896,3 +896,75 @@ async fn the_desk_adds_an_authenticator_app_and_signs_in_with_a_code() {
     browser.assert_shows("Welcome, ").await;
     browser.shot("signed-in-with-a-code").await;
 }
+
+/// Issue 12: "Sign in with NHSmail" above the User ID form; the provider (on loopback, no
+/// login form of its own) sends the browser back, and the person picks one of their roles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_desk_signs_in_with_nhsmail_and_picks_a_role() {
+    use cqrs_proto::common::v1::Role;
+    use cqrs_proto::directory::v1 as dir_pb;
+    use cqrs_suite::oidc::TestProvider;
+
+    let provider = TestProvider::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let callback = format!(
+        "http://{}/portal/sign-in/sso/callback",
+        listener.local_addr().unwrap()
+    );
+    let env: Vec<(String, String)> = provider
+        .identity_env(&callback)
+        .into_iter()
+        .filter(|(k, _)| k != "CQRS_OIDC_NHSMAIL_DOMAINS")
+        .collect();
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut suite = Suite::builder()
+        .env(Service::Identity, &pairs)
+        .start()
+        .await;
+    suite.register_desk().await;
+    // A second grant, so there is a role to pick.
+    let desk = suite.desk_sign_in().await;
+    let region = suite
+        .create_organisation(
+            &desk.token,
+            cqrs_proto::directory::v1::OrganisationKind::Region,
+            "Y57",
+            "Harbour Region",
+            None,
+        )
+        .await
+        .unwrap();
+    suite
+        .directory()
+        .grant_role(cqrs_suite::with_token(
+            dir_pb::GrantRoleRequest {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                account_id: desk.account_id().to_owned(),
+                organisation_id: region.id.clone(),
+                role: Role::CommissioningUser as i32,
+            },
+            &suite.service_token().await,
+        ))
+        .await
+        .unwrap();
+    provider.sign_in_as(Suite::DESK_EMAIL, true, &["pwd"]);
+
+    let gateway = Gateway::start_on(&suite, listener).await;
+    let mut browser = Browser::start(&gateway, "nhsmail").await;
+    browser.open("/portal/sign-in").await;
+    browser.assert_shows("With your NHSmail account").await;
+    browser.shot("sign-in-with-nhsmail").await;
+    browser.follow("Sign in with NHSmail").await;
+    browser
+        .assert_shows("Choose the organisation and role to work as")
+        .await;
+    browser.shot("signed-in-with-nhsmail").await;
+    browser
+        .choose("role-switch", "Commissioning User, Harbour Region")
+        .await;
+    browser.press("Switch role").await;
+    browser
+        .assert_shows("You are working as Commissioning User, Harbour Region")
+        .await;
+    browser.shot("working-as-commissioning-user").await;
+}

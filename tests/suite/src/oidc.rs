@@ -328,7 +328,11 @@ async fn token(
     {
         return invalid_grant();
     }
-    let now = chrono::Utc::now().timestamp();
+    // Token time: the system clock, as every verifier's.
+    let now = {
+        use cqrs_runtime::clock::Clock as _;
+        cqrs_runtime::clock::SystemClock.now().timestamp()
+    };
     let fault = inner.fault;
     let (iat, exp) = if fault == Fault::Expired {
         (now - 7200, now - 3600)

@@ -6,6 +6,7 @@
 mod account;
 mod admin;
 mod desk;
+mod federated;
 mod inbox;
 mod links;
 mod register;
@@ -74,6 +75,7 @@ pub fn routes(base: &str) -> Router<AppState> {
     }
     router
         .merge(second_factor::routes(base))
+        .merge(federated::routes(base))
         .merge(register::routes(base))
         .merge(inbox::routes(base))
         .merge(admin::routes(base))
@@ -423,6 +425,10 @@ pub fn reason_text(reason: &str) -> &'static str {
         }
         "SECOND_FACTOR_EXISTS" => "Your account already has an authenticator app.",
         "NO_SECOND_FACTOR" => "This account has no authenticator app.",
+        "NO_MATCHING_ACCOUNT" => {
+            "No CQRS account can be used with this NHSmail address. Ask your commissioner for \
+             an account with your NHSmail address."
+        }
         _ => "That could not be done. Please check the details and try again.",
     }
 }

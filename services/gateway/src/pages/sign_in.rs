@@ -9,15 +9,33 @@ use serde::Deserialize;
 
 use super::{Chrome, CsrfForm, Failure, FormErrors, Posted, SignedIn, render, see_other};
 use crate::session::{GrantChoice, PendingSignIn, Session, SignedInUser};
-use crate::state::AppState;
+use crate::state::{AppState, Provider};
 
 #[derive(Template)]
 #[template(path = "sign_in.html")]
 struct SignInPage {
     chrome: Chrome,
+    /// "Sign in with …" buttons, above the User ID form (as the seeds show).
+    providers: Vec<Provider>,
     login: String,
     errors: FormErrors,
     signed_out: bool,
+}
+
+/// The sign-in page with `login` typed and `errors` shown.
+pub(super) async fn sign_in_page(
+    state: &AppState,
+    session: &Session,
+    login: String,
+    errors: FormErrors,
+) -> Response {
+    render(&SignInPage {
+        chrome: Chrome::new(state, session),
+        providers: state.providers().await,
+        login,
+        errors,
+        signed_out: false,
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -36,6 +54,7 @@ pub async fn show(
     }
     render(&SignInPage {
         chrome: Chrome::new(&state, &session),
+        providers: state.providers().await,
         login: String::new(),
         errors: FormErrors::default(),
         signed_out: query.signed_out.is_some(),
@@ -106,12 +125,7 @@ pub async fn submit(
             }
         }
     }
-    Ok(render(&SignInPage {
-        chrome: Chrome::new(&state, &session),
-        login,
-        errors,
-        signed_out: false,
-    }))
+    Ok(sign_in_page(&state, &session, login, errors).await)
 }
 
 /// The web session's view of a SignIn answer; a person with exactly one grant acts through it

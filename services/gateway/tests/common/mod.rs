@@ -20,6 +20,12 @@ pub struct Gateway {
 impl Gateway {
     pub async fn start(suite: &Suite) -> Gateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(suite, listener).await
+    }
+
+    /// The gateway on a listener bound before the suite started (whose address the suite's
+    /// settings needed, e.g. the single sign-on callback).
+    pub async fn start_on(suite: &Suite, listener: tokio::net::TcpListener) -> Gateway {
         let origin = format!("http://{}", listener.local_addr().unwrap());
         let base = format!("{origin}/portal/");
         let env = Env::from_pairs(&[
