@@ -85,6 +85,23 @@ load_env() {
   ACCESS_CLIENT_ID=${ACCESS_CLIENT_ID:-access}
   # Identity knows each service client by the SHA-256 of its secret, never the secret.
   CQRS_SERVICE_CLIENTS=${CQRS_SERVICE_CLIENTS:-$DIRECTORY_CLIENT_ID:$(printf %s "$DIRECTORY_CLIENT_SECRET" | sha256sum | cut -d' ' -f1),$ACCESS_CLIENT_ID:$(printf %s "$ACCESS_CLIENT_SECRET" | sha256sum | cut -d' ' -f1)}
+  # CQRS_DEV_OIDC=1: "Sign in with NHSmail" against a local test provider (cqrs-dev-oidc),
+  # whose page asks which address to sign in as.
+  if [ "${CQRS_DEV_OIDC:-0}" = 1 ]; then
+    if [ ! -f "$RUN_DIR/oidc.env" ]; then
+      (umask 077 && echo "DEV_OIDC_CLIENT_SECRET=$(head -c 32 /dev/urandom | base64 | tr -d '=+/\n')" \
+        > "$RUN_DIR/oidc.env")
+    fi
+    # shellcheck disable=SC1091
+    source "$RUN_DIR/oidc.env"
+    DEV_OIDC_LISTEN=${DEV_OIDC_LISTEN:-127.0.0.1:8090}
+    CQRS_OIDC_PROVIDERS=nhsmail
+    CQRS_OIDC_NHSMAIL_ISSUER=http://$DEV_OIDC_LISTEN
+    CQRS_OIDC_NHSMAIL_CLIENT_ID=cqrs-suite
+    CQRS_OIDC_NHSMAIL_CLIENT_SECRET=$DEV_OIDC_CLIENT_SECRET
+    CQRS_OIDC_NHSMAIL_LABEL=NHSmail
+    CQRS_OIDC_REDIRECT_URI=${CQRS_PUBLIC_BASE_URL%/}/sign-in/sso/callback
+  fi
   MAILSINK_LISTEN=${MAILSINK_LISTEN:-127.0.0.1:2525}
   MAILSINK_DIR=${MAILSINK_DIR:-$RUN_DIR/mail}
   set +a
@@ -170,6 +187,9 @@ stop
 mkdir -p "$LOG_DIR" "$PID_DIR" "$RUN_DIR/mail"
 cargo build -q -p cqrs-notifications -p cqrs-identity -p cqrs-directory -p cqrs-access -p cqrs-gateway \
   -p cqrs-testkit --bins
+if [ "${CQRS_DEV_OIDC:-0}" = 1 ]; then
+  cargo build -q -p cqrs-suite --bin cqrs-dev-oidc
+fi
 load_env
 
 psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DEV_DB'" | grep -q 1 \
@@ -183,6 +203,9 @@ if (exec 3<>"/dev/tcp/$gateway_host/${GATEWAY_LISTEN##*:}") 2>/dev/null; then
 fi
 
 start mailsink "$BIN/cqrs-mailsink"
+if [ "${CQRS_DEV_OIDC:-0}" = 1 ]; then
+  start dev-oidc "$BIN/cqrs-dev-oidc"
+fi
 for service in "${SERVICES[@]}"; do
   listen_var="${service^^}_LISTEN"
   start "$service" "$BIN/cqrs-$service"
@@ -222,6 +245,12 @@ if [ -n "$link" ]; then
   echo "prints the code for the key that page shows."
 else
   echo "No registration mail for $CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL (already registered on an earlier run?)."
+fi
+if [ "${CQRS_DEV_OIDC:-0}" = 1 ]; then
+  echo
+  echo "Sign in with NHSmail: the sign-in page's button goes to a local test provider"
+  echo "(http://$DEV_OIDC_LISTEN, not NHSmail) that asks which address to sign in as; an account"
+  echo "with that address must exist (the desk's is $CQRS_BOOTSTRAP_SERVICE_DESK_EMAIL)."
 fi
 cat <<INFO
 

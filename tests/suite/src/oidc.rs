@@ -50,6 +50,9 @@ struct Grant {
 
 struct Inner {
     issuer: String,
+    /// The authorization endpoint asks which e-mail to sign in as (for `make run`), instead
+    /// of signing in the person the test set.
+    interactive: bool,
     keys: Vec<SigningKey>,
     stray: SigningKey,
     person: Upstream,
@@ -83,15 +86,25 @@ impl TestProvider {
     pub const CLIENT_ID: &'static str = "cqrs-suite";
 
     pub async fn start() -> TestProvider {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, random(), false).await
+    }
+
+    /// The provider on `listener` with `client_secret`; `interactive` makes its
+    /// authorization endpoint ask whom to sign in (the local development provider).
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        client_secret: String,
+        interactive: bool,
+    ) -> TestProvider {
         // jsonwebtoken's crypto backend, as cqrs_auth pins it (a no-op once installed).
         let _ = jsonwebtoken::crypto::CryptoProvider::install_default(
             &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER,
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let issuer = format!("http://{}", listener.local_addr().unwrap());
-        let client_secret = random();
         let inner = Arc::new(Mutex::new(Inner {
             issuer: issuer.clone(),
+            interactive,
             keys: vec![SigningKey::generate("upstream-1")],
             stray: SigningKey::generate("upstream-stray"),
             person: Upstream {
@@ -109,7 +122,7 @@ impl TestProvider {
         };
         let router = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
-            .route("/authorize", get(authorize))
+            .route("/authorize", get(authorize).post(authorize_as))
             .route("/token", post(token))
             .route("/jwks", get(jwks))
             .with_state(app);
@@ -253,7 +266,7 @@ async fn jwks(State(app): State<App>) -> Response {
     json_answer(StatusCode::OK, &json!({ "keys": keys }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 struct AuthorizeQuery {
     response_type: String,
     client_id: String,
@@ -271,9 +284,17 @@ async fn authorize(State(app): State<App>, Query(query): Query<AuthorizeQuery>) 
     {
         return (StatusCode::BAD_REQUEST, "bad authorization request").into_response();
     }
+    if app.inner.lock().unwrap().interactive {
+        return ask_whom(&query);
+    }
+    let person = app.inner.lock().unwrap().person.clone();
+    grant_code(&app, query, person)
+}
+
+/// Issues a code for `person` and sends the browser back with it.
+fn grant_code(app: &App, query: AuthorizeQuery, person: Upstream) -> Response {
     let code = random();
     let mut inner = app.inner.lock().unwrap();
-    let person = inner.person.clone();
     inner.codes.insert(
         code.clone(),
         Grant {
@@ -288,6 +309,71 @@ async fn authorize(State(app): State<App>, Query(query): Query<AuthorizeQuery>) 
         .append_pair("code", &code)
         .append_pair("state", &query.state);
     (StatusCode::FOUND, [(header::LOCATION, back.to_string())]).into_response()
+}
+
+/// The local provider's page: which address to sign in as. Not a login: it is for trying
+/// single sign-on on one machine.
+fn ask_whom(query: &AuthorizeQuery) -> Response {
+    let hidden: String = serde_json::to_value(query)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, value)| {
+            format!(
+                "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+                escape(value.as_str().unwrap_or_default())
+            )
+        })
+        .collect();
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Local test \
+         provider</title></head><body><main><h1>Local test provider (not NHSmail)</h1>\
+         <p>For trying single sign-on on this machine: choose the address to sign in as.</p>\
+         <form method=\"post\" action=\"/authorize\">{hidden}\
+         <p><label for=\"email\">E-mail address</label> \
+         <input id=\"email\" name=\"email\" type=\"email\" required></p>\
+         <p><input id=\"verified\" name=\"verified\" type=\"checkbox\" value=\"1\" checked> \
+         <label for=\"verified\">The address is verified</label></p>\
+         <p><input id=\"mfa\" name=\"mfa\" type=\"checkbox\" value=\"1\"> \
+         <label for=\"mfa\">Signed in with multi-factor authentication</label></p>\
+         <p><button type=\"submit\">Sign in</button></p></form></main></body></html>"
+    );
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[derive(Deserialize)]
+struct WhomForm {
+    #[serde(flatten)]
+    query: AuthorizeQuery,
+    email: String,
+    #[serde(default)]
+    verified: Option<String>,
+    #[serde(default)]
+    mfa: Option<String>,
+}
+
+async fn authorize_as(State(app): State<App>, Form(form): Form<WhomForm>) -> Response {
+    if form.query.client_id != app.client_id {
+        return (StatusCode::BAD_REQUEST, "bad authorization request").into_response();
+    }
+    let mut amr = vec!["pwd".to_owned()];
+    if form.mfa.is_some() {
+        amr.push("mfa".to_owned());
+    }
+    let person = Upstream {
+        email: form.email,
+        email_verified: form.verified.is_some(),
+        amr,
+    };
+    grant_code(&app, form.query, person)
 }
 
 #[derive(Deserialize)]
