@@ -402,7 +402,10 @@ impl IdentityApi {
             }
         };
         let policy = &self.config().second_factor;
-        let second_factor_enrolment_required = account.second_factor_at.is_none()
+        // A session whose second factor was checked (an app, or a provider's MFA that counts)
+        // satisfies the policy already.
+        let second_factor_enrolment_required = second_factor_at.is_none()
+            && account.second_factor_at.is_none()
             && grants.iter().any(|g| {
                 convert::role_from_proto(g.role)
                     .ok()

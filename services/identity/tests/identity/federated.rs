@@ -162,7 +162,8 @@ async fn bad_tokens_and_unusable_addresses_sign_nobody_in() {
     }
     provider.misbehave(Fault::None);
 
-    // Unverified, of another domain, of no account, of a disabled account: one answer.
+    // Unverified, of another domain, of no account, of a locked or disabled account: one
+    // answer.
     h.active(pb::Realm::Local, "sam.hale@gmail.com", PASSWORDS[0])
         .await;
     for (email, verified) in [
@@ -179,13 +180,20 @@ async fn bad_tokens_and_unusable_addresses_sign_nobody_in() {
             err.message()
         );
     }
-    sqlx::query("UPDATE accounts SET state = 'DISABLED' WHERE email = 'sam.hale@nhs.net'")
-        .execute(h.pool(Service::Identity))
-        .await
-        .unwrap();
     provider.sign_in_as("sam.hale@nhs.net", true, &["pwd"]);
-    let err = federated(&h, &provider).await.unwrap_err();
-    assert_reason(&err, Code::Unauthenticated, "NO_MATCHING_ACCOUNT");
+    for change in [
+        "UPDATE accounts SET locked_at = now(), lock_reason = 'TOO_MANY_FAILED_ATTEMPTS' \
+         WHERE email = 'sam.hale@nhs.net'",
+        "UPDATE accounts SET locked_at = NULL, lock_reason = NULL, state = 'DISABLED' \
+         WHERE email = 'sam.hale@nhs.net'",
+    ] {
+        sqlx::query(change)
+            .execute(h.pool(Service::Identity))
+            .await
+            .unwrap();
+        let err = federated(&h, &provider).await.unwrap_err();
+        assert_reason(&err, Code::Unauthenticated, "NO_MATCHING_ACCOUNT");
+    }
 
     // Nothing was created and nobody was signed in.
     assert_eq!(h.count("accounts").await, 2);
