@@ -903,25 +903,8 @@ async fn the_desk_adds_an_authenticator_app_and_signs_in_with_a_code() {
 async fn the_desk_signs_in_with_nhsmail_and_picks_a_role() {
     use cqrs_proto::common::v1::Role;
     use cqrs_proto::directory::v1 as dir_pb;
-    use cqrs_suite::oidc::TestProvider;
 
-    let provider = TestProvider::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let callback = format!(
-        "http://{}/portal/sign-in/sso/callback",
-        listener.local_addr().unwrap()
-    );
-    let env: Vec<(String, String)> = provider
-        .identity_env(&callback)
-        .into_iter()
-        .filter(|(k, _)| k != "CQRS_OIDC_NHSMAIL_DOMAINS")
-        .collect();
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut suite = Suite::builder()
-        .env(Service::Identity, &pairs)
-        .start()
-        .await;
-    suite.register_desk().await;
+    let (provider, suite, listener) = common::sso_suite(None).await;
     // A second grant, so there is a role to pick.
     let desk = suite.desk_sign_in().await;
     let region = suite

@@ -6,8 +6,8 @@
 
 mod common;
 
+use cqrs_suite::Suite;
 use cqrs_suite::oidc::TestProvider;
-use cqrs_suite::{Service, Suite};
 use reqwest::StatusCode;
 
 use common::{Browser, Gateway};
@@ -15,29 +15,7 @@ use common::{Browser, Gateway};
 /// The suite with the provider configured (the desk's domain allowed) and the gateway on the
 /// address the provider sends browsers back to.
 async fn start() -> (TestProvider, Suite, Gateway) {
-    let provider = TestProvider::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let callback = format!(
-        "http://{}/portal/sign-in/sso/callback",
-        listener.local_addr().unwrap()
-    );
-    let env: Vec<(String, String)> = provider
-        .identity_env(&callback)
-        .into_iter()
-        .map(|(k, v)| {
-            if k == "CQRS_OIDC_NHSMAIL_DOMAINS" {
-                (k, "nhs.net,cqrs-suite.nhs.uk".to_owned())
-            } else {
-                (k, v)
-            }
-        })
-        .collect();
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut suite = Suite::builder()
-        .env(Service::Identity, &pairs)
-        .start()
-        .await;
-    suite.register_desk().await;
+    let (provider, suite, listener) = common::sso_suite(Some("nhs.net,cqrs-suite.nhs.uk")).await;
     let gateway = Gateway::start_on(&suite, listener).await;
     (provider, suite, gateway)
 }

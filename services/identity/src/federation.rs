@@ -12,8 +12,9 @@ use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata,
 };
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    TokenResponse,
 };
 
 use crate::config::OidcProvider;
@@ -35,6 +36,8 @@ pub struct Verified {
     pub methods: Vec<String>,
 }
 
+/// Why a step failed. The text comes from the provider's answer or the checks and may quote
+/// what was sent (a code, a nonce): show [`FederationError::kind`] in logs, not the text.
 #[derive(Debug, thiserror::Error)]
 pub enum FederationError {
     #[error("provider discovery failed: {0}")]
@@ -45,6 +48,17 @@ pub enum FederationError {
     IdToken(String),
 }
 
+impl FederationError {
+    /// What failed, without anything the provider or the person sent.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FederationError::Discovery(_) => "discovery",
+            FederationError::Exchange(_) => "code_exchange",
+            FederationError::IdToken(_) => "id_token",
+        }
+    }
+}
+
 /// ID token signatures accepted: asymmetric only (never `none` or a shared-secret MAC).
 const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 5] = [
     CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
@@ -53,6 +67,16 @@ const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 5] = [
     CoreJwsSigningAlgorithm::EcdsaP384Sha384,
     CoreJwsSigningAlgorithm::EdDsa,
 ];
+
+/// A client made from discovery: authorization endpoint known, token endpoint maybe.
+type RelyingParty = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
 
 /// The HTTP side of single sign-on. Cheap to clone.
 #[derive(Clone)]
@@ -71,15 +95,25 @@ impl Federation {
         Ok(Federation { http })
     }
 
-    async fn metadata(
+    /// The provider as discovery describes it now (its current keys included), as this
+    /// suite's client coming back to `redirect_uri`.
+    async fn client(
         &self,
         provider: &OidcProvider,
-    ) -> Result<CoreProviderMetadata, FederationError> {
-        let issuer = IssuerUrl::new(provider.issuer.clone())
-            .map_err(|e| FederationError::Discovery(e.to_string()))?;
-        CoreProviderMetadata::discover_async(issuer, &self.http)
+        redirect_uri: &str,
+    ) -> Result<RelyingParty, FederationError> {
+        let discovery = |e: &dyn std::fmt::Display| FederationError::Discovery(e.to_string());
+        let issuer = IssuerUrl::new(provider.issuer.clone()).map_err(|e| discovery(&e))?;
+        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
             .await
-            .map_err(|e| FederationError::Discovery(e.to_string()))
+            .map_err(|e| discovery(&e))?;
+        let redirect = RedirectUrl::new(redirect_uri.to_owned()).map_err(|e| discovery(&e))?;
+        Ok(CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(provider.client_id.clone()),
+            Some(ClientSecret::new(provider.client_secret.clone())),
+        )
+        .set_redirect_uri(redirect))
     }
 
     /// The provider's authorization URL for a new sign-in coming back to `redirect_uri`.
@@ -88,15 +122,7 @@ impl Federation {
         provider: &OidcProvider,
         redirect_uri: &str,
     ) -> Result<Started, FederationError> {
-        let metadata = self.metadata(provider).await?;
-        let redirect = RedirectUrl::new(redirect_uri.to_owned())
-            .map_err(|e| FederationError::Discovery(e.to_string()))?;
-        let client = CoreClient::from_provider_metadata(
-            metadata,
-            ClientId::new(provider.client_id.clone()),
-            Some(ClientSecret::new(provider.client_secret.clone())),
-        )
-        .set_redirect_uri(redirect);
+        let client = self.client(provider, redirect_uri).await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (url, state, nonce) = client
             .authorize_url(
@@ -125,15 +151,7 @@ impl Federation {
         nonce: &str,
         pkce_verifier: &str,
     ) -> Result<Verified, FederationError> {
-        let metadata = self.metadata(provider).await?;
-        let redirect = RedirectUrl::new(redirect_uri.to_owned())
-            .map_err(|e| FederationError::Exchange(e.to_string()))?;
-        let client = CoreClient::from_provider_metadata(
-            metadata,
-            ClientId::new(provider.client_id.clone()),
-            Some(ClientSecret::new(provider.client_secret.clone())),
-        )
-        .set_redirect_uri(redirect);
+        let client = self.client(provider, redirect_uri).await?;
         let answer = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| FederationError::Exchange(e.to_string()))?

@@ -179,3 +179,38 @@ pub async fn registration_link(suite: &Suite) -> String {
         .await;
     on_gateway(&mail.links()[0])
 }
+
+/// The suite with the loopback OpenID provider configured for identity (its e-mail domains
+/// replaced by `domains` when given), and the listener the gateway is to serve on: the
+/// provider sends browsers back to its callback page.
+#[allow(dead_code)]
+pub async fn sso_suite(
+    domains: Option<&str>,
+) -> (
+    cqrs_suite::oidc::TestProvider,
+    Suite,
+    tokio::net::TcpListener,
+) {
+    let provider = cqrs_suite::oidc::TestProvider::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let callback = format!(
+        "http://{}/portal/sign-in/sso/callback",
+        listener.local_addr().unwrap()
+    );
+    let env: Vec<(String, String)> = provider
+        .identity_env(&callback)
+        .into_iter()
+        .filter_map(|(k, v)| match (k.as_str(), domains) {
+            ("CQRS_OIDC_NHSMAIL_DOMAINS", None) => None,
+            ("CQRS_OIDC_NHSMAIL_DOMAINS", Some(domains)) => Some((k, domains.to_owned())),
+            _ => Some((k, v)),
+        })
+        .collect();
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut suite = Suite::builder()
+        .env(Service::Identity, &pairs)
+        .start()
+        .await;
+    suite.register_desk().await;
+    (provider, suite, listener)
+}

@@ -77,7 +77,9 @@ impl IdentityApi {
             .federation()?
             .start(provider, self.redirect_uri()?)
             .await
-            .map_err(|e| IdentityError::unavailable("the identity provider", e))?;
+            .map_err(|e| {
+                IdentityError::unavailable("the identity provider", std::io::Error::other(e.kind()))
+            })?;
         let pending = FederatedPending {
             provider_id: provider.id.clone(),
             nonce: started.nonce,
@@ -126,17 +128,19 @@ impl IdentityApi {
             .await
         {
             Ok(verified) => verified,
-            Err(FederationError::Discovery(detail)) => {
+            Err(e @ FederationError::Discovery(_)) => {
                 return Err(IdentityError::unavailable(
                     "the identity provider",
-                    std::io::Error::other(detail),
+                    std::io::Error::other(e.kind()),
                 ));
             }
             Err(e) => {
-                tracing::info!(provider = provider.id, error = %e, "federated sign-in refused");
-                return Err(self
-                    .refuse(&actor, &provider.id, "token_refused", now)
-                    .await);
+                tracing::info!(
+                    provider = provider.id,
+                    failed = e.kind(),
+                    "federated sign-in refused"
+                );
+                return Err(self.refuse(&actor, &provider.id, e.kind(), now).await);
             }
         };
         let account = match self.linked_account(&provider, &verified, now).await? {
