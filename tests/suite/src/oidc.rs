@@ -191,9 +191,15 @@ impl TestProvider {
     }
 }
 
-/// GETs `url` on loopback with a bare HTTP/1.1 request and returns its `Location` header
-/// (the suite has no HTTP client crate of its own).
+/// GETs `url` on loopback and returns the `Location` of its redirect.
 async fn reqwest_free_get(url: &str) -> String {
+    let answer = http(url, None).await;
+    location(&answer).unwrap_or_else(|| panic!("the provider did not redirect: {answer}"))
+}
+
+/// A bare HTTP/1.1 request on loopback (the suite has no HTTP client crate of its own): a GET
+/// of `url`, or a POST of the form `body`; the whole answer as text.
+async fn http(url: &str, body: Option<&str>) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let url = url::Url::parse(url).unwrap();
     let address = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
@@ -202,23 +208,26 @@ async fn reqwest_free_get(url: &str) -> String {
         Some(query) => format!("{}?{query}", url.path()),
         None => url.path().to_owned(),
     };
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
+    let request = match body {
+        None => format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"),
+        Some(body) => format!(
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    };
+    stream.write_all(request.as_bytes()).await.unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).await.unwrap();
     answer
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("location")
-                .then(|| value.trim().to_owned())
-        })
-        .unwrap_or_else(|| panic!("the provider did not redirect: {answer}"))
+}
+
+fn location(answer: &str) -> Option<String> {
+    answer.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("location")
+            .then(|| value.trim().to_owned())
+    })
 }
 
 fn random() -> String {
@@ -466,4 +475,34 @@ fn json_answer(status: StatusCode, body: &serde_json::Value) -> Response {
         body.to_string(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The local development provider asks whom to sign in as, then sends the browser back
+    /// with a code for that person.
+    #[tokio::test]
+    async fn the_interactive_provider_asks_whom_to_sign_in() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let provider = TestProvider::start_on(listener, "secret".into(), true).await;
+        let query = "response_type=code&client_id=cqrs-suite&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb\
+                     &scope=openid&state=st4te&nonce=n0nce&code_challenge=abc&code_challenge_method=S256";
+        let page = http(&format!("{}/authorize?{query}", provider.issuer), None).await;
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        assert!(page.contains("name=\"email\""), "{page}");
+        assert!(page.contains("name=\"state\" value=\"st4te\""), "{page}");
+
+        let form = format!("{query}&email=ann.smith%40nhs.net&verified=1&mfa=1");
+        let answer = http(&format!("{}/authorize", provider.issuer), Some(&form)).await;
+        let back = location(&answer).unwrap_or_else(|| panic!("no redirect: {answer}"));
+        assert!(back.starts_with("http://127.0.0.1:9/cb?code="), "{back}");
+        assert!(back.ends_with("&state=st4te"), "{back}");
+        let inner = provider.inner.lock().unwrap();
+        let grant = inner.codes.values().next().unwrap();
+        assert_eq!(grant.person.email, "ann.smith@nhs.net");
+        assert!(grant.person.email_verified);
+        assert_eq!(grant.person.amr, vec!["pwd".to_owned(), "mfa".to_owned()]);
+    }
 }
