@@ -13,7 +13,7 @@ use askama::Template;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use cqrs_proto::access::v1 as access_pb;
 use cqrs_proto::common::v1 as common_pb;
 use cqrs_proto::directory::v1 as dir_pb;
@@ -37,10 +37,13 @@ pub fn routes(base: &str) -> Router<AppState> {
     let at = |page: &str| format!("{base}{page}");
     Router::new()
         .route(&at("/desk"), get(show_account).post(find_account))
-        .route(&at("/desk/unlock"), post(unlock))
-        .route(&at("/desk/reset"), post(send_reset))
-        .route(&at("/desk/enable"), post(enable))
-        .route(&at("/desk/second-factor"), post(remove_second_factor))
+        .route(&at("/desk/unlock"), action_route(DeskAction::Unlock))
+        .route(&at("/desk/reset"), action_route(DeskAction::SendReset))
+        .route(&at("/desk/enable"), action_route(DeskAction::Enable))
+        .route(
+            &at("/desk/second-factor"),
+            action_route(DeskAction::RemoveSecondFactor),
+        )
         .route(
             &at("/desk/organisations"),
             get(show_organisations).post(create_organisation),
@@ -386,49 +389,28 @@ impl CsrfForm for AccountForm {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum DeskAction {
+    /// Seed 002 §14: the desk lifts a lock (UnlockAccount); the owner is e-mailed.
     Unlock,
+    /// Seed 000 "password resets can only be actioned via email": the desk e-mails a reset
+    /// link (SendPasswordReset).
     SendReset,
+    /// Seed 002 §12 "Re-enabling Account Access" (EnableAccount).
     Enable,
+    /// A person who lost their phone and their recovery codes: the desk removes the app
+    /// (RemoveSecondFactor); the owner is e-mailed, signed out everywhere, and adds a new app
+    /// at the next sign-in where a role needs one. The desk never sees a secret.
     RemoveSecondFactor,
 }
 
-/// Seed 002 §14: the desk lifts a lock (UnlockAccount); the owner is e-mailed.
-pub async fn unlock(
-    State(state): State<AppState>,
-    session: Session,
-    Posted(form): Posted<AccountForm>,
-) -> Result<Response, Failure> {
-    act(&state, &session, &form, DeskAction::Unlock).await
-}
-
-/// Seed 000 "password resets can only be actioned via email": the desk e-mails a reset link
-/// (SendPasswordReset).
-pub async fn send_reset(
-    State(state): State<AppState>,
-    session: Session,
-    Posted(form): Posted<AccountForm>,
-) -> Result<Response, Failure> {
-    act(&state, &session, &form, DeskAction::SendReset).await
-}
-
-/// Seed 002 §12 "Re-enabling Account Access" (EnableAccount).
-pub async fn enable(
-    State(state): State<AppState>,
-    session: Session,
-    Posted(form): Posted<AccountForm>,
-) -> Result<Response, Failure> {
-    act(&state, &session, &form, DeskAction::Enable).await
-}
-
-/// A person who lost their phone and their recovery codes: the desk removes the app
-/// (RemoveSecondFactor); the owner is e-mailed, signed out everywhere, and adds a new app at
-/// the next sign-in where a role needs one. The desk never sees a secret.
-pub async fn remove_second_factor(
-    State(state): State<AppState>,
-    session: Session,
-    Posted(form): Posted<AccountForm>,
-) -> Result<Response, Failure> {
-    act(&state, &session, &form, DeskAction::RemoveSecondFactor).await
+/// The POST route of one desk action on the account a form names.
+fn action_route(action: DeskAction) -> MethodRouter<AppState> {
+    post(
+        move |State(state): State<AppState>,
+              session: Session,
+              Posted(form): Posted<AccountForm>| async move {
+            act(&state, &session, &form, action).await
+        },
+    )
 }
 
 async fn act(
