@@ -8,6 +8,7 @@ use std::{env, path::PathBuf};
 const PROTOS: &[&str] = &[
     "cqrs/common/v1/audit.proto",
     "cqrs/common/v1/role.proto",
+    "cqrs/audit/v1/audit.proto",
     "cqrs/identity/v1/identity.proto",
     "cqrs/directory/v1/directory.proto",
     "cqrs/access/v1/access.proto",

@@ -131,6 +131,17 @@ pub fn audit_event(row: &AuditRow) -> common::AuditEvent {
             .collect(),
         _ => HashMap::new(),
     };
+    let changes = match &row.changes {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(field, change)| common::FieldChange {
+                field: field.clone(),
+                before_json: change["before"].to_string(),
+                after_json: change["after"].to_string(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     common::AuditEvent {
         id: row.id.to_string(),
         actor_id: row.actor_id.clone(),
@@ -142,6 +153,15 @@ pub fn audit_event(row: &AuditRow) -> common::AuditEvent {
         request_id: row.request_id.clone().unwrap_or_default(),
         create_time: Some(crate::timestamp(row.occurred_at)),
         details,
+        sequence: row.sequence,
+        hash: row.hash.clone().unwrap_or_default(),
+        actor_name: row.actor_name.clone(),
+        actor_organisation_id: row.actor_organisation_id.clone(),
+        actor_role: row.actor_role.clone(),
+        client_address: row.client_address.clone(),
+        user_agent: row.user_agent.clone(),
+        changes,
+        details_json: row.details.to_string(),
     }
 }
 
@@ -154,6 +174,14 @@ mod tests {
     #[test]
     fn rows_become_events() {
         let row = AuditRow {
+            sequence: 4,
+            hash: Some(vec![7; 32]),
+            actor_name: "Ann Smith".into(),
+            actor_organisation_id: String::new(),
+            actor_role: "SERVICE_DESK".into(),
+            client_address: "192.0.2.1".into(),
+            user_agent: "Firefox".into(),
+            changes: serde_json::json!({ "status": { "before": "ACTIVE", "after": null } }),
             id: Uuid::from_u128(7),
             occurred_at: chrono::DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
             actor_kind: "service".into(),
@@ -173,11 +201,16 @@ mod tests {
         assert_eq!(event.details["count"], "2");
         assert!(!event.details.contains_key("gone"));
         assert_eq!(event.create_time.unwrap().nanos, 5);
+        // What a verifier rebuilds from the answer hashes as what was stored.
+        let (rebuilt, hash) = cqrs_audit_chain::record_from_proto(&event).unwrap();
+        assert_eq!(rebuilt, row.record());
+        assert_eq!(hash, Some([7; 32]));
+        assert_eq!(event.changes[0].after_json, "null");
         let unknown = audit_event(&AuditRow {
             actor_kind: "martian".into(),
             outcome: "maybe".into(),
             details: serde_json::Value::Null,
-            ..row
+            ..row.clone()
         });
         assert_eq!(unknown.actor_kind, common::ActorKind::Unspecified as i32);
         assert_eq!(unknown.outcome, common::AuditOutcome::Unspecified as i32);

@@ -10,8 +10,10 @@
 //!   that keeps permission checks ahead of existence checks.
 //! - [`refusals`]: refused changes recorded in the service's audit trail.
 //! - [`audit`]: the read side of every trail (`ListAuditEvents`), as `cqrs.common.v1` events.
+//! - [`audit_chain`]: every service's chain service and the job that anchors its chain.
 
 pub mod audit;
+pub mod audit_chain;
 mod error;
 pub mod refusals;
 pub mod request;

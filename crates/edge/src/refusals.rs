@@ -47,6 +47,7 @@ impl Denied {
             target_id: &self.target_id,
             outcome: "denied",
             details: serde_json::json!({ "reason": reason }),
+            changes: audit::Changes::new(),
         };
         let result = async {
             let mut tx = pool.begin().await?;

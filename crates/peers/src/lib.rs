@@ -15,12 +15,14 @@
 //! List RPCs are followed page by page ([`Caller::all_pages`]), with a bound on the number of
 //! pages so a misbehaving peer cannot loop a request.
 
+mod audit;
 mod call;
 mod directory;
 mod error;
 mod identity;
 mod notifications;
 
+pub use audit::AuditPeer;
 pub use call::{Caller, Retry};
 pub use directory::{Check, DirectoryPeer};
 pub use error::PeerError;

@@ -12,6 +12,13 @@ pub mod common {
     }
 }
 
+/// Every service's audit chain and the checkpoints it holds.
+pub mod audit {
+    pub mod v1 {
+        tonic::include_proto!("cqrs.audit.v1");
+    }
+}
+
 pub mod identity {
     pub mod v1 {
         tonic::include_proto!("cqrs.identity.v1");

@@ -449,6 +449,153 @@ pub struct ServerConfig {
     pub otel_endpoint: Option<String>,
     /// `CQRS_TOKEN_VERIFY_KEYS` (required): comma list of `kid:base64url(ed25519 public key)`.
     pub token_verify_keys: TokenVerifier,
+    /// `CQRS_TRUSTED_GATEWAYS` (`127.0.0.1/8,::1`): addresses or CIDR prefixes whose
+    /// `x-cqrs-client-address` and `x-cqrs-user-agent` are believed (the gateway's); from
+    /// anyone else those headers are dropped. `none` trusts nobody.
+    pub trusted_gateways: TrustedPeers,
+    /// The audit chain's settings ([`AuditConfig`]).
+    pub audit: AuditConfig,
+}
+
+/// How a service signs, shares and keeps its audit trail.
+#[derive(Clone, Debug, Default)]
+pub struct AuditConfig {
+    /// `CQRS_AUDIT_SIGNING_KEY`: `kid:base64url(32-byte Ed25519 seed)`, a key of its own (not
+    /// a token key). Without it no checkpoints are made (and no purge can run).
+    pub signing_key: Option<cqrs_audit_chain::CheckpointKey>,
+    /// `CQRS_AUDIT_PREVIOUS_KEYS`: public keys of earlier signing keys, comma list of
+    /// `kid:base64url(32 bytes)`, so checkpoints they signed still verify after a rotation.
+    pub previous_keys: Vec<cqrs_audit_chain::PublicKey>,
+    /// `CQRS_AUDIT_CHECKPOINT_EVERY` (1000) events or `CQRS_AUDIT_CHECKPOINT_SECS` (300).
+    pub checkpoint: crate::audit::checkpoints::Policy,
+    /// `CQRS_AUDIT_WITNESS_URLS`: the other services whose checkpoints this one fetches and
+    /// keeps (comma list of URLs); default: the services it calls anyway.
+    pub witness_urls: Option<Vec<String>>,
+    /// `CQRS_AUDIT_RETENTION_DAYS`: events older than this are purged; unset keeps all.
+    pub retention: Option<Duration>,
+}
+
+impl AuditConfig {
+    fn from_env(env: &Env, errs: &mut ConfigErrors) -> Option<Self> {
+        let signing_key = errs.take(env.optional_with(
+            "CQRS_AUDIT_SIGNING_KEY",
+            cqrs_audit_chain::CheckpointKey::parse,
+        ));
+        let previous_keys = errs.take(env.optional_with("CQRS_AUDIT_PREVIOUS_KEYS", |raw| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(cqrs_audit_chain::PublicKey::parse)
+                .collect::<Result<Vec<_>, _>>()
+        }));
+        let every = errs.take(
+            env.or("CQRS_AUDIT_CHECKPOINT_EVERY", 1000i64)
+                .and_then(|n| {
+                    ConfigError::check(n > 0, "CQRS_AUDIT_CHECKPOINT_EVERY", "must be at least 1")
+                        .map(|()| n)
+                }),
+        );
+        let period = errs.take(
+            env.duration_secs("CQRS_AUDIT_CHECKPOINT_SECS", Duration::from_secs(300))
+                .and_then(nonzero("CQRS_AUDIT_CHECKPOINT_SECS")),
+        );
+        let witness_urls = errs.take(env.optional_with("CQRS_AUDIT_WITNESS_URLS", |raw| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(|u| parse_endpoint(u).map(|_| u.to_owned()))
+                .collect::<Result<Vec<_>, _>>()
+        }));
+        let retention =
+            errs.take(env.optional_with(
+                "CQRS_AUDIT_RETENTION_DAYS",
+                |raw| match raw.parse::<f64>() {
+                    Ok(days) if days > 0.0 && days.is_finite() => {
+                        Ok(Duration::from_secs_f64(days * 86_400.0))
+                    }
+                    _ => Err("expected a positive number of days"),
+                },
+            ));
+        Some(AuditConfig {
+            signing_key: signing_key?,
+            previous_keys: previous_keys?.unwrap_or_default(),
+            checkpoint: crate::audit::checkpoints::Policy {
+                every: every?,
+                period: period?,
+            },
+            witness_urls: witness_urls?,
+            retention: retention?,
+        })
+    }
+
+    /// The keys this service's checkpoints verify with, current first.
+    pub fn public_keys(&self) -> Vec<cqrs_audit_chain::PublicKey> {
+        self.signing_key
+            .iter()
+            .map(cqrs_audit_chain::CheckpointKey::public)
+            .chain(self.previous_keys.iter().cloned())
+            .collect()
+    }
+}
+
+/// Addresses and prefixes of trusted peers (`10.0.0.0/8`, `::1`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedPeers(Vec<(std::net::IpAddr, u8)>);
+
+impl TrustedPeers {
+    /// Loopback only.
+    pub fn loopback() -> Self {
+        TrustedPeers(vec![
+            (std::net::IpAddr::from([127, 0, 0, 0]), 8),
+            (std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST), 128),
+        ])
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.trim() == "none" {
+            return Ok(TrustedPeers(Vec::new()));
+        }
+        raw.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (addr, bits) = p.split_once('/').unwrap_or((p, ""));
+                let addr: std::net::IpAddr = addr
+                    .parse()
+                    .map_err(|_| format!("{p:?} is not an address"))?;
+                let max = if addr.is_ipv4() { 32 } else { 128 };
+                let bits = if bits.is_empty() {
+                    max
+                } else {
+                    bits.parse::<u8>()
+                        .ok()
+                        .filter(|b| *b <= max)
+                        .ok_or_else(|| format!("{p:?} has a bad prefix length"))?
+                };
+                Ok((addr, bits))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(TrustedPeers)
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|(net, bits)| match (net, ip) {
+            (std::net::IpAddr::V4(n), std::net::IpAddr::V4(a)) => prefix_match(
+                u128::from(n.to_bits()) << 96,
+                u128::from(a.to_bits()) << 96,
+                *bits,
+            ),
+            (std::net::IpAddr::V6(n), std::net::IpAddr::V6(a)) => {
+                prefix_match(n.to_bits(), a.to_bits(), *bits)
+            }
+            _ => false,
+        })
+    }
+}
+
+fn prefix_match(net: u128, addr: u128, bits: u8) -> bool {
+    bits == 0 || (net ^ addr) >> (128 - u32::from(bits)) == 0
 }
 
 impl ServerConfig {
@@ -482,6 +629,11 @@ impl ServerConfig {
             errs.take(env.optional_with("OTEL_EXPORTER_OTLP_ENDPOINT", parse_endpoint));
         let token_verify_keys =
             errs.take(env.required_with("CQRS_TOKEN_VERIFY_KEYS", TokenVerifier::from_env_value));
+        let trusted_gateways = errs.take(
+            env.optional_with("CQRS_TRUSTED_GATEWAYS", TrustedPeers::parse)
+                .map(|t| t.unwrap_or_else(TrustedPeers::loopback)),
+        );
+        let audit = AuditConfig::from_env(env, &mut errs);
         errs.finish(|| {
             Some(ServerConfig {
                 service,
@@ -492,6 +644,8 @@ impl ServerConfig {
                 shutdown_grace: shutdown_grace?,
                 otel_endpoint: otel_endpoint?,
                 token_verify_keys: token_verify_keys?,
+                trusted_gateways: trusted_gateways?,
+                audit: audit?,
             })
         })
     }
@@ -508,6 +662,8 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(5),
             otel_endpoint: None,
             token_verify_keys,
+            trusted_gateways: TrustedPeers::loopback(),
+            audit: AuditConfig::default(),
         }
     }
 

@@ -19,6 +19,9 @@ use tonic::transport::Channel;
 pub struct Peers {
     pub identity: IdentityPeer,
     pub directory: DirectoryPeer,
+    /// What the calls authenticate with, for other clients (the audit witnesses).
+    pub tokens: Arc<dyn TokenSource>,
+    pub timeout: Duration,
 }
 
 impl Peers {
@@ -32,7 +35,9 @@ impl Peers {
     ) -> Self {
         Peers {
             identity: IdentityPeer::new(identity, Arc::clone(&tokens), timeout),
-            directory: DirectoryPeer::new(directory, tokens, timeout),
+            directory: DirectoryPeer::new(directory, Arc::clone(&tokens), timeout),
+            tokens,
+            timeout,
         }
     }
 }

@@ -51,6 +51,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Access {
     pub store: Store,
     pub api: AccessApi,
+    tokens: Arc<dyn TokenSource>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Access {
@@ -62,17 +64,34 @@ impl Access {
         settings: WorkflowSettings,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let api = AccessApi::new(store.clone(), peers, settings, clock);
-        Access { store, api }
+        let tokens = Arc::clone(&peers.tokens);
+        let api = AccessApi::new(store.clone(), peers, settings, Arc::clone(&clock));
+        Access {
+            store,
+            api,
+            tokens,
+            clock,
+        }
     }
 
     /// The gRPC server: the access API behind the standard stack, user tokens checked against
     /// identity's sessions, health following Postgres.
     pub fn server(&self, config: ServerConfig, sessions: Arc<dyn SessionCheck>) -> ServiceServer {
-        ServiceServer::new(config)
+        let witnessed = cqrs_edge::audit_chain::witnesses(
+            config.audit.witness_urls.as_deref().unwrap_or_default(),
+            &self.tokens,
+            config.request_timeout,
+        );
+        let server = ServiceServer::new(config)
             .add_service(AccessServiceServer::new(self.api.clone()))
             .readiness(PgReadiness::new(self.store.pool().clone()))
-            .session_check(sessions)
+            .session_check(sessions);
+        cqrs_edge::audit_chain::attach(
+            server,
+            self.store.pool().clone(),
+            Arc::clone(&self.clock),
+            witnessed,
+        )
     }
 
     /// The outbox relay to the notification service at `notifications`.

@@ -43,6 +43,8 @@ pub struct Directory {
     pub store: Store,
     pub ender: SessionEnder,
     pub api: DirectoryApi,
+    tokens: Arc<dyn TokenSource>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Directory {
@@ -58,21 +60,38 @@ impl Directory {
         let ender = SessionEnder::new(
             store.clone(),
             identity,
-            tokens,
+            Arc::clone(&tokens),
             revocations,
             Arc::clone(&clock),
         );
-        let api = DirectoryApi::new(store.clone(), ender.clone(), clock);
-        Directory { store, ender, api }
+        let api = DirectoryApi::new(store.clone(), ender.clone(), Arc::clone(&clock));
+        Directory {
+            store,
+            ender,
+            api,
+            tokens,
+            clock,
+        }
     }
 
     /// The gRPC server: the directory's API behind the standard stack, user tokens checked
     /// against identity's sessions, health following Postgres.
     pub fn server(&self, config: ServerConfig, sessions: Arc<dyn SessionCheck>) -> ServiceServer {
-        ServiceServer::new(config)
+        let witnessed = cqrs_edge::audit_chain::witnesses(
+            config.audit.witness_urls.as_deref().unwrap_or_default(),
+            &self.tokens,
+            config.request_timeout,
+        );
+        let server = ServiceServer::new(config)
             .add_service(DirectoryServiceServer::new(self.api.clone()))
             .readiness(PgReadiness::new(self.store.pool().clone()))
-            .session_check(sessions)
+            .session_check(sessions);
+        cqrs_edge::audit_chain::attach(
+            server,
+            self.store.pool().clone(),
+            Arc::clone(&self.clock),
+            witnessed,
+        )
     }
 }
 

@@ -108,11 +108,37 @@ impl Identity {
             self.redis.clone(),
             self.config.redis_namespace.clone(),
         ));
-        ServiceServer::new(server_config)
+        let tokens = self.service_tokens();
+        let witnessed = cqrs_edge::audit_chain::witnesses(
+            server_config
+                .audit
+                .witness_urls
+                .as_deref()
+                .unwrap_or_default(),
+            &tokens,
+            server_config.request_timeout,
+        );
+        let server = ServiceServer::new(server_config)
             .add_service(IdentityServiceServer::new(self.api.clone()))
             .readiness(PgReadiness::new(self.store.pool().clone()))
             .readiness(RedisReadiness::new(self.redis.clone()))
-            .session_check(sessions)
+            .session_check(sessions);
+        cqrs_edge::audit_chain::attach(
+            server,
+            self.store.pool().clone(),
+            self.api.clock(),
+            witnessed,
+        )
+    }
+
+    /// Service tokens identity signs itself with its own key, for its calls to the others.
+    fn service_tokens(&self) -> Arc<dyn cqrs_auth::TokenSource> {
+        // Token time is the system clock, which the other services verify with.
+        Arc::new(IssuerTokenSource::new(
+            Arc::new(self_issuer(&self.config)),
+            self.config.outbox_client_id.clone(),
+            Arc::new(SystemClock),
+        ))
     }
 
     /// The outbox relay to the notification service, authenticating with service tokens it
@@ -122,13 +148,11 @@ impl Identity {
             tonic::transport::Endpoint::from_shared(self.config.notifications_url.clone())?
                 .connect_timeout(Duration::from_secs(5))
                 .connect_lazy();
-        // Token time is the system clock, which the notification service verifies with.
-        let tokens = Arc::new(IssuerTokenSource::new(
-            Arc::new(self_issuer(&self.config)),
-            self.config.outbox_client_id.clone(),
-            Arc::new(SystemClock),
-        ));
-        let notifications = NotificationsPeer::new(channel, tokens, self.config.relay.call_timeout);
+        let notifications = NotificationsPeer::new(
+            channel,
+            self.service_tokens(),
+            self.config.relay.call_timeout,
+        );
         Ok(Relay::new(
             self.store.pool().clone(),
             notifications,

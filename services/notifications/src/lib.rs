@@ -31,13 +31,19 @@ pub const DEFAULT_PORT: u16 = 50054;
 /// The gRPC server for this service, with its readiness check, ready to serve. Give it
 /// [`session_check`] (`ServiceServer::session_check`, as [`run`] does): without one every
 /// user token is refused.
+///
+/// Its audit chain is served too. It keeps no other service's checkpoints: it has no
+/// credentials to call them with (the others keep its own).
 pub fn server(config: ServerConfig, store: Store, clock: Arc<dyn Clock>) -> ServiceServer {
     let readiness = PgReadiness::new(store.pool().clone());
-    ServiceServer::new(config)
+    let pool = store.pool().clone();
+    let server = ServiceServer::new(config)
         .add_service(NotificationServiceServer::new(NotificationApi::new(
-            store, clock,
+            store,
+            Arc::clone(&clock),
         )))
-        .readiness(readiness)
+        .readiness(readiness);
+    cqrs_edge::audit_chain::attach(server, pool, clock, Vec::new())
 }
 
 /// The check user tokens are held to: their session must be live in identity's Redis

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cqrs_audit_chain::CheckpointKey;
 use cqrs_auth::RedisSessionCheck;
 use cqrs_outbox::RelayConfig;
 use cqrs_runtime::clock::{OffsetClock, SystemClock};
@@ -163,6 +164,22 @@ impl SuiteBuilder {
             ("ACCESS_CLIENT_SECRET", secrets["access"].clone()),
             ("ACCESS_OUTBOX_POLL_INTERVAL_MS", "20".into()),
         ];
+        // Each service signs its audit checkpoints with a key of its own and keeps the
+        // others' checkpoints.
+        for service in Service::ALL {
+            let others: Vec<&str> = Service::ALL
+                .iter()
+                .filter(|s| **s != service)
+                .map(|s| urls[s.index()].as_str())
+                .collect();
+            own[service.index()].extend([
+                (
+                    "CQRS_AUDIT_SIGNING_KEY",
+                    CheckpointKey::generate(&format!("{}-audit-1", service.name())).to_env_value(),
+                ),
+                ("CQRS_AUDIT_WITNESS_URLS", others.join(",")),
+            ]);
+        }
         let envs: [Env; 4] = Service::ALL.map(|s| {
             let mut env = env(&common, &own[s.index()]);
             for (k, v) in &self.env[s.index()] {

@@ -42,6 +42,16 @@ impl Service {
         Service::Notifications,
     ];
 
+    /// The service's name, as its audit chain gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Identity => "identity",
+            Service::Directory => "directory",
+            Service::Access => "access",
+            Service::Notifications => "notifications",
+        }
+    }
+
     pub(crate) fn index(self) -> usize {
         match self {
             Service::Identity => 0,
@@ -284,6 +294,31 @@ impl Suite {
                 .await
                 .unwrap_or_else(|e| panic!("counting {service:?}'s {table}: {e}"));
         n
+    }
+
+    /// Every row change in every running service's tables of record has its audit event: the
+    /// changes each transaction made are taken up by the audit event it appends, so any left
+    /// pending were made by a transaction that appended none. Panics naming them.
+    pub async fn assert_every_change_audited(&self) {
+        let mut unaudited = Vec::new();
+        for service in Service::ALL.into_iter().filter(|s| self.runs(*s)) {
+            let rows: Vec<(
+                String,
+                String,
+                Option<serde_json::Value>,
+                Option<serde_json::Value>,
+            )> = sqlx::query_as(
+                "SELECT table_name, row_id, old, new FROM audit_pending_changes ORDER BY position",
+            )
+            .fetch_all(self.pool(service))
+            .await
+            .unwrap_or_else(|e| panic!("reading {service:?}'s pending changes: {e}"));
+            unaudited.extend(rows.into_iter().map(|r| (service, r)));
+        }
+        assert!(
+            unaudited.is_empty(),
+            "row changes without an audit event in their transaction: {unaudited:#?}"
+        );
     }
 
     /// The identity service's parts (its API, store and configuration).

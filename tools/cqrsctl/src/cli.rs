@@ -386,8 +386,27 @@ pub enum Service {
     Identity,
     Directory,
     Access,
-    /// The notification service has no audit trail: its e-mail delivery log is shown.
+    /// For `audit tail`, its e-mail delivery log is shown; search and verify read its trail.
     Notifications,
+}
+
+impl Service {
+    pub const ALL: [Service; 4] = [
+        Service::Identity,
+        Service::Directory,
+        Service::Access,
+        Service::Notifications,
+    ];
+
+    /// The service's name, as its audit chain gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Identity => "identity",
+            Service::Directory => "directory",
+            Service::Access => "access",
+            Service::Notifications => "notifications",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -395,6 +414,49 @@ pub enum AuditCommand {
     /// Latest audit events, newest first (ListAuditEvents); with --follow, new events as they
     /// arrive, oldest first (JSON Lines with --output json).
     Tail(TailArgs),
+    /// Events of all four services' trails in one list, newest first, filtered (ListAuditEvents
+    /// of each). Page on with --before set to the time of the last event shown.
+    Search(SearchArgs),
+    /// Recomputes each service's hash chain, checks its signed checkpoints and those the other
+    /// services hold, and names the first break. Exit code 0: intact; 9: broken.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Only events by this actor (account id or client id).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only events about this target: an account, an organisation (also events about its
+    /// grants and requests), or any other record id.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Only this action (e.g. GRANT_ROLE).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only events since then: a duration (15m, 2h, 1d) or an RFC 3339 time.
+    #[arg(long, value_parser = Since::parse)]
+    pub since: Option<Since>,
+    /// Only events before then (the next page: the time of the last event shown).
+    #[arg(long, value_parser = Since::parse)]
+    pub before: Option<Since>,
+    /// Only these services' trails (all four unless given; repeatable).
+    #[arg(long, value_enum)]
+    pub service: Vec<Service>,
+    /// How many events to show.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=5_000))]
+    pub limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Only this service's chain (all four unless given).
+    #[arg(long, value_enum)]
+    pub service: Option<Service>,
+    /// Report from this event on (earlier ones are still linked from the nearest signed
+    /// checkpoint).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i64).range(1..))]
+    pub from: i64,
 }
 
 #[derive(Debug, Args)]

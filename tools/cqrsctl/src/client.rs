@@ -73,6 +73,8 @@ pub type Identity = IdentityServiceClient<Authed>;
 pub type Directory = DirectoryServiceClient<Authed>;
 pub type Access = AccessServiceClient<Authed>;
 pub type Notifications = NotificationServiceClient<Authed>;
+pub type AuditChain =
+    cqrs_proto::audit::v1::audit_chain_service_client::AuditChainServiceClient<Authed>;
 
 /// Where the four services are.
 #[derive(Clone, Debug, PartialEq, Eq)]

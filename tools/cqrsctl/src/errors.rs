@@ -30,6 +30,8 @@ pub mod exit {
     pub const CONFLICT: u8 = 7;
     /// Unavailable, deadline exceeded or resource exhausted: retry later.
     pub const UNAVAILABLE: u8 = 8;
+    /// `audit verify` found an audit trail changed after it was written.
+    pub const TAMPERED: u8 = 9;
 }
 
 /// The exit-code table shown at the end of `--help`.
@@ -44,6 +46,7 @@ Exit codes:
   6  INVALID_ARGUMENT / FAILED_PRECONDITION / OUT_OF_RANGE
   7  ALREADY_EXISTS / ABORTED
   8  UNAVAILABLE / DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED (retry later)
+  9  `audit verify`: an audit trail was changed after it was written
 Errors go to stderr as one line; with --output json a JSON object {\"error\": {...}} follows.";
 
 /// The exit code for a gRPC status code.

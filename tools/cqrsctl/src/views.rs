@@ -461,10 +461,11 @@ impl View for AccessRequestView {
     }
 }
 
-/// An audit event from any of the three audit trails.
+/// An audit event from any of the four audit trails.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditEventView {
     pub service: &'static str,
+    pub sequence: i64,
     pub id: String,
     pub create_time: Option<String>,
     pub actor_kind: String,
@@ -475,6 +476,14 @@ pub struct AuditEventView {
     pub outcome: String,
     pub request_id: Option<String>,
     pub details: BTreeMap<String, String>,
+    /// The actor's name, organisation and role at the time; empty when not known.
+    pub actor_name: Option<String>,
+    pub actor_organisation_id: Option<String>,
+    pub actor_role: Option<String>,
+    pub client_address: Option<String>,
+    pub user_agent: Option<String>,
+    /// Changed fields: `{ field: [before, after] }`, each as JSON.
+    pub changes: BTreeMap<String, (String, String)>,
     #[serde(skip)]
     pub time: Option<DateTime<Utc>>,
 }
@@ -484,6 +493,7 @@ impl AuditEventView {
     pub fn of(service: &'static str, e: &common::AuditEvent) -> Self {
         AuditEventView {
             service,
+            sequence: e.sequence,
             id: e.id.clone(),
             create_time: time_text(e.create_time.as_ref()),
             actor_kind: enums::actor_kind_name(e.actor_kind),
@@ -494,6 +504,21 @@ impl AuditEventView {
             outcome: enums::outcome_name(e.outcome),
             request_id: non_empty(&e.request_id),
             details: e.details.clone().into_iter().collect(),
+            actor_name: non_empty(&e.actor_name),
+            actor_organisation_id: non_empty(&e.actor_organisation_id),
+            actor_role: non_empty(&e.actor_role),
+            client_address: non_empty(&e.client_address),
+            user_agent: non_empty(&e.user_agent),
+            changes: e
+                .changes
+                .iter()
+                .map(|c| {
+                    (
+                        c.field.clone(),
+                        (c.before_json.clone(), c.after_json.clone()),
+                    )
+                })
+                .collect(),
             time: to_time(e.create_time.as_ref()),
         }
     }
@@ -507,20 +532,37 @@ fn details_text(details: &BTreeMap<String, String>) -> String {
         .join(" ")
 }
 
+fn changes_text(changes: &BTreeMap<String, (String, String)>) -> String {
+    changes
+        .iter()
+        .map(|(field, (before, after))| format!("{field}: {before} -> {after}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl View for AuditEventView {
     const HEADERS: &'static [&'static str] = &[
-        "TIME", "OUTCOME", "ACTION", "ACTOR", "TARGET", "REQUEST", "DETAILS",
+        "TIME", "SERVICE", "OUTCOME", "ACTION", "ACTOR", "TARGET", "REQUEST", "DETAILS", "CHANGES",
     ];
 
     fn row(&self) -> Vec<String> {
+        let mut actor = match &self.actor_id {
+            Some(id) => format!("{}:{id}", self.actor_kind),
+            None => self.actor_kind.clone(),
+        };
+        let context: Vec<&str> = [&self.actor_name, &self.actor_role, &self.client_address]
+            .into_iter()
+            .filter_map(|v| v.as_deref())
+            .collect();
+        if !context.is_empty() {
+            actor = format!("{actor} ({})", context.join(", "));
+        }
         vec![
             opt(&self.create_time),
+            self.service.to_owned(),
             self.outcome.clone(),
             self.action.clone(),
-            match &self.actor_id {
-                Some(id) => format!("{}:{id}", self.actor_kind),
-                None => self.actor_kind.clone(),
-            },
+            actor,
             if self.target_id.is_empty() {
                 or_dash(&self.target_type)
             } else {
@@ -528,6 +570,7 @@ impl View for AuditEventView {
             },
             opt(&self.request_id),
             or_dash(&details_text(&self.details)),
+            or_dash(&changes_text(&self.changes)),
         ]
     }
 }
@@ -737,6 +780,14 @@ ID    USER ID  EMAIL             NAME      REALM     STATE   LOCK
             request_id: String::new(),
             create_time: ts("2024-05-01T09:00:00Z"),
             details: [("role".to_owned(), "PRACTICE_USER".to_owned())].into(),
+            actor_name: "Ann Smith".into(),
+            actor_role: "SERVICE_DESK".into(),
+            changes: vec![common::FieldChange {
+                field: "grants.role".into(),
+                before_json: "null".into(),
+                after_json: "\"PRACTICE_USER\"".into(),
+            }],
+            ..common::AuditEvent::default()
         };
         let view = AuditEventView::of("directory", &e);
         assert_eq!(view.service, "directory");
@@ -744,12 +795,14 @@ ID    USER ID  EMAIL             NAME      REALM     STATE   LOCK
             view.row(),
             vec![
                 "2024-05-01T09:00:00Z",
+                "directory",
                 "SUCCESS",
                 "GRANT_ROLE",
-                "USER:a1",
+                "USER:a1 (Ann Smith, SERVICE_DESK)",
                 "GRANT:g1",
                 "-",
-                "role=PRACTICE_USER"
+                "role=PRACTICE_USER",
+                "grants.role: null -> \"PRACTICE_USER\""
             ]
         );
         let json = serde_json::to_value(&view).unwrap();

@@ -98,12 +98,61 @@ pub(crate) fn parse_grpc_timeout(v: &str) -> Option<Duration> {
 #[derive(Debug, Clone)]
 pub(crate) struct RequestContextLayer {
     request_timeout: Duration,
+    trusted_gateways: std::sync::Arc<crate::config::TrustedPeers>,
 }
 
 impl RequestContextLayer {
-    pub(crate) fn new(request_timeout: Duration) -> Self {
-        RequestContextLayer { request_timeout }
+    pub(crate) fn new(
+        request_timeout: Duration,
+        trusted_gateways: crate::config::TrustedPeers,
+    ) -> Self {
+        RequestContextLayer {
+            request_timeout,
+            trusted_gateways: std::sync::Arc::new(trusted_gateways),
+        }
     }
+}
+
+/// The gateway's account of where a call came from (`client_address` and `user_agent`).
+pub const X_CLIENT_ADDRESS: HeaderName = HeaderName::from_static("x-cqrs-client-address");
+pub const X_USER_AGENT: HeaderName = HeaderName::from_static("x-cqrs-user-agent");
+/// Longest user agent kept.
+const MAX_USER_AGENT_LEN: usize = 256;
+
+/// The client the gateway vouches for, when the peer is a trusted gateway.
+fn vouched_client<B>(
+    req: &http::Request<B>,
+    trusted: &crate::config::TrustedPeers,
+) -> Option<crate::audit::Client> {
+    let peer = req
+        .extensions()
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(|info| info.remote_addr())?;
+    if !trusted.contains(peer.ip()) {
+        return None;
+    }
+    let header = |name: &HeaderName| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.chars()
+                    .filter(|c| !c.is_control())
+                    .take(MAX_USER_AGENT_LEN)
+                    .collect::<String>()
+            })
+            .unwrap_or_default()
+    };
+    let address = header(&X_CLIENT_ADDRESS);
+    let address = address
+        .parse::<std::net::IpAddr>()
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    let user_agent = header(&X_USER_AGENT);
+    (!address.is_empty() || !user_agent.is_empty()).then_some(crate::audit::Client {
+        address,
+        user_agent,
+    })
 }
 
 impl<S> Layer<S> for RequestContextLayer {
@@ -113,6 +162,7 @@ impl<S> Layer<S> for RequestContextLayer {
         RequestContext {
             inner,
             request_timeout: self.request_timeout,
+            trusted_gateways: self.trusted_gateways.clone(),
         }
     }
 }
@@ -121,6 +171,7 @@ impl<S> Layer<S> for RequestContextLayer {
 pub(crate) struct RequestContext<S> {
     inner: S,
     request_timeout: Duration,
+    trusted_gateways: std::sync::Arc<crate::config::TrustedPeers>,
 }
 
 impl<S, B, ResBody> Service<http::Request<B>> for RequestContext<S>
@@ -161,6 +212,9 @@ where
             .map_or(self.request_timeout, |t| t.min(self.request_timeout));
         req.extensions_mut().insert(RequestDeadline(now + budget));
         req.extensions_mut().insert(RequestId(request_id.clone()));
+        if let Some(client) = vouched_client(&req, &self.trusted_gateways) {
+            req.extensions_mut().insert(client);
+        }
 
         let path = req.uri().path().to_owned();
         let quiet = path.starts_with(HEALTH_PREFIX);

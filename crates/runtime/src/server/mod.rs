@@ -82,6 +82,7 @@ pub struct ServiceServer {
     sessions: Option<Arc<dyn SessionCheck>>,
     clock: Arc<dyn Clock>,
     reporter: HealthReporter,
+    background: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl std::fmt::Debug for ServiceServer {
@@ -109,7 +110,14 @@ impl ServiceServer {
             sessions: None,
             clock: Arc::new(SystemClock),
             reporter: HealthReporter::new(),
+            background: Vec::new(),
         }
+    }
+
+    /// A job that runs while the server serves (started with it, stopped when it stops).
+    pub fn background(mut self, job: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.background.push(Box::pin(job));
+        self
     }
 
     /// Serves `svc` (a tonic-generated `XServer`) and reports health for its name.
@@ -191,7 +199,9 @@ impl ServiceServer {
             sessions,
             clock,
             reporter,
+            background,
         } = self;
+        let jobs: Vec<_> = background.into_iter().map(tokio::spawn).collect();
 
         let mut listed: Vec<String> = services.iter().map(|s| (*s).to_owned()).collect();
         listed.extend([HEALTH_SERVICE, REFLECTION_V1, REFLECTION_V1ALPHA].map(str::to_owned));
@@ -212,7 +222,10 @@ impl ServiceServer {
             Arc::new(NoLiveSessions)
         });
         let stack = ServiceBuilder::new()
-            .layer(layers::RequestContextLayer::new(config.request_timeout))
+            .layer(layers::RequestContextLayer::new(
+                config.request_timeout,
+                config.trusted_gateways.clone(),
+            ))
             .layer(cors_layer(&config.cors_origins()))
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(layers::LoadShedLayer::new(
@@ -281,6 +294,9 @@ impl ServiceServer {
         };
         health.stop().await;
         poller.abort();
+        for job in jobs {
+            job.abort();
+        }
         tracing::info!(service = config.service, "server stopped");
         result.map_err(ServeError::from)
     }

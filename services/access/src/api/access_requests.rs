@@ -31,6 +31,7 @@ const SUBMITTED_KIND: &str = "ACCESS_REQUEST_SUBMITTED";
 
 fn request_event<'a>(action: &'a str, target_id: &'a str, details: serde_json::Value) -> Event<'a> {
     Event {
+        changes: cqrs_runtime::audit::Changes::new(),
         action,
         target_type: TARGET,
         target_id,

@@ -37,6 +37,7 @@ fn registration_event<'a>(
     details: serde_json::Value,
 ) -> Event<'a> {
     Event {
+        changes: cqrs_runtime::audit::Changes::new(),
         action,
         target_type: TARGET,
         target_id,

@@ -34,6 +34,7 @@ const ALL_ROLES_REVOKED: &str = "ALL_ROLES_REVOKED";
 
 fn grant_event<'a>(action: &'a str, target_id: &'a str, row: &GrantRow, via: &str) -> Event<'a> {
     Event {
+        changes: cqrs_runtime::audit::Changes::new(),
         action,
         target_type: "grant",
         target_id,
@@ -226,6 +227,7 @@ impl DirectoryApi {
             now,
             &actor,
             Event {
+                changes: cqrs_runtime::audit::Changes::new(),
                 action: "REVOKE_ALL_ROLES",
                 target_type: "account",
                 target_id: &account_text,

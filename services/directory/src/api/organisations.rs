@@ -27,6 +27,7 @@ fn organisation_event<'a>(
     details: serde_json::Value,
 ) -> Event<'a> {
     Event {
+        changes: cqrs_runtime::audit::Changes::new(),
         action,
         target_type: "organisation",
         target_id,

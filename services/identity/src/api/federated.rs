@@ -286,6 +286,7 @@ impl IdentityApi {
             now,
             actor,
             Event {
+                changes: cqrs_runtime::audit::Changes::new(),
                 action: "SIGN_IN_FEDERATED",
                 target_type: "account",
                 target_id: &target,

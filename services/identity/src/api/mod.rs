@@ -109,6 +109,11 @@ impl IdentityApi {
         self.inner.clock.now()
     }
 
+    /// The service's clock (tests move it).
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.inner.clock)
+    }
+
     fn config(&self) -> &IdentityConfig {
         &self.inner.config
     }
@@ -260,6 +265,7 @@ fn account_event<'a>(
     details: serde_json::Value,
 ) -> Event<'a> {
     Event {
+        changes: cqrs_runtime::audit::Changes::new(),
         action,
         target_type: "account",
         target_id,

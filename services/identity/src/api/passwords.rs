@@ -361,6 +361,7 @@ impl IdentityApi {
                     now,
                     &actor,
                     Event {
+                        changes: cqrs_runtime::audit::Changes::new(),
                         action: "REQUEST_PASSWORD_RESET",
                         target_type: "account",
                         target_id: "",
@@ -459,6 +460,7 @@ impl IdentityApi {
                     now,
                     &actor,
                     Event {
+                        changes: cqrs_runtime::audit::Changes::new(),
                         action: "REMIND_USER_ID",
                         target_type: "account",
                         target_id: "",

@@ -224,6 +224,7 @@ impl IdentityApi {
                 now,
                 &actor,
                 Event {
+                    changes: cqrs_runtime::audit::Changes::new(),
                     action: "SIGN_IN",
                     target_type: "account",
                     target_id: "",
@@ -655,6 +656,7 @@ impl IdentityApi {
         let matched: bool = presented.ct_eq(&expected).into();
         let now = self.now();
         let event = |outcome| Event {
+            changes: cqrs_runtime::audit::Changes::new(),
             action: "ISSUE_SERVICE_TOKEN",
             target_type: "service_client",
             target_id: &req.client_id,

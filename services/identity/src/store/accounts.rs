@@ -616,17 +616,39 @@ pub async fn pending_bootstrap_grants(pool: &PgPool) -> Result<Vec<Uuid>, StoreE
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
-/// Marks the bootstrap grant of `account_id` as made.
+/// Marks the bootstrap grant of `account_id` as made, with its audit event.
 pub async fn finish_bootstrap_grant(
     pool: &PgPool,
     account_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE bootstrap_grants SET done_at = $2 WHERE account_id = $1")
-        .bind(account_id)
-        .bind(now)
-        .execute(pool)
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query(
+        "UPDATE bootstrap_grants SET done_at = $2 WHERE account_id = $1 AND done_at IS NULL",
+    )
+    .bind(account_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() > 0 {
+        let id = account_id.to_string();
+        let event = cqrs_runtime::audit::Event {
+            action: "CONFIRM_BOOTSTRAP_GRANT",
+            target_type: "account",
+            target_id: &id,
+            outcome: "success",
+            details: serde_json::json!({ "role": "SERVICE_DESK" }),
+            changes: cqrs_runtime::audit::Changes::new(),
+        };
+        cqrs_runtime::audit::record(
+            &mut tx,
+            now,
+            &cqrs_runtime::audit::Actor::system("bootstrap"),
+            event,
+        )
         .await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 

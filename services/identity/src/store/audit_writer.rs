@@ -10,16 +10,18 @@
 //! its answer only after its event is committed, so nothing audited is ever lost or
 //! reported before it is durable.
 //!
+//! Each batch is numbered and linked into the audit chain in one transaction (one wait for
+//! the chain's lock per batch, not per event).
+//!
 //! Events that belong to a change are still written by [`super::record`] in the change's
 //! transaction.
 
 use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
-use cqrs_runtime::audit::{Actor, Event};
+use cqrs_runtime::audit::{self, Actor, Event, NewEvent};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 
 use super::StoreError;
 
@@ -35,11 +37,6 @@ const ROW_OVERHEAD_BYTES: usize = 96;
 /// Events waiting for the writer before callers wait to queue theirs.
 const QUEUE_LEN: usize = 4096;
 
-const INSERT_BATCH: &str = "INSERT INTO audit_events (id, occurred_at, actor_kind, actor_id, \
-         action, target_type, target_id, outcome, request_id, details) \
-     SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], \
-         $6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[])";
-
 /// The writer of stand-alone audit events. Cheap to share; the writer task starts with the
 /// first event and ends when this is dropped (after writing what is queued).
 #[derive(Debug)]
@@ -50,23 +47,8 @@ pub struct AuditWriter {
 
 #[derive(Debug)]
 struct Pending {
-    row: Row,
+    row: NewEvent,
     done: oneshot::Sender<Result<(), Arc<sqlx::Error>>>,
-}
-
-/// An event as stored.
-#[derive(Debug)]
-struct Row {
-    id: Uuid,
-    occurred_at: DateTime<Utc>,
-    actor_kind: &'static str,
-    actor_id: String,
-    action: String,
-    target_type: String,
-    target_id: String,
-    outcome: String,
-    request_id: Option<String>,
-    details: serde_json::Value,
 }
 
 impl AuditWriter {
@@ -84,19 +66,7 @@ impl AuditWriter {
         actor: &Actor,
         event: Event<'_>,
     ) -> Result<(), StoreError> {
-        let row = Row {
-            // Made now, not at insert time, so ids keep the order events happened in.
-            id: Uuid::now_v7(),
-            occurred_at: now,
-            actor_kind: actor.kind,
-            actor_id: actor.id.clone(),
-            action: event.action.to_owned(),
-            target_type: event.target_type.to_owned(),
-            target_id: event.target_id.to_owned(),
-            outcome: event.outcome.to_owned(),
-            request_id: actor.request_id.clone(),
-            details: event.details,
-        };
+        let row = NewEvent::new(now, actor, event);
         let (done, written) = oneshot::channel();
         self.queue()
             .send(Pending { row, done })
@@ -140,59 +110,16 @@ fn statement_len(batch: &[Pending]) -> usize {
     let fits = batch
         .iter()
         .take_while(|p| {
-            bytes += p.row.approx_bytes();
+            bytes += ROW_OVERHEAD_BYTES + p.row.text_len();
             bytes <= MAX_STATEMENT_BYTES
         })
         .count();
     fits.max(1)
 }
 
-impl Row {
-    fn approx_bytes(&self) -> usize {
-        ROW_OVERHEAD_BYTES
-            + self.actor_kind.len()
-            + self.actor_id.len()
-            + self.action.len()
-            + self.target_type.len()
-            + self.target_id.len()
-            + self.outcome.len()
-            + self.request_id.as_ref().map_or(0, String::len)
-            // Identity's details are a few short fields; serialising them to measure costs
-            // little next to the INSERT.
-            + self.details.to_string().len()
-    }
-}
-
+/// Numbers, links and commits a batch in one transaction.
 async fn insert(pool: &PgPool, batch: &[Pending]) -> Result<(), sqlx::Error> {
-    let rows = batch.iter().map(|p| &p.row);
-    sqlx::query(INSERT_BATCH)
-        .bind(rows.clone().map(|r| r.id).collect::<Vec<_>>())
-        .bind(rows.clone().map(|r| r.occurred_at).collect::<Vec<_>>())
-        .bind(rows.clone().map(|r| r.actor_kind).collect::<Vec<_>>())
-        .bind(
-            rows.clone()
-                .map(|r| r.actor_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.clone().map(|r| r.action.as_str()).collect::<Vec<_>>())
-        .bind(
-            rows.clone()
-                .map(|r| r.target_type.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.clone()
-                .map(|r| r.target_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.clone().map(|r| r.outcome.as_str()).collect::<Vec<_>>())
-        .bind(
-            rows.clone()
-                .map(|r| r.request_id.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.map(|r| r.details.clone()).collect::<Vec<_>>())
-        .execute(pool)
-        .await?;
-    Ok(())
+    let mut tx = pool.begin().await?;
+    audit::append(&mut tx, batch.iter().map(|p| p.row.clone()).collect()).await?;
+    tx.commit().await
 }

@@ -292,6 +292,7 @@ async fn batched_audit_events_are_each_written_once() {
                         now,
                         &Actor::system("batch-test"),
                         Event {
+                            changes: cqrs_runtime::audit::Changes::new(),
                             action: "test.batched",
                             target_type: "account",
                             target_id: &target,
@@ -331,6 +332,7 @@ async fn batched_audit_events_are_each_written_once() {
             now,
             &Actor::system("batch-test"),
             Event {
+                changes: cqrs_runtime::audit::Changes::new(),
                 action: "test.batched",
                 target_type: "account",
                 target_id: "x",

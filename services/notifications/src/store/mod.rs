@@ -167,6 +167,7 @@ impl Store {
             now,
             actor,
             Event {
+                changes: cqrs_runtime::audit::Changes::new(),
                 action,
                 target_type: "email",
                 target_id: &row.id.to_string(),
@@ -286,6 +287,7 @@ impl Store {
             now,
             &Actor::system("notifications-worker"),
             Event {
+                changes: cqrs_runtime::audit::Changes::new(),
                 action: "DELIVER_EMAIL",
                 target_type: "email",
                 target_id: &row.id.to_string(),
@@ -335,6 +337,7 @@ impl Store {
                     now,
                     &Actor::system("notifications-worker"),
                     Event {
+                        changes: cqrs_runtime::audit::Changes::new(),
                         action: "DEAD_LETTER_EMAIL",
                         target_type: "email",
                         target_id: &row.id.to_string(),
@@ -382,6 +385,7 @@ impl Store {
             now,
             actor,
             Event {
+                changes: cqrs_runtime::audit::Changes::new(),
                 action: "NOTIFY",
                 target_type: "notification",
                 target_id: &row.id.to_string(),
@@ -471,6 +475,7 @@ impl Store {
             now,
             actor,
             Event {
+                changes: cqrs_runtime::audit::Changes::new(),
                 action: "MARK_NOTIFICATION_READ",
                 target_type: "notification",
                 target_id: &id.to_string(),
@@ -511,6 +516,7 @@ impl Store {
             now,
             actor,
             Event {
+                changes: cqrs_runtime::audit::Changes::new(),
                 action: "UPDATE_PREFERENCES",
                 target_type: "account",
                 target_id: &account_id.to_string(),

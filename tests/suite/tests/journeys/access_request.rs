@@ -198,6 +198,8 @@ async fn access_request_withdrawn_then_approved_gives_a_second_role() {
             &tree.practice.id
         ]
     );
+
+    suite.assert_every_change_audited().await;
 }
 
 async fn my_requests(suite: &Suite, token: &str) -> Vec<(String, i32)> {

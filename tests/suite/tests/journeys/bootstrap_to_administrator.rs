@@ -329,4 +329,6 @@ async fn bootstrap_desk_builds_the_tree_and_onboards_an_administrator() {
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
+
+    suite.assert_every_change_audited().await;
 }

@@ -189,6 +189,8 @@ async fn administrators_are_confined_to_their_own_ccg() {
             "{event:#?}"
         );
     }
+
+    suite.assert_every_change_audited().await;
 }
 
 #[track_caller]

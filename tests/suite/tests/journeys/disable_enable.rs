@@ -142,6 +142,8 @@ async fn disabled_user_is_locked_out_until_re_enabled() {
         "{}",
         summary(&trail)
     );
+
+    suite.assert_every_change_audited().await;
 }
 
 async fn disable(

@@ -202,6 +202,8 @@ async fn locked_out_user_is_unlocked_and_resets_within_the_minimum_age() {
         .find(|e| e.action == "RESET_PASSWORD")
         .unwrap_or_else(|| panic!("{}", summary(&trail)));
     assert_eq!(reset.detail("exempt_min_age"), Some("true"));
+
+    suite.assert_every_change_audited().await;
 }
 
 async fn account(suite: &Suite, token: &str, account_id: &str) -> id_pb::Account {

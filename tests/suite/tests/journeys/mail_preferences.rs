@@ -151,6 +151,8 @@ async fn opted_out_user_gets_security_mail_only() {
         .preferences
         .unwrap();
     assert!(preferences.email_enabled);
+
+    suite.assert_every_change_audited().await;
 }
 
 /// Every delivery to `to`, as operations see them.

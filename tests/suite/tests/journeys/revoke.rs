@@ -135,4 +135,6 @@ async fn revoked_user_keeps_the_login_but_no_roles() {
         .await;
     assert_eq!(requested[0].action, "REQUEST_ACCESS");
     assert_eq!(requested[0].actor_id, sam.account_id);
+
+    suite.assert_every_change_audited().await;
 }

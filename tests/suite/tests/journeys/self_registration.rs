@@ -225,6 +225,8 @@ async fn self_registration_is_approved_and_a_second_one_rejected() {
             && e.detail("role") == Some("PRACTICE_USER")),
         "{grants:#?}"
     );
+
+    suite.assert_every_change_audited().await;
 }
 
 async fn list_registrations(

@@ -1,6 +1,9 @@
 //! `audit tail`: the latest audit events of a service (ListAuditEvents, newest first), or with
-//! `--follow` a poll every 2 s that prints new events oldest first. The notification service
-//! keeps no audit trail; for it the e-mail delivery log (ListDeliveries) is shown.
+//! `--follow` a poll every 2 s that prints new events oldest first. For the notification
+//! service the e-mail delivery log (ListDeliveries) is shown.
+//!
+//! `audit search`: every service's trail in one list, newest first (each service's
+//! ListAuditEvents with the same filters, merged). `audit verify` is in `audit_verify`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,7 +16,7 @@ use cqrs_proto::notifications::v1 as notifications;
 use cqrs_rules::clock::{Clock, SystemClock};
 
 use super::Ctx;
-use crate::cli::{AuditCommand, Service, TailArgs};
+use crate::cli::{AuditCommand, SearchArgs, Service, TailArgs};
 use crate::errors::{CliError, exit};
 use crate::output::{self, Format, View, sanitize};
 use crate::views::{AuditEventView, DeliveryView, to_timestamp};
@@ -65,6 +68,8 @@ struct AuditTrail {
     action: String,
     actor: String,
     target: String,
+    /// Only events before this time (search's paging).
+    before: Option<DateTime<Utc>>,
 }
 
 macro_rules! list_audit {
@@ -80,7 +85,7 @@ macro_rules! list_audit {
                     target_id: $self.target.clone(),
                     action: $self.action.clone(),
                     start_time: $start.map(to_timestamp),
-                    end_time: None,
+                    end_time: $self.before.map(to_timestamp),
                     page_size,
                     page_token,
                 })
@@ -114,9 +119,9 @@ impl Source for AuditTrail {
             Service::Identity => list_audit!(ctx.identity()?, identity, self, start, cap),
             Service::Directory => list_audit!(ctx.directory()?, directory, self, start, cap),
             Service::Access => list_audit!(ctx.access()?, access, self, start, cap),
-            Service::Notifications => Err(CliError::Usage(
-                "the notification service has no audit trail".into(),
-            )),
+            Service::Notifications => {
+                list_audit!(ctx.notifications()?, notifications, self, start, cap)
+            }
         }
     }
 }
@@ -163,7 +168,47 @@ impl Source for Deliveries {
 }
 
 pub async fn run(ctx: &mut Ctx, cmd: AuditCommand) -> Result<(), CliError> {
-    let AuditCommand::Tail(args) = cmd;
+    match cmd {
+        AuditCommand::Tail(args) => run_tail(ctx, args).await,
+        AuditCommand::Search(args) => search(ctx, args).await,
+        AuditCommand::Verify(args) => super::audit_verify::run(ctx, args).await,
+    }
+}
+
+/// `audit search`: the newest `limit` events matching the filters across the trails asked for.
+async fn search(ctx: &mut Ctx, args: SearchArgs) -> Result<(), CliError> {
+    ctx.signed_in().await?;
+    let now = SystemClock.now();
+    let services = if args.service.is_empty() {
+        Service::ALL.to_vec()
+    } else {
+        args.service.clone()
+    };
+    let since = args.since.map(|s| s.resolve(now));
+    let limit = usize::try_from(args.limit).unwrap_or(usize::MAX);
+    let mut found: Vec<AuditEventView> = Vec::new();
+    for service in services {
+        let trail = AuditTrail {
+            service,
+            action: args.action.clone().unwrap_or_default(),
+            actor: args.actor.clone().unwrap_or_default(),
+            target: args.target.clone().unwrap_or_default(),
+            before: args.before.map(|b| b.resolve(now)),
+        };
+        // Each trail's newest `limit` are enough for the newest `limit` of all.
+        found.extend(trail.fetch(ctx, since, limit).await?);
+    }
+    found.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.id.cmp(&a.id)));
+    let more = found.len() > limit;
+    found.truncate(limit);
+    ctx.emit_list(&found)?;
+    if let (true, Some(last)) = (more, found.last().and_then(|e| e.create_time.as_deref())) {
+        ctx.note(&format!("(more events: add --before {last})"));
+    }
+    Ok(())
+}
+
+async fn run_tail(ctx: &mut Ctx, args: TailArgs) -> Result<(), CliError> {
     if args.service == Service::Notifications {
         if args.action.is_some() || args.actor.is_some() || args.target.is_some() {
             return Err(CliError::Usage(
@@ -180,6 +225,7 @@ pub async fn run(ctx: &mut Ctx, cmd: AuditCommand) -> Result<(), CliError> {
         action: args.action.clone().unwrap_or_default(),
         actor: args.actor.clone().unwrap_or_default(),
         target: args.target.clone().unwrap_or_default(),
+        before: None,
     };
     tail(ctx, &args, &trail).await
 }
@@ -274,20 +320,14 @@ mod tests {
 
     fn event(id: &str, secs: i64) -> AuditEventView {
         let time = DateTime::from_timestamp(1_700_000_000 + secs, 0);
-        AuditEventView {
-            service: "identity",
+        let e = cqrs_proto::common::v1::AuditEvent {
             id: id.into(),
-            create_time: time.map(crate::views::format_time),
-            actor_kind: "USER".into(),
-            actor_id: Some("a".into()),
+            create_time: time.map(to_timestamp),
+            actor_id: "a".into(),
             action: "SIGN_IN".into(),
-            target_type: "ACCOUNT".into(),
-            target_id: "a".into(),
-            outcome: "SUCCESS".into(),
-            request_id: None,
-            details: Default::default(),
-            time,
-        }
+            ..Default::default()
+        };
+        AuditEventView::of("identity", &e)
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod access;
 mod account;
 mod audit;
+mod audit_verify;
 mod auth;
 mod org;
 
@@ -11,6 +12,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use cqrs_proto::access::v1::access_service_client::AccessServiceClient;
+use cqrs_proto::audit::v1::audit_chain_service_client::AuditChainServiceClient;
 use cqrs_proto::directory::v1::directory_service_client::DirectoryServiceClient;
 use cqrs_proto::identity::v1 as identity;
 use cqrs_proto::identity::v1::identity_service_client::IdentityServiceClient;
@@ -153,6 +155,24 @@ impl Ctx {
         let auth = self.auth();
         Ok(NotificationServiceClient::with_interceptor(
             self.channel(Svc::Notifications)?,
+            auth,
+        ))
+    }
+
+    /// A service's audit chain (`cqrs.audit.v1`), every service serving its own.
+    pub fn audit_chain(
+        &mut self,
+        service: crate::cli::Service,
+    ) -> Result<client::AuditChain, CliError> {
+        let svc = match service {
+            crate::cli::Service::Identity => Svc::Identity,
+            crate::cli::Service::Directory => Svc::Directory,
+            crate::cli::Service::Access => Svc::Access,
+            crate::cli::Service::Notifications => Svc::Notifications,
+        };
+        let auth = self.auth();
+        Ok(AuditChainServiceClient::with_interceptor(
+            self.channel(svc)?,
             auth,
         ))
     }
