@@ -22,6 +22,9 @@ pub struct SignInProof {
     pub methods: Vec<String>,
     /// The last second-factor check of the session, if the person has a second factor.
     pub second_factor: Option<SecondFactorCheck>,
+    /// The person's display name when they signed in (the `name` claim), so every service's
+    /// audit trail can say who acted without a lookup. Empty when not known.
+    pub display_name: String,
 }
 
 /// When a second factor was last checked, and until when that check counts for the

@@ -79,6 +79,9 @@ struct Claims {
     /// Until when that check counts for step-up (unix seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sfx: Option<i64>,
+    /// The person's display name (OpenID Connect's `name`), for audit trails.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    name: String,
     iat: i64,
     exp: i64,
     jti: String,
@@ -138,6 +141,7 @@ impl TokenIssuer {
         let proof = SignInProof {
             methods: vec!["pwd".to_owned()],
             second_factor: None,
+            display_name: String::new(),
         };
         self.issue_user_with(account_id, session_id, active, &proof, now)
     }
@@ -211,6 +215,7 @@ impl TokenIssuer {
             org: active.map(|g| g.organisation_id),
             role: active.map(|g| g.role.as_str().to_owned()),
             amr: proof.map(|p| p.methods.clone()).unwrap_or_default(),
+            name: proof.map(|p| p.display_name.clone()).unwrap_or_default(),
             sfa: second_factor.map(|c| c.checked_at),
             sfx: second_factor.map(|c| c.fresh_until),
             iat,
@@ -388,6 +393,7 @@ impl TokenVerifier {
                     proof: SignInProof {
                         methods: claims.amr,
                         second_factor,
+                        display_name: claims.name,
                     },
                 })
             }
@@ -396,6 +402,7 @@ impl TokenVerifier {
                     || claims.org.is_some()
                     || claims.role.is_some()
                     || !claims.amr.is_empty()
+                    || !claims.name.is_empty()
                     || claims.sfa.is_some()
                     || claims.sfx.is_some()
                     || !valid_client_id(&claims.sub)
@@ -481,6 +488,7 @@ mod tests {
                 proof: SignInProof {
                     methods: vec!["pwd".into()],
                     second_factor: None,
+                    display_name: String::new(),
                 },
             }
         );
@@ -502,12 +510,14 @@ mod tests {
         let proof = SignInProof {
             methods: vec!["pwd".into(), "otp".into()],
             second_factor: Some(check),
+            display_name: "Ann Smith".into(),
         };
         let issued = issuer
             .issue_user_with(account, "s", None, &proof, now())
             .unwrap();
         let (_, p, _) = parts(&issued.token);
         assert_eq!(p["amr"], serde_json::json!(["pwd", "otp"]));
+        assert_eq!(p["name"], "Ann Smith");
         assert_eq!(p["sfa"], check.checked_at);
         let principal = verifier.verify(&issued.token, now()).unwrap();
         assert_eq!(principal.proof(), Some(&proof));

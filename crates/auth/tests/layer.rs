@@ -339,6 +339,7 @@ async fn redis_session_check_and_layer() {
             proof: cqrs_auth::SignInProof {
                 methods: vec!["pwd".into()],
                 second_factor: None,
+                display_name: String::new(),
             },
         })]
     );
@@ -365,6 +366,7 @@ async fn administrative_rpcs_need_a_recent_second_factor_check() {
         let proof = cqrs_auth::SignInProof {
             methods: vec!["pwd".into(), "otp".into()],
             second_factor,
+            display_name: String::new(),
         };
         let issued = k
             .issuer

@@ -18,9 +18,18 @@ use crate::state::AppState;
 
 /// The metadata key the services read the client's address from.
 pub const METADATA_KEY: &str = "x-cqrs-client-address";
+/// And the browser's `User-Agent`, for their audit trails.
+pub const USER_AGENT_KEY: &str = "x-cqrs-user-agent";
+
+/// What the services are told about the person's machine.
+#[derive(Clone, Debug, Default)]
+struct Client {
+    address: Option<IpAddr>,
+    user_agent: Option<http::HeaderValue>,
+}
 
 tokio::task_local! {
-    static CLIENT: Option<IpAddr>;
+    static CLIENT: Client;
 }
 
 /// The client's address: the last entry of the trusted header when one is configured and
@@ -48,7 +57,30 @@ fn parse_address(raw: &str) -> Option<IpAddr> {
 
 /// The client's address of the request being served, for the calls it makes.
 pub fn current() -> Option<IpAddr> {
-    CLIENT.try_with(|address| *address).ok().flatten()
+    CLIENT.try_with(|client| client.address).ok().flatten()
+}
+
+/// The browser's `User-Agent` of the request being served.
+pub fn user_agent() -> Option<http::HeaderValue> {
+    CLIENT
+        .try_with(|client| client.user_agent.clone())
+        .ok()
+        .flatten()
+}
+
+/// Puts what the services are told about the client on an outgoing call's headers, in place
+/// of anything the caller said about itself.
+pub fn stamp(headers: &mut http::HeaderMap) {
+    headers.remove(METADATA_KEY);
+    headers.remove(USER_AGENT_KEY);
+    if let Some(address) = current()
+        && let Ok(value) = http::HeaderValue::from_str(&address.to_string())
+    {
+        headers.insert(METADATA_KEY, value);
+    }
+    if let Some(agent) = user_agent() {
+        headers.insert(USER_AGENT_KEY, agent);
+    }
 }
 
 /// Works out the client's address once per request and keeps it for the calls the request
@@ -63,7 +95,16 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         peer,
         state.config.trusted_proxy_header.as_ref(),
     );
-    CLIENT.scope(address, next.run(request)).await
+    let user_agent = request.headers().get(http::header::USER_AGENT).cloned();
+    CLIENT
+        .scope(
+            Client {
+                address,
+                user_agent,
+            },
+            next.run(request),
+        )
+        .await
 }
 
 #[cfg(test)]
@@ -127,7 +168,21 @@ mod tests {
     async fn the_address_is_known_only_inside_the_request() {
         assert_eq!(current(), None);
         let address: IpAddr = "192.0.2.1".parse().unwrap();
-        let seen = CLIENT.scope(Some(address), async { current() }).await;
+        let client = Client {
+            address: Some(address),
+            user_agent: Some(http::HeaderValue::from_static("Firefox/140")),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(METADATA_KEY, "203.0.113.66".parse().unwrap());
+        let seen = CLIENT
+            .scope(client, async {
+                stamp(&mut headers);
+                current()
+            })
+            .await;
         assert_eq!(seen, Some(address));
+        // A caller's own claim is replaced by what the gateway saw.
+        assert_eq!(headers[METADATA_KEY], "192.0.2.1");
+        assert_eq!(headers[USER_AGENT_KEY], "Firefox/140");
     }
 }

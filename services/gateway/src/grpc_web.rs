@@ -69,12 +69,7 @@ pub async fn forward(State(state): State<AppState>, request: Request) -> Respons
     for name in &HOP_BY_HOP {
         parts.headers.remove(name);
     }
-    parts.headers.remove(client_address::METADATA_KEY);
-    if let Some(address) = client_address::current()
-        && let Ok(value) = http::HeaderValue::from_str(&address.to_string())
-    {
-        parts.headers.insert(client_address::METADATA_KEY, value);
-    }
+    client_address::stamp(&mut parts.headers);
     match state
         .forwarder
         .request(Request::from_parts(parts, body))

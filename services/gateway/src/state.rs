@@ -117,13 +117,9 @@ impl AppState {
             value.set_sensitive(true);
             request.metadata_mut().insert("authorization", value);
         }
-        if let Some(address) = crate::client_address::current()
-            && let Ok(value) = tonic::metadata::MetadataValue::try_from(address.to_string())
-        {
-            request
-                .metadata_mut()
-                .insert(crate::client_address::METADATA_KEY, value);
-        }
+        let mut headers = std::mem::take(request.metadata_mut()).into_headers();
+        crate::client_address::stamp(&mut headers);
+        *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
         request
     }
 

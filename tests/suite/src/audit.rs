@@ -74,6 +74,15 @@ pub struct AuditRecord {
     pub request_id: String,
     pub create_time: Option<prost_types::Timestamp>,
     pub details: BTreeMap<String, String>,
+    /// The actor's name, organisation and role at the time.
+    pub actor_name: String,
+    pub actor_organisation_id: String,
+    pub actor_role: String,
+    pub client_address: String,
+    pub user_agent: String,
+    /// Changed fields: before and after, as JSON.
+    pub changes: BTreeMap<String, (serde_json::Value, serde_json::Value)>,
+    pub sequence: i64,
 }
 
 impl AuditRecord {
@@ -83,6 +92,11 @@ impl AuditRecord {
 
     pub fn detail(&self, key: &str) -> Option<&str> {
         self.details.get(key).map(String::as_str)
+    }
+
+    /// A changed field's value before and after.
+    pub fn change(&self, field: &str) -> Option<(&serde_json::Value, &serde_json::Value)> {
+        self.changes.get(field).map(|(b, a)| (b, a))
     }
 }
 
@@ -110,6 +124,21 @@ fn record(service: Service, e: common::AuditEvent) -> AuditRecord {
         request_id: e.request_id,
         create_time: e.create_time,
         details: e.details.into_iter().collect(),
+        actor_name: e.actor_name,
+        actor_organisation_id: e.actor_organisation_id,
+        actor_role: e.actor_role,
+        client_address: e.client_address,
+        user_agent: e.user_agent,
+        changes: e
+            .changes
+            .into_iter()
+            .map(|c| {
+                let json =
+                    |text: &str| serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
+                (c.field, (json(&c.before_json), json(&c.after_json)))
+            })
+            .collect(),
+        sequence: e.sequence,
     }
 }
 

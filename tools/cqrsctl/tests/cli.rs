@@ -568,3 +568,291 @@ async fn login_with_a_second_factor() {
     let out = cli.run(&["whoami"], None).await;
     assert_ne!(out.code, 0, "{out:?}");
 }
+
+/// A suite whose services sign a checkpoint after every event (checked every 0.1 s), signed in
+/// as the desk through the CLI.
+async fn audited_suite(extra: &[(Service, &str, &str)]) -> (Suite, Cli) {
+    let mut builder = Suite::builder();
+    for service in Service::ALL {
+        builder = builder.env(
+            service,
+            &[
+                ("CQRS_AUDIT_CHECKPOINT_EVERY", "1"),
+                ("CQRS_AUDIT_CHECKPOINT_SECS", "0.2"),
+            ],
+        );
+    }
+    for (service, name, value) in extra {
+        builder = builder.env(*service, &[(name, value)]);
+    }
+    let mut suite = builder.start().await;
+    suite.register_desk().await;
+    let cli = Cli::new(&suite);
+    let user_id = suite.desk_user_id().to_owned();
+    let out = cli
+        .run(
+            &["login", "--user-id", &user_id, "--password-stdin"],
+            Some(&format!("{DESK_PASSWORD}\n")),
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    (suite, cli)
+}
+
+async fn create_org(cli: &Cli, ods: &str) {
+    let out = cli
+        .run(
+            &[
+                "org", "create", "--kind", "region", "--ods", ods, "--name", ods, "--output",
+                "json",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+/// `audit verify` of one service: the exit code and its report.
+async fn verify(cli: &Cli, service: &str) -> (i32, serde_json::Value) {
+    let out = cli
+        .run(
+            &["audit", "verify", "--service", service, "--output", "json"],
+            None,
+        )
+        .await;
+    assert!(out.code == 0 || out.code == 9, "{out:?}");
+    (out.code, out.json()[0].clone())
+}
+
+/// Runs `sql` on `service`'s database as an intruder with the database's keys would: with
+/// triggers off.
+async fn tamper(suite: &Suite, service: Service, sql: &str) {
+    let mut tx = suite.pool(service).begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// The last event of `of`'s chain, once `holder` keeps a checkpoint of it.
+async fn witnessed_head(suite: &Suite, of: Service, holder: Service) -> i64 {
+    let (head,): (i64,) = sqlx::query_as("SELECT max(sequence) FROM audit_events")
+        .fetch_one(suite.pool(of))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (held,): (Option<i64>,) = sqlx::query_as(
+            "SELECT max(sequence) FROM audit_checkpoints WHERE service = $1 AND NOT own",
+        )
+        .bind(of.name())
+        .fetch_one(suite.pool(holder))
+        .await
+        .unwrap();
+        if held >= Some(head) {
+            return head;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{holder:?} never kept {of:?}'s checkpoint at {head}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_verify_names_the_first_tampered_event() {
+    let (suite, cli) = audited_suite(&[]).await;
+    create_org(&cli, "Y61").await;
+
+    let out = cli
+        .run(&["audit", "verify", "--output", "json"], None)
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let reports = out.json();
+    assert_eq!(reports.as_array().unwrap().len(), 4, "{out:?}");
+    for report in reports.as_array().unwrap() {
+        assert_eq!(report["intact"], true, "{report}");
+    }
+    let (_, identity) = verify(&cli, "identity").await;
+    assert!(identity["verified"].as_u64().unwrap() >= 3, "{identity}");
+
+    // An edited event breaks its own link; put back, the chain is whole again.
+    tamper(
+        &suite,
+        Service::Identity,
+        "CREATE TABLE original AS SELECT outcome FROM audit_events WHERE sequence = 2; \
+         UPDATE audit_events SET outcome = 'denied' WHERE sequence = 2",
+    )
+    .await;
+    let (code, report) = verify(&cli, "identity").await;
+    assert_eq!(
+        (code, report["break_at"].as_i64()),
+        (9, Some(2)),
+        "{report}"
+    );
+    assert!(
+        report["problem"]
+            .as_str()
+            .unwrap()
+            .contains("does not match its hash"),
+        "{report}"
+    );
+    tamper(
+        &suite,
+        Service::Identity,
+        "UPDATE audit_events SET outcome = (SELECT outcome FROM original) WHERE sequence = 2",
+    )
+    .await;
+    assert_eq!(verify(&cli, "identity").await.0, 0);
+
+    // A removed event leaves a gap.
+    tamper(
+        &suite,
+        Service::Identity,
+        "CREATE TABLE removed AS SELECT * FROM audit_events WHERE sequence = 3; \
+         DELETE FROM audit_events WHERE sequence = 3",
+    )
+    .await;
+    let (code, report) = verify(&cli, "identity").await;
+    assert_eq!(
+        (code, report["break_at"].as_i64()),
+        (9, Some(3)),
+        "{report}"
+    );
+    assert!(
+        report["problem"].as_str().unwrap().contains("missing"),
+        "{report}"
+    );
+    tamper(
+        &suite,
+        Service::Identity,
+        "INSERT INTO audit_events SELECT * FROM removed",
+    )
+    .await;
+    assert_eq!(verify(&cli, "identity").await.0, 0);
+
+    // Two events swapped.
+    tamper(
+        &suite,
+        Service::Identity,
+        "UPDATE audit_events SET sequence = -2 WHERE sequence = 2; \
+         UPDATE audit_events SET sequence = 2 WHERE sequence = 3; \
+         UPDATE audit_events SET sequence = 3 WHERE sequence = -2",
+    )
+    .await;
+    let (code, report) = verify(&cli, "identity").await;
+    assert_eq!(
+        (code, report["break_at"].as_i64()),
+        (9, Some(2)),
+        "{report}"
+    );
+
+    // The other services' chains are untouched, and the whole run says which one broke.
+    let out = cli.run(&["audit", "verify"], None).await;
+    assert_eq!(out.code, 9, "{out:?}");
+    assert!(out.stdout.contains("BROKEN"), "{out:?}");
+    assert!(out.stderr.contains("identity"), "{out:?}");
+    assert_eq!(verify(&cli, "directory").await.0, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restored_older_backup_is_caught_by_the_checkpoints_other_services_keep() {
+    let (suite, cli) = audited_suite(&[]).await;
+    create_org(&cli, "Y62").await;
+    let backed_up = witnessed_head(&suite, Service::Directory, Service::Access).await;
+    // A backup of the directory's database, trail and checkpoints alike.
+    tamper(
+        &suite,
+        Service::Directory,
+        "CREATE TABLE backup_events AS SELECT * FROM audit_events; \
+         CREATE TABLE backup_checkpoints AS SELECT * FROM audit_checkpoints",
+    )
+    .await;
+    create_org(&cli, "Y63").await;
+    let later = witnessed_head(&suite, Service::Directory, Service::Identity).await;
+    witnessed_head(&suite, Service::Directory, Service::Access).await;
+    assert!(later > backed_up);
+    assert_eq!(verify(&cli, "directory").await.0, 0);
+
+    // The backup is restored over the directory's trail: consistent in itself.
+    tamper(
+        &suite,
+        Service::Directory,
+        "DELETE FROM audit_events; INSERT INTO audit_events SELECT * FROM backup_events; \
+         DELETE FROM audit_checkpoints WHERE own; \
+         INSERT INTO audit_checkpoints SELECT * FROM backup_checkpoints WHERE own",
+    )
+    .await;
+    let (code, report) = verify(&cli, "directory").await;
+    assert_eq!(code, 9, "{report}");
+    assert_eq!(report["break_at"].as_i64(), Some(backed_up + 1), "{report}");
+    let problem = report["problem"].as_str().unwrap();
+    assert!(
+        problem.contains("older backup")
+            && (problem.contains("identity") || problem.contains("access")),
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_purges_old_events_and_the_chain_still_verifies() {
+    let (suite, cli) =
+        audited_suite(&[(Service::Directory, "CQRS_AUDIT_RETENTION_DAYS", "30")]).await;
+    create_org(&cli, "Y64").await;
+    create_org(&cli, "Y65").await;
+    let (old,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_events")
+        .fetch_one(suite.pool(Service::Directory))
+        .await
+        .unwrap();
+
+    // The application cannot remove or change events itself.
+    for sql in [
+        "DELETE FROM audit_events",
+        "UPDATE audit_events SET outcome = 'failure'",
+        "TRUNCATE audit_events",
+        "DELETE FROM audit_checkpoints",
+        "SELECT audit_purge((SELECT max(sequence) FROM audit_events))",
+    ] {
+        let refused = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(suite.pool(Service::Directory))
+            .await;
+        assert!(refused.is_err(), "{sql} was allowed");
+    }
+
+    // A month later, one more event; the job purges everything older than 30 days.
+    suite.advance_clock(chrono::TimeDelta::days(31));
+    create_org(&cli, "Y66").await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let purge = loop {
+        let trail = suite
+            .audit(
+                Service::Directory,
+                cqrs_suite::AuditQuery::action("PURGE_AUDIT_EVENTS"),
+            )
+            .await;
+        if let Some(purge) = trail.into_iter().next() {
+            break purge;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no purge");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(purge.actor_kind, "SYSTEM");
+    let purged: i64 = purge.detail("purged").unwrap().parse().unwrap();
+    assert!(purged >= old, "{purge:?}");
+    let (first,): (i64,) = sqlx::query_as("SELECT min(sequence) FROM audit_events")
+        .fetch_one(suite.pool(Service::Directory))
+        .await
+        .unwrap();
+    assert!(first > old, "events {first}..: {purge:?}");
+
+    // The first kept event is anchored by the checkpoint the purge signed.
+    let (code, report) = verify(&cli, "directory").await;
+    assert_eq!(code, 0, "{report}");
+    assert!(report["verified"].as_u64().unwrap() >= 2, "{report}");
+}

@@ -73,9 +73,13 @@ impl Actor {
     pub fn from_request<T>(request: &tonic::Request<T>, principal: &Principal) -> Self {
         match principal {
             Principal::User {
-                account_id, active, ..
+                account_id,
+                active,
+                proof,
+                ..
             } => {
                 let mut actor = Actor::new(Some(request), "user", account_id.to_string());
+                actor.name.clone_from(&proof.display_name);
                 if let Some(grant) = active {
                     actor.organisation_id = grant.organisation_id.to_string();
                     actor.role = grant.role.as_str().to_owned();

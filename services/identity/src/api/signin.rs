@@ -341,6 +341,7 @@ impl IdentityApi {
                 checked_at: at,
                 fresh_until: at.saturating_add(window),
             }),
+            display_name: record.display_name.clone(),
         }
     }
 
@@ -373,9 +374,16 @@ impl IdentityApi {
     ) -> Result<pb::SignInResponse, IdentityError> {
         let inner = &self.inner;
         inner.lockout.record_success(account.id).await?;
+        let display_name = format!("{} {}", account.first_name, account.last_name);
         let (session_token, record) = inner
             .sessions
-            .create_with(account.id, now, methods, second_factor_at)
+            .create_with(
+                account.id,
+                now,
+                methods,
+                second_factor_at,
+                display_name.trim(),
+            )
             .await?;
         let token = self.token_for(&record, None)?;
         audit_alone(

@@ -116,6 +116,8 @@ pub struct SessionRecord {
     pub methods: Vec<String>,
     /// The session's last second-factor check (unix seconds), if any.
     pub second_factor_at: Option<i64>,
+    /// The person's display name at sign-in (for the `name` claim).
+    pub display_name: String,
 }
 
 /// Sessions in Redis under `{namespace}identity:`.
@@ -177,17 +179,18 @@ impl SessionStore {
         account_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<(String, SessionRecord), RedisError> {
-        self.create_with(account_id, now, &["pwd"], None).await
+        self.create_with(account_id, now, &["pwd"], None, "").await
     }
 
-    /// Starts a session signed in with `methods`, its second factor checked at
-    /// `second_factor_at` (unix seconds) if it was.
+    /// Starts a session of `display_name`, signed in with `methods`, its second factor
+    /// checked at `second_factor_at` (unix seconds) if it was.
     pub async fn create_with(
         &self,
         account_id: Uuid,
         now: DateTime<Utc>,
         methods: &[&str],
         second_factor_at: Option<i64>,
+        display_name: &str,
     ) -> Result<(String, SessionRecord), RedisError> {
         let session_id = random_secret();
         let token = random_secret();
@@ -207,6 +210,7 @@ impl SessionStore {
             active: None,
             methods: methods.iter().map(|m| (*m).to_owned()).collect(),
             second_factor_at,
+            display_name: display_name.to_owned(),
         };
         let amr = methods.join(" ");
         let sfa = second_factor_at
@@ -233,6 +237,7 @@ impl SessionStore {
                     ("token_hash", token_hash.as_str()),
                     ("amr", amr.as_str()),
                     ("sfa", sfa.as_str()),
+                    ("name", display_name),
                 ],
             )
             .ignore()
@@ -593,6 +598,8 @@ fn parse_record(
         active,
         methods,
         second_factor_at,
+        // Sessions from before names were kept have none.
+        display_name: fields.get("name").cloned().unwrap_or_default(),
     })
 }
 

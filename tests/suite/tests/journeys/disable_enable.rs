@@ -113,6 +113,23 @@ async fn disabled_user_is_locked_out_until_re_enabled() {
         .unwrap_or_else(|| panic!("{}", summary(&trail)));
     assert_eq!(disable_event.actor_id, approver.account_id);
     assert_eq!(disable_event.detail("reason"), Some(REASON));
+    // Who acted, as what, and what changed, from the record's before and after.
+    assert!(!disable_event.actor_role.is_empty(), "{disable_event:?}");
+    assert!(!disable_event.actor_name.is_empty(), "{disable_event:?}");
+    assert!(!disable_event.actor_organisation_id.is_empty());
+    assert_eq!(
+        disable_event.change("accounts.state"),
+        Some((&serde_json::json!("ACTIVE"), &serde_json::json!("DISABLED"))),
+        "{disable_event:?}"
+    );
+    assert!(
+        disable_event
+            .changes
+            .keys()
+            .all(|f| !f.contains("password_hash")),
+        "no secret is recorded: {disable_event:?}"
+    );
+    assert!(disable_event.sequence > 0);
     let enable_event = trail
         .iter()
         .find(|e| e.action == "ENABLE_ACCOUNT" && e.is_success())

@@ -324,6 +324,8 @@ mod tests {
             id: id.into(),
             create_time: time.map(to_timestamp),
             actor_id: "a".into(),
+            actor_kind: cqrs_proto::common::v1::ActorKind::User as i32,
+            outcome: cqrs_proto::common::v1::AuditOutcome::Success as i32,
             action: "SIGN_IN".into(),
             ..Default::default()
         };
@@ -377,7 +379,7 @@ mod tests {
         assert_eq!(json["service"], "identity");
         let line = stream_line(&e, Format::Table).unwrap();
         assert!(
-            line.starts_with("2023-11-14T22:13:20Z  SUCCESS  SIGN_IN  USER:a"),
+            line.starts_with("2023-11-14T22:13:20Z  identity  SUCCESS  SIGN_IN  USER:a"),
             "{line}"
         );
         assert_eq!(line.matches('\n').count(), 1);
