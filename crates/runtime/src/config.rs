@@ -794,6 +794,67 @@ mod tests {
         env
     }
 
+    #[test]
+    fn trusted_gateways_by_address_and_prefix() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let loopback = TrustedPeers::loopback();
+        assert!(loopback.contains(ip("127.0.0.1")));
+        assert!(loopback.contains(ip("127.9.9.9")));
+        assert!(loopback.contains(ip("::1")));
+        assert!(loopback.contains(ip("::ffff:127.0.0.1")));
+        assert!(!loopback.contains(ip("10.0.0.1")));
+        let pods = TrustedPeers::parse("10.42.0.0/16, 2001:db8::/32, 192.0.2.7").unwrap();
+        assert!(pods.contains(ip("10.42.200.1")));
+        assert!(!pods.contains(ip("10.43.0.1")));
+        assert!(pods.contains(ip("2001:db8:1::5")));
+        assert!(pods.contains(ip("192.0.2.7")));
+        assert!(!pods.contains(ip("192.0.2.8")));
+        assert!(
+            !TrustedPeers::parse("none")
+                .unwrap()
+                .contains(ip("127.0.0.1"))
+        );
+        assert!(TrustedPeers::parse("10.0.0.0/33").is_err());
+        assert!(TrustedPeers::parse("gateway").is_err());
+    }
+
+    #[test]
+    fn audit_settings_name_every_bad_variable() {
+        let mut env = base_env();
+        env.set("CQRS_AUDIT_SIGNING_KEY", "k1:short");
+        env.set("CQRS_AUDIT_CHECKPOINT_EVERY", "0");
+        env.set("CQRS_AUDIT_RETENTION_DAYS", "-3");
+        env.set("CQRS_AUDIT_WITNESS_URLS", "http://identity:50051,ftp://x");
+        env.set("CQRS_TRUSTED_GATEWAYS", "10.0.0.0/99");
+        let errs = ServerConfig::from_env(&env, "directory", 50052).unwrap_err();
+        for var in [
+            "CQRS_AUDIT_SIGNING_KEY",
+            "CQRS_AUDIT_CHECKPOINT_EVERY",
+            "CQRS_AUDIT_RETENTION_DAYS",
+            "CQRS_AUDIT_WITNESS_URLS",
+            "CQRS_TRUSTED_GATEWAYS",
+        ] {
+            assert!(errs.names(var), "{var}: {errs}");
+        }
+        assert!(
+            !errs.to_string().contains("short"),
+            "the key is not shown: {errs}"
+        );
+
+        let key = cqrs_audit_chain::CheckpointKey::generate("audit-1");
+        let mut env = base_env();
+        env.set("CQRS_AUDIT_SIGNING_KEY", &key.to_env_value());
+        env.set("CQRS_AUDIT_RETENTION_DAYS", "365");
+        let config = ServerConfig::from_env(&env, "directory", 50052).unwrap();
+        assert_eq!(config.audit.public_keys(), vec![key.public()]);
+        assert_eq!(
+            config.audit.retention,
+            Some(Duration::from_secs(365 * 86_400))
+        );
+        assert_eq!(config.audit.checkpoint.every, 1000);
+        assert_eq!(config.trusted_gateways, TrustedPeers::loopback());
+    }
+
     /// The one error in `errs`.
     fn one(errs: &ConfigErrors) -> ConfigError {
         errs.only()

@@ -11,7 +11,7 @@ use cqrs_proto::directory::v1 as dir_pb;
 use cqrs_proto::identity::v1 as id_pb;
 use cqrs_runtime::clock::Clock;
 use cqrs_suite::world::{PASSWORD, World};
-use cqrs_suite::{Suite, subject};
+use cqrs_suite::{AuditQuery, Service, Suite, subject};
 use cqrs_testkit::with_token;
 use reqwest::StatusCode;
 
@@ -150,6 +150,19 @@ async fn the_desk_finds_a_locked_account_unlocks_it_and_sends_a_reset_link() {
     after.assert_shows("The account is unlocked: Alex Turner can sign in again");
     after.assert_shows("<dd id=\"account-lock\">Not locked</dd>");
     assert!(!after.contains("Unlock the account"), "{}", after.body);
+    // The trail says who did it, from where and with what, and what changed.
+    let trail = suite
+        .audit(
+            Service::Identity,
+            AuditQuery::action("UNLOCK_ACCOUNT").and_target(&admin.account_id),
+        )
+        .await;
+    let unlock = trail.last().expect("the unlock is audited");
+    assert_eq!(unlock.client_address, "127.0.0.1", "{unlock:?}");
+    assert_eq!(unlock.user_agent, common::USER_AGENT, "{unlock:?}");
+    assert_eq!(unlock.actor_role, "SERVICE_DESK", "{unlock:?}");
+    assert!(!unlock.actor_name.is_empty(), "{unlock:?}");
+    assert!(unlock.change("accounts.locked_at").is_some(), "{unlock:?}");
     // The notice is shown once.
     assert!(!desk.get(&page).await.contains("The account is unlocked"));
     // The person is told, and gets in again.
@@ -418,8 +431,16 @@ async fn the_audit_trail_lists_the_unlock_with_the_filters_applied() {
     let desk = desk_browser(&gateway, suite).await;
     let all = desk.get("/portal/desk/audit").await;
     assert_eq!(all.status, StatusCode::OK);
-    all.assert_shows("<option value=\"identity\" selected>");
+    // Every service's trail at once, each event with its service, newest first.
+    all.assert_shows("<option value=\"all\" selected>");
     all.assert_shows("<span class=\"code\">SIGN_IN</span>");
+    all.assert_shows("<span class=\"code\">CREATE_ORGANISATION</span>");
+    all.assert_shows("<td>directory</td>");
+    all.assert_shows("<td>identity</td>");
+    // What changed, from what to what: the unlock cleared the lock.
+    let page_of_all = desk.get("/portal/desk/audit?action=UNLOCK_ACCOUNT").await;
+    page_of_all
+        .assert_shows("<dt>Accounts lock reason</dt><dd>TOO_MANY_FAILED_ATTEMPTS → (none)</dd>");
 
     let today = suite.clock.now().date_naive();
     let day = |d: chrono::NaiveDate| d.format("%Y-%m-%d").to_string();
@@ -445,7 +466,7 @@ async fn the_audit_trail_lists_the_unlock_with_the_filters_applied() {
     assert!(!unlocks.contains("<span class=\"code\">SIGN_IN</span>"));
     unlocks.assert_shows("Unlock account");
     unlocks.assert_shows(&format!("Account: Alex Turner ({})", admin.user_id));
-    unlocks.assert_shows(&format!("({})</td>", suite.desk_user_id()));
+    unlocks.assert_shows(&format!("({}), as Service desk</td>", suite.desk_user_id()));
     unlocks.assert_shows("<dt>Was locked</dt><dd>true</dd>");
     // The filters stay in the form.
     unlocks.assert_shows("value=\"unlock account\"");
@@ -509,6 +530,19 @@ async fn the_audit_trail_lists_the_unlock_with_the_filters_applied() {
     // A page token not from the trail.
     let forged = desk
         .get("/portal/desk/audit?service=identity&page=not-a-token")
+        .await;
+    forged.assert_shows("That page of the trail can no longer be shown.");
+
+    // All services, a page at a time: the second page starts before the first one's end.
+    let first = desk.get("/portal/desk/audit?size=10").await;
+    assert_eq!(first.body.matches("<span class=\"code\">").count(), 10);
+    let next = link_to(&first, "Next page");
+    assert!(next.contains("service=all"), "{next}");
+    let second = desk.get(&next).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    assert!(second.body.matches("<span class=\"code\">").count() >= 1);
+    let forged = desk
+        .get("/portal/desk/audit?service=all&page=yesterday")
         .await;
     forged.assert_shows("That page of the trail can no longer be shown.");
 }

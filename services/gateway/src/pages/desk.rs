@@ -1032,6 +1032,8 @@ const ACTIONS: &[&str] = &[
 ];
 
 const PAGE_SIZES: [i32; 4] = [10, 25, 50, 100];
+/// The service filter's value for every trail at once.
+const ALL_SERVICES: &str = "all";
 const DEFAULT_PAGE_SIZE: i32 = 25;
 
 #[derive(Deserialize, Default)]
@@ -1062,6 +1064,7 @@ struct AuditPage {
     services: Vec<Choice>,
     sizes: Vec<Choice>,
     actions: &'static [&'static str],
+    all_services: bool,
     service_label: &'static str,
     actor: String,
     target: String,
@@ -1076,6 +1079,7 @@ struct AuditPage {
 }
 
 struct EventView {
+    service: &'static str,
     when: String,
     action: String,
     code: String,
@@ -1083,12 +1087,19 @@ struct EventView {
     actor: String,
     target: String,
     details: Vec<(String, String)>,
+    /// Field, value before, value after.
+    changes: Vec<(String, String, String)>,
 }
 
 /// The query of a page of the trail: the filters as typed, and `page`.
-fn audit_link(base: &str, service: AuditService, filters: &AuditFilters, page: &str) -> String {
+fn audit_link(
+    base: &str,
+    service: Option<AuditService>,
+    filters: &AuditFilters,
+    page: &str,
+) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
-    query.append_pair("service", service.name());
+    query.append_pair("service", service.map_or(ALL_SERVICES, AuditService::name));
     for (key, value) in [
         ("actor", &filters.actor),
         ("target", &filters.target),
@@ -1115,7 +1126,8 @@ pub async fn audit(
     Query(filters): Query<AuditFilters>,
 ) -> Result<Response, Failure> {
     let signed_in = desk(&state, &session).await?;
-    let service = AuditService::parse(filters.service.trim()).unwrap_or(AuditService::Identity);
+    // Every trail at once unless one is chosen.
+    let service = AuditService::parse(filters.service.trim());
     let size = filters
         .size
         .trim()
@@ -1166,14 +1178,18 @@ pub async fn audit(
     let base = chrome.base.clone();
     let mut page = AuditPage {
         chrome,
-        services: AuditService::ALL
-            .iter()
-            .map(|s| Choice {
-                value: s.name().to_owned(),
-                label: s.label().to_owned(),
-                selected: *s == service,
-            })
-            .collect(),
+        services: std::iter::once(Choice {
+            value: ALL_SERVICES.to_owned(),
+            label: "All services".to_owned(),
+            selected: service.is_none(),
+        })
+        .chain(AuditService::ALL.iter().map(|s| Choice {
+            value: s.name().to_owned(),
+            label: s.label().to_owned(),
+            selected: Some(*s) == service,
+        }))
+        .collect(),
+        all_services: service.is_none(),
         sizes: PAGE_SIZES
             .iter()
             .map(|n| Choice {
@@ -1183,7 +1199,7 @@ pub async fn audit(
             })
             .collect(),
         actions: ACTIONS,
-        service_label: service.label(),
+        service_label: service.map_or("all services", AuditService::label),
         actor: filters.actor.trim().to_owned(),
         target: filters.target.trim().to_owned(),
         action: filters.action.trim().to_owned(),
@@ -1208,10 +1224,27 @@ pub async fn audit(
         page_size: size,
         page_token: filters.page.trim().to_owned(),
     };
-    match list_audit(&state, &signed_in, service, query).await {
+    let listed = match service {
+        Some(service) => {
+            list_audit(&state, &signed_in, service, query)
+                .await
+                .map(|(events, next)| {
+                    let events: Vec<_> = events.into_iter().map(|e| (service, e)).collect();
+                    (events, next)
+                })
+        }
+        None => list_every_audit(&state, &signed_in, query).await,
+    };
+    match listed {
         Ok((events, next)) => {
-            let names = audit_names(&state, &signed_in, &events).await;
-            page.events = Some(events.iter().map(|e| event_view(e, &names)).collect());
+            let plain: Vec<common_pb::AuditEvent> = events.iter().map(|(_, e)| e.clone()).collect();
+            let names = audit_names(&state, &signed_in, &plain).await;
+            page.events = Some(
+                events
+                    .iter()
+                    .map(|(service, e)| event_view(*service, e, &names))
+                    .collect(),
+            );
             page.next = (!next.is_empty()).then(|| audit_link(&base, service, &filters, &next));
             page.first =
                 (!filters.page.trim().is_empty()).then(|| audit_link(&base, service, &filters, ""));
@@ -1293,6 +1326,73 @@ async fn list_audit(
             audit_page!(state.notifications(), notifications_pb, state, query, token)
         }
     }
+}
+
+/// One page of every trail, merged newest first. The next page's token is the time of the
+/// last event shown: each trail is read again from before it.
+async fn list_every_audit(
+    state: &AppState,
+    signed_in: &SignedIn,
+    query: AuditRequest,
+) -> Result<(Vec<(AuditService, common_pb::AuditEvent)>, String), Status> {
+    let before = if query.page_token.is_empty() {
+        None
+    } else {
+        let time = chrono::DateTime::parse_from_rfc3339(&query.page_token)
+            .map_err(|_| {
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    "bad page token",
+                    tonic_types::ErrorDetails::with_bad_request_violation(
+                        "page_token",
+                        "is not a token this page gave",
+                    ),
+                )
+            })?
+            .with_timezone(&chrono::Utc);
+        Some(prost_types::Timestamp {
+            seconds: time.timestamp(),
+            nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+        })
+    };
+    let end_time = match (before, query.end_time) {
+        (Some(b), Some(e)) => Some(if (b.seconds, b.nanos) < (e.seconds, e.nanos) {
+            b
+        } else {
+            e
+        }),
+        (b, e) => b.or(e),
+    };
+    let size = usize::try_from(query.page_size).unwrap_or(0);
+    let mut events = Vec::new();
+    let mut more = false;
+    for service in AuditService::ALL {
+        let one = AuditRequest {
+            actor_id: query.actor_id.clone(),
+            target_id: query.target_id.clone(),
+            action: query.action.clone(),
+            start_time: query.start_time,
+            end_time,
+            page_size: query.page_size,
+            page_token: String::new(),
+        };
+        let (page, next) = list_audit(state, signed_in, service, one).await?;
+        more |= !next.is_empty();
+        events.extend(page.into_iter().map(|e| (service, e)));
+    }
+    let time = |e: &common_pb::AuditEvent| e.create_time.map(|t| (t.seconds, t.nanos));
+    events.sort_by(|(_, a), (_, b)| time(b).cmp(&time(a)).then_with(|| b.id.cmp(&a.id)));
+    more |= events.len() > size;
+    events.truncate(size);
+    let next = match events.last().and_then(|(_, e)| e.create_time) {
+        Some(t) if more => u32::try_from(t.nanos)
+            .ok()
+            .and_then(|nanos| chrono::DateTime::from_timestamp(t.seconds, nanos))
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    Ok((events, next))
 }
 
 /// Whether `s` has the shape of a User ID: three letters, then three digits.
@@ -1481,12 +1581,28 @@ async fn organisation_names(
         .collect()
 }
 
-fn event_view(event: &common_pb::AuditEvent, names: &HashMap<String, String>) -> EventView {
+fn event_view(
+    service: AuditService,
+    event: &common_pb::AuditEvent,
+    names: &HashMap<String, String>,
+) -> EventView {
     let named = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_owned());
     let actor = match common_pb::ActorKind::try_from(event.actor_kind)
         .unwrap_or(common_pb::ActorKind::Unspecified)
     {
-        common_pb::ActorKind::User => named(&event.actor_id),
+        // The name recorded with the event is the one the person had then.
+        common_pb::ActorKind::User => {
+            let who = match (names.get(&event.actor_id), event.actor_name.is_empty()) {
+                (Some(now), _) => now.clone(),
+                (None, false) => event.actor_name.clone(),
+                (None, true) => event.actor_id.clone(),
+            };
+            if event.actor_role.is_empty() {
+                who
+            } else {
+                format!("{who}, as {}", humanise(&event.actor_role))
+            }
+        }
         common_pb::ActorKind::Service => format!("The {} service", event.actor_id),
         common_pb::ActorKind::Anonymous => "Someone not signed in".to_owned(),
         common_pb::ActorKind::System if event.actor_id.is_empty() => "The system".to_owned(),
@@ -1516,7 +1632,33 @@ fn event_view(event: &common_pb::AuditEvent, names: &HashMap<String, String>) ->
         .map(|(k, v)| (humanise(k), v.clone()))
         .collect();
     details.sort();
+    for (label, value) in [
+        ("From address", &event.client_address),
+        ("Browser", &event.user_agent),
+    ] {
+        if !value.is_empty() {
+            details.push((label.to_owned(), value.clone()));
+        }
+    }
+    let shown = |json: &str| match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(serde_json::Value::Null) | Err(_) => "(none)".to_owned(),
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+    };
+    let changes = event
+        .changes
+        .iter()
+        .map(|c| {
+            (
+                humanise(&c.field.replace('.', "_")),
+                shown(&c.before_json),
+                shown(&c.after_json),
+            )
+        })
+        .collect();
     EventView {
+        service: service.name(),
+        changes,
         when: event
             .create_time
             .as_ref()

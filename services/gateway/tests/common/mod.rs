@@ -57,6 +57,7 @@ impl Gateway {
         Browser {
             client: reqwest::Client::builder()
                 .cookie_store(true)
+                .user_agent(USER_AGENT)
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
@@ -64,6 +65,9 @@ impl Gateway {
         }
     }
 }
+
+/// What the test browsers say they are.
+pub const USER_AGENT: &str = "cqrs-gateway-tests/1.0";
 
 pub struct Browser {
     pub client: reqwest::Client,
