@@ -50,6 +50,10 @@ load_env() {
   if [ ! -f "$RUN_DIR/keys.env" ]; then
     "$BIN/cqrs-devtoken" keys > "$RUN_DIR/keys.env"
   fi
+  # Each service's audit checkpoint key, made once (kept apart from the token keys).
+  if [ ! -f "$RUN_DIR/audit-keys.env" ]; then
+    (umask 077 && "$BIN/cqrs-devtoken" audit-keys > "$RUN_DIR/audit-keys.env")
+  fi
   # Client secrets of the services that ask identity for service tokens, made once.
   if [ ! -f "$RUN_DIR/clients.env" ]; then
     (umask 077 && {
@@ -62,6 +66,8 @@ load_env() {
   source "$RUN_DIR/keys.env"
   # shellcheck disable=SC1091
   source "$RUN_DIR/clients.env"
+  # shellcheck disable=SC1091
+  source "$RUN_DIR/audit-keys.env"
   DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/$DEV_DB}
   REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
   CQRS_REDIS_NAMESPACE=${CQRS_REDIS_NAMESPACE:-$REDIS_NS}
@@ -83,6 +89,8 @@ load_env() {
   ACCESS_LISTEN=${ACCESS_LISTEN:-127.0.0.1:50053}
   ACCESS_URL=${ACCESS_URL:-http://$ACCESS_LISTEN}
   ACCESS_CLIENT_ID=${ACCESS_CLIENT_ID:-access}
+  # Every service keeps the others' audit checkpoints (each skips itself in the list).
+  CQRS_AUDIT_WITNESS_URLS=${CQRS_AUDIT_WITNESS_URLS:-$IDENTITY_URL,$DIRECTORY_URL,$ACCESS_URL,$NOTIFICATIONS_URL}
   # Identity knows each service client by the SHA-256 of its secret, never the secret.
   CQRS_SERVICE_CLIENTS=${CQRS_SERVICE_CLIENTS:-$DIRECTORY_CLIENT_ID:$(printf %s "$DIRECTORY_CLIENT_SECRET" | sha256sum | cut -d' ' -f1),$ACCESS_CLIENT_ID:$(printf %s "$ACCESS_CLIENT_SECRET" | sha256sum | cut -d' ' -f1)}
   # CQRS_DEV_OIDC=1: "Sign in with NHSmail" against a local test provider (cqrs-dev-oidc),

@@ -18,8 +18,10 @@
 //!   any checkpoint held anywhere, or ends before one, has been rewritten.
 //! - Purging old events keeps the chain checkable: the purge leaves a signed checkpoint at the
 //!   last purged event, which anchors the first kept one.
-//! - Events written before the chain existed carry no hash. They may only come first, and are
-//!   counted, not verified.
+//! - Events written without a hash (before the chain existed, or by the previous release during
+//!   a rolling upgrade) are numbered like the others, counted, and linked around: the next
+//!   hashed event follows the last hashed one. Taking the hash off an event breaks the next
+//!   link, so only events that never had one can be without.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -399,8 +401,6 @@ pub enum Break {
     Missing { expected: i64, found: i64 },
     #[error("event {sequence} does not match its hash: it was changed, moved or removed")]
     HashMismatch { sequence: i64 },
-    #[error("event {sequence} has no hash but follows hashed events")]
-    Unhashed { sequence: i64 },
     #[error(
         "the checkpoint at event {sequence} held by {holder} does not match the chain: the \
          events up to it were rewritten"
@@ -431,7 +431,6 @@ impl Break {
         match self {
             Break::Missing { expected, .. } => *expected,
             Break::HashMismatch { sequence }
-            | Break::Unhashed { sequence }
             | Break::CheckpointMismatch { sequence, .. }
             | Break::BadSignature { sequence, .. } => *sequence,
             Break::CheckpointBeyondHead { head, .. } => head + 1,
@@ -445,7 +444,7 @@ impl Break {
 pub struct Summary {
     /// Events checked link by link.
     pub verified: u64,
-    /// Events from before the chain (no hash), counted only.
+    /// Events without a hash (see the module docs), counted only.
     pub unhashed: u64,
     /// The last event's number and hash (0 and [`GENESIS`] for an empty chain).
     pub head: i64,
@@ -463,7 +462,6 @@ pub struct ChainVerifier {
     checkpoints: BTreeMap<i64, Vec<HeldCheckpoint>>,
     next: Option<i64>,
     previous: Hash,
-    hashed: bool,
     summary: Summary,
     /// Where verification starts (`--from`): earlier events are only linked, not reported.
     from: i64,
@@ -485,7 +483,6 @@ impl ChainVerifier {
             checkpoints: by_sequence,
             next: None,
             previous: GENESIS,
-            hashed: false,
             summary: Summary::default(),
             from,
         }
@@ -516,14 +513,12 @@ impl ChainVerifier {
         }
         self.next = Some(sequence + 1);
         match stored {
-            None if self.hashed => return Err(Break::Unhashed { sequence }),
             None => {
                 self.summary.unhashed += 1;
                 self.summary.head = sequence;
-                return Ok(());
+                return self.check_checkpoints(sequence);
             }
             Some(stored) => {
-                self.hashed = true;
                 let computed = record.hash(&self.previous);
                 if &computed != stored {
                     return Err(Break::HashMismatch { sequence });
@@ -554,7 +549,6 @@ impl ChainVerifier {
         match hash {
             Some(hash) => {
                 self.previous = hash;
-                self.hashed = true;
                 self.check_checkpoints(anchor)
             }
             None => Err(Break::Unanchored { first, anchor }),
@@ -742,11 +736,12 @@ mod tests {
             Err(Break::HashMismatch { sequence: 2 })
         );
 
+        // A hash taken off: the next link no longer follows.
         let mut unhashed = stored(&c);
         unhashed[3].1 = None;
         assert_eq!(
             verify(&unhashed, vec![], &key),
-            Err(Break::Unhashed { sequence: 4 })
+            Err(Break::HashMismatch { sequence: 5 })
         );
     }
 
@@ -816,17 +811,22 @@ mod tests {
     }
 
     #[test]
-    fn events_from_before_the_chain_come_first_and_are_counted() {
+    fn events_without_a_hash_are_counted_and_linked_around() {
         let key = CheckpointKey::generate("k1");
+        // Two from before the chain, then one written by the previous release mid-chain.
         let mut events: Vec<(Record, Option<Hash>)> = vec![(record(1), None), (record(2), None)];
         let mut previous = GENESIS;
-        for s in 3..=4 {
+        for s in 3..=6 {
             let r = record(s);
+            if s == 4 {
+                events.push((r, None));
+                continue;
+            }
             previous = r.hash(&previous);
             events.push((r, Some(previous)));
         }
         let summary = verify(&events, vec![], &key).unwrap();
-        assert_eq!((summary.unhashed, summary.verified), (2, 2));
+        assert_eq!((summary.unhashed, summary.verified), (3, 3));
     }
 
     #[test]

@@ -305,6 +305,10 @@ impl ChainKeeper {
         let Some((service, keys)) = known.as_ref() else {
             return Ok(());
         };
+        // A list of every service's URL, shared by all, names this one too.
+        if service == self.chain.service {
+            return Ok(());
+        }
         let from = checkpoints::last_held(&self.chain.pool, service).await? + 1;
         let now = self.chain.clock.now();
         for received in witnessed.peer.own_checkpoints(from).await? {

@@ -15,7 +15,7 @@ ALTER TABLE audit_events
     ADD COLUMN changes               jsonb NOT NULL DEFAULT '{}';
 
 -- Events from before the chain are numbered in the order they happened and keep no hash:
--- verification counts them and starts at the first hashed one.
+-- verification counts them and links the chain around them.
 ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update;
 UPDATE audit_events e SET sequence = n.sequence
 FROM (SELECT id, row_number() OVER (ORDER BY occurred_at, id) AS sequence FROM audit_events) n
@@ -24,6 +24,22 @@ ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update;
 
 ALTER TABLE audit_events ALTER COLUMN sequence SET NOT NULL;
 CREATE UNIQUE INDEX audit_events_sequence ON audit_events (sequence);
+
+-- During a rolling upgrade the previous release still inserts events without a number: they
+-- are numbered here, under the lock the chain's writer takes (cqrs_runtime::audit), and stay
+-- without a hash; verification counts them and links around them.
+CREATE FUNCTION audit_events_number() RETURNS trigger AS $$
+BEGIN
+    IF NEW.sequence IS NULL THEN
+        PERFORM pg_advisory_xact_lock(1635083380, hashtext(current_schema()));
+        NEW.sequence := coalesce((SELECT max(sequence) FROM audit_events), 0) + 1;
+    END IF;
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER audit_events_number BEFORE INSERT ON audit_events
+    FOR EACH ROW EXECUTE FUNCTION audit_events_number();
 CREATE INDEX audit_events_actor ON audit_events (actor_id, occurred_at DESC);
 
 -- Rows can be neither changed nor removed, by anyone, except through audit_purge below.

@@ -460,27 +460,31 @@ pub struct ServerConfig {
 /// How a service signs, shares and keeps its audit trail.
 #[derive(Clone, Debug, Default)]
 pub struct AuditConfig {
-    /// `CQRS_AUDIT_SIGNING_KEY`: `kid:base64url(32-byte Ed25519 seed)`, a key of its own (not
-    /// a token key). Without it no checkpoints are made (and no purge can run).
+    /// `<SERVICE>_AUDIT_SIGNING_KEY`, else `CQRS_AUDIT_SIGNING_KEY`: `kid:base64url(32-byte
+    /// Ed25519 seed)`, a key of the service's own (not a token key, not another service's).
+    /// Without it no checkpoints are made (and no purge can run).
     pub signing_key: Option<cqrs_audit_chain::CheckpointKey>,
     /// `CQRS_AUDIT_PREVIOUS_KEYS`: public keys of earlier signing keys, comma list of
     /// `kid:base64url(32 bytes)`, so checkpoints they signed still verify after a rotation.
     pub previous_keys: Vec<cqrs_audit_chain::PublicKey>,
     /// `CQRS_AUDIT_CHECKPOINT_EVERY` (1000) events or `CQRS_AUDIT_CHECKPOINT_SECS` (300).
     pub checkpoint: crate::audit::checkpoints::Policy,
-    /// `CQRS_AUDIT_WITNESS_URLS`: the other services whose checkpoints this one fetches and
-    /// keeps (comma list of URLs); default: the services it calls anyway.
+    /// `CQRS_AUDIT_WITNESS_URLS`: the services whose checkpoints this one fetches and keeps
+    /// (comma list of URLs; its own, if listed, is skipped). Unset: none.
     pub witness_urls: Option<Vec<String>>,
     /// `CQRS_AUDIT_RETENTION_DAYS`: events older than this are purged; unset keeps all.
     pub retention: Option<Duration>,
 }
 
 impl AuditConfig {
-    fn from_env(env: &Env, errs: &mut ConfigErrors) -> Option<Self> {
-        let signing_key = errs.take(env.optional_with(
-            "CQRS_AUDIT_SIGNING_KEY",
-            cqrs_audit_chain::CheckpointKey::parse,
-        ));
+    fn from_env(env: &Env, service: &str, errs: &mut ConfigErrors) -> Option<Self> {
+        let own_key = format!("{}_AUDIT_SIGNING_KEY", env_prefix(service));
+        let key_var = match env.get(&own_key) {
+            Ok(Some(_)) => own_key.as_str(),
+            _ => "CQRS_AUDIT_SIGNING_KEY",
+        };
+        let signing_key =
+            errs.take(env.optional_with(key_var, cqrs_audit_chain::CheckpointKey::parse));
         let previous_keys = errs.take(env.optional_with("CQRS_AUDIT_PREVIOUS_KEYS", |raw| {
             raw.split(',')
                 .map(str::trim)
@@ -633,7 +637,7 @@ impl ServerConfig {
             env.optional_with("CQRS_TRUSTED_GATEWAYS", TrustedPeers::parse)
                 .map(|t| t.unwrap_or_else(TrustedPeers::loopback)),
         );
-        let audit = AuditConfig::from_env(env, &mut errs);
+        let audit = AuditConfig::from_env(env, service, &mut errs);
         errs.finish(|| {
             Some(ServerConfig {
                 service,
@@ -843,7 +847,11 @@ mod tests {
 
         let key = cqrs_audit_chain::CheckpointKey::generate("audit-1");
         let mut env = base_env();
-        env.set("CQRS_AUDIT_SIGNING_KEY", &key.to_env_value());
+        env.set(
+            "CQRS_AUDIT_SIGNING_KEY",
+            "k1:ignored-when-the-service-has-its-own",
+        );
+        env.set("DIRECTORY_AUDIT_SIGNING_KEY", &key.to_env_value());
         env.set("CQRS_AUDIT_RETENTION_DAYS", "365");
         let config = ServerConfig::from_env(&env, "directory", 50052).unwrap();
         assert_eq!(config.audit.public_keys(), vec![key.public()]);

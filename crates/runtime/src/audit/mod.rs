@@ -25,7 +25,8 @@ use crate::errors::FieldViolations;
 use crate::paging::{Page, PageToken, paginate};
 
 /// Key of the chain's advisory lock, with the schema's hash as the second half so services
-/// sharing a database in different schemas do not wait on each other ("audt").
+/// sharing a database in different schemas do not wait on each other ("audt"; the
+/// `audit_events_number` trigger takes the same one).
 const CHAIN_LOCK_KEY: i32 = 0x6175_6474;
 
 /// Where a call came from, as the gateway saw it: believed only from a trusted peer (see
@@ -254,18 +255,20 @@ pub async fn lock_head(conn: &mut PgConnection) -> Result<(i64, Hash), sqlx::Err
         .bind(CHAIN_LOCK_KEY)
         .execute(&mut *conn)
         .await?;
-    let head: Option<(i64, Option<Vec<u8>>)> =
-        sqlx::query_as("SELECT sequence, hash FROM audit_events ORDER BY sequence DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(match head {
-        // An event from before the chain: the chain starts after it.
-        Some((sequence, hash)) => (
-            sequence,
-            hash.as_deref().and_then(hash_from).unwrap_or(GENESIS),
-        ),
-        None => (0, GENESIS),
-    })
+    let head: Option<i64> = sqlx::query_scalar("SELECT max(sequence) FROM audit_events")
+        .fetch_one(&mut *conn)
+        .await?;
+    // Events without a hash (from before the chain, or written by the previous release
+    // during an upgrade) are linked around.
+    let hash: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT hash FROM audit_events WHERE hash IS NOT NULL ORDER BY sequence DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok((
+        head.unwrap_or(0),
+        hash.as_deref().and_then(hash_from).unwrap_or(GENESIS),
+    ))
 }
 
 /// Numbers, links and inserts `events` in order, on the transaction of the change they

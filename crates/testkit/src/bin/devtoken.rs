@@ -27,11 +27,13 @@ async fn main() -> ExitCode {
         .as_slice()
     {
         ["keys"] => Ok(keys()),
+        ["audit-keys"] => Ok(audit_keys()),
         ["service", client_id] => service(client_id),
         ["health", addr] => health(addr).await,
         ["totp", secret @ ..] if !secret.is_empty() => totp(&secret.concat()),
         _ => Err(
-            "usage: cqrs-devtoken keys | service <client_id> | health <host:port> | totp <secret>"
+            "usage: cqrs-devtoken keys | audit-keys | service <client_id> | health <host:port> | \
+             totp <secret>"
                 .to_owned(),
         ),
     };
@@ -54,6 +56,20 @@ fn keys() -> String {
         key.to_env_value(),
         key.verifying_key().to_env_value()
     )
+}
+
+/// One audit checkpoint key per service, each in its own variable.
+fn audit_keys() -> String {
+    let stamp = SystemClock.now().format("%Y%m%d%H%M%S");
+    ["IDENTITY", "DIRECTORY", "ACCESS", "NOTIFICATIONS"]
+        .map(|service| {
+            let kid = format!("{}-audit-{stamp}", service.to_ascii_lowercase());
+            format!(
+                "{service}_AUDIT_SIGNING_KEY={}",
+                cqrs_audit_chain::CheckpointKey::generate(&kid).to_env_value()
+            )
+        })
+        .join("\n")
 }
 
 fn totp(secret: &str) -> Result<String, String> {
