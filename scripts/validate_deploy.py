@@ -60,8 +60,9 @@ WEB_SERVICES = {
 # Every deployable: name -> the port it serves on (and its image, its Dockerfile stage).
 PORTS = {name: port for name, (port, _) in {**SERVICES, **WEB_SERVICES}.items()}
 # Who calls whom (DESIGN.md, the services' config tables). NetworkPolicies must allow exactly this.
+# Identity also reads access's audit chain to keep its checkpoints (CQRS_AUDIT_WITNESS_URLS).
 CALLS = {
-    "identity": {"directory", "notifications"},
+    "identity": {"directory", "notifications", "access"},
     "directory": {"identity"},
     "access": {"identity", "directory", "notifications"},
     "notifications": set(),

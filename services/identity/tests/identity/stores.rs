@@ -431,3 +431,61 @@ async fn the_audit_chain_is_gapless_under_concurrent_writers() {
     assert_eq!(summary.unhashed, 1);
     assert_eq!(summary.verified, rows.len() as u64 - 1);
 }
+
+/// deploy/postgres/audit-grants.sql, applied for a role like the one a deployment runs the
+/// service as: that role appends to the trail but can neither change nor remove it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_application_role_cannot_change_the_trail() {
+    let h = start(&[]).await;
+    let pool = h.pool(Service::Identity).clone();
+    let role = format!("app_{}", uuid::Uuid::new_v4().simple());
+    let grants = include_str!("../../../../deploy/postgres/audit-grants.sql")
+        .replace(":app_role", &role);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE {role} NOLOGIN; {grants}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET LOCAL ROLE {role}")))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    // Appending works as the role…
+    let event = cqrs_runtime::audit::NewEvent::new(
+        h.clock.now(),
+        &Actor::system("grants-test"),
+        chained("as-the-app"),
+    );
+    cqrs_runtime::audit::append(&mut tx, vec![event]).await.unwrap();
+    for sql in [
+        "UPDATE audit_events SET outcome = 'failure'",
+        "DELETE FROM audit_events",
+        "TRUNCATE audit_events",
+        "UPDATE audit_checkpoints SET own = false",
+        "DELETE FROM audit_checkpoints",
+    ] {
+        // …changing or removing does not: refused for privilege before any trigger runs.
+        sqlx::query("SAVEPOINT attempt").execute(&mut *tx).await.unwrap();
+        let refused = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await
+            .unwrap_err();
+        let code = refused
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some("42501"), "{sql}: {refused}");
+        sqlx::query("ROLLBACK TO SAVEPOINT attempt")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "REASSIGN OWNED BY {role} TO postgres; DROP OWNED BY {role}; DROP ROLE {role}"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+}
