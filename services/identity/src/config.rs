@@ -45,6 +45,7 @@
 //! | `CQRS_BOOTSTRAP_SERVICE_DESK_LAST_NAME` | `Desk` | its last name |
 //! | `CQRS_BOOTSTRAP_SERVICE_DESK_ODS_CODE` | `X26` | ODS code of the service-desk organisation the directory creates for it |
 //! | `CQRS_BOOTSTRAP_SERVICE_DESK_ORGANISATION` | `CQRS Service Desk` | that organisation's name |
+//! | `IDENTITY_DISABLED_RETENTION_DAYS` | unset (kept) | a disabled account's personal data (name, e-mail address, authenticator app, links) is erased this long after it was disabled |
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -161,6 +162,8 @@ pub struct IdentityConfig {
     pub directory_timeout: Duration,
     pub relay: RelayConfig,
     pub bootstrap: Option<BootstrapConfig>,
+    /// `IDENTITY_DISABLED_RETENTION_DAYS`: how long a disabled account's personal data is kept.
+    pub disabled_retention: Option<Duration>,
 }
 
 impl IdentityConfig {
@@ -346,6 +349,13 @@ impl IdentityConfig {
         let poll_ms = errs.take(at_least_one(env, "IDENTITY_OUTBOX_POLL_INTERVAL_MS", 1000));
 
         let bootstrap = errs.take(bootstrap(env));
+        let disabled_retention = errs.take(env.optional_with(
+            "IDENTITY_DISABLED_RETENTION_DAYS",
+            |raw| match raw.parse::<u32>() {
+                Ok(days) if days > 0 => Ok(Duration::from_secs(u64::from(days) * 86_400)),
+                _ => Err("expected a whole number of days, at least 1"),
+            },
+        ));
         let redis_url = errs.take(cqrs_runtime::config::redis_url(env));
         let redis_namespace = errs.take(env.get("CQRS_REDIS_NAMESPACE"));
 
@@ -377,6 +387,7 @@ impl IdentityConfig {
                     ..RelayConfig::default()
                 },
                 bootstrap: bootstrap?,
+                disabled_retention: disabled_retention?,
             })
         })
     }

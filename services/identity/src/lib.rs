@@ -131,6 +131,17 @@ impl Identity {
         )
     }
 
+    /// Erases the personal data of accounts disabled longer than
+    /// `IDENTITY_DISABLED_RETENTION_DAYS` (nothing when unset); answers how many.
+    pub async fn erase_expired_personal_data(&self) -> Result<usize, store::StoreError> {
+        let Some(retention) = self.config.disabled_retention else {
+            return Ok(0);
+        };
+        let now = self.api.clock().now();
+        let cutoff = now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        store::accounts::erase_disabled(self.store.pool(), cutoff, now).await
+    }
+
     /// Service tokens identity signs itself with its own key, for its calls to the others.
     fn service_tokens(&self) -> Arc<dyn cqrs_auth::TokenSource> {
         // Token time is the system clock, which the other services verify with.
@@ -242,6 +253,7 @@ pub async fn run(mut env: Env) -> Result<(), BoxError> {
     }
     let purge_pool = identity.store.pool().clone();
     let purge_stop = stopped();
+    let eraser = identity.clone();
     let purge = tokio::spawn(async move {
         let mut tick = tokio::time::interval(OUTBOX_PURGE_EVERY);
         tokio::pin!(purge_stop);
@@ -251,6 +263,11 @@ pub async fn run(mut env: Env) -> Result<(), BoxError> {
                 _ = tick.tick() => {
                     if let Err(e) = cqrs_outbox::purge_delivered(&purge_pool, OUTBOX_RETENTION).await {
                         tracing::warn!(error = %e, "outbox purge failed");
+                    }
+                    match eraser.erase_expired_personal_data().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(accounts = n, "disabled accounts' personal data erased"),
+                        Err(e) => tracing::warn!(error = %e, "erasing personal data failed"),
                     }
                 }
             }

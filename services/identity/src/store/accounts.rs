@@ -606,6 +606,79 @@ pub async fn insert_bootstrap_grant(
     Ok(())
 }
 
+/// Erases the personal data of accounts disabled before `cutoff`, a hundred per transaction:
+/// names and e-mail address are replaced, links, authenticator app and recovery codes
+/// removed. The User ID stays, so the audit trail still says whose account it was. Each
+/// erasure is audited without the values erased (the trail would otherwise keep them); what
+/// earlier events recorded stays until audit retention purges it. Answers how many.
+pub async fn erase_disabled(
+    pool: &PgPool,
+    cutoff: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let mut erased = 0;
+    loop {
+        let mut tx = pool.begin().await?;
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM accounts \
+             WHERE state = 'DISABLED' AND updated_at < $1 AND personal_data_erased_at IS NULL \
+             ORDER BY updated_at LIMIT 100 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(cutoff)
+        .fetch_all(&mut *tx)
+        .await?;
+        if ids.is_empty() {
+            return Ok(erased);
+        }
+        sqlx::query(
+            "UPDATE accounts SET email = 'erased+' || id || '@erased.invalid', \
+                 first_name = 'Erased', last_name = 'account', second_factor_at = NULL, \
+                 personal_data_erased_at = $2, updated_at = $2 \
+             WHERE id = ANY($1)",
+        )
+        .bind(&ids)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for table in ["links", "totp_factors", "recovery_codes"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE account_id = ANY($1)"
+            )))
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // The captured before-values are the very data being erased.
+        sqlx::query("DELETE FROM audit_pending_changes WHERE txid = txid_current()")
+            .execute(&mut *tx)
+            .await?;
+        for id in &ids {
+            let target = id.to_string();
+            let event = cqrs_runtime::audit::Event {
+                action: "ERASE_PERSONAL_DATA",
+                target_type: "account",
+                target_id: &target,
+                outcome: "success",
+                details: serde_json::json!({ "disabled_before": cutoff.to_rfc3339() }),
+                changes: cqrs_runtime::audit::Changes::new().field(
+                    "accounts.personal_data",
+                    "kept",
+                    "erased",
+                ),
+            };
+            cqrs_runtime::audit::record(
+                &mut tx,
+                now,
+                &cqrs_runtime::audit::Actor::system("retention"),
+                event,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        erased += ids.len();
+    }
+}
+
 /// Bootstrap accounts whose directory grant is not yet confirmed.
 pub async fn pending_bootstrap_grants(pool: &PgPool) -> Result<Vec<Uuid>, StoreError> {
     let rows: Vec<(Uuid,)> = sqlx::query_as(

@@ -628,3 +628,65 @@ async fn reads_lists_and_the_audit_trail() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
 }
+
+/// IDENTITY_DISABLED_RETENTION_DAYS: a month after it was disabled, an account's name and
+/// address are gone, its User ID stays, and the erasure is audited without the values erased.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_accounts_personal_data_is_erased_after_retention() {
+    let h = start(&[("IDENTITY_DISABLED_RETENTION_DAYS", "30")]).await;
+    let kept = h
+        .active(pb::Realm::National, "kept.active@nhs.net", PASSWORDS[0])
+        .await;
+    let leaver = h
+        .active(pb::Realm::National, "lee.leaver@nhs.net", PASSWORDS[1])
+        .await;
+    h.identity()
+        .disable_account(with_token(
+            pb::DisableAccountRequest {
+                account_id: leaver.id.clone(),
+                reason: "left the practice".into(),
+            },
+            &h.service_token_of(SERVICE_CLIENT),
+        ))
+        .await
+        .unwrap();
+    let identity = h.identity_service();
+    assert_eq!(identity.erase_expired_personal_data().await.unwrap(), 0);
+
+    h.advance_clock(chrono::TimeDelta::days(31));
+    assert_eq!(identity.erase_expired_personal_data().await.unwrap(), 1);
+    assert_eq!(identity.erase_expired_personal_data().await.unwrap(), 0);
+    let (email, first, last, user_id): (String, String, String, Option<String>) =
+        sqlx::query_as("SELECT email, first_name, last_name, user_id FROM accounts WHERE id = $1")
+            .bind(Uuid::parse_str(&leaver.id).unwrap())
+            .fetch_one(h.pool(Service::Identity))
+            .await
+            .unwrap();
+    assert!(
+        email.starts_with("erased+") && email.ends_with("@erased.invalid"),
+        "{email}"
+    );
+    assert_eq!((first.as_str(), last.as_str()), ("Erased", "account"));
+    assert_eq!(user_id.as_deref(), Some(leaver.user_id.as_str()));
+    let (kept_email,): (String,) = sqlx::query_as("SELECT email FROM accounts WHERE id = $1")
+        .bind(Uuid::parse_str(&kept.id).unwrap())
+        .fetch_one(h.pool(Service::Identity))
+        .await
+        .unwrap();
+    assert_eq!(kept_email, "kept.active@nhs.net");
+
+    let erasures = h
+        .audit(
+            Service::Identity,
+            cqrs_suite::AuditQuery::action("ERASE_PERSONAL_DATA"),
+        )
+        .await;
+    assert_eq!(erasures.len(), 1);
+    assert_eq!(erasures[0].target_id, leaver.id);
+    let recorded = format!("{:?}", erasures[0]);
+    assert!(
+        !recorded.contains("lee.leaver") && !recorded.contains("Lee"),
+        "{recorded}"
+    );
+    h.assert_every_change_audited().await;
+}

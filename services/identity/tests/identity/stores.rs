@@ -439,12 +439,14 @@ async fn the_application_role_cannot_change_the_trail() {
     let h = start(&[]).await;
     let pool = h.pool(Service::Identity).clone();
     let role = format!("app_{}", uuid::Uuid::new_v4().simple());
-    let grants = include_str!("../../../../deploy/postgres/audit-grants.sql")
-        .replace(":app_role", &role);
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE {role} NOLOGIN; {grants}")))
-        .execute(&pool)
-        .await
-        .unwrap();
+    let grants =
+        include_str!("../../../../deploy/postgres/audit-grants.sql").replace(":app_role", &role);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {role} NOLOGIN; {grants}"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
 
     let mut tx = pool.begin().await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET LOCAL ROLE {role}")))
@@ -457,7 +459,9 @@ async fn the_application_role_cannot_change_the_trail() {
         &Actor::system("grants-test"),
         chained("as-the-app"),
     );
-    cqrs_runtime::audit::append(&mut tx, vec![event]).await.unwrap();
+    cqrs_runtime::audit::append(&mut tx, vec![event])
+        .await
+        .unwrap();
     for sql in [
         "UPDATE audit_events SET outcome = 'failure'",
         "DELETE FROM audit_events",
@@ -466,7 +470,10 @@ async fn the_application_role_cannot_change_the_trail() {
         "DELETE FROM audit_checkpoints",
     ] {
         // …changing or removing does not: refused for privilege before any trigger runs.
-        sqlx::query("SAVEPOINT attempt").execute(&mut *tx).await.unwrap();
+        sqlx::query("SAVEPOINT attempt")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
         let refused = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(&mut *tx)
             .await
