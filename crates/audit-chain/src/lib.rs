@@ -609,6 +609,10 @@ impl ChainVerifier {
 mod tests {
     use super::*;
 
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 123_456_789).unwrap()
+    }
+
     fn record(sequence: i64) -> Record {
         Record {
             sequence,
@@ -694,8 +698,8 @@ mod tests {
         let key = CheckpointKey::generate("k1");
         let c = chain(5);
         let cps = vec![
-            held("identity", key.sign("identity", 2, c[1].1, Utc::now())),
-            held("access", key.sign("identity", 5, c[4].1, Utc::now())),
+            held("identity", key.sign("identity", 2, c[1].1, t0())),
+            held("access", key.sign("identity", 5, c[4].1, t0())),
         ];
         let summary = verify(&stored(&c), cps, &key).unwrap();
         assert_eq!(summary.verified, 5);
@@ -759,7 +763,7 @@ mod tests {
             previous = r.hash(&previous);
             rebuilt.push((r, Some(previous)));
         }
-        let cp = held("directory", key.sign("identity", 3, c[2].1, Utc::now()));
+        let cp = held("directory", key.sign("identity", 3, c[2].1, t0()));
         assert_eq!(
             verify(&rebuilt, vec![cp.clone()], &key),
             Err(Break::CheckpointMismatch {
@@ -779,7 +783,7 @@ mod tests {
         // A checkpoint signed by some other key counts for nothing.
         let forged = held(
             "identity",
-            CheckpointKey::generate("k1").sign("identity", 4, c[3].1, Utc::now()),
+            CheckpointKey::generate("k1").sign("identity", 4, c[3].1, t0()),
         );
         assert_eq!(
             verify(&stored(&c), vec![forged], &key),
@@ -802,7 +806,7 @@ mod tests {
                 anchor: 2
             })
         );
-        let anchor = held("identity", key.sign("identity", 2, c[1].1, Utc::now()));
+        let anchor = held("identity", key.sign("identity", 2, c[1].1, t0()));
         let summary = verify(&kept, vec![anchor.clone()], &key).unwrap();
         assert_eq!(summary.verified, 3);
 
