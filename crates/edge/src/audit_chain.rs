@@ -91,16 +91,20 @@ impl AuditChain {
     }
 }
 
-/// Serves `pool`'s chain on `server` and runs its keeper there, keeping the checkpoints of
-/// the services at `witnessed` (the server's configuration says how often, with which key,
-/// and for how long events are kept).
+/// Serves `pool`'s chain on `server` and runs its keeper there (the server's configuration
+/// says how often to sign, with which key, for how long events are kept, and whose
+/// checkpoints to keep: fetched with `tokens`; a service without credentials keeps none).
 pub fn attach(
     server: cqrs_runtime::server::ServiceServer,
     pool: PgPool,
     clock: Arc<dyn Clock>,
-    witnessed: Vec<AuditPeer>,
+    tokens: Option<&Arc<dyn cqrs_auth::TokenSource>>,
 ) -> cqrs_runtime::server::ServiceServer {
     let config = server.config();
+    let witnessed = match (tokens, &config.audit.witness_urls) {
+        (Some(tokens), Some(urls)) => witnesses(urls, tokens, config.request_timeout),
+        _ => Vec::new(),
+    };
     let chain = AuditChain::new(config.service, pool, config.audit.clone(), clock);
     let keeper = chain.keeper(witnessed);
     server
@@ -109,7 +113,7 @@ pub fn attach(
 }
 
 /// Clients of the chains at `urls` (`CQRS_AUDIT_WITNESS_URLS`), called with `tokens`.
-pub fn witnesses(
+fn witnesses(
     urls: &[String],
     tokens: &Arc<dyn cqrs_auth::TokenSource>,
     timeout: Duration,

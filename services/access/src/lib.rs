@@ -77,11 +77,6 @@ impl Access {
     /// The gRPC server: the access API behind the standard stack, user tokens checked against
     /// identity's sessions, health following Postgres.
     pub fn server(&self, config: ServerConfig, sessions: Arc<dyn SessionCheck>) -> ServiceServer {
-        let witnessed = cqrs_edge::audit_chain::witnesses(
-            config.audit.witness_urls.as_deref().unwrap_or_default(),
-            &self.tokens,
-            config.request_timeout,
-        );
         let server = ServiceServer::new(config)
             .add_service(AccessServiceServer::new(self.api.clone()))
             .readiness(PgReadiness::new(self.store.pool().clone()))
@@ -90,7 +85,7 @@ impl Access {
             server,
             self.store.pool().clone(),
             Arc::clone(&self.clock),
-            witnessed,
+            Some(&self.tokens),
         )
     }
 

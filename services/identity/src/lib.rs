@@ -109,15 +109,6 @@ impl Identity {
             self.config.redis_namespace.clone(),
         ));
         let tokens = self.service_tokens();
-        let witnessed = cqrs_edge::audit_chain::witnesses(
-            server_config
-                .audit
-                .witness_urls
-                .as_deref()
-                .unwrap_or_default(),
-            &tokens,
-            server_config.request_timeout,
-        );
         let server = ServiceServer::new(server_config)
             .add_service(IdentityServiceServer::new(self.api.clone()))
             .readiness(PgReadiness::new(self.store.pool().clone()))
@@ -127,7 +118,7 @@ impl Identity {
             server,
             self.store.pool().clone(),
             self.api.clock(),
-            witnessed,
+            Some(&tokens),
         )
     }
 

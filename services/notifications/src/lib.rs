@@ -43,7 +43,7 @@ pub fn server(config: ServerConfig, store: Store, clock: Arc<dyn Clock>) -> Serv
             Arc::clone(&clock),
         )))
         .readiness(readiness);
-    cqrs_edge::audit_chain::attach(server, pool, clock, Vec::new())
+    cqrs_edge::audit_chain::attach(server, pool, clock, None)
 }
 
 /// The check user tokens are held to: their session must be live in identity's Redis
