@@ -25,8 +25,10 @@ ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update;
 ALTER TABLE audit_events ALTER COLUMN sequence SET NOT NULL;
 CREATE UNIQUE INDEX audit_events_sequence ON audit_events (sequence);
 
+-- The chain's lock: a transaction-scoped advisory lock on ("audt", the schema), so services
+-- sharing a database in different schemas do not wait on each other.
 -- During a rolling upgrade the previous release still inserts events without a number: they
--- are numbered here, under the lock the chain's writer takes (cqrs_runtime::audit), and stay
+-- are numbered here, under the lock the chain's writer takes (audit_chain_head below), and stay
 -- without a hash; verification counts them and links around them.
 CREATE FUNCTION audit_events_number() RETURNS trigger AS $$
 BEGIN
@@ -133,3 +135,22 @@ BEGIN
     RETURN NULL;
 END;
 $$ LANGUAGE plpgsql;
+
+-- The chain writer's first step, in one round trip: take the chain's lock for the rest of the
+-- transaction, then (each statement with a fresh snapshot, so after the lock) read the last
+-- number and the last hash, and take up the row changes this transaction made so far.
+CREATE FUNCTION audit_chain_head(OUT head bigint, OUT head_hash bytea, OUT pending jsonb)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(1635083380, hashtext(current_schema()));
+    SELECT coalesce(max(sequence), 0) INTO head FROM audit_events;
+    SELECT hash INTO head_hash FROM audit_events
+    WHERE hash IS NOT NULL ORDER BY sequence DESC LIMIT 1;
+    WITH taken AS (
+        DELETE FROM audit_pending_changes WHERE txid = txid_current()
+        RETURNING position, table_name, row_id, old, new
+    )
+    SELECT coalesce(jsonb_agg(to_jsonb(taken) ORDER BY position), '[]'::jsonb)
+    INTO pending FROM taken;
+END;
+$$;

@@ -697,18 +697,33 @@ async fn audit_verify_names_the_first_tampered_event() {
     };
     let page = search(&["--limit", "4"]).await;
     assert_eq!(page.len(), 4);
-    let times: Vec<&str> = page.iter().map(|e| e["create_time"].as_str().unwrap()).collect();
+    let times: Vec<&str> = page
+        .iter()
+        .map(|e| e["create_time"].as_str().unwrap())
+        .collect();
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
     let older = search(&["--limit", "500", "--before", times[3]]).await;
-    assert!(older.iter().all(|e| e["create_time"].as_str().unwrap() < times[3]));
-    let services: std::collections::BTreeSet<&str> =
-        older.iter().map(|e| e["service"].as_str().unwrap()).collect();
-    assert!(services.contains("identity") && services.contains("directory"), "{services:?}");
+    assert!(
+        older
+            .iter()
+            .all(|e| e["create_time"].as_str().unwrap() < times[3])
+    );
+    let services: std::collections::BTreeSet<&str> = older
+        .iter()
+        .map(|e| e["service"].as_str().unwrap())
+        .collect();
+    assert!(
+        services.contains("identity") && services.contains("directory"),
+        "{services:?}"
+    );
     let orgs = search(&["--action", "CREATE_ORGANISATION"]).await;
     assert!(!orgs.is_empty() && orgs.iter().all(|e| e["service"] == "directory"));
     let created = &orgs[0];
     assert_eq!(created["actor_role"], "SERVICE_DESK", "{created}");
-    assert!(created["changes"]["organisations.ods_code"].is_array(), "{created}");
+    assert!(
+        created["changes"]["organisations.ods_code"].is_array(),
+        "{created}"
+    );
     let about = search(&["--target", created["target_id"].as_str().unwrap()]).await;
     assert!(about.iter().any(|e| e["id"] == created["id"]));
 

@@ -24,11 +24,6 @@ use uuid::Uuid;
 use crate::errors::FieldViolations;
 use crate::paging::{Page, PageToken, paginate};
 
-/// Key of the chain's advisory lock, with the schema's hash as the second half so services
-/// sharing a database in different schemas do not wait on each other ("audt"; the
-/// `audit_events_number` trigger takes the same one).
-const CHAIN_LOCK_KEY: i32 = 0x6175_6474;
-
 /// Where a call came from, as the gateway saw it: believed only from a trusted peer (see
 /// `CQRS_TRUSTED_GATEWAYS`), set on the request by the server stack.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -248,26 +243,47 @@ pub async fn record(
 }
 
 /// Takes the chain's lock for the rest of the transaction on `conn`, and answers the number
-/// and hash of the last event (0 and the genesis hash for an empty chain; after a purge of
-/// everything, the checkpoint that anchors the next event).
+/// of the last event and the last hash (0 and the genesis hash for an empty chain). Events
+/// without a hash (from before the chain, or written by the previous release during an
+/// upgrade) are linked around.
 pub async fn lock_head(conn: &mut PgConnection) -> Result<(i64, Hash), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))")
-        .bind(CHAIN_LOCK_KEY)
-        .execute(&mut *conn)
-        .await?;
-    let head: Option<i64> = sqlx::query_scalar("SELECT max(sequence) FROM audit_events")
-        .fetch_one(&mut *conn)
-        .await?;
-    // Events without a hash (from before the chain, or written by the previous release
-    // during an upgrade) are linked around.
-    let hash: Option<Vec<u8>> = sqlx::query_scalar(
-        "SELECT hash FROM audit_events WHERE hash IS NOT NULL ORDER BY sequence DESC LIMIT 1",
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
+    let (head, hash, _) = chain_head(conn).await?;
+    Ok((head, hash))
+}
+
+/// [`lock_head`], and the row changes this transaction made so far (noted by the
+/// `audit_capture` triggers), taken off the pending list; one round trip
+/// (`audit_chain_head()`).
+async fn chain_head(
+    conn: &mut PgConnection,
+) -> Result<(i64, Hash, Map<String, Value>), sqlx::Error> {
+    let (head, hash, pending): (i64, Option<Vec<u8>>, Value) =
+        sqlx::query_as("SELECT head, head_hash, pending FROM audit_chain_head()")
+            .fetch_one(&mut *conn)
+            .await?;
+    let rows: Vec<(String, String, Option<Value>, Option<Value>)> = match pending {
+        Value::Array(rows) => rows
+            .into_iter()
+            .map(|mut r| {
+                let text = |v: &mut Value, key: &str| match v[key].take() {
+                    Value::String(s) => s,
+                    _ => String::new(),
+                };
+                let json = |v: &mut Value, key: &str| Some(v[key].take()).filter(|v| !v.is_null());
+                (
+                    text(&mut r, "table_name"),
+                    text(&mut r, "row_id"),
+                    json(&mut r, "old"),
+                    json(&mut r, "new"),
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     Ok((
-        head.unwrap_or(0),
+        head,
         hash.as_deref().and_then(hash_from).unwrap_or(GENESIS),
+        diff_rows(&rows),
     ))
 }
 
@@ -277,8 +293,7 @@ pub async fn append(conn: &mut PgConnection, events: Vec<NewEvent>) -> Result<()
     if events.is_empty() {
         return Ok(());
     }
-    let (mut sequence, mut previous) = lock_head(conn).await?;
-    let captured = take_captured_changes(conn).await?;
+    let (mut sequence, mut previous, captured) = chain_head(conn).await?;
     let mut events = events;
     if let (Some(first), false) = (events.first_mut(), captured.is_empty()) {
         let mut changes = captured;
@@ -297,28 +312,10 @@ pub async fn append(conn: &mut PgConnection, events: Vec<NewEvent>) -> Result<()
     rows.insert(conn).await
 }
 
-/// The row changes this transaction made so far (noted by the `audit_capture` triggers),
-/// removed from the pending list and turned into `{ "table.column": { before, after } }`;
-/// `table[row id].column` when the transaction changed several rows of one table.
-async fn take_captured_changes(conn: &mut PgConnection) -> Result<Map<String, Value>, sqlx::Error> {
-    type Captured = (i64, String, String, Option<Value>, Option<Value>);
-    let mut rows: Vec<Captured> = sqlx::query_as(
-        "DELETE FROM audit_pending_changes WHERE txid = txid_current() \
-         RETURNING position, table_name, row_id, old, new",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.sort_by_key(|r| r.0);
-    Ok(diff_rows(
-        &rows
-            .into_iter()
-            .map(|(_, t, id, old, new)| (t, id, old, new))
-            .collect::<Vec<_>>(),
-    ))
-}
-
-/// Field-level differences of captured rows, in order; a field changed twice keeps its first
-/// `before` and last `after`, and is left out if those are equal.
+/// Field-level differences of captured rows (table, row id, old, new), in order, as
+/// `{ "table.column": { before, after } }`, or `table[row id].column` when the transaction
+/// changed several rows of one table. A field changed twice keeps its first `before` and last
+/// `after`, and is left out if those are equal.
 fn diff_rows(rows: &[(String, String, Option<Value>, Option<Value>)]) -> Map<String, Value> {
     use std::collections::{BTreeMap, BTreeSet};
     let mut ids: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
