@@ -835,6 +835,20 @@ async fn the_seed_journeys_from_an_empty_suite_to_two_practices() {
         .await;
     assert_eq!(browser.text_of("account-lock").await, "Not locked");
     browser.shot("desk-unlocked").await;
+    // The audit trail, every service at once: the unlock, by the desk as the desk, with what
+    // it changed and the browser it came from.
+    browser.follow("Audit trail").await;
+    browser.type_into("action", "unlock account").await;
+    browser.press("Show events").await;
+    browser.assert_shows("Events: all services").await;
+    browser.assert_shows("UNLOCK_ACCOUNT").await;
+    browser.assert_shows("as Service desk").await;
+    browser
+        .assert_shows("TOO_MANY_FAILED_ATTEMPTS → (none)")
+        .await;
+    browser.assert_shows("Browser").await;
+    browser.scroll_to("events-heading").await;
+    browser.shot("desk-audit-trail").await;
     browser.sign_out().await;
     suite.mail(sam_email, subject::ACCOUNT_UNLOCKED).await;
 
