@@ -315,17 +315,25 @@ impl ChainKeeper {
         }
         let from = checkpoints::last_held(&self.chain.pool, service).await? + 1;
         let now = self.chain.clock.now();
+        let mut unverified = false;
         for received in witnessed.peer.own_checkpoints(from).await? {
             match checkpoint_from_proto(&received) {
                 Some(c) if &c.service == service && c.verify(keys) => {
                     checkpoints::hold(&self.chain.pool, &c, now).await?;
                 }
-                _ => tracing::warn!(
-                    service = %service,
-                    sequence = received.sequence,
-                    "ignored a checkpoint not signed by the service's key"
-                ),
+                _ => {
+                    tracing::warn!(
+                        service = %service,
+                        sequence = received.sequence,
+                        "ignored a checkpoint not signed by the service's key"
+                    );
+                    unverified = true;
+                }
             }
+        }
+        // The service may have a new key: ask again next round.
+        if unverified {
+            *known = None;
         }
         Ok(())
     }

@@ -97,12 +97,6 @@ impl Actor {
     pub fn system(id: &str) -> Self {
         Actor::new::<()>(None, "system", id.to_owned())
     }
-
-    /// The same actor with its display name.
-    pub fn named(mut self, name: &str) -> Self {
-        self.name = name.to_owned();
-        self
-    }
 }
 
 /// The fields an action changed: `{ field: { "before": …, "after": … } }`. `null` stands
@@ -125,24 +119,6 @@ impl Changes {
             );
         }
         self
-    }
-
-    /// A record that did not exist before: each field from `null`.
-    pub fn created<'a>(fields: impl IntoIterator<Item = (&'a str, Value)>) -> Self {
-        fields.into_iter().fold(Changes::new(), |c, (name, value)| {
-            c.field(name, Value::Null, value)
-        })
-    }
-
-    /// A record that no longer exists: each field to `null`.
-    pub fn removed<'a>(fields: impl IntoIterator<Item = (&'a str, Value)>) -> Self {
-        fields.into_iter().fold(Changes::new(), |c, (name, value)| {
-            c.field(name, value, Value::Null)
-        })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     pub fn into_value(self) -> Value {
@@ -246,7 +222,7 @@ pub async fn record(
 /// of the last event and the last hash (0 and the genesis hash for an empty chain). Events
 /// without a hash (from before the chain, or written by the previous release during an
 /// upgrade) are linked around.
-pub async fn lock_head(conn: &mut PgConnection) -> Result<(i64, Hash), sqlx::Error> {
+pub(crate) async fn lock_head(conn: &mut PgConnection) -> Result<(i64, Hash), sqlx::Error> {
     let (head, hash, _) = chain_head(conn).await?;
     Ok((head, hash))
 }
@@ -699,7 +675,7 @@ mod tests {
             c.into_value(),
             serde_json::json!({ "state": { "before": "ACTIVE", "after": "DISABLED" } })
         );
-        let created = Changes::created([("role", Value::from("GP"))]).into_value();
+        let created = Changes::new().field("role", Value::Null, "GP").into_value();
         assert_eq!(created["role"]["before"], Value::Null);
     }
 
