@@ -122,9 +122,9 @@ struct Inner {
     jobs: mpsc::Sender<Job>,
 }
 
-/// A unit of hashing work, given the thread's scratch memory and when the thread became free
-/// to take it.
-type Job = Box<dyn FnOnce(&mut Vec<Block>, Instant) + Send>;
+/// A unit of hashing work, given the thread's scratch memory: a reservation taken from the
+/// queue, or the work then handed to the thread it reserved.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
 /// Argon2 memory not in use, at most one buffer per hashing thread, each exactly the size the
 /// configured parameters need (larger ones, from hashes with stronger old settings, are not
@@ -164,7 +164,6 @@ impl Scratch {
 /// holding the queue frees the kept memory when no job came for [`IDLE_RELEASE`].
 fn hashing_thread(queue: &Mutex<mpsc::Receiver<Job>>, scratch: &Scratch) {
     loop {
-        let free_since = Instant::now();
         let next = queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -174,7 +173,7 @@ fn hashing_thread(queue: &Mutex<mpsc::Receiver<Job>>, scratch: &Scratch) {
                 let mut memory = scratch.take();
                 // A panicking job only loses its own answer (its caller sees the reply
                 // channel close); the thread, and the pool's size, survive.
-                if catch_unwind(AssertUnwindSafe(|| job(&mut memory, free_since))).is_ok() {
+                if catch_unwind(AssertUnwindSafe(|| job(&mut memory))).is_ok() {
                     scratch.give_back(memory);
                 }
             }
@@ -271,20 +270,16 @@ impl PasswordHasher {
         password: &NormalisedPassword,
         phc: &str,
     ) -> Result<bool, HashError> {
-        let (parsed, params) = parse_stored(phc).ok_or(HashError::InvalidHash)?;
-        let password = password.as_bytes().to_vec();
-        self.run(move |memory| Ok(verify_with(memory, &password, &parsed, params)))
-            .await
+        // Parsed before a thread is taken: a malformed hash costs no slot.
+        parse_stored(phc).ok_or(HashError::InvalidHash)?;
+        self.slot().await?.verify(password, phc).await
     }
 
     /// Verifies against a dummy hash with the configured parameters and always answers
     /// "no match": an unknown login costs what a known one does. The dummy is made on first
     /// use; call [`Self::warm_up`] at start-up so no request pays for it.
     pub async fn verify_dummy(&self, password: &NormalisedPassword) -> Result<(), HashError> {
-        let dummy = self.dummy_hash().await?;
-        // The result is meaningless; only the work matters.
-        let _ = self.verify(password, &dummy).await?;
-        Ok(())
+        self.reserve().await?.verify_dummy(password).await
     }
 
     /// Makes the dummy hash now (and seeds the timing estimate with its duration).
@@ -344,54 +339,129 @@ impl PasswordHasher {
     async fn hash_bytes(&self, password: Vec<u8>) -> Result<String, HashError> {
         let params = self.inner.params.clone();
         // Hashing is rare (new passwords); it allocates its own memory like the argon2 crate.
-        self.run(move |_memory| {
-            let salt: [u8; SALT_LEN] = rand::random();
-            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-                .hash_password_with_salt(&password, &salt)
-                .map(|hash| hash.to_string())
-                .map_err(|e| HashError::Internal(e.to_string()))
-        })
-        .await
+        self.slot()
+            .await?
+            .run(move |_memory| {
+                let salt: [u8; SALT_LEN] = rand::random();
+                Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                    .hash_password_with_salt(&password, &salt)
+                    .map(|hash| hash.to_string())
+                    .map_err(|e| HashError::Internal(e.to_string()))
+            })
+            .await
     }
 
-    /// Runs argon2 work on a hashing thread under the pool's limits and times it.
-    async fn run<T, F>(&self, work: F) -> Result<T, HashError>
-    where
-        F: FnOnce(&mut Vec<Block>) -> Result<T, HashError> + Send + 'static,
-        T: Send + 'static,
-    {
-        let inner = Arc::clone(&self.inner);
-        let sent = Instant::now();
-        // No deadline when the timeout is too large to add (waits as long as it takes).
-        let deadline = sent.checked_add(inner.queue_timeout);
+    /// Holds a hashing thread for the caller: waits in the pool's queue, and answers Busy,
+    /// like any hash, when no thread was free within `queue_timeout`.
+    async fn slot(&self) -> Result<Slot, HashError> {
+        let deadline = Instant::now().checked_add(self.inner.queue_timeout);
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |memory, free_since| {
+        let job: Job = Box::new(move |memory| {
             // The caller gave up (deadline, disconnect) before its turn: nothing to do.
-            // Once started, a hash runs to the end, so the bound is on work actually running.
             if reply.is_closed() {
                 return;
             }
+            // No deadline when the timeout is too large to add (waits as long as it takes).
             if deadline.is_some_and(|deadline| Instant::now() > deadline) {
                 let _ = reply.send(Err(HashError::Busy));
                 return;
             }
-            let now_running = inner.running.fetch_add(1, Ordering::SeqCst) + 1;
-            inner.peak_running.fetch_max(now_running, Ordering::SeqCst);
-            let result = work(memory);
-            inner.running.fetch_sub(1, Ordering::SeqCst);
-            // The caller may be gone by now; then nobody wants the answer.
-            let _ = reply.send(result.map(|value| (value, free_since)));
+            let (hand_over, handed) = mpsc::sync_channel::<Job>(1);
+            if reply.send(Ok(hand_over)).is_err() {
+                return;
+            }
+            // The thread is the caller's until it hands over its work or lets the slot go
+            // (dropping it ends the wait at once); the limit only guards against a caller
+            // that holds it and never does either.
+            if let Ok(work) = handed.recv_timeout(SLOT_HOLD_LIMIT) {
+                work(memory);
+            }
         });
         self.inner
             .jobs
             .send(job)
             .map_err(|_| HashError::Internal("the hashing threads have stopped".to_owned()))?;
-        let (value, free_since) = answer
+        let hand_over = answer
             .await
             .map_err(|_| HashError::Internal("a hashing thread failed".to_owned()))??;
-        // What a check costs its caller without the queue: from when a thread was free for it
-        // (its hand-off included when the thread was idle), to the answer being back here.
-        self.inner.record(sent.max(free_since).elapsed());
+        Ok(Slot {
+            inner: Arc::clone(&self.inner),
+            hand_over,
+        })
+    }
+
+    /// A hashing thread held for one password check, taken before anything about the check
+    /// is decided: a caller that must know the check can run before it counts an attempt
+    /// (the lock-out) reserves first, so a check refused for load is refused before it
+    /// counts, and whatever the account's state.
+    pub async fn reserve(&self) -> Result<Slot, HashError> {
+        self.dummy_hash().await?;
+        self.slot().await
+    }
+}
+
+/// Longest a reserved hashing thread waits for its caller's work.
+const SLOT_HOLD_LIMIT: Duration = Duration::from_secs(10);
+
+/// One hashing thread, reserved by [`PasswordHasher::reserve`]; dropping it frees the thread.
+pub struct Slot {
+    inner: Arc<Inner>,
+    hand_over: mpsc::SyncSender<Job>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot").finish_non_exhaustive()
+    }
+}
+
+impl Slot {
+    /// [`PasswordHasher::verify`] on this slot's thread.
+    pub async fn verify(self, password: &NormalisedPassword, phc: &str) -> Result<bool, HashError> {
+        let (parsed, params) = parse_stored(phc).ok_or(HashError::InvalidHash)?;
+        let password = password.as_bytes().to_vec();
+        self.run(move |memory| Ok(verify_with(memory, &password, &parsed, params)))
+            .await
+    }
+
+    /// [`PasswordHasher::verify_dummy`] on this slot's thread.
+    pub async fn verify_dummy(self, password: &NormalisedPassword) -> Result<(), HashError> {
+        let dummy = self
+            .inner
+            .dummy
+            .get()
+            .cloned()
+            .ok_or_else(|| HashError::Internal("the dummy hash is not made".to_owned()))?;
+        // The result is meaningless; only the work matters.
+        let _ = self.verify(password, &dummy).await?;
+        Ok(())
+    }
+
+    /// Runs argon2 work on the reserved thread and times it: from the hand-over to the
+    /// answer being back here, what a check costs its caller without the queue.
+    async fn run<T, F>(self, work: F) -> Result<T, HashError>
+    where
+        F: FnOnce(&mut Vec<Block>) -> Result<T, HashError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        let (reply, answer) = oneshot::channel();
+        let started = Instant::now();
+        let work: Job = Box::new(move |memory| {
+            let now_running = inner.running.fetch_add(1, Ordering::SeqCst) + 1;
+            inner.peak_running.fetch_max(now_running, Ordering::SeqCst);
+            let result = work(memory);
+            inner.running.fetch_sub(1, Ordering::SeqCst);
+            // The caller may be gone by now; then nobody wants the answer.
+            let _ = reply.send(result);
+        });
+        self.hand_over.try_send(work).map_err(|_| {
+            HashError::Internal("the reserved hashing thread stopped waiting".to_owned())
+        })?;
+        let value = answer
+            .await
+            .map_err(|_| HashError::Internal("a hashing thread failed".to_owned()))??;
+        self.inner.record(started.elapsed());
         Ok(value)
     }
 }
@@ -575,7 +645,7 @@ mod tests {
             let (reply, answer) = oneshot::channel();
             h.inner
                 .jobs
-                .send(Box::new(move |memory: &mut Vec<Block>, _| {
+                .send(Box::new(move |memory: &mut Vec<Block>| {
                     let _ = reply.send(memory.len());
                 }))
                 .unwrap();
@@ -694,6 +764,35 @@ mod tests {
         assert_eq!(ok + busy, 50);
         assert_eq!(h.inner.peak_running.load(Ordering::SeqCst), 1);
         assert_eq!(h.in_flight(), 0);
+    }
+
+    /// A reserved slot is a hashing thread taken: others wait for it (and are turned away
+    /// when it is held past their queue time); letting it go unused frees it at once.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_reserved_slot_holds_its_thread_until_used_or_dropped() {
+        let h = hasher(1, Duration::from_millis(200));
+        h.warm_up().await.unwrap();
+        let slot = h.reserve().await.unwrap();
+        assert!(matches!(h.reserve().await, Err(HashError::Busy)));
+        drop(slot);
+        let slot = h.reserve().await.unwrap();
+        let dummy = h.inner.dummy.get().cloned().unwrap();
+        assert!(!slot.verify(&pw("wrong"), &dummy).await.unwrap());
+        let phc = h.hash(&pw("Kx7#pLm2")).await.unwrap();
+        assert!(
+            h.reserve()
+                .await
+                .unwrap()
+                .verify(&pw("Kx7#pLm2"), &phc)
+                .await
+                .unwrap()
+        );
+        h.reserve()
+            .await
+            .unwrap()
+            .verify_dummy(&pw("x"))
+            .await
+            .unwrap();
     }
 
     /// With more slots, concurrency reaches but never exceeds the bound.

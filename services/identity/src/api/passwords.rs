@@ -255,7 +255,10 @@ impl IdentityApi {
         }
 
         let presented = Presented::new(&req.current_password);
-        match self.gated_verify(&account, &presented, now).await? {
+        let slot = self
+            .reserve_check(&actor, "CHANGE_PASSWORD", Some(account.id), now)
+            .await?;
+        match self.gated_verify(slot, &account, &presented, now).await? {
             Gate::Locked => {
                 self.record_failure(&account, &actor, Failure::locked("CHANGE_PASSWORD"), now)
                     .await?;

@@ -21,6 +21,7 @@ use super::{
 use crate::domain::account::AccountState;
 use crate::domain::lockout::LockLevel;
 use crate::domain::password::NormalisedPassword;
+use crate::hashing::{HashError, Slot};
 use crate::store::lockout::AttemptGate;
 use crate::store::sessions::{CHALLENGE_TTL, SessionRecord};
 use crate::store::{self, AccountRow, accounts as account_store};
@@ -91,17 +92,48 @@ impl<'a> Failure<'a> {
 }
 
 impl IdentityApi {
-    /// Checks a password of `account` through the lock-out (SECURITY 3-5): a locked account
-    /// checks nothing and waits as long as a check takes; otherwise the attempt is counted
-    /// first and then verified, so parallel attempts can never check more than the threshold.
+    /// Takes a hashing thread for one password check before anything else about it is
+    /// decided (SECURITY 10): a check refused for load is refused before the lock-out counts
+    /// it, answers the same for locked, unlocked and unknown accounts, and is audited.
+    pub(super) async fn reserve_check(
+        &self,
+        actor: &Actor,
+        action: &str,
+        account_id: Option<Uuid>,
+        now: DateTime<Utc>,
+    ) -> Result<Slot, IdentityError> {
+        match self.inner.hasher.reserve().await {
+            Ok(slot) => Ok(slot),
+            Err(HashError::Busy) => {
+                let target = account_id.map(|id| id.to_string()).unwrap_or_default();
+                let details = serde_json::json!({ "reason": "busy" });
+                audit_alone(
+                    self.store(),
+                    now,
+                    actor,
+                    account_event(action, &target, "failure", details),
+                )
+                .await?;
+                Err(HashError::Busy.into())
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Checks a password of `account` through the lock-out (SECURITY 3-5) on a reserved
+    /// hashing thread: a locked account checks nothing and waits as long as a check takes;
+    /// otherwise the attempt is counted first and then verified, so parallel attempts can
+    /// never check more than the threshold.
     pub(super) async fn gated_verify(
         &self,
+        slot: Slot,
         account: &AccountRow,
         presented: &Presented,
         now: DateTime<Utc>,
     ) -> Result<Gate, IdentityError> {
         let inner = &self.inner;
         if account.locked_at.is_some() {
+            drop(slot);
             // Postgres holds the durable lock; restore its Redis mirror if Redis lost it.
             inner.lockout.set_permanent(account.id).await?;
             self.pad().await;
@@ -113,6 +145,7 @@ impl IdentityApi {
             .await?
         {
             AttemptGate::Locked { .. } => {
+                drop(slot);
                 self.pad().await;
                 Ok(Gate::Locked)
             }
@@ -121,9 +154,9 @@ impl IdentityApi {
                 permanent_reached,
             } => {
                 let matched = match (&account.password_hash, presented.oversized) {
-                    (Some(phc), false) => inner.hasher.verify(&presented.password, phc).await?,
+                    (Some(phc), false) => slot.verify(&presented.password, phc).await?,
                     _ => {
-                        inner.hasher.verify_dummy(&presented.password).await?;
+                        slot.verify_dummy(&presented.password).await?;
                         false
                     }
                 };
@@ -166,16 +199,29 @@ impl IdentityApi {
         }
         let event = account_event(action, &id, "failure", details);
         if !lock_now {
-            audit_alone(self.store(), now, actor, event).await?;
-            let temporarily_locked = failures.is_some_and(|n| {
-                matches!(
-                    self.config().lockout.lock_after(n),
-                    LockLevel::Temporary(_) | LockLevel::Permanent
-                )
-            });
-            if temporarily_locked {
-                self.inner.sessions.end_all(account.id).await?;
-            }
+            let level = failures.map_or(LockLevel::None, |n| self.config().lockout.lock_after(n));
+            let LockLevel::Temporary(wait) = level else {
+                audit_alone(self.store(), now, actor, event).await?;
+                if level == LockLevel::Permanent {
+                    self.inner.sessions.end_all(account.id).await?;
+                }
+                return Ok(());
+            };
+            // This failure started a temporary lock. While it lasts no attempt is counted, so
+            // no other failure starts one: the owner gets one mail per lock, whoever floods.
+            let minutes = wait.as_secs().div_ceil(60).max(1).to_string();
+            let mut tx = self.store().begin().await?;
+            store::record(&mut tx, now, actor, event).await?;
+            store::enqueue(
+                &mut tx,
+                &mail(
+                    EmailTemplate::AccountLocked,
+                    account,
+                    &[("minutes", &minutes)],
+                ),
+            )
+            .await?;
+            self.end_sessions_before_commit(tx, account.id).await?;
             return Ok(());
         }
         let mut tx = self.store().begin().await?;
@@ -214,11 +260,15 @@ impl IdentityApi {
         let now = self.now();
         let inner = &self.inner;
 
-        let Some(account) = self.find_login(&req.login).await? else {
+        let account = self.find_login(&req.login).await?;
+        let slot = self
+            .reserve_check(&actor, "SIGN_IN", account.as_ref().map(|a| a.id), now)
+            .await?;
+        let Some(account) = account else {
             // Redis must be asked for unknown logins too, or an outage would answer them
             // differently from known ones. A read only: unknown logins leave no state.
             inner.lockout.failures(Uuid::nil()).await?;
-            inner.hasher.verify_dummy(&presented.password).await?;
+            slot.verify_dummy(&presented.password).await?;
             audit_alone(
                 self.store(),
                 now,
@@ -237,7 +287,7 @@ impl IdentityApi {
         };
 
         let (matched, failures, permanent_reached) =
-            match self.gated_verify(&account, &presented, now).await? {
+            match self.gated_verify(slot, &account, &presented, now).await? {
                 Gate::Locked => {
                     self.record_failure(&account, &actor, Failure::locked("SIGN_IN"), now)
                         .await?;

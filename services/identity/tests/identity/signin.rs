@@ -276,6 +276,8 @@ async fn parallel_wrong_passwords_check_at_most_the_threshold() {
     let lockout = LockoutStore::new(h.redis.conn.clone(), h.redis.namespace.clone());
     let id = Uuid::parse_str(&account.id).unwrap();
     assert_eq!(lockout.failures(id).await.unwrap(), T);
+    // The one lock the flood caused is mailed to the owner, once.
+    assert_eq!(h.outbox_count("ACCOUNT_LOCKED").await, 1);
     // Locked: even the right password is refused.
     assert_bad_credentials(&h.sign_in(&account.user_id, PASSWORDS[0]).await.unwrap_err());
 }
@@ -338,6 +340,14 @@ async fn temporary_lock_shows_on_the_account() {
             .unwrap_err(),
     );
     let expected_end = h.clock.now().timestamp() + 60;
+    // The owner is told, once per lock: attempts while it lasts send nothing more.
+    let locked_mail = h
+        .outbox_payload(&account.id, "ACCOUNT_LOCKED")
+        .await
+        .unwrap();
+    assert_eq!(locked_mail["params"]["minutes"], "1", "{locked_mail}");
+    assert_bad_credentials(&h.sign_in(&account.user_id, PASSWORDS[0]).await.unwrap_err());
+    assert_eq!(h.outbox_count("ACCOUNT_LOCKED").await, 1);
     let view = h.get_account(&desk, &account.id).await.unwrap();
     let (state, end) = lock_of(&view);
     assert_eq!(state, pb::LockState::TemporarilyLocked);
@@ -395,6 +405,12 @@ async fn temporary_lock_shows_on_the_account() {
     assert_eq!(state, pb::LockState::TemporarilyLocked);
     let wait = end.unwrap() - h.clock.now().timestamp();
     assert!((118..=120).contains(&wait), "{wait}");
+    assert_eq!(h.outbox_count("ACCOUNT_LOCKED").await, 2);
+    let locked_mail = h
+        .outbox_payload(&account.id, "ACCOUNT_LOCKED")
+        .await
+        .unwrap();
+    assert_eq!(locked_mail["params"]["minutes"], "2", "{locked_mail}");
     let unlocked = h
         .identity()
         .unlock_account(with_token(

@@ -146,7 +146,9 @@ async fn postgres_down_answers_unavailable() {
 }
 
 /// SECURITY 10: hashing is bounded; a flood beyond it is turned away with ResourceExhausted
-/// instead of queueing without limit, and once the pool is free again checks pass.
+/// instead of queueing without limit, and once the pool is free again checks pass. A check
+/// refused for load is not counted towards the lock-out (the owner retrying the right password
+/// in a flood is not locked out), answers the same for a locked account, and is audited.
 ///
 /// Deterministic rather than hoping parallel sign-ins saturate the pool: its one hashing
 /// thread is first taken by a verify many times longer than the queue timeout, confirmed
@@ -169,6 +171,16 @@ async fn a_flood_of_password_checks_is_turned_away() {
     let account = h
         .active(pb::Realm::Local, "flo.reed@practice.org", PASSWORDS[0])
         .await;
+    let locked = h
+        .active(pb::Realm::Local, "lou.kent@practice.org", PASSWORDS[0])
+        .await;
+    sqlx::query(
+        "UPDATE accounts SET locked_at = now(), lock_reason = 'TOO_MANY_FAILED_ATTEMPTS' \
+         WHERE email = 'lou.kent@practice.org'",
+    )
+    .execute(h.pool(Service::Identity))
+    .await
+    .unwrap();
     let hasher = h.identity_service().api.hasher().clone();
     assert_eq!(hasher.permits(), 1);
     assert_eq!(hasher.in_flight(), 0);
@@ -205,11 +217,13 @@ async fn a_flood_of_password_checks_is_turned_away() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 
-    // The flood: unknown logins and the right password of a real account, all at once.
+    // The flood: unknown logins, a locked account, and the owner of a real account retrying
+    // the right password more often than the lock-out allows failures, all at once.
     let mut logins: Vec<(String, &str)> = (0..10)
         .map(|i| (format!("nobody{i}@practice.org"), PASSWORDS[0]))
         .collect();
-    logins.push((account.email.clone(), PASSWORDS[0]));
+    logins.push((locked.email.clone(), PASSWORDS[0]));
+    logins.extend((0..8).map(|_| (account.email.clone(), PASSWORDS[0])));
     let tasks: Vec<_> = logins
         .into_iter()
         .map(|(login, password)| {
@@ -232,6 +246,24 @@ async fn a_flood_of_password_checks_is_turned_away() {
     assert!(!matched);
     assert!(held > QUEUE_TIMEOUT, "held the thread only {held:?}");
     assert_eq!(hasher.in_flight(), 0);
+    let refused = h.audit_rows("SIGN_IN", &account.id).await;
+    assert_eq!(refused.len(), 8, "{refused:?}");
+    for (outcome, details) in &refused {
+        assert_eq!(outcome, "failure");
+        assert_eq!(details, &serde_json::json!({ "reason": "busy" }));
+    }
+
+    // None of the eight counted: the next failure is the first.
+    let err = h.sign_in(&account.email, PASSWORDS[1]).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    let wrong: Vec<_> = h
+        .audit_rows("SIGN_IN", &account.id)
+        .await
+        .into_iter()
+        .filter(|(_, details)| details["reason"] == "wrong_password")
+        .collect();
+    assert_eq!(wrong.len(), 1, "{wrong:?}");
+    assert_eq!(wrong[0].1["failures"], 1, "{wrong:?}");
 
     // The pool is free again: checks are made, and the right password signs in.
     let err = h

@@ -135,6 +135,8 @@ impl Template {
             Template::RegistrationLink => &["user_id"],
             Template::Invitation => &["inviter_name"],
             Template::SecondFactorRemoved => &["by_service_desk"],
+            // Set for a temporary lock: how long it lasts.
+            Template::AccountLocked => &["minutes"],
             _ => &[],
         }
     }
@@ -264,10 +266,19 @@ impl Template {
             Template::AccountLocked => (
                 "Your CQRS account has been locked".to_owned(),
                 greeting,
-                vec![
-                    "Your CQRS account has been locked after too many unsuccessful sign-in attempts.".to_owned(),
-                    "If this was not you, or you need it unlocked now, contact the service desk.".to_owned(),
-                ],
+                match params.get("minutes") {
+                    Some(minutes) => vec![
+                        format!(
+                            "Your CQRS account has been locked for {minutes} {} after too many unsuccessful sign-in attempts. You can try again after that.",
+                            if minutes == "1" { "minute" } else { "minutes" }
+                        ),
+                        "If this was not you, reset your password from the sign-in page, or contact the service desk.".to_owned(),
+                    ],
+                    None => vec![
+                        "Your CQRS account has been locked after too many unsuccessful sign-in attempts.".to_owned(),
+                        "If this was not you, or you need it unlocked now, contact the service desk.".to_owned(),
+                    ],
+                },
             ),
             Template::AccountUnlocked => (
                 "Your CQRS account has been unlocked".to_owned(),
