@@ -5,12 +5,12 @@
 //! | `CQRS_SMTP_URL` | `smtp://127.0.0.1:2525` | SMTP relay (`smtp://` plain, `?tls=required` STARTTLS, `smtps://` TLS) |
 //! | `CQRS_MAIL_FROM` | `CQRS <no-reply@cqrs.localhost>` | sender mailbox |
 //! | `CQRS_PUBLIC_BASE_URL` | `http://localhost:8080/` | base of every link put in a mail |
-//! | `NOTIFICATIONS_SMTP_TIMEOUT_SECS` | 15 | per SMTP conversation |
+//! | `NOTIFICATIONS_SMTP_TIMEOUT_SECS` | 15 | longest one send may take |
 //! | `NOTIFICATIONS_WORKERS` | 1 | delivery workers in this process |
 //! | `NOTIFICATIONS_BATCH_SIZE` | 50 | mails claimed per round |
 //! | `NOTIFICATIONS_SEND_CONCURRENCY` | 8 | mails in flight per worker |
 //! | `NOTIFICATIONS_POLL_INTERVAL_MS` | 500 | idle wait between rounds |
-//! | `NOTIFICATIONS_LEASE_SECS` | 120 | how long a claim holds a mail |
+//! | `NOTIFICATIONS_LEASE_SECS` | the batch's worst case | how long a claim holds a mail; at least ⌈batch ÷ concurrency⌉ × (SMTP timeout + 5 s) |
 //! | `NOTIFICATIONS_MAX_ATTEMPTS` | 10 | attempts before dead-lettering |
 //! | `NOTIFICATIONS_RETRY_BASE_MS` | 2000 | first retry delay, doubled each time |
 //! | `NOTIFICATIONS_RETRY_MAX_SECS` | 3600 | longest retry delay |
@@ -63,11 +63,29 @@ impl NotificationsConfig {
         let batch_size = errs.take(env.or("NOTIFICATIONS_BATCH_SIZE", 50));
         let concurrency = errs.take(env.or("NOTIFICATIONS_SEND_CONCURRENCY", 8));
         let poll_ms = errs.take(env.or("NOTIFICATIONS_POLL_INTERVAL_MS", 500));
-        let lease =
-            errs.take(env.duration_secs("NOTIFICATIONS_LEASE_SECS", Duration::from_secs(120)));
+        let lease_set = errs.take(env.get("NOTIFICATIONS_LEASE_SECS").map(|v| v.is_some()));
+        let lease = errs.take(env.duration_secs("NOTIFICATIONS_LEASE_SECS", Duration::ZERO));
         let retry_base_ms = errs.take(env.or("NOTIFICATIONS_RETRY_BASE_MS", 2000));
         let retry_max =
             errs.take(env.duration_secs("NOTIFICATIONS_RETRY_MAX_SECS", Duration::from_secs(3600)));
+        // The lease covers a batch's worst case; shorter would let a mail be sent twice.
+        let lease = match (batch_size, concurrency, smtp_timeout, lease_set, lease) {
+            (Some(batch), Some(concurrency), Some(send_limit), Some(set), Some(lease)) => {
+                let worst = WorkerConfig::worst_batch(batch, concurrency, send_limit);
+                errs.check(
+                    !set || lease >= worst,
+                    "NOTIFICATIONS_LEASE_SECS",
+                    format!(
+                        "must be at least {} s: NOTIFICATIONS_BATCH_SIZE / \
+                         NOTIFICATIONS_SEND_CONCURRENCY sends of up to \
+                         NOTIFICATIONS_SMTP_TIMEOUT_SECS each",
+                        worst.as_secs()
+                    ),
+                );
+                Some(if set { lease } else { worst })
+            }
+            _ => None,
+        };
         errs.finish(|| {
             Some(NotificationsConfig {
                 redis_url: redis_url?,
@@ -119,7 +137,14 @@ mod tests {
         assert_eq!(config.redis_url, "redis://127.0.0.1:6379");
         assert_eq!(config.redis_namespace, "");
 
+        // The lease follows the batch's worst case: 50 mails, 8 at a time, 15 s each (+5 s).
+        assert_eq!(config.worker.lease, Duration::from_secs(7 * 20));
+        let shorter = Env::from_pairs(&[("NOTIFICATIONS_SEND_CONCURRENCY", "50")]);
+        let config = NotificationsConfig::from_env(&shorter).unwrap();
+        assert_eq!(config.worker.lease, Duration::from_secs(20));
+
         for (var, value) in [
+            ("NOTIFICATIONS_LEASE_SECS", "139"),
             ("CQRS_PUBLIC_BASE_URL", "not a url"),
             ("CQRS_PUBLIC_BASE_URL", "ftp://host/"),
             ("NOTIFICATIONS_MAX_ATTEMPTS", "0"),

@@ -4,6 +4,12 @@
 //! lease taken with `FOR UPDATE SKIP LOCKED`, so each mail is in one worker's hands at a
 //! time. A failed attempt is retried with exponential backoff; after the configured number
 //! of attempts the mail is dead-lettered and stays visible through `ListDeliveries`.
+//!
+//! The lease outlasts the worst case of the batch it covers (every send bounded by the SMTP
+//! timeout, `concurrency` at a time: [`WorkerConfig::worst_batch`]), a send is not started
+//! when the lease could run out before it ends, and a result is recorded only under the lease
+//! it was claimed with: a worker whose lease was lost cannot clear another's lease or
+//! dead-letter a mail another worker delivered.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,11 +34,27 @@ pub struct WorkerConfig {
     pub retry: RetryPolicy,
 }
 
+/// Time allowed for recording one attempt's result after its send.
+const RECORD_MARGIN: Duration = Duration::from_secs(5);
+
+impl WorkerConfig {
+    /// The longest one batch of `batch_size` can take, `concurrency` sends at a time, when
+    /// every send takes `send_limit`: the shortest lease that keeps each claimed mail in its
+    /// worker's hands until its result is recorded.
+    pub fn worst_batch(batch_size: i64, concurrency: usize, send_limit: Duration) -> Duration {
+        let batch = u32::try_from(batch_size.max(1)).unwrap_or(u32::MAX);
+        let concurrency = u32::try_from(concurrency.max(1)).unwrap_or(u32::MAX);
+        (send_limit + RECORD_MARGIN).saturating_mul(batch.div_ceil(concurrency))
+    }
+}
+
 /// Sends rendered mail over SMTP.
 #[derive(Clone)]
 pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
+    /// The whole of one send, waiting for a pooled connection included.
+    send_limit: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +83,11 @@ impl Mailer {
         let from = from.parse().map_err(|_| {
             MailerError::From("must be a mailbox such as \"CQRS <no-reply@example.org>\"".into())
         })?;
-        Ok(Mailer { transport, from })
+        Ok(Mailer {
+            transport,
+            from,
+            send_limit: timeout,
+        })
     }
 
     async fn send(&self, to: &str, mail: &crate::domain::RenderedMail) -> Result<(), String> {
@@ -77,11 +103,10 @@ impl Mailer {
                 mail.html.clone(),
             ))
             .map_err(|e| format!("could not build message: {e}"))?;
-        self.transport
-            .send(message)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("smtp: {e}"))
+        match tokio::time::timeout(self.send_limit, self.transport.send(message)).await {
+            Ok(sent) => sent.map(|_| ()).map_err(|e| format!("smtp: {e}")),
+            Err(_) => Err(format!("smtp: no answer within {:?}", self.send_limit)),
+        }
     }
 }
 
@@ -131,6 +156,17 @@ impl Worker {
     }
 
     async fn attempt(&self, row: DeliveryRow) -> Result<(), StoreError> {
+        // A send that could outlast the lease could be a second one: another worker may claim
+        // the mail once the lease is over. Left for the next claim instead.
+        let latest_start = row.lease_until.map(|until| {
+            until
+                - chrono::Duration::from_std(self.mailer.send_limit)
+                    .unwrap_or(chrono::Duration::MAX)
+        });
+        if latest_start.is_some_and(|latest| self.clock.now() > latest) {
+            tracing::warn!(delivery_id = %row.id, "lease too short for another send; left for the next claim");
+            return Ok(());
+        }
         let outcome = match row.template() {
             Some(template) => {
                 let mail = template.render(&row.params.0, &self.base_url);
@@ -142,7 +178,9 @@ impl Worker {
         match outcome {
             Ok(()) => {
                 tracing::info!(delivery_id = %row.id, template = %row.template, attempts = row.attempts, "mail delivered");
-                self.store.mark_delivered(&row, now).await
+                let recorded = self.store.mark_delivered(&row, now).await?;
+                lease_lost(&row, recorded);
+                Ok(())
             }
             Err(error) => {
                 let attempts = u32::try_from(row.attempts).unwrap_or(u32::MAX);
@@ -155,7 +193,9 @@ impl Worker {
                 } else {
                     tracing::warn!(delivery_id = %row.id, attempts, %error, "mail delivery failed; will retry");
                 }
-                self.store.mark_failed(&row, &error, retry_at, now).await
+                let recorded = self.store.mark_failed(&row, &error, retry_at, now).await?;
+                lease_lost(&row, recorded);
+                Ok(())
             }
         }
     }
@@ -181,5 +221,12 @@ impl Worker {
                 return;
             }
         }
+    }
+}
+
+/// Says so when an attempt's result was not recorded because its lease was lost.
+fn lease_lost(row: &DeliveryRow, recorded: bool) {
+    if !recorded {
+        tracing::warn!(delivery_id = %row.id, "lease lost before the result was recorded; the worker holding it now decides");
     }
 }

@@ -818,3 +818,83 @@ async fn the_audit_trail_is_listed_for_the_desk_and_services_only() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(field_violations(&err)[0].0, "page_size");
 }
+
+/// One recipient's mail leaves in the order it was queued: a mail waits while an earlier one
+/// to the same address is pending, even one waiting for its retry. And an attempt's result
+/// counts only under the lease it was claimed with: a worker whose lease ran out can neither
+/// mark delivered a mail another worker now holds nor dead-letter one that worker delivered.
+#[tokio::test]
+async fn one_recipients_mail_leaves_in_order_and_results_need_the_lease() {
+    use cqrs_runtime::clock::Clock as _;
+    let suite = start(&[NO_WORKERS]).await;
+    let first = enqueue(&suite, reset_request("a1", "ann@nhs.net"))
+        .await
+        .unwrap();
+    let second = enqueue(&suite, reset_request("a2", "ann@nhs.net"))
+        .await
+        .unwrap();
+    let other = enqueue(&suite, reset_request("b1", "bob@nhs.net"))
+        .await
+        .unwrap();
+    let store = store(&suite);
+    let lease = Duration::from_secs(60);
+    let at = |secs: i64| suite.clock.now() + chrono::Duration::seconds(secs);
+    let ids = |rows: &[cqrs_notifications::store::DeliveryRow]| {
+        rows.iter()
+            .map(|r| r.id.to_string())
+            .collect::<HashSet<_>>()
+    };
+
+    let claimed = store.claim_due(at(0), lease, 10).await.unwrap();
+    assert_eq!(
+        ids(&claimed),
+        HashSet::from([first.id.clone(), other.id.clone()])
+    );
+    let row_of = |rows: &[cqrs_notifications::store::DeliveryRow], id: &str| {
+        rows.iter()
+            .find(|r| r.id.to_string() == id)
+            .unwrap()
+            .clone()
+    };
+    assert!(
+        store
+            .mark_delivered(&row_of(&claimed, &other.id), at(0))
+            .await
+            .unwrap()
+    );
+    // The first fails and waits for its retry; the second waits behind it.
+    let first_a = row_of(&claimed, &first.id);
+    assert!(
+        store
+            .mark_failed(&first_a, "smtp: down", Some(at(5)), at(0))
+            .await
+            .unwrap()
+    );
+    assert!(store.claim_due(at(1), lease, 10).await.unwrap().is_empty());
+
+    // Worker A claims the retry and stalls past its lease; worker B takes the mail over.
+    let worker_a = store.claim_due(at(6), lease, 10).await.unwrap();
+    assert_eq!(ids(&worker_a), HashSet::from([first.id.clone()]));
+    let worker_b = store.claim_due(at(70), lease, 10).await.unwrap();
+    assert_eq!(ids(&worker_b), HashSet::from([first.id.clone()]));
+    assert!(!store.mark_delivered(&worker_a[0], at(71)).await.unwrap());
+    assert_eq!(
+        get_delivery(&suite, &first.id).await.state,
+        pb::DeliveryState::Pending as i32
+    );
+    assert!(store.mark_delivered(&worker_b[0], at(72)).await.unwrap());
+    assert!(
+        !store
+            .mark_failed(&worker_a[0], "smtp: timeout", None, at(73))
+            .await
+            .unwrap()
+    );
+    let delivered = get_delivery(&suite, &first.id).await;
+    assert_eq!(delivered.state, pb::DeliveryState::Delivered as i32);
+    let actions = store.audit_actions(&first.id).await.unwrap();
+    assert_eq!(actions, vec!["ENQUEUE_EMAIL", "DELIVER_EMAIL"]);
+
+    // Only now is the second mail to the same address due.
+    let claimed = store.claim_due(at(74), lease, 10).await.unwrap();
+    assert_eq!(ids(&claimed), HashSet::from([second.id.clone()]));
+}

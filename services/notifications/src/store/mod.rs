@@ -51,6 +51,8 @@ pub struct DeliveryRow {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub delivered_at: Option<DateTime<Utc>>,
+    /// The claim's lease: the worker that holds this value may record the attempt's result.
+    pub lease_until: Option<DateTime<Utc>>,
 }
 
 impl DeliveryRow {
@@ -87,7 +89,7 @@ pub struct PreferencesRow {
 macro_rules! delivery_columns {
     () => {
         "id, idempotency_key, template, recipient, params, account_id, security, state, \
-         attempts, next_attempt_at, last_error, created_at, delivered_at"
+         attempts, next_attempt_at, last_error, created_at, delivered_at, lease_until"
     };
 }
 
@@ -238,7 +240,10 @@ impl Store {
     }
 
     /// Claims up to `limit` due mails for this worker for `lease`. Rows another worker holds
-    /// are skipped, not waited for, so replicas work side by side without sending twice.
+    /// are skipped, not waited for, so replicas work side by side without sending twice. A
+    /// mail is due only once every mail queued before it to the same recipient has left (or
+    /// been given up): one recipient's mail arrives in order, so a newer reset link never
+    /// overtakes the older one it revoked, even when the older one waits for a retry.
     pub async fn claim_due(
         &self,
         now: DateTime<Utc>,
@@ -252,6 +257,9 @@ impl Store {
                  SELECT id FROM emails \
                  WHERE state = 'PENDING' AND next_attempt_at <= $1 \
                    AND (lease_until IS NULL OR lease_until < $1) \
+                   AND NOT EXISTS (SELECT 1 FROM emails earlier \
+                       WHERE earlier.state = 'PENDING' AND earlier.recipient = emails.recipient \
+                         AND earlier.queued < emails.queued) \
                  ORDER BY next_attempt_at \
                  LIMIT $3 FOR UPDATE SKIP LOCKED) \
              RETURNING ",
@@ -266,22 +274,28 @@ impl Store {
         Ok(rows)
     }
 
+    /// Records a delivery under the claim's lease. `false` when the lease was lost (it expired
+    /// and another worker claimed the mail): that worker's result counts, nothing is changed.
     pub async fn mark_delivered(
         &self,
         row: &DeliveryRow,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        let updated = sqlx::query(
             "UPDATE emails SET state = 'DELIVERED', delivered_at = $2, lease_until = NULL, \
                  last_error = NULL, params = $3 \
-             WHERE id = $1",
+             WHERE id = $1 AND state = 'PENDING' AND lease_until = $4",
         )
         .bind(row.id)
         .bind(now)
         .bind(Json(crate::domain::scrub(&row.params)))
+        .bind(row.lease_until)
         .execute(&mut *tx)
         .await?;
+        if updated.rows_affected() == 0 {
+            return Ok(false);
+        }
         audit::record(
             &mut tx,
             now,
@@ -297,41 +311,50 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
-    /// Records a failed attempt: retry at `retry_at`, or dead-letter when it is `None`.
+    /// Records a failed attempt under the claim's lease: retry at `retry_at`, or dead-letter
+    /// when it is `None`. `false` when the lease was lost, as for [`Self::mark_delivered`].
     pub async fn mark_failed(
         &self,
         row: &DeliveryRow,
         error: &str,
         retry_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         match retry_at {
             Some(at) => {
-                sqlx::query(
+                let updated = sqlx::query(
                     "UPDATE emails SET next_attempt_at = $2, lease_until = NULL, last_error = $3 \
-                     WHERE id = $1",
+                     WHERE id = $1 AND state = 'PENDING' AND lease_until = $4",
                 )
                 .bind(row.id)
                 .bind(at)
                 .bind(error)
+                .bind(row.lease_until)
                 .execute(&mut *tx)
                 .await?;
+                if updated.rows_affected() == 0 {
+                    return Ok(false);
+                }
             }
             None => {
-                sqlx::query(
+                let updated = sqlx::query(
                     "UPDATE emails SET state = 'DEAD_LETTER', lease_until = NULL, last_error = $2, \
                          params = $3 \
-                     WHERE id = $1",
+                     WHERE id = $1 AND state = 'PENDING' AND lease_until = $4",
                 )
                 .bind(row.id)
                 .bind(error)
                 .bind(Json(crate::domain::scrub(&row.params)))
+                .bind(row.lease_until)
                 .execute(&mut *tx)
                 .await?;
+                if updated.rows_affected() == 0 {
+                    return Ok(false);
+                }
                 audit::record(
                     &mut tx,
                     now,
@@ -349,7 +372,7 @@ impl Store {
             }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     pub async fn insert_notifications(
