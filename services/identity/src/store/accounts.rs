@@ -343,15 +343,13 @@ pub async fn insert_link(
     link: &NewLink,
     now: DateTime<Utc>,
 ) -> Result<Uuid, StoreError> {
-    sqlx::query(
-        "UPDATE links SET revoked_at = $3 \
-         WHERE account_id = $1 AND purpose = $2 AND used_at IS NULL AND revoked_at IS NULL",
-    )
-    .bind(account.id)
-    .bind(link.purpose.as_str())
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+    // Two requests for the same account take turns here, so the second revokes the first's
+    // link instead of both revoking what was there before (one live link: `links_one_live`).
+    sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+        .bind(account.id)
+        .execute(&mut *conn)
+        .await?;
+    revoke_links(&mut *conn, account.id, link.purpose, now).await?;
     let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO links (id, token_hash, purpose, account_id, email, exempt_min_age, \

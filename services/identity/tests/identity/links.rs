@@ -212,6 +212,57 @@ async fn reset_links_end_sessions_and_do_not_sign_in() {
     assert_reason(&err, Code::FailedPrecondition, "LINK_INVALID");
 }
 
+/// Reset requests for one account arriving together leave exactly one link that works: the
+/// account row orders them and `links_one_live` makes it the database's rule too.
+#[tokio::test]
+async fn concurrent_reset_requests_leave_one_live_link() {
+    let h = start(&[]).await;
+    let account = h
+        .active(pb::Realm::Local, "ivy.lane@practice.org", PASSWORDS[0])
+        .await;
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let mut client = h.identity();
+            let login = account.email.clone();
+            tokio::spawn(async move {
+                client
+                    .request_password_reset(pb::RequestPasswordResetRequest { login })
+                    .await
+            })
+        })
+        .collect();
+    for request in requests {
+        request.await.unwrap().unwrap();
+    }
+    let (live, all): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE used_at IS NULL AND revoked_at IS NULL), count(*) \
+         FROM links WHERE account_id = $1::uuid AND purpose = 'PASSWORD_RESET'",
+    )
+    .bind(&account.id)
+    .fetch_one(h.pool(Service::Identity))
+    .await
+    .unwrap();
+    assert_eq!((live, all), (1, 8));
+    // Eight mails went out; one of their links works.
+    let tokens: Vec<(String,)> = sqlx::query_as(
+        "SELECT payload->'params'->>'token' FROM outbox WHERE payload->>'account_id' = $1 \
+           AND payload->>'template' = 'EMAIL_TEMPLATE_PASSWORD_RESET'",
+    )
+    .bind(&account.id)
+    .fetch_all(h.pool(Service::Identity))
+    .await
+    .unwrap();
+    assert_eq!(tokens.len(), 8);
+    let mut worked = 0;
+    for (token,) in &tokens {
+        match reset(&h, token, PASSWORDS[1]).await {
+            Ok(()) => worked += 1,
+            Err(err) => assert_reason(&err, Code::FailedPrecondition, "LINK_INVALID"),
+        }
+    }
+    assert_eq!(worked, 1);
+}
+
 /// Every path that sets a password applies the policy (SECURITY 12-13): registration,
 /// change and reset.
 #[tokio::test]
