@@ -9,6 +9,10 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// *why* (expired, unknown key, ended session) so probing the verifier gives nothing away.
 pub const UNAUTHENTICATED_MESSAGE: &str = "missing or invalid credentials";
 
+/// `ErrorInfo.reason` of every credential problem (missing, malformed, expired, unknown key,
+/// ended session): one reason, like the one message.
+pub const AUTHENTICATION_REQUIRED: &str = "AUTHENTICATION_REQUIRED";
+
 /// `ErrorInfo.reason` of [`AuthError::StepUpRequired`].
 pub const STEP_UP_REQUIRED: &str = "STEP_UP_REQUIRED";
 const STEP_UP_MESSAGE: &str = "confirm a code from your authenticator app, then try again";
@@ -67,9 +71,20 @@ impl AuthError {
             | AuthError::InvalidToken
             | AuthError::UnknownKey
             | AuthError::Expired
-            | AuthError::SessionEnded => Status::unauthenticated(UNAUTHENTICATED_MESSAGE),
+            | AuthError::SessionEnded => unauthenticated(),
         }
     }
+}
+
+/// The answer to a call without usable credentials: `Unauthenticated` with the one message and
+/// an `ErrorInfo` (reason [`AUTHENTICATION_REQUIRED`], domain [`DOMAIN`]) like every other
+/// error of the suite.
+pub fn unauthenticated() -> Status {
+    Status::with_error_details(
+        tonic::Code::Unauthenticated,
+        UNAUTHENTICATED_MESSAGE,
+        ErrorDetails::with_error_info(AUTHENTICATION_REQUIRED, DOMAIN, HashMap::new()),
+    )
 }
 
 impl From<AuthError> for Status {
@@ -109,4 +124,29 @@ pub enum KeyError {
     /// Two keys in one set share a key id.
     #[error("duplicate key id {0:?}")]
     DuplicateKid(String),
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// Every credential problem answers alike, with an ErrorInfo like every other error.
+    #[test]
+    fn credential_problems_answer_alike_with_error_info() {
+        for err in [
+            AuthError::MissingCredentials,
+            AuthError::InvalidToken,
+            AuthError::UnknownKey,
+            AuthError::Expired,
+            AuthError::SessionEnded,
+        ] {
+            let status = err.to_status();
+            assert_eq!(status.code(), tonic::Code::Unauthenticated, "{err:?}");
+            assert_eq!(status.message(), UNAUTHENTICATED_MESSAGE);
+            let info = status.get_details_error_info().expect("ErrorInfo");
+            assert_eq!(info.reason, AUTHENTICATION_REQUIRED);
+            assert_eq!(info.domain, DOMAIN);
+        }
+    }
 }

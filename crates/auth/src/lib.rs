@@ -21,7 +21,8 @@ pub use cqrs_rules::decision::{
 };
 pub use cqrs_rules::roles::{Permission, Role, UnknownName, role_grants};
 pub use error::{
-    AuthError, KeyError, STEP_UP_REQUIRED, UNAUTHENTICATED_MESSAGE, UNAVAILABLE_MESSAGE,
+    AUTHENTICATION_REQUIRED, AuthError, KeyError, STEP_UP_REQUIRED, UNAUTHENTICATED_MESSAGE,
+    UNAVAILABLE_MESSAGE, unauthenticated,
 };
 pub use keys::{SigningKey, VerifyingKey};
 pub use layer::{

@@ -2,7 +2,6 @@
 
 use uuid::Uuid;
 
-use crate::error::UNAUTHENTICATED_MESSAGE;
 use cqrs_rules::{Permission, Role, role_grants};
 
 /// The grant a user picked for this session: acts as `role` at `organisation_id` (and, for
@@ -129,7 +128,7 @@ impl Principal {
 pub fn principal<T>(req: &tonic::Request<T>) -> Result<&Principal, tonic::Status> {
     req.extensions()
         .get::<Principal>()
-        .ok_or_else(|| tonic::Status::unauthenticated(UNAUTHENTICATED_MESSAGE))
+        .ok_or_else(crate::error::unauthenticated)
 }
 
 #[cfg(test)]

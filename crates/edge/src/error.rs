@@ -236,9 +236,7 @@ impl<R: ServiceReason> From<ApiError<R>> for Status {
                 "the request has invalid fields",
                 violations,
             ),
-            ApiError::Unauthenticated => {
-                Status::unauthenticated(cqrs_auth::UNAUTHENTICATED_MESSAGE)
-            }
+            ApiError::Unauthenticated => cqrs_auth::unauthenticated(),
             ApiError::PermissionDenied(reason) => errors::status(
                 Code::PermissionDenied,
                 domain,

@@ -155,7 +155,7 @@ async fn get_registration_answers_within_scope_only() {
         })
         .await
         .unwrap_err();
-    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    assert_reason(&anonymous, Code::Unauthenticated, "AUTHENTICATION_REQUIRED");
 
     // Reads record nothing.
     assert_eq!(h.footprint().await, before);

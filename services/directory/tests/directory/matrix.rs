@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use cqrs_auth::Role;
 use cqrs_proto::directory::v1::{self as pb, OrganisationKind as K};
 use cqrs_suite::{Service, Suite};
-use cqrs_testkit::{status_reason, with_token};
+use cqrs_testkit::{assert_reason, status_reason, with_token};
 use tonic::{Code, Status};
 use uuid::Uuid;
 
@@ -501,6 +501,7 @@ async fn unauthenticated_without_a_token() {
     for (name, result) in results {
         let status = result.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{name}");
+        assert_reason(&status, Code::Unauthenticated, "AUTHENTICATION_REQUIRED");
     }
     // An ended session's token no longer counts.
     let (sid, token) = h.keys.user_session(&h.redis, Uuid::new_v4(), None).await;
@@ -514,7 +515,7 @@ async fn unauthenticated_without_a_token() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_reason(&status, Code::Unauthenticated, "AUTHENTICATION_REQUIRED");
     let search = c
         .search_organisations(pb::SearchOrganisationsRequest {
             query: "no such".into(),

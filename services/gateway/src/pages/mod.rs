@@ -37,6 +37,8 @@ use crate::session::{Session, SignedInUser};
 /// (`cqrs_auth::STEP_UP_REQUIRED`; the gateway verifies no tokens, so it does not link that
 /// crate).
 const STEP_UP_REQUIRED: &str = "STEP_UP_REQUIRED";
+/// The `ErrorInfo.reason` of every refused credential (`cqrs_auth::AUTHENTICATION_REQUIRED`).
+const AUTHENTICATION_REQUIRED: &str = "AUTHENTICATION_REQUIRED";
 use crate::state::AppState;
 
 /// Every page, under `base` (the public prefix without its trailing slash, empty for the root).
@@ -307,7 +309,12 @@ impl FormErrors {
                 }
                 Ok(errors)
             }
-            Code::Unauthenticated if reason == "SESSION_ENDED" || reason.is_empty() => {
+            Code::Unauthenticated
+                if matches!(
+                    reason.as_str(),
+                    "SESSION_ENDED" | AUTHENTICATION_REQUIRED | ""
+                ) =>
+            {
                 Err(Failure::SignedOut)
             }
             Code::PermissionDenied if reason == STEP_UP_REQUIRED => Err(Failure::StepUp),
