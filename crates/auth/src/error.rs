@@ -60,12 +60,16 @@ impl AuthError {
     /// The gRPC status a caller sees. Never carries the internal detail.
     pub fn to_status(&self) -> Status {
         match self {
-            AuthError::Unavailable(_) => Status::unavailable(UNAVAILABLE_MESSAGE),
-            AuthError::Issue(_) => Status::internal("token issue failed"),
-            AuthError::StepUpRequired => Status::with_error_details(
+            AuthError::Unavailable(_) => {
+                with_info(tonic::Code::Unavailable, UNAVAILABLE_MESSAGE, "UNAVAILABLE")
+            }
+            AuthError::Issue(_) => {
+                with_info(tonic::Code::Internal, "token issue failed", "INTERNAL")
+            }
+            AuthError::StepUpRequired => with_info(
                 tonic::Code::PermissionDenied,
                 STEP_UP_MESSAGE,
-                ErrorDetails::with_error_info(STEP_UP_REQUIRED, DOMAIN, HashMap::new()),
+                STEP_UP_REQUIRED,
             ),
             AuthError::MissingCredentials
             | AuthError::InvalidToken
@@ -80,10 +84,18 @@ impl AuthError {
 /// an `ErrorInfo` (reason [`AUTHENTICATION_REQUIRED`], domain [`DOMAIN`]) like every other
 /// error of the suite.
 pub fn unauthenticated() -> Status {
-    Status::with_error_details(
+    with_info(
         tonic::Code::Unauthenticated,
         UNAUTHENTICATED_MESSAGE,
-        ErrorDetails::with_error_info(AUTHENTICATION_REQUIRED, DOMAIN, HashMap::new()),
+        AUTHENTICATION_REQUIRED,
+    )
+}
+
+fn with_info(code: tonic::Code, message: &str, reason: &str) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, DOMAIN, HashMap::new()),
     )
 }
 
@@ -148,5 +160,10 @@ mod tests {
             assert_eq!(info.reason, AUTHENTICATION_REQUIRED);
             assert_eq!(info.domain, DOMAIN);
         }
+        let unavailable = AuthError::Unavailable("redis: refused".into()).to_status();
+        assert_eq!(unavailable.code(), tonic::Code::Unavailable);
+        assert!(!unavailable.message().contains("redis"));
+        let info = unavailable.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "UNAVAILABLE");
     }
 }

@@ -22,6 +22,12 @@ pub trait SessionCheck: Send + Sync + 'static {
     /// `Ok(false)` for an ended session; `Err` when the store cannot answer (callers fail
     /// closed with `Unavailable`).
     fn is_live(&self, session_id: &str) -> BoxFuture<'_, Result<bool, AuthError>>;
+
+    /// Whether the store answers at all, for readiness: a service whose every user call
+    /// needs it is not ready without it. Stores that cannot be down say yes.
+    fn reachable(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async { true })
+    }
 }
 
 /// [`SessionCheck`] against identity's Redis: `EXISTS {namespace}identity:session:{sid}`.
@@ -57,6 +63,16 @@ impl SessionCheck for RedisSessionCheck {
             conn.exists::<_, bool>(&key)
                 .await
                 .map_err(|e| AuthError::Unavailable(format!("session store: {e}")))
+        })
+    }
+
+    fn reachable(&self) -> BoxFuture<'_, bool> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .is_ok()
         })
     }
 }

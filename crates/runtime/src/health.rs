@@ -77,6 +77,22 @@ impl ReadinessCheck for RedisReadiness {
     }
 }
 
+/// The session store user tokens are checked against ([`cqrs_auth::SessionCheck`]): for
+/// services that answer no user call without it (directory, access). Sign-ins and service
+/// calls may still work, but a load balancer should send people to a replica that can.
+#[derive(Clone)]
+pub struct SessionStoreReadiness(pub Arc<dyn cqrs_auth::SessionCheck>);
+
+impl ReadinessCheck for SessionStoreReadiness {
+    fn name(&self) -> &str {
+        "session store"
+    }
+
+    fn check(&self) -> BoxFuture<'_, bool> {
+        self.0.reachable()
+    }
+}
+
 /// A check whose answer is set by hand: for tests, and for services that want to report a
 /// condition of their own (e.g. "warming up").
 #[derive(Debug, Clone)]

@@ -27,7 +27,7 @@ use cqrs_runtime::clock::{Clock, SystemClock};
 use cqrs_runtime::config::{ConfigErrors, DatabaseConfig, Env, ServerConfig};
 use cqrs_runtime::credentials::{lazy_channel, token_source};
 use cqrs_runtime::db::PoolSettings;
-use cqrs_runtime::health::PgReadiness;
+use cqrs_runtime::health::{PgReadiness, SessionStoreReadiness};
 use cqrs_runtime::server::ServiceServer;
 use tonic::transport::Channel;
 
@@ -75,11 +75,12 @@ impl Access {
     }
 
     /// The gRPC server: the access API behind the standard stack, user tokens checked against
-    /// identity's sessions, health following Postgres.
+    /// identity's sessions, health following Postgres and the session store.
     pub fn server(&self, config: ServerConfig, sessions: Arc<dyn SessionCheck>) -> ServiceServer {
         let server = ServiceServer::new(config)
             .add_service(AccessServiceServer::new(self.api.clone()))
             .readiness(PgReadiness::new(self.store.pool().clone()))
+            .readiness(SessionStoreReadiness(Arc::clone(&sessions)))
             .session_check(sessions);
         cqrs_edge::audit_chain::attach(
             server,

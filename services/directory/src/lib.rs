@@ -21,7 +21,7 @@ use cqrs_proto::directory::v1::directory_service_server::DirectoryServiceServer;
 use cqrs_runtime::clock::{Clock, SystemClock};
 use cqrs_runtime::config::{ConfigErrors, DatabaseConfig, Env, ServerConfig};
 use cqrs_runtime::db::PoolSettings;
-use cqrs_runtime::health::PgReadiness;
+use cqrs_runtime::health::{PgReadiness, SessionStoreReadiness};
 use cqrs_runtime::server::ServiceServer;
 use tonic::transport::Channel;
 
@@ -75,11 +75,12 @@ impl Directory {
     }
 
     /// The gRPC server: the directory's API behind the standard stack, user tokens checked
-    /// against identity's sessions, health following Postgres.
+    /// against identity's sessions, health following Postgres and the session store.
     pub fn server(&self, config: ServerConfig, sessions: Arc<dyn SessionCheck>) -> ServiceServer {
         let server = ServiceServer::new(config)
             .add_service(DirectoryServiceServer::new(self.api.clone()))
             .readiness(PgReadiness::new(self.store.pool().clone()))
+            .readiness(SessionStoreReadiness(Arc::clone(&sessions)))
             .session_check(sessions);
         cqrs_edge::audit_chain::attach(
             server,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_audit_chain::CheckpointKey;
-use cqrs_auth::RedisSessionCheck;
+use cqrs_auth::{RedisSessionCheck, SessionCheck};
 use cqrs_outbox::RelayConfig;
 use cqrs_runtime::clock::{OffsetClock, SystemClock};
 use cqrs_runtime::config::{Env, ServerConfig};
@@ -311,24 +311,40 @@ impl Parts {
     }
 
     pub fn server_of_directory(&self, directory: &cqrs_directory::Directory) -> ServiceServer {
+        self.server_of_directory_with(directory, self.sessions())
+    }
+
+    pub fn server_of_directory_with(
+        &self,
+        directory: &cqrs_directory::Directory,
+        sessions: Arc<dyn SessionCheck>,
+    ) -> ServiceServer {
         directory.server(
             self.server_config(
                 Service::Directory,
                 cqrs_directory::SERVICE,
                 cqrs_directory::DEFAULT_PORT,
             ),
-            self.sessions(),
+            sessions,
         )
     }
 
     pub fn server_of_access(&self, access: &cqrs_access::Access) -> ServiceServer {
+        self.server_of_access_with(access, self.sessions())
+    }
+
+    pub fn server_of_access_with(
+        &self,
+        access: &cqrs_access::Access,
+        sessions: Arc<dyn SessionCheck>,
+    ) -> ServiceServer {
         access.server(
             self.server_config(
                 Service::Access,
                 cqrs_access::SERVICE,
                 cqrs_access::DEFAULT_PORT,
             ),
-            self.sessions(),
+            sessions,
         )
     }
 

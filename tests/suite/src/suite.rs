@@ -378,6 +378,30 @@ impl Suite {
         .await
     }
 
+    /// Serves directory or access (as built in this suite) on a port of its own, checking user
+    /// sessions in the Redis at `redis_url` instead of the suite's (for example a dead port).
+    pub async fn serve_with_session_store(
+        &self,
+        service: Service,
+        redis_url: &str,
+    ) -> RunningServer {
+        let conn = cqrs_runtime::db::redis_connection(redis_url).expect("redis url");
+        let sessions = std::sync::Arc::new(cqrs_auth::RedisSessionCheck::new(
+            conn,
+            self.parts.namespace.clone(),
+        ));
+        let server = match service {
+            Service::Directory => self
+                .parts
+                .server_of_directory_with(self.directory_service(), sessions),
+            Service::Access => self
+                .parts
+                .server_of_access_with(self.access_service(), sessions),
+            other => panic!("{other:?} does not check sessions for readiness"),
+        };
+        spawn(server).await
+    }
+
     /// One more notifications delivery worker, configured as the suite's plus `extra`, until
     /// the suite stops (with `NOTIFICATIONS_WORKERS=0`, a test decides when workers start).
     pub fn start_notifications_worker(&self, extra: &[(&str, &str)]) {

@@ -8,5 +8,6 @@ mod calls;
 mod access_requests;
 mod invitations;
 mod matrix;
+mod readiness;
 mod reads;
 mod registrations;
