@@ -6,11 +6,13 @@
 //! anything unexpected answers `Internal` with a correlation id, its text kept in the log.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 
 use cqrs_rules::FieldViolations;
 use cqrs_runtime::errors;
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 /// A boxed error source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -100,6 +102,9 @@ pub enum ApiError<R: ServiceReason> {
     },
     #[error("internal error")]
     Internal(#[source] BoxError),
+    /// A rate limit's budget is spent ([`crate::rate_limit`]).
+    #[error(transparent)]
+    RateLimited(#[from] crate::rate_limit::RateLimited),
     /// One of the service's own reasons.
     #[error("{0}")]
     Service(R),
@@ -266,6 +271,18 @@ impl<R: ServiceReason> From<ApiError<R>> for Status {
                 errors::unavailable(domain, what)
             }
             ApiError::Internal(source) => errors::internal(domain, source.as_ref()),
+            ApiError::RateLimited(limited) => {
+                let mut details = ErrorDetails::with_error_info(
+                    "RATE_LIMITED",
+                    domain,
+                    HashMap::from([(
+                        "retry_after_secs".to_owned(),
+                        limited.retry_after.as_secs().max(1).to_string(),
+                    )]),
+                );
+                details.set_retry_info(Some(limited.retry_after));
+                Status::with_error_details(Code::ResourceExhausted, limited.to_string(), details)
+            }
             ApiError::Service(reason) => {
                 let refusal = reason.refusal();
                 match &refusal.violations {

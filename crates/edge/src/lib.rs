@@ -15,6 +15,7 @@
 pub mod audit;
 pub mod audit_chain;
 mod error;
+pub mod rate_limit;
 pub mod refusals;
 pub mod request;
 pub mod scope;

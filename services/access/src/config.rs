@@ -8,6 +8,8 @@
 //! | `CQRS_TOKEN_VERIFY_KEYS` | required | identity's public keys, `kid:base64url` comma list (runtime) |
 //! | `REDIS_URL` | `redis://127.0.0.1:6379` | identity's Redis, read to check that a user token's session is live |
 //! | `CQRS_REDIS_NAMESPACE` | empty | identity's Redis key prefix (the same value identity has) |
+//! | `CQRS_RATE_LIMIT_PER_CLIENT` | `60/min` | SubmitRegistration per client address (`n/s`, `n/min`, `n/hour` or `off`; see `cqrs_edge::rate_limit`) |
+//! | `CQRS_RATE_LIMIT_PER_ADDRESS` | `5/hour` | SubmitRegistration per applicant address |
 //! | `IDENTITY_URL` | `http://127.0.0.1:50051` | identity: CreateAccount, LookupAccount, GetAccount, IssueServiceToken |
 //! | `DIRECTORY_URL` | `http://127.0.0.1:50052` | the directory: organisations, CheckPermission, GrantRole, ListGrants, ListAdministrators |
 //! | `NOTIFICATIONS_URL` | `http://127.0.0.1:50054` | where the outbox relay delivers mail and in-app notifications |
@@ -29,6 +31,7 @@
 
 use std::time::Duration;
 
+use cqrs_edge::rate_limit::RateLimitConfig;
 use cqrs_rules::account::Realm;
 use cqrs_runtime::config::{ConfigError, ConfigErrors, Env, nonzero, parse_endpoint};
 use cqrs_runtime::credentials::ServiceCredentials;
@@ -71,6 +74,8 @@ pub struct AccessConfig {
     pub sweep_interval: Duration,
     pub outbox_poll_interval: Duration,
     pub workflow: WorkflowSettings,
+    /// `CQRS_RATE_LIMIT_PER_CLIENT` / `CQRS_RATE_LIMIT_PER_ADDRESS` (SubmitRegistration).
+    pub rate_limits: RateLimitConfig,
 }
 
 fn endpoint(env: &Env, name: &str, default: &str) -> Result<String, ConfigError> {
@@ -147,9 +152,11 @@ impl AccessConfig {
         let generic_mailboxes = errs.take(cqrs_runtime::config::generic_mailbox_rules(env));
         let redis_url = errs.take(cqrs_runtime::config::redis_url(env));
         let redis_namespace = errs.take(env.get("CQRS_REDIS_NAMESPACE"));
+        let rate_limits = errs.take(RateLimitConfig::from_env(env));
 
         errs.finish(|| {
             Some(AccessConfig {
+                rate_limits: rate_limits?,
                 redis_url: redis_url?,
                 redis_namespace: redis_namespace?.unwrap_or("").to_owned(),
                 identity_url: identity_url?,

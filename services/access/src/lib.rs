@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_auth::{RedisSessionCheck, SessionCheck, TokenSource};
+use cqrs_edge::rate_limit::RateLimits;
 use cqrs_outbox::{Relay, RelayConfig};
 use cqrs_peers::NotificationsPeer;
 use cqrs_proto::access::v1::access_service_server::AccessServiceServer;
@@ -62,10 +63,11 @@ impl Access {
         store: Store,
         peers: Peers,
         settings: WorkflowSettings,
+        limits: RateLimits,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let tokens = Arc::clone(&peers.tokens);
-        let api = AccessApi::new(store.clone(), peers, settings, Arc::clone(&clock));
+        let api = AccessApi::new(store.clone(), peers, settings, limits, Arc::clone(&clock));
         Access {
             store,
             api,
@@ -161,7 +163,13 @@ pub async fn run(env: Env) -> Result<(), BoxError> {
         Arc::new(SystemClock),
     );
     let peers = Peers::new(identity, directory, Arc::clone(&tokens), timeout);
-    let access = Access::new(store, peers, config.workflow.clone(), Arc::new(SystemClock));
+    let access = Access::new(
+        store,
+        peers,
+        config.workflow.clone(),
+        RateLimits::new(config.rate_limits),
+        Arc::new(SystemClock),
+    );
     let redis = cqrs_runtime::db::redis_connection(&config.redis_url)?;
     let sessions = Arc::new(RedisSessionCheck::new(
         redis,

@@ -282,6 +282,49 @@ async fn forgotten_password_and_user_id_answer_alike_for_known_and_unknown() {
     empty.assert_shows("id=\"value-error\"");
 }
 
+/// The reset form over its rate limit: a readable message on the page, the same for a known
+/// and an unknown User ID, and no more mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reset_form_over_its_rate_limit_says_so_alike_for_known_and_unknown() {
+    let mut suite = Suite::builder()
+        .env(
+            Service::Identity,
+            &[("CQRS_RATE_LIMIT_PER_ADDRESS", "1/hour")],
+        )
+        .start()
+        .await;
+    suite.register_desk().await;
+    let gateway = Gateway::start(&suite).await;
+    let browser = gateway.browser();
+    let mut pages = Vec::new();
+    for value in [suite.desk_user_id(), "ZZZ999"] {
+        for _ in 0..2 {
+            pages.push(
+                browser
+                    .fill("/portal/password/forgotten", &[("value", value)])
+                    .await,
+            );
+        }
+    }
+    pages[0].assert_shows("If an account matches");
+    for limited in [&pages[1], &pages[3]] {
+        assert_eq!(limited.status, StatusCode::OK);
+        limited.assert_shows("too many requests from here or for this address");
+    }
+    assert_eq!(
+        pages[1].body.replace(suite.desk_user_id(), "ZZZ999"),
+        pages[3].body
+    );
+    suite.mail(Suite::DESK_EMAIL, subject::PASSWORD_RESET).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        suite
+            .mails_now(Suite::DESK_EMAIL, subject::PASSWORD_RESET)
+            .len(),
+        1
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_reset_link_sets_a_new_password() {
     let mut suite = Suite::start().await;

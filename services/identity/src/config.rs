@@ -31,6 +31,8 @@
 //! | `CQRS_OIDC_<ID>_LABEL` | the id | the button's words ("Sign in with …") |
 //! | `CQRS_OIDC_<ID>_MFA_SATISFIES` | `false` | whether the provider's MFA (`amr` of `mfa`, `otp`, `hwk`, `swk` or `sms`) counts as the second factor |
 //! | `CQRS_OIDC_REDIRECT_URI` | required with providers | where providers send the browser back: the gateway's `sign-in/sso/callback` page |
+//! | `CQRS_RATE_LIMIT_PER_CLIENT` | `60/min` | SignIn, CompleteSignIn, RequestPasswordReset and RemindUserId per client address (`n/s`, `n/min`, `n/hour` or `off`; see `cqrs_edge::rate_limit`) |
+//! | `CQRS_RATE_LIMIT_PER_ADDRESS` | `5/hour` | RequestPasswordReset and RemindUserId per login or address asked for |
 //! | `IDENTITY_HASH_CONCURRENCY` | number of cores | argon2id hashes running at once |
 //! | `IDENTITY_HASH_QUEUE_TIMEOUT_MS` | 2000 | longest wait for a hashing slot before `RESOURCE_EXHAUSTED` |
 //! | `IDENTITY_ARGON2_M_COST_KIB` / `IDENTITY_ARGON2_T_COST` / `IDENTITY_ARGON2_P_COST` | 19456 / 2 / 1 | argon2id parameters (never below these) |
@@ -52,6 +54,7 @@ use std::fmt;
 use std::time::Duration;
 
 use cqrs_auth::{SigningKey, TokenVerifier, VerifyingKey};
+use cqrs_edge::rate_limit::RateLimitConfig;
 use cqrs_outbox::RelayConfig;
 use cqrs_runtime::config::{ConfigError, ConfigErrors, Env, nonzero};
 
@@ -164,6 +167,8 @@ pub struct IdentityConfig {
     pub bootstrap: Option<BootstrapConfig>,
     /// `IDENTITY_DISABLED_RETENTION_DAYS`: how long a disabled account's personal data is kept.
     pub disabled_retention: Option<Duration>,
+    /// `CQRS_RATE_LIMIT_PER_CLIENT` / `CQRS_RATE_LIMIT_PER_ADDRESS`.
+    pub rate_limits: RateLimitConfig,
 }
 
 impl IdentityConfig {
@@ -358,9 +363,11 @@ impl IdentityConfig {
         ));
         let redis_url = errs.take(cqrs_runtime::config::redis_url(env));
         let redis_namespace = errs.take(env.get("CQRS_REDIS_NAMESPACE"));
+        let rate_limits = errs.take(RateLimitConfig::from_env(env));
 
         errs.finish(|| {
             Some(IdentityConfig {
+                rate_limits: rate_limits?,
                 signing_key: signing_key?,
                 verify_keys: verify_keys?,
                 access_token_ttl: access_token_ttl?,

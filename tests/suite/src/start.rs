@@ -125,6 +125,10 @@ impl SuiteBuilder {
             ("DIRECTORY_URL", urls[1].clone()),
             ("ACCESS_URL", urls[2].clone()),
             ("NOTIFICATIONS_URL", urls[3].clone()),
+            // Every test calls from loopback, many in parallel and in loops: the rate limits
+            // are off unless a test turns them on with `env`.
+            ("CQRS_RATE_LIMIT_PER_CLIENT", "off".into()),
+            ("CQRS_RATE_LIMIT_PER_ADDRESS", "off".into()),
         ];
         let mut own: [Vec<(&str, String)>; 4] = Default::default();
         own[Service::Notifications.index()] = vec![
@@ -504,6 +508,7 @@ impl Parts {
             store,
             peers,
             workflow.unwrap_or(config.workflow),
+            cqrs_edge::rate_limit::RateLimits::new(config.rate_limits),
             Arc::new(self.clock.clone()),
         );
         (access, notifications_channel, tokens)

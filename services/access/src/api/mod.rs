@@ -26,6 +26,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use cqrs_auth::{ActiveGrant, NO_GRANT_IN_SCOPE, Permission, Role};
 use cqrs_edge::audit::{self, AuditQuery};
+use cqrs_edge::rate_limit::RateLimits;
 use cqrs_edge::refusals::{self, Denied};
 use cqrs_edge::request::{self, id_field, principal};
 use cqrs_proto::access::v1::{self as pb, access_service_server::AccessService};
@@ -65,6 +66,7 @@ struct Inner {
     peers: Peers,
     settings: WorkflowSettings,
     clock: Arc<dyn Clock>,
+    limits: RateLimits,
 }
 
 impl AccessApi {
@@ -72,6 +74,7 @@ impl AccessApi {
         store: Store,
         peers: Peers,
         settings: WorkflowSettings,
+        limits: RateLimits,
         clock: Arc<dyn Clock>,
     ) -> Self {
         AccessApi {
@@ -80,6 +83,7 @@ impl AccessApi {
                 peers,
                 settings,
                 clock,
+                limits,
             }),
         }
     }
@@ -533,6 +537,11 @@ impl AccessService for AccessApi {
         &self,
         request: Request<pb::SubmitRegistrationRequest>,
     ) -> ApiResult<pb::SubmitRegistrationResponse> {
+        // A registration mails its applicant: the same budgets as identity's mail RPCs.
+        self.inner
+            .limits
+            .check(&request, Some(&request.get_ref().email))
+            .map_err(AccessError::from)?;
         Ok(Response::new(self.do_submit_registration(request).await?))
     }
 

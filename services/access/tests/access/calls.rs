@@ -64,9 +64,15 @@ impl AccessSuite {
     }
 
     pub async fn start_with(settings: WorkflowSettings) -> AccessSuite {
+        Self::start_with_env(settings, &[]).await
+    }
+
+    /// With the access service's variables `env` on top of the suite's.
+    pub async fn start_with_env(settings: WorkflowSettings, env: &[(&str, &str)]) -> AccessSuite {
         let suite = Suite::builder()
             .without_bootstrap()
             .access_workflow(settings)
+            .env(cqrs_suite::Service::Access, env)
             .start()
             .await;
         let tree = build_tree(&suite).await;

@@ -364,3 +364,54 @@ async fn self_registration_can_be_turned_off() {
     );
     assert_eq!(h.footprint().await, before);
 }
+
+/// SubmitRegistration mails its applicant, so it shares the mail RPCs' budgets: a flood for
+/// one address is refused once the budget is spent, answered RATE_LIMITED with a delay.
+#[tokio::test]
+async fn registrations_for_one_address_are_rate_limited() {
+    let h = AccessSuite::start_with_env(
+        WorkflowSettings::default(),
+        &[
+            ("CQRS_RATE_LIMIT_PER_ADDRESS", "2/hour"),
+            ("CQRS_RATE_LIMIT_PER_CLIENT", "off"),
+        ],
+    )
+    .await;
+    let practice = || Organisation::OrganisationId(h.tree.practice.to_string());
+    let mut answers = Vec::new();
+    for i in 0..4 {
+        answers.push(
+            h.submit(
+                &uuid::Uuid::new_v4().to_string(),
+                if i % 2 == 0 {
+                    "flood@bridge-street.nhs.uk"
+                } else {
+                    "FLOOD@bridge-street.nhs.uk"
+                },
+                practice(),
+                Role::PracticeUser,
+            )
+            .await,
+        );
+    }
+    for answer in &answers[..2] {
+        if let Err(status) = answer {
+            assert_ne!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        }
+    }
+    for answer in &answers[2..] {
+        assert_reason(
+            answer.as_ref().unwrap_err(),
+            tonic::Code::ResourceExhausted,
+            "RATE_LIMITED",
+        );
+    }
+    h.submit(
+        &uuid::Uuid::new_v4().to_string(),
+        "someone.else@bridge-street.nhs.uk",
+        practice(),
+        Role::PracticeUser,
+    )
+    .await
+    .unwrap();
+}

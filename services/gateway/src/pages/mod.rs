@@ -418,7 +418,13 @@ pub fn reason_text(reason: &str) -> &'static str {
         }
         "WRONG_PASSWORD" | "CURRENT_PASSWORD_WRONG" => "The current password is not right.",
         "SESSION_ENDED" => "Your session has ended. Please sign in again.",
-        "RESOURCE_EXHAUSTED" | "OVERLOADED" => "The service is busy. Please try again in a moment.",
+        "RESOURCE_EXHAUSTED" | "OVERLOADED" | "PASSWORD_CHECKS_BUSY" => {
+            "The service is busy. Please try again in a moment."
+        }
+        "RATE_LIMITED" => {
+            "There have been too many requests from here or for this address. Please wait a \
+             while (up to an hour) and try again."
+        }
         "NO_ACTIVE_GRANT" => "Choose a role first (at the top of the page).",
         "INVALID_CODE" => {
             "The code is not right. Type the code your authenticator app shows now (a code \

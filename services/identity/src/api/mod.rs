@@ -29,6 +29,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 pub(crate) use accounts::Inserted;
+use cqrs_edge::rate_limit::RateLimits;
 use cqrs_edge::request::{id_field, principal};
 use cqrs_edge::scope;
 pub use error::{BAD_CREDENTIALS_MESSAGE, DOMAIN, IdentityError, IdentityReason};
@@ -67,6 +68,7 @@ struct Inner {
     issuer: TokenIssuer,
     directory: DirectoryClient,
     clock: Arc<dyn Clock>,
+    limits: RateLimits,
 }
 
 impl IdentityApi {
@@ -96,6 +98,7 @@ impl IdentityApi {
                 issuer,
                 directory,
                 clock,
+                limits: RateLimits::new(config.rate_limits),
                 config,
             }),
         }
@@ -103,6 +106,14 @@ impl IdentityApi {
 
     pub fn hasher(&self) -> &PasswordHasher {
         &self.inner.hasher
+    }
+
+    /// Draws on the rate limits of a public RPC that checks a secret or mails `mailed`.
+    fn limit<T>(&self, request: &Request<T>, mailed: Option<&str>) -> Result<(), Status> {
+        self.inner
+            .limits
+            .check(request, mailed)
+            .map_err(|limited| IdentityError::from(limited).into())
     }
 
     pub(crate) fn now(&self) -> DateTime<Utc> {
@@ -355,6 +366,7 @@ fn require_user(principal: &Principal) -> Result<(Uuid, String), IdentityError> 
 #[tonic::async_trait]
 impl IdentityService for IdentityApi {
     async fn sign_in(&self, request: Request<pb::SignInRequest>) -> ApiResult<pb::SignInResponse> {
+        self.limit(&request, None)?;
         Ok(Response::new(self.do_sign_in(request).await?))
     }
 
@@ -443,6 +455,7 @@ impl IdentityService for IdentityApi {
         &self,
         request: Request<pb::CompleteSignInRequest>,
     ) -> ApiResult<pb::CompleteSignInResponse> {
+        self.limit(&request, None)?;
         Ok(Response::new(self.do_complete_sign_in(request).await?))
     }
 
@@ -494,6 +507,7 @@ impl IdentityService for IdentityApi {
         &self,
         request: Request<pb::RequestPasswordResetRequest>,
     ) -> ApiResult<pb::RequestPasswordResetResponse> {
+        self.limit(&request, Some(&request.get_ref().login))?;
         Ok(Response::new(
             self.do_request_password_reset(request).await?,
         ))
@@ -510,6 +524,7 @@ impl IdentityService for IdentityApi {
         &self,
         request: Request<pb::RemindUserIdRequest>,
     ) -> ApiResult<pb::RemindUserIdResponse> {
+        self.limit(&request, Some(&request.get_ref().email))?;
         Ok(Response::new(self.do_remind_user_id(request).await?))
     }
 
