@@ -17,6 +17,11 @@
 //!   times the figure. Keys idle long enough to be full again are dropped.
 //!
 //! A budget of `n/period` allows a burst of `n` and regains one call every `period / n`.
+//!
+//! The RPCs that mail an address also answer no sooner than `CQRS_UNIFORM_ANSWER_MS` (default
+//! 250 ms) after they start ([`RateLimits::answer_no_sooner`]): a known address costs more
+//! database work than an unknown one, and the time must not say which it was. Waiting costs
+//! no CPU; the per-client budget bounds how many such waits one client can hold.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -69,11 +74,13 @@ impl Budget {
     }
 }
 
-/// The two budgets, from `CQRS_RATE_LIMIT_PER_CLIENT` and `CQRS_RATE_LIMIT_PER_ADDRESS`.
+/// The two budgets, from `CQRS_RATE_LIMIT_PER_CLIENT` and `CQRS_RATE_LIMIT_PER_ADDRESS`, and
+/// the least answer time of the RPCs that mail an address (`CQRS_UNIFORM_ANSWER_MS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimitConfig {
     pub per_client: Option<Budget>,
     pub per_address: Option<Budget>,
+    pub answer_floor: Duration,
 }
 
 impl RateLimitConfig {
@@ -85,6 +92,7 @@ impl RateLimitConfig {
         calls: NonZeroU32::new(5).expect("non-zero"),
         period: Duration::from_secs(3600),
     };
+    pub const DEFAULT_ANSWER_FLOOR_MS: u64 = 250;
 
     /// Reads both budgets, reporting every bad variable.
     pub fn from_env(env: &Env) -> Result<Self, ConfigErrors> {
@@ -98,10 +106,22 @@ impl RateLimitConfig {
             "CQRS_RATE_LIMIT_PER_ADDRESS",
             Self::DEFAULT_PER_ADDRESS,
         ));
+        let answer_floor = errs.take(
+            env.or("CQRS_UNIFORM_ANSWER_MS", Self::DEFAULT_ANSWER_FLOOR_MS)
+                .and_then(|ms| {
+                    cqrs_runtime::config::ConfigError::check(
+                        ms <= 10_000,
+                        "CQRS_UNIFORM_ANSWER_MS",
+                        "must be at most 10000",
+                    )
+                    .map(|()| Duration::from_millis(ms))
+                }),
+        );
         errs.finish(|| {
             Some(RateLimitConfig {
                 per_client: per_client?,
                 per_address: per_address?,
+                answer_floor: answer_floor?,
             })
         })
     }
@@ -124,6 +144,7 @@ struct Inner {
     per_client: Option<DefaultKeyedRateLimiter<IpAddr>>,
     per_address: Option<DefaultKeyedRateLimiter<String>>,
     checks: AtomicU32,
+    answer_floor: Duration,
 }
 
 impl std::fmt::Debug for RateLimits {
@@ -148,8 +169,16 @@ impl RateLimits {
                     .and_then(Budget::quota)
                     .map(DefaultKeyedRateLimiter::keyed),
                 checks: AtomicU32::new(0),
+                answer_floor: config.answer_floor,
             }),
         }
+    }
+
+    /// Waits until `CQRS_UNIFORM_ANSWER_MS` after `started`, then gives back `answer`: for the
+    /// RPCs whose time would otherwise tell a known address from an unknown one.
+    pub async fn answer_no_sooner<T>(&self, started: tokio::time::Instant, answer: T) -> T {
+        tokio::time::sleep_until(started + self.inner.answer_floor).await;
+        answer
     }
 
     /// Draws on the caller's budget, and on `mailed`'s when the call mails an address (the
@@ -244,12 +273,17 @@ mod tests {
         let env = Env::from_pairs(&[
             ("CQRS_RATE_LIMIT_PER_CLIENT", "lots"),
             ("CQRS_RATE_LIMIT_PER_ADDRESS", "3/week"),
+            ("CQRS_UNIFORM_ANSWER_MS", "60000"),
         ]);
         let errs = RateLimitConfig::from_env(&env).unwrap_err();
         let vars: Vec<&str> = errs.errors().iter().map(|e| e.var.as_str()).collect();
         assert_eq!(
             vars,
-            ["CQRS_RATE_LIMIT_PER_CLIENT", "CQRS_RATE_LIMIT_PER_ADDRESS"]
+            [
+                "CQRS_RATE_LIMIT_PER_CLIENT",
+                "CQRS_RATE_LIMIT_PER_ADDRESS",
+                "CQRS_UNIFORM_ANSWER_MS"
+            ]
         );
         let defaults = RateLimitConfig::from_env(&Env::from_pairs(&[])).unwrap();
         assert_eq!(
@@ -269,6 +303,7 @@ mod tests {
         let limits = RateLimits::new(RateLimitConfig {
             per_client: Budget::parse("3/min").unwrap(),
             per_address: Budget::parse("2/hour").unwrap(),
+            answer_floor: Duration::ZERO,
         });
         let one = from_peer("10.0.0.1");
         for _ in 0..2 {
@@ -294,6 +329,7 @@ mod tests {
         let open = RateLimits::new(RateLimitConfig {
             per_client: None,
             per_address: None,
+            answer_floor: Duration::ZERO,
         });
         for _ in 0..100 {
             open.check(&one, Some("ann@example.org")).unwrap();

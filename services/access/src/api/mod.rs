@@ -542,7 +542,11 @@ impl AccessService for AccessApi {
             .limits
             .check(&request, Some(&request.get_ref().email))
             .map_err(AccessError::from)?;
-        Ok(Response::new(self.do_submit_registration(request).await?))
+        // Its time must not tell whether the address already has an account.
+        let started = tokio::time::Instant::now();
+        let answer = self.do_submit_registration(request).await;
+        let answer = self.inner.limits.answer_no_sooner(started, answer).await;
+        Ok(Response::new(answer?))
     }
 
     async fn list_registrations(

@@ -415,3 +415,44 @@ async fn registrations_for_one_address_are_rate_limited() {
     .await
     .unwrap();
 }
+
+/// A registration for an address that has an account answers in the same time as one for an
+/// address that has none: medians within 5% (`CQRS_UNIFORM_ANSWER_MS` at its default).
+#[tokio::test]
+async fn registration_timing_does_not_tell_known_from_unknown() {
+    let h = AccessSuite::start_with_env(
+        WorkflowSettings::default(),
+        &[("CQRS_UNIFORM_ANSWER_MS", "250")],
+    )
+    .await;
+    let practice = || Organisation::OrganisationId(h.tree.practice.to_string());
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for i in 0..9 {
+        let known_address = format!("known.{i}@bridge-street.nhs.uk");
+        h.account(&known_address, "Known", "Person").await;
+        for (address, into) in [
+            (known_address, &mut known),
+            (format!("new.{i}@bridge-street.nhs.uk"), &mut unknown),
+        ] {
+            let started = std::time::Instant::now();
+            h.submit(
+                &uuid::Uuid::new_v4().to_string(),
+                &address,
+                practice(),
+                Role::PracticeUser,
+            )
+            .await
+            .unwrap();
+            into.push(started.elapsed());
+        }
+    }
+    let (k, u) = (median(known), median(unknown));
+    assert!(
+        k.abs_diff(u) <= k.max(u) / 20,
+        "known {k:?} vs unknown {u:?}"
+    );
+}

@@ -508,9 +508,10 @@ impl IdentityService for IdentityApi {
         request: Request<pb::RequestPasswordResetRequest>,
     ) -> ApiResult<pb::RequestPasswordResetResponse> {
         self.limit(&request, Some(&request.get_ref().login))?;
-        Ok(Response::new(
-            self.do_request_password_reset(request).await?,
-        ))
+        let started = tokio::time::Instant::now();
+        let answer = self.do_request_password_reset(request).await;
+        let answer = self.inner.limits.answer_no_sooner(started, answer).await;
+        Ok(Response::new(answer?))
     }
 
     async fn reset_password(
@@ -525,7 +526,10 @@ impl IdentityService for IdentityApi {
         request: Request<pb::RemindUserIdRequest>,
     ) -> ApiResult<pb::RemindUserIdResponse> {
         self.limit(&request, Some(&request.get_ref().email))?;
-        Ok(Response::new(self.do_remind_user_id(request).await?))
+        let started = tokio::time::Instant::now();
+        let answer = self.do_remind_user_id(request).await;
+        let answer = self.inner.limits.answer_no_sooner(started, answer).await;
+        Ok(Response::new(answer?))
     }
 
     async fn send_password_reset(
