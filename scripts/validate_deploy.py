@@ -519,8 +519,14 @@ def check_objects(label: str, objects: list[dict], ck: Checker, rendered: bool) 
         port = PORTS[name]
         c = (containers(d) or [{}])[0]
         ports = {p.get("containerPort") for p in c.get("ports") or []}
-        if ports != {port}:
-            ck.error(oid, f"container port must be {port} (the service's default), found {sorted(ports)}")
+        # The gRPC services also serve /metrics on their admin port (gRPC port + 1000).
+        expected = {port, port + 1000} if name in SERVICES else {port}
+        if ports != expected:
+            ck.error(oid, f"container ports must be {sorted(expected)} (the service's defaults), found {sorted(ports)}")
+        if name in SERVICES:
+            notes = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
+            if notes.get("prometheus.io/scrape") != "true" or notes.get("prometheus.io/port") != str(port + 1000):
+                ck.error(oid, f"pod must be annotated for scraping /metrics on {port + 1000}")
         if name in SERVICES:
             grpc_name = SERVICES[name][1]
             grpc = (c.get("readinessProbe") or {}).get("grpc") or {}

@@ -263,6 +263,8 @@ pub struct RelayConfig {
     pub call_timeout: Duration,
     /// Calls in flight at once within a batch.
     pub concurrency: usize,
+    /// The producing service, as the backlog metrics name it.
+    pub producer: &'static str,
 }
 
 impl Default for RelayConfig {
@@ -275,6 +277,7 @@ impl Default for RelayConfig {
             lease: Duration::from_secs(90),
             call_timeout: Duration::from_secs(10),
             concurrency: 8,
+            producer: "outbox",
         }
     }
 }
@@ -358,9 +361,14 @@ impl Relay {
         F: Future<Output = ()> + Send,
     {
         let mut shutdown = pin!(shutdown.fuse());
+        let mut sampled: Option<Instant> = None;
         loop {
             if shutdown.as_mut().now_or_never().is_some() {
                 break;
+            }
+            if sampled.is_none_or(|at| at.elapsed() >= BACKLOG_SAMPLE_EVERY) {
+                sampled = Some(Instant::now());
+                self.sample_backlog().await;
             }
             let idle = match self.run_once().await {
                 Ok(claimed) => claimed == 0,
@@ -377,6 +385,30 @@ impl Relay {
             }
         }
         tracing::info!("outbox relay stopped");
+    }
+
+    /// Records how many rows wait and how old the oldest is (`outbox.backlog`,
+    /// `outbox.oldest_age`): what an operator watches to see mail held up.
+    async fn sample_backlog(&self) {
+        let sample: Result<(i64, Option<f64>), _> = sqlx::query_as(
+            "SELECT count(*), extract(epoch FROM now() - min(created_at))::float8 FROM outbox \
+             WHERE delivered_at IS NULL AND dead_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await;
+        match sample {
+            Ok((backlog, oldest)) => {
+                let producer = [cqrs_runtime::metrics::KeyValue::new(
+                    "producer",
+                    self.config.producer,
+                )];
+                let gauges = backlog_gauges();
+                // Counts are far below f64's exact range.
+                gauges.backlog.record(backlog as f64, &producer);
+                gauges.oldest.record(oldest.unwrap_or(0.0), &producer);
+            }
+            Err(e) => tracing::debug!(error = %e, "outbox backlog not sampled"),
+        }
     }
 
     async fn process(&self, row: Claimed, lease_deadline: Instant) -> Result<(), sqlx::Error> {
@@ -557,6 +589,28 @@ fn describe(code: Code, message: &str) -> String {
         text.truncate(end);
     }
     text
+}
+
+/// How often the relay samples its backlog for the metrics.
+const BACKLOG_SAMPLE_EVERY: Duration = Duration::from_secs(10);
+
+struct BacklogGauges {
+    backlog: cqrs_runtime::metrics::Gauge<f64>,
+    oldest: cqrs_runtime::metrics::Gauge<f64>,
+}
+
+fn backlog_gauges() -> &'static BacklogGauges {
+    static GAUGES: std::sync::OnceLock<BacklogGauges> = std::sync::OnceLock::new();
+    GAUGES.get_or_init(|| BacklogGauges {
+        backlog: cqrs_runtime::metrics::gauge(
+            "outbox.backlog",
+            "Notifications written by the producer and not yet handed to the notification service",
+        ),
+        oldest: cqrs_runtime::metrics::gauge(
+            "outbox.oldest_age",
+            "Age in seconds of the oldest notification still waiting in the outbox",
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -314,6 +314,7 @@ fn fast_config() -> RelayConfig {
         lease: Duration::from_secs(30),
         call_timeout: Duration::from_secs(10),
         concurrency: 4,
+        producer: "test",
     }
 }
 

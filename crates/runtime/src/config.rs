@@ -447,6 +447,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`: OTLP/gRPC collector; no export when unset.
     pub otel_endpoint: Option<String>,
+    /// `<SERVICE>_ADMIN_LISTEN`, default `0.0.0.0:<default_port + 1000>`: the admin port that
+    /// serves `/metrics` (`off`: none).
+    pub admin_listen: Option<SocketAddr>,
     /// `CQRS_TOKEN_VERIFY_KEYS` (required): comma list of `kid:base64url(ed25519 public key)`.
     pub token_verify_keys: TokenVerifier,
     /// `CQRS_TRUSTED_GATEWAYS` (`127.0.0.1/8,::1`): addresses or CIDR prefixes whose
@@ -598,6 +601,24 @@ impl TrustedPeers {
     }
 }
 
+/// `<SERVICE>_ADMIN_LISTEN`: an address, `off`, or (unset) all interfaces on the gRPC port's
+/// default + 1000.
+pub fn admin_listen(
+    env: &Env,
+    var: &str,
+    default_port: u16,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    let default = SocketAddr::from((Ipv4Addr::UNSPECIFIED, default_port.saturating_add(1000)));
+    env.optional_with(var, |raw| {
+        if raw.eq_ignore_ascii_case("off") {
+            Ok(None)
+        } else {
+            raw.parse::<SocketAddr>().map(Some)
+        }
+    })
+    .map(|v| v.unwrap_or(Some(default)))
+}
+
 fn prefix_match(net: u128, addr: u128, bits: u8) -> bool {
     bits == 0 || (net ^ addr) >> (128 - u32::from(bits)) == 0
 }
@@ -631,6 +652,8 @@ impl ServerConfig {
             errs.take(env.duration_secs("CQRS_SHUTDOWN_GRACE_SECS", Duration::from_secs(10)));
         let otel_endpoint =
             errs.take(env.optional_with("OTEL_EXPORTER_OTLP_ENDPOINT", parse_endpoint));
+        let admin_var = format!("{}_ADMIN_LISTEN", env_prefix(service));
+        let admin_listen = errs.take(admin_listen(env, &admin_var, default_port));
         let token_verify_keys =
             errs.take(env.required_with("CQRS_TOKEN_VERIFY_KEYS", TokenVerifier::from_env_value));
         let trusted_gateways = errs.take(
@@ -647,6 +670,7 @@ impl ServerConfig {
                 concurrency_limit: concurrency_limit?,
                 shutdown_grace: shutdown_grace?,
                 otel_endpoint: otel_endpoint?,
+                admin_listen: admin_listen?,
                 token_verify_keys: token_verify_keys?,
                 trusted_gateways: trusted_gateways?,
                 audit: audit?,
@@ -665,6 +689,7 @@ impl ServerConfig {
             concurrency_limit: 1024,
             shutdown_grace: Duration::from_secs(5),
             otel_endpoint: None,
+            admin_listen: None,
             token_verify_keys,
             trusted_gateways: TrustedPeers::loopback(),
             audit: AuditConfig::default(),
@@ -885,6 +910,16 @@ mod tests {
         assert_eq!(cfg.concurrency_limit, 1024);
         assert_eq!(cfg.shutdown_grace, Duration::from_secs(10));
         assert_eq!(cfg.otel_endpoint, None);
+        assert_eq!(cfg.admin_listen, Some("0.0.0.0:51054".parse().unwrap()));
+        let mut env = base_env();
+        env.set("NOTIFICATIONS_ADMIN_LISTEN", "off");
+        let off = ServerConfig::from_env(&env, "notifications", 50054).unwrap();
+        assert_eq!(off.admin_listen, None);
+        env.set("NOTIFICATIONS_ADMIN_LISTEN", "127.0.0.1:9100");
+        let set = ServerConfig::from_env(&env, "notifications", 50054).unwrap();
+        assert_eq!(set.admin_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        env.set("NOTIFICATIONS_ADMIN_LISTEN", "somewhere");
+        assert_eq!(err_for(&env).var, "NOTIFICATIONS_ADMIN_LISTEN");
     }
 
     #[test]

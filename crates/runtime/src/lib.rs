@@ -10,6 +10,7 @@ pub mod db;
 pub mod errors;
 pub mod health;
 pub mod idempotency;
+pub mod metrics;
 pub mod paging;
 pub mod server;
 pub mod telemetry;

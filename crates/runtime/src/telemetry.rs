@@ -76,6 +76,10 @@ pub fn init(service: &str, otel_endpoint: Option<&str>) -> Result<TelemetryGuard
     if INSTALLED.swap(true, Ordering::SeqCst) {
         return Ok(TelemetryGuard { provider: None });
     }
+    if let Err(e) = crate::metrics::init(service, otel_endpoint) {
+        INSTALLED.store(false, Ordering::SeqCst);
+        return Err(TelemetryError::Exporter(e.to_string()));
+    }
     let result = install(service, otel_endpoint);
     if result.is_err() {
         // Nothing was installed, so a corrected retry may proceed.

@@ -185,6 +185,7 @@ pub async fn run(env: Env) -> Result<(), BoxError> {
     };
     let relay_config = RelayConfig {
         poll_interval: config.outbox_poll_interval,
+        producer: "access",
         ..RelayConfig::default()
     };
     let relay = tokio::spawn(

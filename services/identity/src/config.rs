@@ -391,6 +391,7 @@ impl IdentityConfig {
                 directory_timeout: Duration::from_millis(directory_timeout_ms?),
                 relay: RelayConfig {
                     poll_interval: Duration::from_millis(poll_ms?),
+                    producer: "identity",
                     ..RelayConfig::default()
                 },
                 bootstrap: bootstrap?,

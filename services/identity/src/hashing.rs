@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::PasswordHasher as _;
 use argon2::password_hash::phc::{Output, PasswordHash};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use cqrs_runtime::metrics::{self, Counter, UpDownCounter};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
 use tokio::sync::{OnceCell, oneshot};
@@ -357,12 +358,14 @@ impl PasswordHasher {
         let deadline = Instant::now().checked_add(self.inner.queue_timeout);
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |memory| {
+            pool_metrics().queued.add(-1, &[]);
             // The caller gave up (deadline, disconnect) before its turn: nothing to do.
             if reply.is_closed() {
                 return;
             }
             // No deadline when the timeout is too large to add (waits as long as it takes).
             if deadline.is_some_and(|deadline| Instant::now() > deadline) {
+                pool_metrics().refused.add(1, &[]);
                 let _ = reply.send(Err(HashError::Busy));
                 return;
             }
@@ -381,6 +384,7 @@ impl PasswordHasher {
             .jobs
             .send(job)
             .map_err(|_| HashError::Internal("the hashing threads have stopped".to_owned()))?;
+        pool_metrics().queued.add(1, &[]);
         let hand_over = answer
             .await
             .map_err(|_| HashError::Internal("a hashing thread failed".to_owned()))??;
@@ -398,6 +402,29 @@ impl PasswordHasher {
         self.dummy_hash().await?;
         self.slot().await
     }
+}
+
+/// What operators watch of the pool: work waiting for a thread, hashes running, work turned
+/// away for load.
+struct PoolMetrics {
+    queued: UpDownCounter<i64>,
+    running: UpDownCounter<i64>,
+    refused: Counter<u64>,
+}
+
+fn pool_metrics() -> &'static PoolMetrics {
+    static METRICS: std::sync::OnceLock<PoolMetrics> = std::sync::OnceLock::new();
+    METRICS.get_or_init(|| PoolMetrics {
+        queued: metrics::up_down(
+            "identity.hashing.queued",
+            "Password checks and hashes waiting for a hashing thread",
+        ),
+        running: metrics::up_down("identity.hashing.running", "Hashes running now"),
+        refused: metrics::counter(
+            "identity.hashing.refused",
+            "Password checks refused because no hashing thread was free in time",
+        ),
+    })
 }
 
 /// Longest a reserved hashing thread waits for its caller's work.
@@ -450,7 +477,9 @@ impl Slot {
         let work: Job = Box::new(move |memory| {
             let now_running = inner.running.fetch_add(1, Ordering::SeqCst) + 1;
             inner.peak_running.fetch_max(now_running, Ordering::SeqCst);
+            pool_metrics().running.add(1, &[]);
             let result = work(memory);
+            pool_metrics().running.add(-1, &[]);
             inner.running.fetch_sub(1, Ordering::SeqCst);
             // The caller may be gone by now; then nobody wants the answer.
             let _ = reply.send(result);

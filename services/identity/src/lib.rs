@@ -14,6 +14,7 @@ pub mod directory;
 pub mod domain;
 pub mod federation;
 pub mod hashing;
+pub mod metrics;
 pub mod store;
 
 use std::sync::Arc;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_runtime::clock::Clock;
+use cqrs_runtime::metrics::{self, Gauge, KeyValue};
 use futures::StreamExt;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
@@ -200,10 +201,29 @@ impl Worker {
         }
     }
 
+    /// Records the mail queue by state (`notifications.emails`).
+    async fn sample_queue(&self) {
+        match self.store.count_by_state().await {
+            Ok(counts) => {
+                let gauge = queue_gauge();
+                for (state, n) in counts {
+                    // Counts are far below f64's exact range.
+                    gauge.record(n as f64, &[KeyValue::new("state", state)]);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "mail queue not sampled"),
+        }
+    }
+
     /// Works until `shutdown` resolves. A store outage is logged and waited out.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut sampled: Option<std::time::Instant> = None;
         loop {
+            if sampled.is_none_or(|at| at.elapsed() >= QUEUE_SAMPLE_EVERY) {
+                sampled = Some(std::time::Instant::now());
+                self.sample_queue().await;
+            }
             let idle = match self.run_once().await {
                 Ok(0) => true,
                 Ok(_) => false,
@@ -229,4 +249,17 @@ fn lease_lost(row: &DeliveryRow, recorded: bool) {
     if !recorded {
         tracing::warn!(delivery_id = %row.id, "lease lost before the result was recorded; the worker holding it now decides");
     }
+}
+
+/// How often a worker samples the mail queue for the metrics.
+const QUEUE_SAMPLE_EVERY: Duration = Duration::from_secs(10);
+
+fn queue_gauge() -> &'static Gauge<f64> {
+    static GAUGE: std::sync::OnceLock<Gauge<f64>> = std::sync::OnceLock::new();
+    GAUGE.get_or_init(|| {
+        metrics::gauge(
+            "notifications.emails",
+            "Mails by delivery state (PENDING is the queue still to send)",
+        )
+    })
 }

@@ -129,6 +129,13 @@ impl SuiteBuilder {
             // are off unless a test turns them on with `env`.
             ("CQRS_RATE_LIMIT_PER_CLIENT", "off".into()),
             ("CQRS_RATE_LIMIT_PER_ADDRESS", "off".into()),
+            // Short, so tests that mail often stay quick; the timing tests set the default.
+            ("CQRS_UNIFORM_ANSWER_MS", "20".into()),
+            // Many suites run at once: no fixed metrics ports (a test serves /metrics itself).
+            ("IDENTITY_ADMIN_LISTEN", "off".into()),
+            ("DIRECTORY_ADMIN_LISTEN", "off".into()),
+            ("ACCESS_ADMIN_LISTEN", "off".into()),
+            ("NOTIFICATIONS_ADMIN_LISTEN", "off".into()),
         ];
         let mut own: [Vec<(&str, String)>; 4] = Default::default();
         own[Service::Notifications.index()] = vec![
@@ -460,6 +467,7 @@ impl Parts {
                 .expect("access config");
             let relay_config = RelayConfig {
                 poll_interval: config.outbox_poll_interval,
+                producer: "access",
                 ..RelayConfig::default()
             };
             tokio::spawn(

@@ -236,7 +236,7 @@ where
             span.record("trace_id", tracing::field::display(trace_id));
         }
 
-        let completion = Completion::new(span.clone(), quiet);
+        let completion = Completion::new(span.clone(), quiet, path.clone());
         let fut = {
             let _entered = span.enter();
             self.inner.call(req)
@@ -282,23 +282,37 @@ struct Completion {
     started: Instant,
     quiet: bool,
     done: bool,
+    method: String,
 }
 
 impl Completion {
-    fn new(span: tracing::Span, quiet: bool) -> Self {
+    fn new(span: tracing::Span, quiet: bool, method: String) -> Self {
         Completion {
             span,
             started: Instant::now(),
             quiet,
             done: false,
+            method,
         }
     }
 
     fn finish(mut self, code: Option<i32>) {
         self.done = true;
-        let elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = self.started.elapsed();
+        let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
         if let Some(code) = code {
             self.span.record("rpc.grpc.status_code", code);
+        }
+        if !self.quiet {
+            let code =
+                code.map_or_else(|| "Unknown".to_owned(), |c| format!("{:?}", Code::from(c)));
+            crate::metrics::rpc_duration().record(
+                elapsed.as_secs_f64(),
+                &[
+                    opentelemetry::KeyValue::new("rpc.method", std::mem::take(&mut self.method)),
+                    opentelemetry::KeyValue::new("rpc.grpc.status_code", code),
+                ],
+            );
         }
         let _entered = self.span.enter();
         let grpc_code = code.map(|c| format!("{:?}", Code::from(c)));

@@ -191,6 +191,16 @@ impl ServiceServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let local_addr = listener.local_addr().map_err(ServeError::Listener)?;
+        if let Some(admin) = self.config.admin_listen {
+            // Ends with the process; a scrape during shutdown may still be answered.
+            let bound = crate::metrics::spawn_admin(admin, std::future::pending())
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: admin,
+                    source,
+                })?;
+            tracing::info!(admin = %bound, "metrics on /metrics");
+        }
         let ServiceServer {
             config,
             mut routes,

@@ -246,6 +246,7 @@ impl DecisionCache {
         let generation = shard.generation;
         drop(shard);
         drop(dropped);
+        count_lookup("grants", found.is_some());
         found.ok_or(generation)
     }
 
@@ -277,6 +278,7 @@ impl DecisionCache {
         let (found, dropped) = shard.get(id, size);
         drop(shard);
         drop(dropped);
+        count_lookup("organisations", found.is_some());
         found
     }
 
@@ -636,6 +638,27 @@ impl DecisionCache {
             }
         }
     }
+}
+
+/// Counts a lookup in one of the caches (`directory.cache.lookups`, by cache and hit/miss):
+/// the hit rate says whether the caches are sized right.
+fn count_lookup(cache: &'static str, hit: bool) {
+    static LOOKUPS: std::sync::OnceLock<cqrs_runtime::metrics::Counter<u64>> =
+        std::sync::OnceLock::new();
+    LOOKUPS
+        .get_or_init(|| {
+            cqrs_runtime::metrics::counter(
+                "directory.cache.lookups",
+                "Lookups in the grant and organisation caches, by cache and result (hit, miss)",
+            )
+        })
+        .add(
+            1,
+            &[
+                cqrs_runtime::metrics::KeyValue::new("cache", cache),
+                cqrs_runtime::metrics::KeyValue::new("result", if hit { "hit" } else { "miss" }),
+            ],
+        );
 }
 
 #[cfg(test)]

@@ -209,6 +209,7 @@ impl IdentityApi {
             };
             // This failure started a temporary lock. While it lasts no attempt is counted, so
             // no other failure starts one: the owner gets one mail per lock, whoever floods.
+            crate::metrics::locked("temporary");
             let minutes = wait.as_secs().div_ceil(60).max(1).to_string();
             let mut tx = self.store().begin().await?;
             store::record(&mut tx, now, actor, event).await?;
@@ -242,6 +243,7 @@ impl IdentityApi {
             )
             .await?;
             store::enqueue(&mut tx, &mail(EmailTemplate::AccountLocked, &locked, &[])).await?;
+            crate::metrics::locked("permanent");
             tracing::info!(account_id = %account.id, "account locked permanently");
         }
         self.end_sessions_before_commit(tx, account.id).await?;

@@ -253,6 +253,7 @@ impl SessionStore {
             .ignore()
             .exec_async(&mut conn)
             .await?;
+        crate::metrics::session_started();
         Ok((token, record))
     }
 
@@ -431,6 +432,7 @@ impl SessionStore {
         let mut conn = self.conn.clone();
         let (account_id, token_hash): (Option<String>, Option<String>) =
             conn.hmget(&session, &["account_id", "token_hash"]).await?;
+        let existed = token_hash.is_some();
         let mut pipe = redis::pipe();
         pipe.atomic().del(&session).ignore();
         if let Some(token_hash) = token_hash {
@@ -439,7 +441,9 @@ impl SessionStore {
         if let Some(account_id) = account_id.and_then(|a| Uuid::parse_str(&a).ok()) {
             pipe.srem(self.account_key(account_id), sid).ignore();
         }
-        pipe.exec_async(&mut conn).await
+        pipe.exec_async(&mut conn).await?;
+        crate::metrics::sessions_ended(u32::from(existed));
+        Ok(())
     }
 
     /// Ends every session of the account; returns how many were live.
@@ -522,7 +526,9 @@ impl SessionStore {
         }
         // One reply per session DEL: a session that ended in between is not counted.
         let deleted: Vec<u32> = write.query_async(&mut conn).await?;
-        Ok(deleted.iter().sum())
+        let ended = deleted.iter().sum();
+        crate::metrics::sessions_ended(ended);
+        Ok(ended)
     }
 }
 

@@ -11,6 +11,7 @@ mod redis_fixtures;
 mod accounts;
 mod grants;
 mod links;
+mod metrics;
 mod rate_limits;
 mod redis_lockout;
 mod redis_sessions;

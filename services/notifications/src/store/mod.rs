@@ -274,6 +274,21 @@ impl Store {
         Ok(rows)
     }
 
+    /// How many mails are in each state (for the metrics; every state, zero included).
+    pub async fn count_by_state(&self) -> Result<Vec<(&'static str, i64)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, count(*) FROM emails GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(["PENDING", "DELIVERED", "DEAD_LETTER", "SUPPRESSED"]
+            .into_iter()
+            .map(|state| {
+                let n = rows.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
+                (state, n)
+            })
+            .collect())
+    }
+
     /// Records a delivery under the claim's lease. `false` when the lease was lost (it expired
     /// and another worker claimed the mail): that worker's result counts, nothing is changed.
     pub async fn mark_delivered(
