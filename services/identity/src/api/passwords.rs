@@ -43,6 +43,7 @@ impl IdentityApi {
         let context = PolicyContext {
             user_id: account.user_id.as_deref(),
             email: Some(&account.email),
+            breached: self.config().breached_passwords.as_deref(),
         };
         let normalised = profile.check(raw, &context).map_err(|rules| {
             IdentityError::from(IdentityReason::PasswordPolicy { field, rules })
@@ -242,6 +243,7 @@ impl IdentityApi {
         let context = PolicyContext {
             user_id: account.user_id.as_deref(),
             email: Some(&account.email),
+            breached: self.config().breached_passwords.as_deref(),
         };
         if let Err(rules) = self
             .config()

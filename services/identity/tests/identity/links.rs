@@ -263,6 +263,27 @@ async fn concurrent_reset_requests_leave_one_live_link() {
     assert_eq!(worked, 1);
 }
 
+/// Guessable passwords are refused with the rule that says why: a common word dressed up
+/// (TOO_GUESSABLE, from the strength estimate), and with a deployment's breached list, a
+/// listed password dressed up (COMMON_PASSWORD). The link stays usable after each refusal.
+#[tokio::test]
+async fn guessable_and_breached_passwords_are_refused_by_name() {
+    let list = std::env::temp_dir().join(format!("breached-{}.txt", uuid::Uuid::new_v4()));
+    std::fs::write(&list, "# test list\nmaldita\n").unwrap();
+    let h = start(&[("IDENTITY_BREACHED_PASSWORDS_FILE", list.to_str().unwrap())]).await;
+    let account = h
+        .active(pb::Realm::Local, "pia.west@practice.org", PASSWORDS[0])
+        .await;
+    request_reset(&h, &account.email).await;
+    let token = h.outbox_token(&account.id, "PASSWORD_RESET").await;
+    let err = reset(&h, &token, "Butterfly2024!").await.unwrap_err();
+    assert_policy(&err, "new_password", "TOO_GUESSABLE");
+    let err = reset(&h, &token, "M@ld1t@2024!").await.unwrap_err();
+    assert_policy(&err, "new_password", "COMMON_PASSWORD");
+    reset(&h, &token, PASSWORDS[1]).await.unwrap();
+    std::fs::remove_file(&list).unwrap();
+}
+
 /// Every path that sets a password applies the policy (SECURITY 12-13): registration,
 /// change and reset.
 #[tokio::test]
