@@ -444,3 +444,100 @@ async fn redis_down_fails_closed() {
         .unwrap();
     assert!(failures.is_err());
 }
+
+/// A Redis of its own, configured as deploy/README.md asks (append-only file), in `dir` on
+/// `port`; stopped when dropped.
+struct OwnRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    async fn start(dir: &std::path::Path, port: u16) -> OwnRedis {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        let own = OwnRedis { child, port };
+        let client = redis::Client::open(own.url()).unwrap();
+        for _ in 0..100 {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+            {
+                return own;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server on {port} did not start");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// What a pod stop does: SHUTDOWN (SIGTERM), which writes the append-only file out.
+    fn stop(mut self) {
+        let _ = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown"])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Temporary locks and failure counters live only in Redis, so Redis must keep them across a
+/// restart: with the append-only file the deployment guide asks for, a restarted Redis still
+/// refuses the locked account and still counts its earlier failures (no fresh budget of
+/// guesses per restart).
+#[tokio::test]
+async fn temporary_locks_and_counters_survive_a_redis_restart_with_aof() {
+    let dir = std::env::temp_dir().join(format!("cqrs-aof-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let policy = policy(3, 10);
+    let account = Uuid::new_v4();
+
+    let redis = OwnRedis::start(&dir, port).await;
+    let conn = cqrs_identity::redis_connection(&redis.url()).unwrap();
+    let store = LockoutStore::new(conn, "aof-test:".to_owned());
+    for _ in 0..3 {
+        let gate = store.begin_attempt(account, &policy, t0()).await.unwrap();
+        assert!(matches!(gate, AttemptGate::Proceed { .. }), "{gate:?}");
+    }
+    let locked = store.begin_attempt(account, &policy, t0()).await.unwrap();
+    assert!(matches!(locked, AttemptGate::Locked { .. }), "{locked:?}");
+    redis.stop();
+
+    let redis = OwnRedis::start(&dir, port).await;
+    let conn = cqrs_identity::redis_connection(&redis.url()).unwrap();
+    let store = LockoutStore::new(conn, "aof-test:".to_owned());
+    let later = t0() + TimeDelta::seconds(10);
+    let still = store.begin_attempt(account, &policy, later).await.unwrap();
+    assert!(matches!(still, AttemptGate::Locked { .. }), "{still:?}");
+    assert_eq!(store.failures(account).await.unwrap(), 3);
+    drop(redis);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
