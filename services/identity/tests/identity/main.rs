@@ -12,6 +12,7 @@ mod accounts;
 mod grants;
 mod links;
 mod metrics;
+mod postgres_failover;
 mod rate_limits;
 mod redis_lockout;
 mod redis_sessions;
