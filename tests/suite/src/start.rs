@@ -35,6 +35,7 @@ pub struct SuiteBuilder {
     bootstrap: bool,
     workflow: Option<cqrs_access::WorkflowSettings>,
     revocations: Option<cqrs_directory::RevocationConfig>,
+    replicated: bool,
 }
 
 impl Default for SuiteBuilder {
@@ -46,6 +47,7 @@ impl Default for SuiteBuilder {
             bootstrap: true,
             workflow: None,
             revocations: None,
+            replicated: false,
         }
     }
 }
@@ -58,6 +60,14 @@ impl SuiteBuilder {
     }
 
     /// Builds `service` but does not serve it until [`Suite::serve`].
+    /// Two replicas of every service over the same databases and Redis, each with its own
+    /// background work (outbox relays, mail workers, cache listeners, session enders); the
+    /// suite's clients spread their calls over both.
+    pub fn replicated(mut self) -> Self {
+        self.replicated = true;
+        self
+    }
+
     pub fn held(mut self, service: Service) -> Self {
         self.held[service.index()] = true;
         self
@@ -245,12 +255,24 @@ impl SuiteBuilder {
         } else {
             None
         };
-        let channels = urls.each_ref().map(|url| {
+        let endpoint = |url: &String| {
             Endpoint::from_shared(url.clone())
                 .expect("service url")
                 .connect_timeout(Duration::from_secs(5))
-                .connect_lazy()
-        });
+        };
+        let channels = if self.replicated {
+            let second = parts
+                .start_replicas(relays, self.workflow.clone(), self.revocations.clone())
+                .await;
+            let mut i = 0;
+            urls.each_ref().map(|url| {
+                let both = [endpoint(url), endpoint(&second[i])];
+                i += 1;
+                tonic::transport::Channel::balance_list(both.into_iter())
+            })
+        } else {
+            urls.each_ref().map(|url| endpoint(url).connect_lazy())
+        };
         Suite::assemble(parts, redis, smtp, urls, channels, secrets, desk_account_id)
     }
 }
@@ -306,19 +328,68 @@ impl Parts {
                 .access
                 .as_ref()
                 .map(|access| self.server_of_access(access)),
-            Service::Notifications => self.databases[service.index()].as_ref().map(|db| {
-                cqrs_notifications::server(
-                    self.server_config(
-                        service,
-                        cqrs_notifications::SERVICE,
-                        cqrs_notifications::DEFAULT_PORT,
-                    ),
-                    cqrs_notifications::Store::new(db.pool.clone()),
-                    Arc::new(self.clock.clone()),
-                )
-                .session_check(self.sessions())
-            }),
+            Service::Notifications => self.databases[service.index()]
+                .as_ref()
+                .map(|db| self.server_of_notifications(&db.pool)),
         }
+    }
+
+    fn server_of_notifications(&self, pool: &sqlx::PgPool) -> ServiceServer {
+        cqrs_notifications::server(
+            self.server_config(
+                Service::Notifications,
+                cqrs_notifications::SERVICE,
+                cqrs_notifications::DEFAULT_PORT,
+            ),
+            cqrs_notifications::Store::new(pool.clone()),
+            Arc::new(self.clock.clone()),
+        )
+        .session_check(self.sessions())
+    }
+
+    /// The configured number of mail workers over `pool`, until the suite stops.
+    fn spawn_mail_workers(&self, pool: &sqlx::PgPool) {
+        let config =
+            cqrs_notifications::NotificationsConfig::from_env(self.env(Service::Notifications))
+                .expect("notifications config");
+        let store = cqrs_notifications::Store::new(pool.clone());
+        for _ in 0..config.workers {
+            let worker =
+                cqrs_notifications::worker(&config, store.clone(), Arc::new(self.clock.clone()))
+                    .expect("mailer");
+            tokio::spawn(worker.run(self.stopped()));
+        }
+    }
+
+    /// Access's outbox relay, until the suite stops.
+    fn spawn_access_relay(
+        &self,
+        access: &cqrs_access::Access,
+        notifications: tonic::transport::Channel,
+        tokens: Arc<dyn cqrs_auth::TokenSource>,
+    ) {
+        let config =
+            cqrs_access::AccessConfig::from_env(self.env(Service::Access)).expect("access config");
+        let relay_config = RelayConfig {
+            poll_interval: config.outbox_poll_interval,
+            producer: "access",
+            ..RelayConfig::default()
+        };
+        tokio::spawn(
+            access
+                .relay(notifications, tokens, relay_config)
+                .run(self.stopped()),
+        );
+    }
+
+    /// Identity's outbox relay, until the suite stops.
+    fn spawn_identity_relay(&self, identity: &cqrs_identity::Identity) {
+        tokio::spawn(
+            identity
+                .relay()
+                .expect("identity relay")
+                .run(self.stopped()),
+        );
     }
 
     pub fn server_of_directory(&self, directory: &cqrs_directory::Directory) -> ServiceServer {
@@ -369,16 +440,7 @@ impl Parts {
     /// Notifications' SMTP worker(s); its server is made by [`Parts::server`].
     async fn start_notifications(&mut self) {
         let db = TestDb::new(&cqrs_notifications::MIGRATOR).await;
-        let config =
-            cqrs_notifications::NotificationsConfig::from_env(self.env(Service::Notifications))
-                .expect("notifications config");
-        let store = cqrs_notifications::Store::new(db.pool.clone());
-        for _ in 0..config.workers {
-            let worker =
-                cqrs_notifications::worker(&config, store.clone(), Arc::new(self.clock.clone()))
-                    .expect("mailer");
-            tokio::spawn(worker.run(self.stopped()));
-        }
+        self.spawn_mail_workers(&db.pool);
         self.databases[Service::Notifications.index()] = Some(db);
     }
 
@@ -386,15 +448,63 @@ impl Parts {
         let db = TestDb::new(&cqrs_identity::MIGRATOR).await;
         let identity = self.identity_over(&db.pool, &[]).await;
         if relay {
-            tokio::spawn(
-                identity
-                    .relay()
-                    .expect("identity relay")
-                    .run(self.stopped()),
-            );
+            self.spawn_identity_relay(&identity);
         }
         self.identity = Some(identity);
         self.databases[Service::Identity.index()] = Some(db);
+    }
+
+    /// A second replica of every running service over the same databases, with its own
+    /// background work, each serving on a port of its own; their URLs.
+    async fn start_replicas(
+        &self,
+        relays: bool,
+        workflow: Option<cqrs_access::WorkflowSettings>,
+        revocations: Option<cqrs_directory::RevocationConfig>,
+    ) -> [String; 4] {
+        let mut urls: [String; 4] = Default::default();
+        for service in Service::ALL {
+            let Some(db) = &self.databases[service.index()] else {
+                continue;
+            };
+            let server = match service {
+                Service::Identity => {
+                    let identity = self.identity_over(&db.pool, &[]).await;
+                    if relays {
+                        self.spawn_identity_relay(&identity);
+                    }
+                    identity.server(self.server_config(
+                        service,
+                        cqrs_identity::SERVICE,
+                        cqrs_identity::DEFAULT_PORT,
+                    ))
+                }
+                Service::Directory => {
+                    let directory = self.directory_over(db.pool.clone(), revocations.clone());
+                    tokio::spawn(directory.ender.clone().run(self.stopped()));
+                    self.server_of_directory(&directory)
+                }
+                Service::Access => {
+                    let (access, notifications, tokens) =
+                        self.access_over(&db.pool, workflow.clone()).await;
+                    if relays {
+                        self.spawn_access_relay(&access, notifications, tokens);
+                    }
+                    self.server_of_access(&access)
+                }
+                Service::Notifications => {
+                    self.spawn_mail_workers(&db.pool);
+                    self.server_of_notifications(&db.pool)
+                }
+            };
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("replica listener");
+            urls[service.index()] =
+                format!("http://{}", listener.local_addr().expect("replica address"));
+            serve(server, listener, self.stopped());
+        }
+        urls
     }
 
     /// An identity instance over `pool`, configured as the suite's plus `extra`.
@@ -463,18 +573,7 @@ impl Parts {
         let db = TestDb::new(&cqrs_access::MIGRATOR).await;
         let (access, notifications, tokens) = self.access_over(&db.pool, workflow).await;
         if relay {
-            let config = cqrs_access::AccessConfig::from_env(self.env(Service::Access))
-                .expect("access config");
-            let relay_config = RelayConfig {
-                poll_interval: config.outbox_poll_interval,
-                producer: "access",
-                ..RelayConfig::default()
-            };
-            tokio::spawn(
-                access
-                    .relay(notifications, tokens, relay_config)
-                    .run(self.stopped()),
-            );
+            self.spawn_access_relay(&access, notifications, tokens);
         }
         self.access = Some(access);
         self.databases[Service::Access.index()] = Some(db);

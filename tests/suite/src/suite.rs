@@ -167,17 +167,19 @@ impl Suite {
     /// registration mail on its way or delivered) and granted SERVICE_DESK, and accounts
     /// locked for good after [`Suite::LOCKOUT_THRESHOLD`] wrong passwords.
     pub async fn start() -> Suite {
+        Self::standard().start().await
+    }
+
+    /// The builder of [`Suite::start`], for more settings on top (e.g. replicas).
+    pub fn standard() -> SuiteBuilder {
         let threshold = Self::LOCKOUT_THRESHOLD.to_string();
-        Suite::builder()
-            .env(
-                Service::Identity,
-                &[
-                    ("CQRS_LOCKOUT_TEMPORARY_AFTER", &threshold),
-                    ("CQRS_LOCKOUT_PERMANENT_AFTER", &threshold),
-                ],
-            )
-            .start()
-            .await
+        Suite::builder().env(
+            Service::Identity,
+            &[
+                ("CQRS_LOCKOUT_TEMPORARY_AFTER", &threshold),
+                ("CQRS_LOCKOUT_PERMANENT_AFTER", &threshold),
+            ],
+        )
     }
 
     /// A suite made to measure: some services only, other settings, no bootstrap.

@@ -373,7 +373,17 @@ pub mod people {
 impl World {
     /// See [`World`].
     pub async fn start() -> World {
-        let suite = Suite::start_registered().await;
+        Self::over(Suite::start_registered().await).await
+    }
+
+    /// The same world with two replicas of every service ([`crate::SuiteBuilder::replicated`]).
+    pub async fn start_replicated() -> World {
+        let mut suite = Suite::standard().replicated().start().await;
+        suite.register_desk().await;
+        Self::over(suite).await
+    }
+
+    async fn over(suite: Suite) -> World {
         let desk = suite.desk_sign_in().await;
         let tree = suite.create_tree(&desk.token).await;
         let (email, names) = people::ADMIN;

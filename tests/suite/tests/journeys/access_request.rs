@@ -14,7 +14,11 @@ const REASON: &str = "I cover Mill Lane Practice on Tuesdays";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_request_withdrawn_then_approved_gives_a_second_role() {
-    let world = World::start().await;
+    journey(&World::start().await).await;
+}
+
+/// The journey in `world` (one replica of each service, or two: `crate::replicas`).
+pub async fn journey(world: &World) {
     let suite = &world.suite;
     let tree = &world.tree;
     let admin = &world.admin_session;

@@ -8,7 +8,11 @@ use tonic::{Code, Status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn administrators_are_confined_to_their_own_ccg() {
-    let world = World::start().await;
+    journey(&World::start().await).await;
+}
+
+/// The journey in `world` (one replica of each service, or two: `crate::replicas`).
+pub async fn journey(world: &World) {
     let suite = &world.suite;
     let tree = &world.tree;
     let admin = &world.admin_session;

@@ -14,7 +14,11 @@ const REASON: &str = "Left the practice";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabled_user_is_locked_out_until_re_enabled() {
-    let world = World::start().await;
+    journey(&World::start().await).await;
+}
+
+/// The journey in `world` (one replica of each service, or two: `crate::replicas`).
+pub async fn journey(world: &World) {
     let suite = &world.suite;
     let tree = &world.tree;
     let admin = &world.admin_session;

@@ -13,7 +13,11 @@ use crate::{assert_link, summary};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locked_out_user_is_unlocked_and_resets_within_the_minimum_age() {
-    let world = World::start().await;
+    journey(&World::start().await).await;
+}
+
+/// The journey in `world` (one replica of each service, or two: `crate::replicas`).
+pub async fn journey(world: &World) {
     let suite = &world.suite;
     let tree = &world.tree;
     let desk = &world.desk;

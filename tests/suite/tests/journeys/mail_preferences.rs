@@ -11,7 +11,11 @@ use crate::{assert_link, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opted_out_user_gets_security_mail_only() {
-    let world = World::start().await;
+    journey(&World::start().await).await;
+}
+
+/// The journey in `world` (one replica of each service, or two: `crate::replicas`).
+pub async fn journey(world: &World) {
     let suite = &world.suite;
     let tree = &world.tree;
     let admin = &world.admin_session;

@@ -11,6 +11,7 @@ mod cross_organisation;
 mod disable_enable;
 mod lockout_reset;
 mod mail_preferences;
+mod replicas;
 mod revoke;
 mod self_registration;
 

@@ -12,7 +12,11 @@ use crate::eventually;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_user_keeps_the_login_but_no_roles() {
-    let world = World::start().await;
+    journey(&World::start().await).await;
+}
+
+/// The journey in `world` (one replica of each service, or two: `crate::replicas`).
+pub async fn journey(world: &World) {
     let suite = &world.suite;
     let tree = &world.tree;
     let admin = &world.admin_session;

@@ -15,7 +15,11 @@ const REJECT_REASON: &str = "Jo Bloggs is not a member of staff at Bridge Street
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_registration_is_approved_and_a_second_one_rejected() {
-    let world = World::start().await;
+    journey(&World::start().await).await;
+}
+
+/// The journey in `world` (one replica of each service, or two: `crate::replicas`).
+pub async fn journey(world: &World) {
     let suite = &world.suite;
     let tree = &world.tree;
     let admin = &world.admin_session;
@@ -77,7 +81,7 @@ async fn self_registration_is_approved_and_a_second_one_rejected() {
     assert!(read.read);
 
     // The administrator finds it among the pending ones and approves it.
-    let pending = list_registrations(&world, RegistrationState::Pending).await;
+    let pending = list_registrations(world, RegistrationState::Pending).await;
     assert_eq!(ids(&pending), [registration.id.as_str()]);
     let approved = suite
         .review_registration(&admin.token, &registration.id, Decision::Approve, "")
@@ -170,7 +174,7 @@ async fn self_registration_is_approved_and_a_second_one_rejected() {
             .mails_now(other_email, subject::REGISTRATION_LINK)
             .is_empty()
     );
-    let decided = list_registrations(&world, RegistrationState::Unspecified).await;
+    let decided = list_registrations(world, RegistrationState::Unspecified).await;
     assert_eq!(ids(&decided), [second.id.as_str(), &registration.id]);
 
     // Audit: the workflow, the account and the grant.
