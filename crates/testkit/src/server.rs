@@ -173,3 +173,30 @@ pub fn assert_reason(status: &Status, code: Code, reason: &str) {
         );
     }
 }
+
+/// The overall (`""`) health status a server reports.
+pub async fn health(channel: &Channel) -> tonic_health::pb::health_check_response::ServingStatus {
+    tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health check")
+        .into_inner()
+        .status()
+}
+
+/// Waits (up to 10 s: the server polls its readiness checks every second) until the server
+/// reports `want`.
+pub async fn wait_health(
+    channel: &Channel,
+    want: tonic_health::pb::health_check_response::ServingStatus,
+) {
+    for _ in 0..100 {
+        if health(channel).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("health never became {want:?}");
+}

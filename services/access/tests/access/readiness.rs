@@ -1,37 +1,12 @@
 //! Readiness follows the session store: directory and access answer no user call without the
 //! Redis that holds identity's sessions, so they report NOT_SERVING while it is unreachable.
 
-use std::time::Duration;
-
 use cqrs_suite::Service;
-use cqrs_testkit::assert_reason;
+use cqrs_testkit::{assert_reason, wait_health};
 use tonic::Code;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::calls::AccessSuite;
-
-async fn status(channel: &tonic::transport::Channel) -> ServingStatus {
-    HealthClient::new(channel.clone())
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status()
-}
-
-async fn wait_status(channel: &tonic::transport::Channel, want: ServingStatus) {
-    for _ in 0..100 {
-        if status(channel).await == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("health never became {want:?}");
-}
 
 #[tokio::test]
 async fn directory_and_access_are_not_serving_without_the_session_store() {
@@ -41,10 +16,10 @@ async fn directory_and_access_are_not_serving_without_the_session_store() {
         let dead = h
             .serve_with_session_store(service, "redis://127.0.0.1:1")
             .await;
-        wait_status(&dead.channel, ServingStatus::NotServing).await;
+        wait_health(&dead.channel, ServingStatus::NotServing).await;
         // The same service over the suite's Redis is ready.
         let live = h.serve_with_session_store(service, &h.redis.url).await;
-        wait_status(&live.channel, ServingStatus::Serving).await;
+        wait_health(&live.channel, ServingStatus::Serving).await;
         // A user call on the unready one fails closed, as before.
         let err = match service {
             Service::Directory => {

@@ -37,6 +37,13 @@ fn pg(program: &str) -> Command {
     }
 }
 
+/// A client program of Postgres's aimed at the server on `port`.
+fn client(program: &str, port: u16) -> Command {
+    let mut cmd = pg(program);
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"]);
+    cmd
+}
+
 fn run(mut cmd: Command) {
     let out = cmd.output().expect("run a Postgres program");
     assert!(
@@ -118,32 +125,14 @@ async fn a_primary_switch_is_survived_like_a_restart_and_loses_no_acknowledged_w
         &["wal_level=replica", "synchronous_standby_names='*'"],
     );
     run({
-        let mut cmd = pg("pg_basebackup");
-        cmd.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "postgres",
-            "-R",
-            "-D",
-        ])
-        .arg(&standby);
+        let mut cmd = client("pg_basebackup", port);
+        cmd.args(["-R", "-D"]).arg(&standby);
         cmd
     });
     start_server(&standby, standby_port, &[]);
     run({
-        let mut cmd = pg("createdb");
-        cmd.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "postgres",
-            "identity",
-        ]);
+        let mut cmd = client("createdb", port);
+        cmd.arg("identity");
         cmd
     });
 

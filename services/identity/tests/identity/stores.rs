@@ -9,34 +9,12 @@ use cqrs_identity::{Clock as _, Identity, Store, redis_connection};
 use cqrs_proto::identity::v1 as pb;
 use cqrs_runtime::audit::{Actor, Event};
 use cqrs_suite::Service;
-use cqrs_testkit::assert_reason;
+use cqrs_testkit::{assert_reason, wait_health};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::calls::{IdentityCalls, PASSWORDS, start};
 use crate::redis_fixtures::FlakyProxy;
-
-async fn health(channel: &tonic::transport::Channel) -> ServingStatus {
-    HealthClient::new(channel.clone())
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status()
-}
-
-async fn wait_health(channel: &tonic::transport::Channel, want: ServingStatus) {
-    for _ in 0..100 {
-        if health(channel).await == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("health never became {want:?}");
-}
 
 /// SECURITY 31: with Redis unreachable, sign-in answers Unavailable for known and unknown
 /// logins alike (the counter is never skipped, the right password does not get in) and
