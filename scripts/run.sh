@@ -89,6 +89,11 @@ load_env() {
   ACCESS_LISTEN=${ACCESS_LISTEN:-127.0.0.1:50053}
   ACCESS_URL=${ACCESS_URL:-http://$ACCESS_LISTEN}
   ACCESS_CLIENT_ID=${ACCESS_CLIENT_ID:-access}
+  # /metrics of each service on loopback (gRPC port + 1000), like the gRPC ports.
+  IDENTITY_ADMIN_LISTEN=${IDENTITY_ADMIN_LISTEN:-127.0.0.1:51051}
+  DIRECTORY_ADMIN_LISTEN=${DIRECTORY_ADMIN_LISTEN:-127.0.0.1:51052}
+  ACCESS_ADMIN_LISTEN=${ACCESS_ADMIN_LISTEN:-127.0.0.1:51053}
+  NOTIFICATIONS_ADMIN_LISTEN=${NOTIFICATIONS_ADMIN_LISTEN:-127.0.0.1:51054}
   # Every service keeps the others' audit checkpoints (each skips itself in the list).
   CQRS_AUDIT_WITNESS_URLS=${CQRS_AUDIT_WITNESS_URLS:-$IDENTITY_URL,$DIRECTORY_URL,$ACCESS_URL,$NOTIFICATIONS_URL}
   # Identity knows each service client by the SHA-256 of its secret, never the secret.
