@@ -74,15 +74,32 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS outbox (
 const CREATE_INDEX: &str = "CREATE INDEX IF NOT EXISTS outbox_pending_idx
     ON outbox (created_at, id) WHERE delivered_at IS NULL AND dead_at IS NULL";
 
+// The claim's look for an earlier e-mail to the same address owed, without scanning the backlog.
+const CREATE_RECIPIENT_INDEX: &str = "CREATE INDEX IF NOT EXISTS outbox_pending_recipient_idx
+    ON outbox ((payload->>'to'), id)
+    WHERE kind = 'email' AND delivered_at IS NULL AND dead_at IS NULL";
+
 // The candidate set is materialized so it is evaluated exactly once: the LIMIT and the row locks
 // taken by SKIP LOCKED then describe precisely the rows this statement leases. Under READ
 // COMMITTED, a row another relay leased after our snapshot is re-checked against the WHERE
 // clause when we lock it, and dropped.
+//
+// One recipient's mail is handed over in the order it was written: an e-mail is due only when
+// no earlier e-mail to the same address is still owed (the ids are UUIDv7, ordered by when
+// they were made, which is after any row lock the writing transaction took; a newer reset link
+// therefore never overtakes the older one it revoked, whether the notification service was
+// down in between or the two would have shared a batch).
 const CLAIM: &str = "WITH due AS MATERIALIZED (
         SELECT id FROM outbox
         WHERE delivered_at IS NULL AND dead_at IS NULL
           AND next_attempt_at <= now()
           AND (lease_until IS NULL OR lease_until < now())
+          AND NOT (kind = 'email' AND EXISTS (
+              SELECT 1 FROM outbox earlier
+              WHERE earlier.kind = 'email'
+                AND earlier.delivered_at IS NULL AND earlier.dead_at IS NULL
+                AND earlier.payload->>'to' = outbox.payload->>'to'
+                AND earlier.id < outbox.id))
         ORDER BY created_at, id
         LIMIT $1
         FOR UPDATE SKIP LOCKED
@@ -98,7 +115,7 @@ const LEASE_MARGIN: Duration = Duration::from_millis(500);
 /// `last_error` is for operators; a bounded length keeps a misbehaving server from filling it.
 const MAX_ERROR_LEN: usize = 1000;
 
-/// Creates the `outbox` table and its index in the connection's current schema if they do not
+/// Creates the `outbox` table and its indexes in the connection's current schema if they do not
 /// exist. Run it after the service's own migrations. Safe to call from many replicas at once.
 pub async fn ensure_schema(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     let mut tx = conn.begin().await?;
@@ -108,6 +125,9 @@ pub async fn ensure_schema(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         .await?;
     sqlx::query(CREATE_TABLE).execute(&mut *tx).await?;
     sqlx::query(CREATE_INDEX).execute(&mut *tx).await?;
+    sqlx::query(CREATE_RECIPIENT_INDEX)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await
 }
 

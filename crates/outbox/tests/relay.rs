@@ -502,6 +502,37 @@ async fn committed_messages_are_delivered_once_with_row_id_as_key() {
     );
 }
 
+/// Mail to one address is handed over in the order it was written, one at a time; other
+/// addresses are not held up, and neither are in-app notifications.
+#[tokio::test]
+async fn one_recipients_mail_is_handed_over_in_order() {
+    let h = harness().await;
+    let ids = h
+        .commit(&[
+            reset_mail("ada@example.test"),
+            reset_mail("ada@example.test"),
+            reset_mail("bob@example.test"),
+            in_app(Uuid::new_v4()),
+        ])
+        .await;
+    let relay = h.relay(fast_config());
+    let keys = |calls: Vec<Call>| {
+        calls
+            .into_iter()
+            .map(|c| c.key)
+            .collect::<HashSet<String>>()
+    };
+    assert_eq!(relay.run_once().await.unwrap(), 3);
+    assert_eq!(
+        keys(h.recorder.calls()),
+        HashSet::from([ids[0].to_string(), ids[2].to_string(), ids[3].to_string()])
+    );
+    assert_eq!(relay.run_once().await.unwrap(), 1);
+    let last = h.recorder.calls().pop().unwrap();
+    assert_eq!(last.key, ids[1].to_string());
+    assert_eq!(relay.run_once().await.unwrap(), 0);
+}
+
 #[tokio::test]
 async fn transient_failures_are_retried_with_backoff_until_delivered() {
     let h = harness().await;
