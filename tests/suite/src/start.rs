@@ -61,8 +61,8 @@ impl SuiteBuilder {
 
     /// Builds `service` but does not serve it until [`Suite::serve`].
     /// Two replicas of every service over the same databases and Redis, each with its own
-    /// background work (outbox relays, mail workers, cache listeners, session enders); the
-    /// suite's clients spread their calls over both.
+    /// background work (outbox relays, mail workers, cache listeners, session enders); each
+    /// new client the suite hands out goes to the other replica than the last.
     pub fn replicated(mut self) -> Self {
         self.replicated = true;
         self
@@ -260,19 +260,24 @@ impl SuiteBuilder {
                 .expect("service url")
                 .connect_timeout(Duration::from_secs(5))
         };
-        let channels = if self.replicated {
-            let second = parts
-                .start_replicas(relays, self.workflow.clone(), self.revocations.clone())
-                .await;
-            let mut i = 0;
-            urls.each_ref().map(|url| {
-                let both = [endpoint(url), endpoint(&second[i])];
-                i += 1;
-                tonic::transport::Channel::balance_list(both.into_iter())
-            })
+        let second = if self.replicated {
+            Some(
+                parts
+                    .start_replicas(relays, self.workflow.clone(), self.revocations.clone())
+                    .await,
+            )
         } else {
-            urls.each_ref().map(|url| endpoint(url).connect_lazy())
+            None
         };
+        let mut i = 0;
+        let channels = urls.each_ref().map(|url| {
+            let mut replicas = vec![endpoint(url).connect_lazy()];
+            if let Some(url) = second.as_ref().map(|s| &s[i]).filter(|u| !u.is_empty()) {
+                replicas.push(endpoint(url).connect_lazy());
+            }
+            i += 1;
+            replicas
+        });
         Suite::assemble(parts, redis, smtp, urls, channels, secrets, desk_account_id)
     }
 }

@@ -132,7 +132,10 @@ pub struct Suite {
     /// (see [`Suite::user_token`]).
     pub keys: TestKeys,
     urls: [String; 4],
-    channels: [Channel; 4],
+    /// Per service, the channel of each replica (one, or two with
+    /// [`crate::SuiteBuilder::replicated`]); clients take them in turn.
+    channels: [Vec<Channel>; 4],
+    turns: [std::sync::atomic::AtomicUsize; 4],
     secrets: HashMap<&'static str, String>,
     desk_account_id: Option<String>,
     desk_user_id: Option<String>,
@@ -192,7 +195,7 @@ impl Suite {
         redis: TestRedis,
         smtp: SmtpSink,
         urls: [String; 4],
-        channels: [Channel; 4],
+        channels: [Vec<Channel>; 4],
         secrets: HashMap<&'static str, String>,
         desk_account_id: Option<String>,
     ) -> Suite {
@@ -204,6 +207,7 @@ impl Suite {
             smtp,
             urls,
             channels,
+            turns: Default::default(),
             secrets,
             desk_account_id,
             desk_user_id: None,
@@ -239,7 +243,10 @@ impl Suite {
 
     /// A channel to a service (connects on first use).
     pub fn channel(&self, service: Service) -> Channel {
-        self.channels[service.index()].clone()
+        // With replicas, each new client goes to the next one: calls alternate between them.
+        let replicas = &self.channels[service.index()];
+        let turn = self.turns[service.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        replicas[turn % replicas.len()].clone()
     }
 
     pub fn identity(&self) -> IdentityServiceClient<Channel> {

@@ -1,5 +1,5 @@
 //! The journeys again, on two replicas of every service over one database per service and one
-//! Redis, with the suite's calls spread over both (tonic's balanced channel): a grant change on
+//! Redis, with the suite's clients taking the replicas in turn: a grant change on
 //! one directory reaches the other's cache, a session begun on one identity is checked on the
 //! other, and two outbox relays and two mail workers per producer send every mail once.
 
