@@ -15,8 +15,8 @@ mod testredis;
 pub use db::TestDb;
 pub use keys::TestKeys;
 pub use server::{
-    RunningServer, assert_reason, field_violations, health, spawn, status_details, status_reason,
-    violated_fields, wait_health, with_token,
+    RunningServer, assert_reason, field_violations, free_port, health, spawn, status_details,
+    status_reason, violated_fields, wait_health, with_token,
 };
 pub use smtp::{CapturedMail, SmtpSink};
 pub use testredis::TestRedis;

@@ -200,3 +200,11 @@ pub async fn wait_health(
     }
     panic!("health never became {want:?}");
 }
+
+/// A loopback port nothing listens on right now, for a server a test starts itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|probe| probe.local_addr())
+        .expect("a free loopback port")
+        .port()
+}

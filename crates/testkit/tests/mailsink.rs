@@ -24,10 +24,7 @@ async fn mailsink_prints_links_and_writes_eml_files() {
     std::fs::create_dir_all(&dir).unwrap();
     // Numbering continues after files from an earlier run.
     std::fs::write(dir.join("7-old@example.test.eml"), "old").unwrap();
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
+    let port = cqrs_testkit::free_port();
 
     let mut child = Child(
         Command::new(env!("CARGO_BIN_EXE_cqrs-mailsink"))

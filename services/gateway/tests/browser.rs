@@ -11,6 +11,7 @@
 
 mod common;
 
+use cqrs_testkit::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -74,14 +75,6 @@ impl Drop for Browser {
             .arg(format!("--user-data-dir={}", self._profile.0.display()))
             .status();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Browser {

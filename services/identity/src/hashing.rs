@@ -272,8 +272,11 @@ impl PasswordHasher {
         phc: &str,
     ) -> Result<bool, HashError> {
         // Parsed before a thread is taken: a malformed hash costs no slot.
-        parse_stored(phc).ok_or(HashError::InvalidHash)?;
-        self.slot().await?.verify(password, phc).await
+        let (parsed, params) = parse_stored(phc).ok_or(HashError::InvalidHash)?;
+        self.slot()
+            .await?
+            .verify_parsed(password, parsed, params)
+            .await
     }
 
     /// Verifies against a dummy hash with the configured parameters and always answers
@@ -446,6 +449,15 @@ impl Slot {
     /// [`PasswordHasher::verify`] on this slot's thread.
     pub async fn verify(self, password: &NormalisedPassword, phc: &str) -> Result<bool, HashError> {
         let (parsed, params) = parse_stored(phc).ok_or(HashError::InvalidHash)?;
+        self.verify_parsed(password, parsed, params).await
+    }
+
+    async fn verify_parsed(
+        self,
+        password: &NormalisedPassword,
+        parsed: PasswordHash,
+        params: Params,
+    ) -> Result<bool, HashError> {
         let password = password.as_bytes().to_vec();
         self.run(move |memory| Ok(verify_with(memory, &password, &parsed, params)))
             .await

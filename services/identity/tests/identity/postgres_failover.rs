@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cqrs_proto::identity::v1 as pb;
-use cqrs_testkit::with_token;
+use cqrs_testkit::{free_port, with_token};
 use tonic::Code;
 use uuid::Uuid;
 
@@ -52,14 +52,6 @@ fn run(mut cmd: Command) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts the server of `data` on `port`; extra settings as `-c` options.

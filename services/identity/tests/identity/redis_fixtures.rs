@@ -72,10 +72,7 @@ pub fn t0() -> DateTime<Utc> {
 /// A Redis connection to a port nothing listens on, with short timeouts and few retries, to
 /// watch a store fail closed.
 pub fn dead_redis() -> ConnectionManager {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let port = cqrs_testkit::free_port();
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(500)))

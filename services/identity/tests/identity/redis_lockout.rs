@@ -513,10 +513,7 @@ impl Drop for OwnRedis {
 async fn temporary_locks_and_counters_survive_a_redis_restart_with_aof() {
     let dir = std::env::temp_dir().join(format!("cqrs-aof-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let port = cqrs_testkit::free_port();
     let policy = policy(3, 10);
     let account = Uuid::new_v4();
 
