@@ -407,7 +407,8 @@ pub fn reason_text(reason: &str) -> &'static str {
     match reason {
         "INVALID_CREDENTIALS" | "ACCOUNT_LOCKED" | "ACCOUNT_DISABLED" => {
             "The User ID or password is not right, or the account cannot be used. After several \
-             wrong attempts an account is locked: contact the service desk to have it unlocked."
+             wrong attempts an account is locked for a while, and we e-mail its owner to say \
+             so; if it stays locked, contact the service desk to have it unlocked."
         }
         "LINK_INVALID" => {
             "This link cannot be used: it has expired, has been used already, or is not \
