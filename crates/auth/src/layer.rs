@@ -144,8 +144,12 @@ async fn authenticate(
     now: DateTime<Utc>,
 ) -> Result<Principal, AuthError> {
     let principal = verifier.verify(bearer_token(headers)?, now)?;
-    if let Principal::User { session_id, .. } = &principal
-        && !sessions.is_live(session_id).await?
+    if let Principal::User {
+        account_id,
+        session_id,
+        ..
+    } = &principal
+        && !sessions.is_live(*account_id, session_id).await?
     {
         return Err(AuthError::SessionEnded);
     }

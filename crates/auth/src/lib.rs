@@ -30,6 +30,8 @@ pub use layer::{
 };
 pub use principal::{ActiveGrant, Principal, SecondFactorCheck, SignInProof, principal};
 pub use role_proto::RoleProto;
-pub use session::{RedisSessionCheck, SESSION_KEY_PREFIX, SessionCheck, session_key};
+pub use session::{
+    RedisSessionCheck, SessionCheck, account_key_prefix, session_key, session_key_pattern,
+};
 pub use source::{IdentityTokenSource, IssuerTokenSource, StaticToken, TokenSource};
 pub use token::{AUDIENCE, CLOCK_LEEWAY_SECS, ISSUER, IssuedToken, TokenIssuer, TokenVerifier};

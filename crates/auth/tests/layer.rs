@@ -30,7 +30,7 @@ struct MemSessions {
 }
 
 impl SessionCheck for MemSessions {
-    fn is_live(&self, session_id: &str) -> BoxFuture<'_, Result<bool, AuthError>> {
+    fn is_live(&self, _: Uuid, session_id: &str) -> BoxFuture<'_, Result<bool, AuthError>> {
         let result = if self.down {
             Err(AuthError::Unavailable("down".into()))
         } else {
@@ -248,7 +248,7 @@ async fn public_paths_pass_without_a_token_and_never_carry_a_principal() {
 
 /// A Redis namespace that deletes its keys when done.
 struct RedisNs {
-    conn: redis::aio::ConnectionManager,
+    conn: cqrs_redis::RedisConnection,
     namespace: String,
 }
 
@@ -257,7 +257,10 @@ impl RedisNs {
         let url =
             std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
         let client = redis::Client::open(url).unwrap();
-        let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+        let conn = redis::aio::ConnectionManager::new(client)
+            .await
+            .unwrap()
+            .into();
         Self {
             conn,
             namespace: format!("t-{}:", Uuid::new_v4()),
@@ -280,18 +283,20 @@ impl RedisNs {
 async fn redis_session_check_and_layer() {
     let mut ns = RedisNs::new().await;
     let check = RedisSessionCheck::new(ns.conn.clone(), ns.namespace.clone());
+    let account = Uuid::new_v4();
     let _: () = ns
         .conn
-        .set_ex(session_key(&ns.namespace, "live-sid"), "1", 60)
+        .set_ex(session_key(&ns.namespace, account, "live-sid"), "1", 60)
         .await
         .unwrap();
-    assert!(check.is_live("live-sid").await.unwrap());
-    assert!(!check.is_live("dead-sid").await.unwrap());
+    assert!(check.is_live(account, "live-sid").await.unwrap());
+    assert!(!check.is_live(account, "dead-sid").await.unwrap());
+    // a session is found only under its own account
+    assert!(!check.is_live(Uuid::new_v4(), "live-sid").await.unwrap());
 
     let k = keys();
     let layer = AuthLayer::new(k.verifier.clone(), Arc::new(check), Arc::new(SystemClock));
     let seen = Seen::default();
-    let account = Uuid::new_v4();
     let grant = ActiveGrant {
         organisation_id: Uuid::new_v4(),
         role: Role::PracticeManager,
@@ -320,7 +325,7 @@ async fn redis_session_check_and_layer() {
     // ending the session ends the token at once
     let _: () = ns
         .conn
-        .del(session_key(&ns.namespace, "live-sid"))
+        .del(session_key(&ns.namespace, account, "live-sid"))
         .await
         .unwrap();
     assert_eq!(

@@ -793,15 +793,13 @@ pub fn generic_mailbox_rules(env: &Env) -> Result<GenericMailboxRules, ConfigErr
     errs.finish(|| Some(GenericMailboxRules::new(local_parts?, domains?)))
 }
 
-/// `REDIS_URL`, default `redis://127.0.0.1:6379`.
+/// `REDIS_URL`, default `redis://127.0.0.1:6379`: a single server, Sentinel or Cluster
+/// (see [`cqrs_redis::RedisTarget`]).
 pub fn redis_url(env: &Env) -> Result<String, ConfigError> {
     Ok(env
         .optional_with("REDIS_URL", |raw| {
-            if !(raw.starts_with("redis://") || raw.starts_with("rediss://")) {
-                return Err("expected a redis:// or rediss:// URL".to_owned());
-            }
-            redis::Client::open(raw).map_err(|e| e.to_string())?;
-            Ok(raw.to_owned())
+            raw.parse::<cqrs_redis::RedisTarget>()?;
+            Ok::<_, String>(raw.to_owned())
         })?
         .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned()))
 }
@@ -1193,6 +1191,17 @@ mod tests {
             redis_url(&Env::from_pairs(&[("REDIS_URL", "redis://r:6380/2")])).unwrap(),
             "redis://r:6380/2"
         );
+        for deployment in [
+            "redis+sentinel://s1,s2:26380/cqrs?replica_acks=1",
+            "redis+cluster://a:7000,b:7001?replica_acks=1",
+        ] {
+            assert_eq!(
+                redis_url(&Env::from_pairs(&[("REDIS_URL", deployment)])).unwrap(),
+                deployment
+            );
+        }
+        let err = redis_url(&Env::from_pairs(&[("REDIS_URL", "redis+sentinel://s1")])).unwrap_err();
+        assert!(err.to_string().contains("master's name"), "{err}");
         let err = redis_url(&Env::from_pairs(&[("REDIS_URL", "http://u:s3cr3tpw@r")])).unwrap_err();
         assert_eq!(err.var, "REDIS_URL");
         assert!(!err.to_string().contains("s3cr3tpw"), "{err}");

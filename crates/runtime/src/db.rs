@@ -122,18 +122,12 @@ async fn create_schema(options: &PgConnectOptions, schema: &str) -> Result<(), s
     }
 }
 
-/// A Redis connection that connects on first use and reconnects by itself, with short
-/// timeouts: while Redis is down, calls fail fast (callers answer `Unavailable`, session checks
-/// fail closed) instead of hanging, and the service recovers without a restart when it
-/// returns.
-pub fn redis_connection(url: &str) -> Result<redis::aio::ConnectionManager, redis::RedisError> {
-    let client = redis::Client::open(url)?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(500));
-    redis::aio::ConnectionManager::new_lazy_with_config(client, config)
+/// The Redis `url` names (a single server, Sentinel or Cluster: [`cqrs_redis::RedisTarget`]),
+/// connected on first use and reconnecting by itself with short timeouts: while Redis is down,
+/// calls fail fast (callers answer `Unavailable`, session checks fail closed) instead of
+/// hanging, and the service recovers without a restart when it returns.
+pub fn redis_connection(url: &str) -> Result<cqrs_redis::RedisConnection, redis::RedisError> {
+    cqrs_redis::RedisConnection::open_url(url)
 }
 
 /// Applies `migrator`'s pending migrations (holding sqlx's advisory lock, so replicas starting

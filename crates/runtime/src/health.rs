@@ -52,11 +52,11 @@ impl ReadinessCheck for PgReadiness {
 
 /// `PING` on the connection.
 #[derive(Clone)]
-pub struct RedisReadiness(pub redis::aio::ConnectionManager);
+pub struct RedisReadiness(pub cqrs_redis::RedisConnection);
 
 impl RedisReadiness {
     /// Checks `conn`.
-    pub fn new(conn: redis::aio::ConnectionManager) -> Self {
+    pub fn new(conn: cqrs_redis::RedisConnection) -> Self {
         RedisReadiness(conn)
     }
 }
@@ -343,12 +343,7 @@ mod tests {
     async fn redis_readiness() {
         let url =
             std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-        let conn = redis::Client::open(url)
-            .unwrap()
-            .get_connection_manager()
-            .await
-            .unwrap();
-        let check = RedisReadiness::new(conn);
+        let check = RedisReadiness::new(cqrs_redis::RedisConnection::open_url(&url).unwrap());
         assert_eq!(check.name(), "redis");
         assert!(check.check().await);
     }

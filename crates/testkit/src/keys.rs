@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cqrs_auth::{ActiveGrant, SESSION_KEY_PREFIX, SigningKey, TokenIssuer, TokenVerifier};
+use cqrs_auth::{ActiveGrant, SigningKey, TokenIssuer, TokenVerifier, session_key};
 use cqrs_runtime::clock::{Clock, SystemClock};
 use redis::AsyncCommands;
 use uuid::Uuid;
@@ -50,7 +50,7 @@ impl TestKeys {
     }
 
     /// A user token for `account_id`, acting as `active` if given, backed by a new live session
-    /// `{namespace}identity:session:{sid}` in `redis` (TTL 1 h; its value is the account id —
+    /// [`cqrs_auth::session_key`] in `redis` (TTL 1 h; its value is the account id —
     /// verifiers only check that the key exists).
     pub async fn user_token(
         &self,
@@ -70,7 +70,7 @@ impl TestKeys {
         active: Option<ActiveGrant>,
     ) -> (String, String) {
         let sid = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
-        let key = format!("{}{SESSION_KEY_PREFIX}{sid}", redis.namespace);
+        let key = session_key(&redis.namespace, account_id, &sid);
         let mut conn = redis.conn.clone();
         conn.set_ex::<_, _, ()>(&key, account_id.to_string(), SESSION_TTL_SECS)
             .await
@@ -84,8 +84,8 @@ impl TestKeys {
     }
 
     /// Deletes a session written by [`TestKeys::user_session`]; its tokens stop working.
-    pub async fn end_session(&self, redis: &TestRedis, session_id: &str) {
-        let key = format!("{}{SESSION_KEY_PREFIX}{session_id}", redis.namespace);
+    pub async fn end_session(&self, redis: &TestRedis, account_id: Uuid, session_id: &str) {
+        let key = session_key(&redis.namespace, account_id, session_id);
         let mut conn = redis.conn.clone();
         conn.del::<_, usize>(&key)
             .await

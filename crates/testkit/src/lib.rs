@@ -8,12 +8,14 @@
 mod db;
 pub mod echo;
 mod keys;
+mod redis_deployment;
 mod server;
 mod smtp;
 mod testredis;
 
 pub use db::TestDb;
 pub use keys::TestKeys;
+pub use redis_deployment::RedisDeployment;
 pub use server::{
     RunningServer, assert_reason, field_violations, free_port, health, spawn, status_details,
     status_reason, violated_fields, wait_health, with_token,

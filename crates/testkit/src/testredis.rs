@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use cqrs_redis::RedisConnection;
 
 const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 const DROP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -15,7 +15,7 @@ pub struct TestRedis {
     /// Prefix for every key the test writes, e.g. `t-0123…:`; give it to the code under test
     /// as its namespace.
     pub namespace: String,
-    pub conn: ConnectionManager,
+    pub conn: RedisConnection,
 }
 
 impl fmt::Debug for TestRedis {
@@ -28,18 +28,28 @@ impl fmt::Debug for TestRedis {
 }
 
 impl TestRedis {
+    /// A namespace on the test Redis: `TEST_REDIS_URL`, any form `REDIS_URL` takes (a single
+    /// server, Sentinel or Cluster), default `redis://127.0.0.1:6379`.
     pub async fn new() -> TestRedis {
         let url = std::env::var("TEST_REDIS_URL")
             .ok()
             .filter(|url| !url.is_empty())
             .unwrap_or_else(|| DEFAULT_URL.to_owned());
-        let client = redis::Client::open(url.as_str())
-            .unwrap_or_else(|e| panic!("TestRedis: TEST_REDIS_URL is invalid ({e})"));
-        let conn = ConnectionManager::new(client).await.unwrap_or_else(|e| {
-            panic!("TestRedis: cannot connect to Redis (set TEST_REDIS_URL): {e}")
-        });
+        Self::at(&url).await
+    }
+
+    /// A namespace on the Redis deployment at `url`.
+    pub async fn at(url: &str) -> TestRedis {
+        let mut conn = RedisConnection::open_url(url)
+            .unwrap_or_else(|e| panic!("TestRedis: {url:?} is invalid ({e})"));
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("TestRedis: cannot reach Redis at {url} (set TEST_REDIS_URL): {e}")
+            });
         TestRedis {
-            url,
+            url: url.to_owned(),
             namespace: format!("t-{}:", uuid::Uuid::new_v4().simple()),
             conn,
         }
@@ -97,39 +107,31 @@ impl Drop for TestRedis {
 }
 
 async fn delete_namespace(url: &str, namespace: &str) -> redis::RedisResult<()> {
-    let client = redis::Client::open(url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut conn = RedisConnection::open_url(url)?;
     let keys = scan_namespace(&mut conn, namespace).await?;
-    for chunk in keys.chunks(500) {
-        redis::cmd("DEL")
-            .arg(chunk)
-            .query_async::<()>(&mut conn)
-            .await?;
-    }
+    // One key per DEL: a cluster keeps them on different nodes.
+    let deletes = keys.iter().map(|key| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("DEL")
+                .arg(key)
+                .query_async::<()>(&mut conn)
+                .await
+        }
+    });
+    futures::future::try_join_all(deletes).await?;
     Ok(())
 }
 
-async fn scan_namespace<C>(conn: &mut C, namespace: &str) -> redis::RedisResult<Vec<String>>
-where
-    C: redis::aio::ConnectionLike + Send,
-{
-    // The namespace is `t-` + hex + `:`, so it contains no glob metacharacters.
-    let pattern = format!("{namespace}*");
-    let mut keys = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await?;
-        keys.extend(batch);
-        if next == 0 {
-            return Ok(keys);
-        }
-        cursor = next;
-    }
+async fn scan_namespace(
+    conn: &mut RedisConnection,
+    namespace: &str,
+) -> redis::RedisResult<Vec<String>> {
+    // KEYS rather than SCAN: a cluster answers it from every master (a SCAN cursor belongs to
+    // one node), and a test's namespace is small. The namespace is `t-` + hex + `:`, so it
+    // contains no glob metacharacters.
+    redis::cmd("KEYS")
+        .arg(format!("{namespace}*"))
+        .query_async(conn)
+        .await
 }

@@ -181,7 +181,7 @@ async fn tokens_authenticate_against_the_spawned_server() {
 
     // The session key is where every verifier looks, with a TTL.
     let (sid, token) = keys.user_session(&redis, account, None).await;
-    let key = cqrs_auth::session_key(&redis.namespace, &sid);
+    let key = cqrs_auth::session_key(&redis.namespace, account, &sid);
     assert!(redis.keys().await.contains(&key));
     let mut conn = redis.conn.clone();
     let ttl: i64 = redis::cmd("TTL")
@@ -195,7 +195,7 @@ async fn tokens_authenticate_against_the_spawned_server() {
         call(channel, "Get", with_token((), &token)).await.unwrap(),
         format!("user:{account}:-")
     );
-    keys.end_session(&redis, &sid).await;
+    keys.end_session(&redis, account, &sid).await;
     let err = call(channel, "Get", with_token((), &token))
         .await
         .unwrap_err();

@@ -35,7 +35,7 @@ pub const SERVICE: &str = "gateway";
 /// The state the pages share, with lazily connecting channels to the services.
 pub fn state(
     config: GatewayConfig,
-    redis: redis::aio::ConnectionManager,
+    redis: cqrs_redis::RedisConnection,
     clock: Arc<dyn Clock>,
 ) -> Result<AppState, tonic::transport::Error> {
     let timeout = config.call_timeout;

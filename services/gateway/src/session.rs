@@ -17,10 +17,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cqrs_redis::RedisConnection;
 use http::HeaderValue;
 use http::header::{COOKIE, SET_COOKIE};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -119,13 +119,13 @@ pub struct GrantChoice {
 /// The Redis side of web sessions.
 #[derive(Clone)]
 pub struct SessionStore {
-    redis: ConnectionManager,
+    redis: RedisConnection,
     namespace: String,
     idle: Duration,
 }
 
 impl SessionStore {
-    pub fn new(redis: ConnectionManager, namespace: String, idle: Duration) -> Self {
+    pub fn new(redis: RedisConnection, namespace: String, idle: Duration) -> Self {
         SessionStore {
             redis,
             namespace,

@@ -460,7 +460,7 @@ async fn signing_in_out_and_a_session_ended_in_identity() {
     assert_eq!(browser.get("/portal/profile").await.status, StatusCode::OK);
     let mut conn = suite.redis.conn.clone();
     for key in suite.redis.keys().await {
-        if key.contains("identity:session") {
+        if key.contains(":session:") {
             let _: usize = redis::AsyncCommands::del(&mut conn, &key).await.unwrap();
         }
     }

@@ -5,7 +5,7 @@
 //! | `IDENTITY_LISTEN` | `0.0.0.0:50051` | gRPC listen address (runtime) |
 //! | `IDENTITY_DATABASE_URL` / `DATABASE_URL` | — | Postgres (own database, or schema `identity`) |
 //! | `REDIS_URL` | `redis://127.0.0.1:6379` | lock-out counters and sessions |
-//! | `CQRS_REDIS_NAMESPACE` | empty | prefix of every Redis key; session keys are `cqrs_auth::session_key(ns, sid)` |
+//! | `CQRS_REDIS_NAMESPACE` | empty | prefix of every Redis key; session keys are `cqrs_auth::session_key(ns, account, sid)` (no braces: the account id is the Cluster hash tag) |
 //! | `CQRS_TOKEN_SIGNING_KEY` | required | `kid:base64url(32-byte Ed25519 seed)`; signs access tokens |
 //! | `CQRS_TOKEN_VERIFY_KEYS` | the signing key's public key | comma list of `kid:base64url(public key)`; served by GetSigningKeys next to the signing key's (rotation) |
 //! | `CQRS_ACCESS_TOKEN_TTL_SECS` | 600 | access-token lifetime, 300–900 |

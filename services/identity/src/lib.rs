@@ -24,10 +24,10 @@ use cqrs_auth::{IssuerTokenSource, RedisSessionCheck, SigningKey, TokenIssuer};
 use cqrs_outbox::Relay;
 use cqrs_peers::NotificationsPeer;
 use cqrs_proto::identity::v1::identity_service_server::IdentityServiceServer;
+use cqrs_redis::RedisConnection;
 use cqrs_runtime::config::{ConfigErrors, DatabaseConfig, Env, ServerConfig};
 use cqrs_runtime::health::{PgReadiness, RedisReadiness};
 use cqrs_runtime::server::ServiceServer;
-use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 pub use api::IdentityApi;
@@ -70,7 +70,7 @@ fn self_issuer(config: &IdentityConfig) -> TokenIssuer {
 pub struct Identity {
     pub config: Arc<IdentityConfig>,
     pub store: Store,
-    pub redis: ConnectionManager,
+    pub redis: RedisConnection,
     pub api: IdentityApi,
 }
 
@@ -78,7 +78,7 @@ impl Identity {
     pub fn new(
         config: IdentityConfig,
         store: Store,
-        redis: ConnectionManager,
+        redis: RedisConnection,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
         let config = Arc::new(config);

@@ -709,11 +709,7 @@ async fn callers_without_the_right_credentials_are_refused() {
         .unwrap();
     let mut conn = suite.redis.conn.clone();
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!(
-            "{}{}*",
-            suite.redis.namespace,
-            cqrs_auth::SESSION_KEY_PREFIX
-        ))
+        .arg(cqrs_auth::session_key_pattern(&suite.redis.namespace))
         .query_async(&mut conn)
         .await
         .unwrap();

@@ -36,6 +36,7 @@ pub struct SuiteBuilder {
     workflow: Option<cqrs_access::WorkflowSettings>,
     revocations: Option<cqrs_directory::RevocationConfig>,
     replicated: bool,
+    redis_url: Option<String>,
 }
 
 impl Default for SuiteBuilder {
@@ -48,6 +49,7 @@ impl Default for SuiteBuilder {
             workflow: None,
             revocations: None,
             replicated: false,
+            redis_url: None,
         }
     }
 }
@@ -65,6 +67,12 @@ impl SuiteBuilder {
     /// new client the suite hands out goes to the other replica than the last.
     pub fn replicated(mut self) -> Self {
         self.replicated = true;
+        self
+    }
+
+    /// Over the Redis deployment at `url` (any `REDIS_URL` form) instead of the test Redis.
+    pub fn redis(mut self, url: &str) -> Self {
+        self.redis_url = Some(url.to_owned());
         self
     }
 
@@ -106,7 +114,10 @@ impl SuiteBuilder {
     pub async fn start(self) -> Suite {
         let stop = watch::channel(false).0;
         let keys = TestKeys::generate();
-        let redis = TestRedis::new().await;
+        let redis = match &self.redis_url {
+            Some(url) => TestRedis::at(url).await,
+            None => TestRedis::new().await,
+        };
         let smtp = SmtpSink::start().await;
         let clock = OffsetClock::new();
 
@@ -287,7 +298,7 @@ pub(crate) struct Parts {
     pub stop: watch::Sender<bool>,
     pub clock: OffsetClock,
     pub keys: TestKeys,
-    pub redis_conn: redis::aio::ConnectionManager,
+    pub redis_conn: cqrs_redis::RedisConnection,
     pub namespace: String,
     pub envs: [Env; 4],
     pub databases: [Option<TestDb>; 4],

@@ -528,6 +528,7 @@ pub struct NoLiveSessions;
 impl cqrs_auth::SessionCheck for NoLiveSessions {
     fn is_live(
         &self,
+        _account_id: uuid::Uuid,
         _session_id: &str,
     ) -> Pin<Box<dyn Future<Output = Result<bool, cqrs_auth::AuthError>> + Send + '_>> {
         Box::pin(std::future::ready(Ok(false)))
@@ -571,6 +572,11 @@ mod tests {
     #[tokio::test]
     async fn no_live_sessions_fails_closed() {
         use cqrs_auth::SessionCheck;
-        assert!(!NoLiveSessions.is_live("any").await.unwrap());
+        assert!(
+            !NoLiveSessions
+                .is_live(uuid::Uuid::nil(), "any")
+                .await
+                .unwrap()
+        );
     }
 }

@@ -87,6 +87,7 @@ pub struct AllLive;
 impl SessionCheck for AllLive {
     fn is_live(
         &self,
+        _: uuid::Uuid,
         _: &str,
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<bool, cqrs_auth::AuthError>> + Send + '_>,

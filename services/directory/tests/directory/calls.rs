@@ -260,7 +260,7 @@ impl DirectoryCalls for Suite {
         if grant.is_some() {
             assert!(
                 sessions
-                    .set_active(&record.session_id, grant)
+                    .set_active(record.account_id, &record.session_id, grant)
                     .await
                     .unwrap()
             );

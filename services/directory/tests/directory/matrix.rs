@@ -504,8 +504,9 @@ async fn unauthenticated_without_a_token() {
         assert_reason(&status, Code::Unauthenticated, "AUTHENTICATION_REQUIRED");
     }
     // An ended session's token no longer counts.
-    let (sid, token) = h.keys.user_session(&h.redis, Uuid::new_v4(), None).await;
-    h.keys.end_session(&h.redis, &sid).await;
+    let account = Uuid::new_v4();
+    let (sid, token) = h.keys.user_session(&h.redis, account, None).await;
+    h.keys.end_session(&h.redis, account, &sid).await;
     let status = c
         .get_organisation(with_token(
             pb::GetOrganisationRequest {

@@ -22,9 +22,9 @@ use cqrs_auth::{Permission, Principal, Role, TokenIssuer};
 use cqrs_outbox::OutboxMessage;
 use cqrs_proto::identity::v1::{self as pb, identity_service_server::IdentityService};
 use cqrs_proto::notifications::v1::EmailTemplate;
+use cqrs_redis::RedisConnection;
 use cqrs_runtime::audit::{Actor, Event};
 use cqrs_runtime::server::RequestDeadline;
-use redis::aio::ConnectionManager;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -77,7 +77,7 @@ impl IdentityApi {
     pub fn new(
         config: Arc<IdentityConfig>,
         store: Store,
-        redis: ConnectionManager,
+        redis: RedisConnection,
         hasher: PasswordHasher,
         directory: DirectoryClient,
         clock: Arc<dyn Clock>,

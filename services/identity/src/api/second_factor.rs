@@ -334,7 +334,7 @@ impl IdentityApi {
         )
         .await?;
         store::commit(tx).await?;
-        let token = self.record_check(&session_id).await?;
+        let token = self.record_check(account_id, &session_id).await?;
         Ok(pb::ConfirmTotpEnrolmentResponse {
             recovery_codes: codes,
             access_token: token.token,
@@ -346,12 +346,13 @@ impl IdentityApi {
     /// time is token time, the clock every service judges step-up windows by.
     async fn record_check(
         &self,
+        account_id: Uuid,
         session_id: &str,
     ) -> Result<cqrs_auth::IssuedToken, IdentityError> {
         let now = token_time();
         let sessions = &self.inner.sessions;
         let mut record = sessions
-            .get(session_id)
+            .get(account_id, session_id)
             .await?
             .ok_or(IdentityReason::SessionEnded)?;
         if !sessions
@@ -386,7 +387,7 @@ impl IdentityApi {
             .check_answer(&account, &actor, &answer, "VERIFY_SECOND_FACTOR", now)
             .await?;
         self.inner.lockout.record_success(account_id).await?;
-        let token = self.record_check(&session_id).await?;
+        let token = self.record_check(account_id, &session_id).await?;
         audit_alone(
             self.store(),
             now,

@@ -529,7 +529,7 @@ impl IdentityApi {
         let now = self.now();
         let record = inner
             .sessions
-            .get(&session_id)
+            .get(account_id, &session_id)
             .await?
             .ok_or(IdentityError::from(IdentityReason::SessionEnded))?;
         // The policy: a role that needs a second factor is used only by a session whose
@@ -545,7 +545,11 @@ impl IdentityApi {
                 .await?;
             return Err(IdentityError::from(IdentityReason::NoGrant));
         };
-        if !inner.sessions.set_active(&session_id, Some(wanted)).await? {
+        if !inner
+            .sessions
+            .set_active(account_id, &session_id, Some(wanted))
+            .await?
+        {
             return Err(IdentityError::from(IdentityReason::SessionEnded));
         }
         let grant = match self.held_grant(account_id, &wanted, deadline).await {
@@ -553,7 +557,10 @@ impl IdentityApi {
             checked => {
                 // Revoked meanwhile, or no longer verifiable: leave no unchecked grant on
                 // the session.
-                inner.sessions.set_active(&session_id, None).await?;
+                inner
+                    .sessions
+                    .set_active(account_id, &session_id, None)
+                    .await?;
                 checked?;
                 self.audit_selection(&actor, account_id, &wanted, "failure", now)
                     .await?;
@@ -638,7 +645,10 @@ impl IdentityApi {
             .await?
             .is_some_and(|a| a.is_active() && a.locked_at.is_none());
         if !usable {
-            inner.sessions.end(&record.session_id).await?;
+            inner
+                .sessions
+                .end(record.account_id, &record.session_id)
+                .await?;
             return Err(IdentityError::from(IdentityReason::SessionEnded));
         }
         let issued = self.token_for(&record, record.active.as_ref())?;
@@ -661,7 +671,7 @@ impl IdentityApi {
         let (account_id, session_id) = require_user(&principal)?;
         let actor = Actor::from_request(&request, &principal);
         let now = self.now();
-        self.inner.sessions.end(&session_id).await?;
+        self.inner.sessions.end(account_id, &session_id).await?;
         audit_alone(
             self.store(),
             now,

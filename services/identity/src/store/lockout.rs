@@ -1,6 +1,7 @@
 //! Per-account failure counters and locks in Redis.
 //!
-//! One hash per account, `{namespace}identity:lockout:{account_id}`, with the fields
+//! One hash per account, `{namespace}identity:{<account_id>}:lockout` (the account's hash tag,
+//! [`cqrs_auth::account_key_prefix`], as its sessions), with the fields
 //! `failures`, `locked_until_ms`, `permanent` and `durable`. Everything that decides whether a
 //! password may be checked happens inside ONE Lua script, so parallel attempts are serialised
 //! by Redis and can never check more passwords than the policy allows:
@@ -18,6 +19,10 @@
 //! domain module and the script only applies the table. The clock is an argument (never Redis'
 //! `TIME`) so the service and the tests decide what "now" is.
 //!
+//! The counted attempt is confirmed by `replica_acks` replicas before the password is checked
+//! ([`RedisConnection::exec_replicated`]): a failover that loses the count would otherwise
+//! hand out fresh guesses. Unconfirmed, the attempt is refused as the store being unavailable.
+//!
 //! `permanent` is set by the script when the count reaches `permanent_after` (that attempt is
 //! still checked: the service records the permanent lock in Postgres only if the password is
 //! wrong). [`LockoutStore::set_permanent`] then marks the lock `durable`, a mirror of the
@@ -29,8 +34,10 @@ use std::fmt;
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
+use cqrs_redis::RedisConnection;
 use redis::{AsyncCommands, ErrorKind, RedisError, Script};
+
+use cqrs_auth::account_key_prefix;
 use uuid::Uuid;
 
 use crate::domain::lockout::LockoutPolicy;
@@ -94,7 +101,6 @@ return 1
 ";
 
 static FORGIVE_ATTEMPT: LazyLock<Script> = LazyLock::new(|| Script::new(FORGIVE_ATTEMPT_LUA));
-static BEGIN_ATTEMPT: LazyLock<Script> = LazyLock::new(|| Script::new(BEGIN_ATTEMPT_LUA));
 static RECORD_SUCCESS: LazyLock<Script> = LazyLock::new(|| Script::new(RECORD_SUCCESS_LUA));
 
 /// What the lock-out allows for one sign-in (or change-password) attempt.
@@ -111,10 +117,10 @@ pub enum AttemptGate {
     Locked { until_ms: Option<i64> },
 }
 
-/// Lock-out counters in Redis under `{namespace}identity:lockout:`.
+/// Lock-out counters in Redis, one hash per account beside its sessions.
 #[derive(Clone)]
 pub struct LockoutStore {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     namespace: String,
 }
 
@@ -128,7 +134,7 @@ impl fmt::Debug for LockoutStore {
 
 impl LockoutStore {
     /// `namespace` prefixes every key (`""` in production, a per-test prefix in tests).
-    pub fn new(conn: ConnectionManager, namespace: impl Into<String>) -> Self {
+    pub fn new(conn: RedisConnection, namespace: impl Into<String>) -> Self {
         Self {
             conn,
             namespace: namespace.into(),
@@ -136,7 +142,7 @@ impl LockoutStore {
     }
 
     fn key(&self, account_id: Uuid) -> String {
-        format!("{}identity:lockout:{account_id}", self.namespace)
+        format!("{}lockout", account_key_prefix(&self.namespace, account_id))
     }
 
     /// Decides, atomically, whether this attempt may check a password, counting it as a
@@ -152,8 +158,12 @@ impl LockoutStore {
         // still keeps the counter for a millisecond.
         let window_ms =
             clamp_ms(u64::try_from(policy.failure_window.as_millis()).unwrap_or(u64::MAX)).max(1);
-        let mut invocation = BEGIN_ATTEMPT.key(self.key(account_id));
-        invocation
+        let mut attempt = redis::pipe();
+        let invocation = attempt
+            .cmd("EVAL")
+            .arg(BEGIN_ATTEMPT_LUA)
+            .arg(1)
+            .arg(self.key(account_id))
             .arg(now.timestamp_millis())
             .arg(window_ms)
             // The capped threshold (SECURITY 2), not the raw field.
@@ -161,8 +171,7 @@ impl LockoutStore {
         for wait in policy.waits_ms() {
             invocation.arg(clamp_ms(wait));
         }
-        let mut conn = self.conn.clone();
-        let reply: Vec<i64> = invocation.invoke_async(&mut conn).await?;
+        let (reply,): (Vec<i64>,) = self.conn.clone().exec_replicated(&attempt).await?;
         parse_gate(&reply)
     }
 
@@ -220,19 +229,21 @@ impl LockoutStore {
         if account_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut read = redis::pipe();
-        for &id in account_ids {
-            let key = self.key(id);
-            read.hmget(&key, &["permanent", "durable", "locked_until_ms"])
-                .pttl(&key);
-        }
-        let mut conn = self.conn.clone();
-        let replies: Vec<(LockFields, i64)> = read.query_async(&mut conn).await?;
+        // One pipeline per account, sent together: a cluster keeps accounts on different
+        // nodes, and a pipeline goes to one.
         let now_ms = now.timestamp_millis();
-        Ok(replies
-            .into_iter()
-            .map(|(fields, ttl_ms)| lock_end(&fields, ttl_ms, now_ms))
-            .collect())
+        let reads = account_ids.iter().map(|&id| {
+            let key = self.key(id);
+            let mut conn = self.conn.clone();
+            async move {
+                let mut read = redis::pipe();
+                read.hmget(&key, &["permanent", "durable", "locked_until_ms"])
+                    .pttl(&key);
+                let (fields, ttl_ms): (LockFields, i64) = read.query_async(&mut conn).await?;
+                Ok::<_, RedisError>(lock_end(&fields, ttl_ms, now_ms))
+            }
+        });
+        futures::future::try_join_all(reads).await
     }
 
     /// Service-desk unlock: forgets the count and any lock, temporary or permanent.
@@ -245,15 +256,11 @@ impl LockoutStore {
     /// no database read and a late success from an earlier attempt cannot lift it.
     pub async fn set_permanent(&self, account_id: Uuid) -> Result<(), RedisError> {
         let key = self.key(account_id);
-        let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .hset_multiple(&key, &[("permanent", "1"), ("durable", "1")])
-            .ignore()
-            .persist(&key)
-            .ignore()
-            .exec_async(&mut conn)
-            .await
+        let mut lock = redis::pipe();
+        lock.hset_multiple(&key, &[("permanent", "1"), ("durable", "1")])
+            .persist(&key);
+        let _: redis::Value = self.conn.clone().exec_replicated(&lock).await?;
+        Ok(())
     }
 }
 

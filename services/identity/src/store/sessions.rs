@@ -1,18 +1,22 @@
 //! Sign-in sessions in Redis.
 //!
-//! Keys, all under `{namespace}identity:`:
+//! An account's keys all start with [`cqrs_auth::account_key_prefix`],
+//! `{namespace}identity:{<account_id>}:` — the braces are a Redis Cluster hash tag, so every
+//! key of one account lives on one node and a transaction may touch them together:
 //! * `session:{sid}` — hash with `account_id`, `created_ms`, `absolute_expiry_ms`, `org`,
 //!   `role` (both empty while no grant is active), `token_hash`, `amr` (how the person
 //!   signed in, space-separated RFC 8176 names) and `sfa` (unix seconds of the session's last
 //!   second-factor check; empty without one). The key name is
-//!   [`cqrs_auth::session_key`]: every service checks a token's `sid` with `EXISTS` on it, so
-//!   deleting this key is what ends a session everywhere at once.
-//! * `session-token:{hex sha256(token)}` — the session id, found from the refresh secret.
-//!   The secret itself is never stored, and it is a different random value from the session id
-//!   (which travels in every access token), so knowing a `sid` does not let anyone refresh.
-//! * `account-sessions:{account_id}` — set of the account's session ids, so sign-out
-//!   everywhere, disable, lock, password change and role revocation can find them.
+//!   [`cqrs_auth::session_key`]: every service checks a token's `sub` and `sid` with `EXISTS`
+//!   on it, so deleting this key is what ends a session everywhere at once.
+//! * `session-token:{hex sha256(token)}` — the session id, found from the refresh token. The
+//!   token is `<account id>.<secret>` (the account names the hash tag); it is stored only
+//!   hashed, and the secret is a different random value from the session id (which travels in
+//!   every access token), so knowing a `sid` does not let anyone refresh.
+//! * `sessions` — set of the account's session ids, so sign-out everywhere, disable, lock,
+//!   password change and role revocation can find them.
 //!
+//! Keys of no account, under `{namespace}identity:`:
 //! * `sign-in-challenge:{hex sha256(token)}` — the account whose password was right and whose
 //!   second factor is being asked for, with how the first step was made; lives
 //!   [`CHALLENGE_TTL`], ends when the sign-in does.
@@ -23,6 +27,10 @@
 //! Using the token pushes the idle TTL out again, never past the absolute expiry. Members of
 //! the account set may outlive their session (it expired); they are dropped whenever the set
 //! is walked.
+//!
+//! Ending sessions and changing what a live session may do (its grant, its second-factor
+//! check) go through [`RedisConnection::exec_replicated`]: with `replica_acks` set they are
+//! on a replica before they are answered, so a failover cannot bring an ended session back.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -32,10 +40,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use cqrs_auth::{ActiveGrant, Role, session_key};
+use cqrs_auth::{ActiveGrant, Role, account_key_prefix, session_key};
+use cqrs_redis::RedisConnection;
 use rand::RngCore as _;
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, ErrorKind, RedisError, Script};
+use redis::{AsyncCommands, ErrorKind, RedisError, Script, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -97,9 +105,7 @@ redis.call('HSET', KEYS[1], 'amr', ARGV[1], 'sfa', ARGV[2])
 return 1
 ";
 
-static SET_PROOF: LazyLock<Script> = LazyLock::new(|| Script::new(SET_PROOF_LUA));
 static BY_TOKEN: LazyLock<Script> = LazyLock::new(|| Script::new(BY_TOKEN_LUA));
-static SET_ACTIVE: LazyLock<Script> = LazyLock::new(|| Script::new(SET_ACTIVE_LUA));
 
 /// A live session as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,7 +129,7 @@ pub struct SessionRecord {
 /// Sessions in Redis under `{namespace}identity:`.
 #[derive(Clone)]
 pub struct SessionStore {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     namespace: String,
     idle_ttl: Duration,
     absolute_ttl: Duration,
@@ -151,7 +157,7 @@ impl SessionStore {
     /// `namespace` prefixes every key; a session lives at most `absolute_ttl` and ends after
     /// `idle_ttl` without a refresh.
     pub fn new(
-        conn: ConnectionManager,
+        conn: RedisConnection,
         namespace: impl Into<String>,
         idle_ttl: Duration,
         absolute_ttl: Duration,
@@ -164,12 +170,22 @@ impl SessionStore {
         }
     }
 
-    fn token_key(&self, token_hash: &str) -> String {
-        format!("{}identity:session-token:{token_hash}", self.namespace)
+    fn token_key(&self, account_id: Uuid, token_hash: &str) -> String {
+        format!(
+            "{}session-token:{token_hash}",
+            account_key_prefix(&self.namespace, account_id)
+        )
     }
 
     fn account_key(&self, account_id: Uuid) -> String {
-        format!("{}identity:account-sessions:{account_id}", self.namespace)
+        format!(
+            "{}sessions",
+            account_key_prefix(&self.namespace, account_id)
+        )
+    }
+
+    fn session_key(&self, account_id: Uuid, sid: &str) -> String {
+        session_key(&self.namespace, account_id, sid)
     }
 
     /// Starts a session for `account_id`. Returns the refresh secret (shown to the client once,
@@ -193,7 +209,7 @@ impl SessionStore {
         display_name: &str,
     ) -> Result<(String, SessionRecord), RedisError> {
         let session_id = random_secret();
-        let token = random_secret();
+        let token = format!("{}.{}", account_id.simple(), random_secret());
         let token_hash = hash_token(&token);
 
         let now_ms = now.timestamp_millis();
@@ -217,7 +233,7 @@ impl SessionStore {
             .map(|at| at.to_string())
             .unwrap_or_default();
 
-        let session = session_key(&self.namespace, &session_id);
+        let session = self.session_key(account_id, &session_id);
         let account = self.account_key(account_id);
         let account_str = account_id.to_string();
         let mut conn = self.conn.clone();
@@ -243,7 +259,11 @@ impl SessionStore {
             .ignore()
             .pexpire(&session, ttl_ms)
             .ignore()
-            .pset_ex(self.token_key(&token_hash), &session_id, ttl_ms_u64(ttl_ms))
+            .pset_ex(
+                self.token_key(account_id, &token_hash),
+                &session_id,
+                ttl_ms_u64(ttl_ms),
+            )
             .ignore()
             .sadd(&account, &session_id)
             .ignore()
@@ -264,14 +284,21 @@ impl SessionStore {
         token: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<SessionRecord>, RedisError> {
+        // Anything not shaped like a token of ours is simply not one.
+        let Some(account_id) = token
+            .split_once('.')
+            .and_then(|(account, _)| Uuid::try_parse(account).ok())
+        else {
+            return Ok(None);
+        };
         let token_hash = hash_token(token);
-        let token_key = self.token_key(&token_hash);
+        let token_key = self.token_key(account_id, &token_hash);
         let mut conn = self.conn.clone();
         let Some(session_id): Option<String> = conn.get(&token_key).await? else {
             return Ok(None);
         };
         let fields: Option<HashMap<String, String>> = BY_TOKEN
-            .key(session_key(&self.namespace, &session_id))
+            .key(self.session_key(account_id, &session_id))
             .key(&token_key)
             .arg(now.timestamp_millis())
             .arg(duration_ms(self.idle_ttl).max(1))
@@ -283,11 +310,15 @@ impl SessionStore {
             .transpose()
     }
 
-    /// The session `sid`, if it is live. Does not refresh it.
-    pub async fn get(&self, sid: &str) -> Result<Option<SessionRecord>, RedisError> {
+    /// The session `sid` of `account_id`, if it is live. Does not refresh it.
+    pub async fn get(
+        &self,
+        account_id: Uuid,
+        sid: &str,
+    ) -> Result<Option<SessionRecord>, RedisError> {
         let mut conn = self.conn.clone();
         let fields: HashMap<String, String> =
-            conn.hgetall(session_key(&self.namespace, sid)).await?;
+            conn.hgetall(self.session_key(account_id, sid)).await?;
         if fields.is_empty() {
             return Ok(None);
         }
@@ -297,6 +328,7 @@ impl SessionStore {
     /// Records the grant the user switched to (or none). `false` when the session has ended.
     pub async fn set_active(
         &self,
+        account_id: Uuid,
         sid: &str,
         grant: Option<ActiveGrant>,
     ) -> Result<bool, RedisError> {
@@ -304,13 +336,15 @@ impl SessionStore {
             Some(grant) => (grant.organisation_id.to_string(), grant.role.as_str()),
             None => (String::new(), ""),
         };
-        let mut conn = self.conn.clone();
-        let updated: i64 = SET_ACTIVE
-            .key(session_key(&self.namespace, sid))
+        let mut update = redis::pipe();
+        update
+            .cmd("EVAL")
+            .arg(SET_ACTIVE_LUA)
+            .arg(1)
+            .arg(self.session_key(account_id, sid))
             .arg(org)
-            .arg(role)
-            .invoke_async(&mut conn)
-            .await?;
+            .arg(role);
+        let (updated,): (i64,) = self.conn.clone().exec_replicated(&update).await?;
         Ok(updated == 1)
     }
 
@@ -325,13 +359,15 @@ impl SessionStore {
         if !methods.iter().any(|m| m == "otp") {
             methods.push("otp".to_owned());
         }
-        let mut conn = self.conn.clone();
-        let updated: i64 = SET_PROOF
-            .key(session_key(&self.namespace, &record.session_id))
+        let mut update = redis::pipe();
+        update
+            .cmd("EVAL")
+            .arg(SET_PROOF_LUA)
+            .arg(1)
+            .arg(self.session_key(record.account_id, &record.session_id))
             .arg(methods.join(" "))
-            .arg(at.to_string())
-            .invoke_async(&mut conn)
-            .await?;
+            .arg(at.to_string());
+        let (updated,): (i64,) = self.conn.clone().exec_replicated(&update).await?;
         Ok(updated == 1)
     }
 
@@ -427,22 +463,18 @@ impl SessionStore {
     }
 
     /// Ends one session (sign-out). Ending an ended or unknown session is not an error.
-    pub async fn end(&self, sid: &str) -> Result<(), RedisError> {
-        let session = session_key(&self.namespace, sid);
+    pub async fn end(&self, account_id: Uuid, sid: &str) -> Result<(), RedisError> {
+        let session = self.session_key(account_id, sid);
         let mut conn = self.conn.clone();
-        let (account_id, token_hash): (Option<String>, Option<String>) =
-            conn.hmget(&session, &["account_id", "token_hash"]).await?;
-        let existed = token_hash.is_some();
-        let mut pipe = redis::pipe();
-        pipe.atomic().del(&session).ignore();
-        if let Some(token_hash) = token_hash {
-            pipe.del(self.token_key(&token_hash)).ignore();
+        let token_hash: Option<String> = conn.hget(&session, "token_hash").await?;
+        let mut ending = redis::pipe();
+        ending.del(&session);
+        if let Some(token_hash) = &token_hash {
+            ending.del(self.token_key(account_id, token_hash));
         }
-        if let Some(account_id) = account_id.and_then(|a| Uuid::parse_str(&a).ok()) {
-            pipe.srem(self.account_key(account_id), sid).ignore();
-        }
-        pipe.exec_async(&mut conn).await?;
-        crate::metrics::sessions_ended(u32::from(existed));
+        ending.srem(self.account_key(account_id), sid);
+        let _: Vec<Value> = conn.exec_replicated(&ending).await?;
+        crate::metrics::sessions_ended(u32::from(token_hash.is_some()));
         Ok(())
     }
 
@@ -493,14 +525,14 @@ impl SessionStore {
         let mut read = redis::pipe();
         for sid in &sids {
             read.hmget(
-                session_key(&self.namespace, sid),
+                self.session_key(account_id, sid),
                 &["account_id", "token_hash", "org", "role"],
             );
         }
         let sessions: Vec<EndFields> = read.query_async(&mut conn).await?;
 
         let mut write = redis::pipe();
-        write.atomic();
+        let mut cleanup = redis::pipe();
         let mut stale = Vec::new();
         let mut ending = 0usize;
         for (sid, fields) in sids.iter().zip(&sessions) {
@@ -512,21 +544,29 @@ impl SessionStore {
                 continue;
             }
             ending += 1;
-            write.del(session_key(&self.namespace, sid));
+            // Every session's DEL first, so their replies lead EXEC's.
+            write.del(self.session_key(account_id, sid));
             if let Some(token_hash) = &fields.1 {
-                write.del(self.token_key(token_hash)).ignore();
+                cleanup.del(self.token_key(account_id, token_hash));
             }
-            write.srem(&account, sid).ignore();
+            cleanup.srem(&account, sid);
         }
         if !stale.is_empty() {
-            write.srem(&account, &stale).ignore();
+            cleanup.srem(&account, &stale);
         }
         if ending == 0 && stale.is_empty() {
             return Ok(0);
         }
+        for cmd in cleanup.cmd_iter() {
+            write.add_command(cmd.clone());
+        }
+        let replies: Vec<Value> = conn.exec_replicated(&write).await?;
         // One reply per session DEL: a session that ended in between is not counted.
-        let deleted: Vec<u32> = write.query_async(&mut conn).await?;
-        let ended = deleted.iter().sum();
+        let ended = replies
+            .iter()
+            .take(ending)
+            .map(|reply| u32::from(matches!(reply, Value::Int(1))))
+            .sum();
         crate::metrics::sessions_ended(ended);
         Ok(ended)
     }

@@ -45,6 +45,17 @@ pub async fn start_with_directory(extra: &[(&str, &str)]) -> Suite {
     start_with(&[Service::Identity, Service::Directory], extra).await
 }
 
+/// Identity alone over the Redis deployment at `redis_url`.
+pub async fn start_on_redis(redis_url: &str, extra: &[(&str, &str)]) -> Suite {
+    Suite::builder()
+        .only(&[Service::Identity])
+        .without_bootstrap()
+        .redis(redis_url)
+        .env(Service::Identity, extra)
+        .start()
+        .await
+}
+
 async fn start_with(services: &[Service], extra: &[(&str, &str)]) -> Suite {
     Suite::builder()
         .only(services)

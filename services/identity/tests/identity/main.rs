@@ -6,6 +6,7 @@
 
 mod calls;
 mod federated;
+mod redis_failover;
 mod redis_fixtures;
 
 mod accounts;

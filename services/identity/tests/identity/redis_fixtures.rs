@@ -71,12 +71,14 @@ pub fn t0() -> DateTime<Utc> {
 
 /// A Redis connection to a port nothing listens on, with short timeouts and few retries, to
 /// watch a store fail closed.
-pub fn dead_redis() -> ConnectionManager {
+pub fn dead_redis() -> cqrs_redis::RedisConnection {
     let port = cqrs_testkit::free_port();
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(500)))
         .set_response_timeout(Some(Duration::from_millis(500)))
         .set_number_of_retries(1);
-    ConnectionManager::new_lazy_with_config(client, config).unwrap()
+    ConnectionManager::new_lazy_with_config(client, config)
+        .unwrap()
+        .into()
 }

@@ -32,7 +32,7 @@ fn store(redis: &TestRedis) -> LockoutStore {
 }
 
 fn lockout_key(redis: &TestRedis, account: Uuid) -> String {
-    redis.key(&format!("identity:lockout:{account}"))
+    cqrs_auth::account_key_prefix(&redis.namespace, account) + "lockout"
 }
 
 /// `n` attempts at once on a multi-threaded runtime; returns every gate.

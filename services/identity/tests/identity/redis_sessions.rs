@@ -49,7 +49,8 @@ async fn create_get_and_refresh_by_token() {
         token, record.session_id,
         "the refresh secret is not the sid"
     );
-    assert_eq!(token.len(), 43);
+    assert_eq!(token.len(), 32 + 1 + 43, "account id, dot, 256-bit secret");
+    assert!(token.starts_with(&account.simple().to_string()));
     assert_eq!(record.session_id.len(), 43);
     assert_eq!(record.account_id, account);
     assert_eq!(record.created_at, t0());
@@ -60,7 +61,10 @@ async fn create_get_and_refresh_by_token() {
     assert_eq!(record.active, None);
 
     assert_eq!(
-        store.get(&record.session_id).await.unwrap(),
+        store
+            .get(record.account_id, &record.session_id)
+            .await
+            .unwrap(),
         Some(record.clone())
     );
     assert_eq!(
@@ -69,10 +73,15 @@ async fn create_get_and_refresh_by_token() {
     );
 
     // The key every service checks, through the same checker they use.
-    let sid_key = session_key(&redis.namespace, &record.session_id);
+    let sid_key = session_key(&redis.namespace, record.account_id, &record.session_id);
     assert!(exists(&redis, &sid_key).await);
     let check = RedisSessionCheck::new(redis.conn.clone(), redis.namespace.clone());
-    assert!(check.is_live(&record.session_id).await.unwrap());
+    assert!(
+        check
+            .is_live(record.account_id, &record.session_id)
+            .await
+            .unwrap()
+    );
 
     // The secret is stored only as its hash: no key name or value contains it.
     let mut conn = redis.conn.clone();
@@ -114,7 +123,10 @@ async fn wrong_tokens_find_nothing() {
     let mut other = token.clone();
     other.replace_range(0..1, if token.starts_with('A') { "B" } else { "A" });
     assert_eq!(store.by_token(&other, t0()).await.unwrap(), None);
-    assert_eq!(store.get("unknown-sid").await.unwrap(), None);
+    assert_eq!(
+        store.get(record.account_id, "unknown-sid").await.unwrap(),
+        None
+    );
     // Nothing was created by the lookups.
     assert_eq!(redis.keys().await.len(), 3);
 }
@@ -126,17 +138,34 @@ async fn end_is_immediate_and_idempotent() {
     let account = Uuid::new_v4();
     let (token, record) = store.create(account, t0()).await.unwrap();
     let (other_token, other) = store.create(account, t0()).await.unwrap();
-    let sid_key = session_key(&redis.namespace, &record.session_id);
+    let sid_key = session_key(&redis.namespace, record.account_id, &record.session_id);
 
-    store.end(&record.session_id).await.unwrap();
+    store
+        .end(record.account_id, &record.session_id)
+        .await
+        .unwrap();
     assert!(!exists(&redis, &sid_key).await);
     let check = RedisSessionCheck::new(redis.conn.clone(), redis.namespace.clone());
-    assert!(!check.is_live(&record.session_id).await.unwrap());
-    assert_eq!(store.get(&record.session_id).await.unwrap(), None);
+    assert!(
+        !check
+            .is_live(record.account_id, &record.session_id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .get(record.account_id, &record.session_id)
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(store.by_token(&token, t0()).await.unwrap(), None);
 
-    store.end(&record.session_id).await.unwrap();
-    store.end("never-existed").await.unwrap();
+    store
+        .end(record.account_id, &record.session_id)
+        .await
+        .unwrap();
+    store.end(account, "never-existed").await.unwrap();
 
     // The other session of the account is untouched; only its keys remain.
     assert_eq!(
@@ -146,7 +175,7 @@ async fn end_is_immediate_and_idempotent() {
     assert_eq!(redis.keys().await.len(), 3);
     let mut conn = redis.conn.clone();
     let members: Vec<String> = conn
-        .smembers(redis.key(&format!("identity:account-sessions:{account}")))
+        .smembers(cqrs_auth::account_key_prefix(&redis.namespace, account) + "sessions")
         .await
         .unwrap();
     assert_eq!(members, vec![other.session_id]);
@@ -157,7 +186,7 @@ async fn idle_ttl_is_refreshed_but_bounded_by_the_absolute_expiry() {
     let redis = TestRedis::new().await;
     let store = store(&redis);
     let (token, record) = store.create(Uuid::new_v4(), t0()).await.unwrap();
-    let sid_key = session_key(&redis.namespace, &record.session_id);
+    let sid_key = session_key(&redis.namespace, record.account_id, &record.session_id);
     let idle_ms = i64::try_from(IDLE.as_millis()).unwrap();
     let slack = 5_000;
 
@@ -176,7 +205,7 @@ async fn idle_ttl_is_refreshed_but_bounded_by_the_absolute_expiry() {
     let near_end = t0() + TimeDelta::seconds(70);
     assert!(store.by_token(&token, near_end).await.unwrap().is_some());
     for key in redis.keys().await {
-        if key.contains("account-sessions") {
+        if key.ends_with(":sessions") {
             continue;
         }
         let ttl = pttl(&redis, &key).await;
@@ -207,7 +236,13 @@ async fn an_idle_session_expires() {
         store.by_token(&token, SystemClock.now()).await.unwrap(),
         None
     );
-    assert_eq!(store.get(&record.session_id).await.unwrap(), None);
+    assert_eq!(
+        store
+            .get(record.account_id, &record.session_id)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
@@ -222,13 +257,19 @@ async fn end_all_ends_every_session_of_one_account_only() {
     }
     let (bob_token, bob_record) = store.create(bob, t0()).await.unwrap();
     // A member whose session already expired is dropped and not counted.
-    let index = redis.key(&format!("identity:account-sessions:{alice}"));
+    let index = cqrs_auth::account_key_prefix(&redis.namespace, alice) + "sessions";
     let mut conn = redis.conn.clone();
     let _: usize = conn.sadd(&index, "expired-sid").await.unwrap();
 
     assert_eq!(store.end_all(alice).await.unwrap(), 3);
     for (token, record) in &alices {
-        assert!(!exists(&redis, &session_key(&redis.namespace, &record.session_id)).await);
+        assert!(
+            !exists(
+                &redis,
+                &session_key(&redis.namespace, record.account_id, &record.session_id)
+            )
+            .await
+        );
         assert_eq!(store.by_token(token, t0()).await.unwrap(), None);
     }
     assert!(!exists(&redis, &index).await, "the index is emptied");
@@ -258,11 +299,20 @@ async fn end_matching_ends_only_sessions_with_that_active_grant() {
         (&s1.session_id, grant(org1, Role::PracticeUser)),
         (&s2.session_id, grant(org1, Role::PracticeManager)),
         (&s3.session_id, grant(org2, Role::PracticeUser)),
-        (&s5.session_id, grant(org1, Role::PracticeUser)),
     ] {
-        assert!(store.set_active(sid, active).await.unwrap());
+        assert!(store.set_active(account, sid, active).await.unwrap());
     }
-    let live = |sid: &str| session_key(&redis.namespace, sid);
+    assert!(
+        store
+            .set_active(
+                other_account,
+                &s5.session_id,
+                grant(org1, Role::PracticeUser)
+            )
+            .await
+            .unwrap()
+    );
+    let live = |sid: &str| session_key(&redis.namespace, account, sid);
 
     assert_eq!(
         store
@@ -274,7 +324,14 @@ async fn end_matching_ends_only_sessions_with_that_active_grant() {
     assert!(!exists(&redis, &live(&s1.session_id)).await);
     assert!(exists(&redis, &live(&s2.session_id)).await);
     assert!(exists(&redis, &live(&s3.session_id)).await);
-    assert!(exists(&redis, &live(&s5.session_id)).await, "other account");
+    assert!(
+        exists(
+            &redis,
+            &session_key(&redis.namespace, other_account, &s5.session_id)
+        )
+        .await,
+        "other account"
+    );
 
     assert_eq!(
         store.end_matching(account, Some(org2), None).await.unwrap(),
@@ -287,7 +344,7 @@ async fn end_matching_ends_only_sessions_with_that_active_grant() {
     assert!(!exists(&redis, &live(&s2.session_id)).await);
     assert!(exists(&redis, &live(&s4.session_id)).await);
     assert_eq!(
-        store.get(&s4.session_id).await.unwrap(),
+        store.get(s4.account_id, &s4.session_id).await.unwrap(),
         Some(s4.clone()),
         "a session without a grant never matches"
     );
@@ -301,24 +358,58 @@ async fn set_active_records_the_grant_and_never_revives_a_session() {
     let (token, record) = store.create(Uuid::new_v4(), t0()).await.unwrap();
 
     let active = grant(org, Role::CommissioningApprover);
-    assert!(store.set_active(&record.session_id, active).await.unwrap());
+    assert!(
+        store
+            .set_active(record.account_id, &record.session_id, active)
+            .await
+            .unwrap()
+    );
     assert_eq!(
-        store.get(&record.session_id).await.unwrap().unwrap().active,
+        store
+            .get(record.account_id, &record.session_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .active,
         active
     );
     assert_eq!(
         store.by_token(&token, t0()).await.unwrap().unwrap().active,
         active
     );
-    assert!(store.set_active(&record.session_id, None).await.unwrap());
+    assert!(
+        store
+            .set_active(record.account_id, &record.session_id, None)
+            .await
+            .unwrap()
+    );
     assert_eq!(
-        store.get(&record.session_id).await.unwrap().unwrap().active,
+        store
+            .get(record.account_id, &record.session_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .active,
         None
     );
 
-    store.end(&record.session_id).await.unwrap();
-    assert!(!store.set_active(&record.session_id, active).await.unwrap());
-    assert!(!exists(&redis, &session_key(&redis.namespace, &record.session_id)).await);
+    store
+        .end(record.account_id, &record.session_id)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .set_active(record.account_id, &record.session_id, active)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !exists(
+            &redis,
+            &session_key(&redis.namespace, record.account_id, &record.session_id)
+        )
+        .await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,13 +468,16 @@ async fn redis_down_fails_closed() {
             .is_err()
     );
     assert!(
-        tokio::time::timeout(limit, store.by_token("token", t0()))
-            .await
-            .unwrap()
-            .is_err()
+        tokio::time::timeout(
+            limit,
+            store.by_token(&format!("{}.secret", account.simple()), t0())
+        )
+        .await
+        .unwrap()
+        .is_err()
     );
     assert!(
-        tokio::time::timeout(limit, store.end("sid"))
+        tokio::time::timeout(limit, store.end(account, "sid"))
             .await
             .unwrap()
             .is_err()
