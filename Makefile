@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build test lint fmt run demo logs stop clean bench services
+.PHONY: all build test lint fmt run demo logs stop clean bench soak services
 
 all: build
 
@@ -60,6 +60,12 @@ stop:
 
 clean:
 	@bash scripts/run.sh clean
+
+# Ten minutes (SOAK_SECS) of mixed load on release processes while Redis, Postgres and the SMTP
+# server are each stopped and started; checks nothing acknowledged is lost and prints the
+# tables (scripts/soak.sh). Not part of `make test`.
+soak: services
+	@bash scripts/soak.sh
 
 # Benchmarks of every service, each reported as ratios against a baseline measured in the same
 # run (a bare tonic echo RPC, raw argon2id verifications); printed, never asserted.

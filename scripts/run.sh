@@ -10,11 +10,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RUN_DIR=.run
+# CQRS_RUN_DIR and CQRS_RUN_PROFILE=release let scripts/soak.sh run a second, release suite
+# beside a `make run` one.
+RUN_DIR=${CQRS_RUN_DIR:-.run}
 LOG_DIR=$RUN_DIR/logs
 PID_DIR=$RUN_DIR/pids
-BIN=target/debug
-DEV_DB=cqrs_dev
+PROFILE=${CQRS_RUN_PROFILE:-debug}
+BIN=target/$PROFILE
+DEV_DB=${CQRS_RUN_DATABASE:-cqrs_dev}
 REDIS_NS=cqrs-dev:
 # The gRPC services, in start order; the web gateway (cqrs-gateway) starts after them.
 SERVICES=(notifications identity directory access)
@@ -198,8 +201,10 @@ esac
 
 stop
 mkdir -p "$LOG_DIR" "$PID_DIR" "$RUN_DIR/mail"
-cargo build -q -p cqrs-notifications -p cqrs-identity -p cqrs-directory -p cqrs-access -p cqrs-gateway \
-  -p cqrs-testkit --bins
+release=()
+[ "$PROFILE" = release ] && release=(--release)
+cargo build -q "${release[@]}" -p cqrs-notifications -p cqrs-identity -p cqrs-directory -p cqrs-access \
+  -p cqrs-gateway -p cqrs-testkit --bins
 if [ "${CQRS_DEV_OIDC:-0}" = 1 ]; then
   cargo build -q -p cqrs-suite --bin cqrs-dev-oidc
 fi

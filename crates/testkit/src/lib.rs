@@ -8,6 +8,7 @@
 mod db;
 pub mod echo;
 mod keys;
+pub mod loader;
 mod redis_deployment;
 mod server;
 mod smtp;

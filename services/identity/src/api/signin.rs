@@ -28,7 +28,7 @@ use crate::store::{self, AccountRow, accounts as account_store};
 
 /// `lock_reason` of a lock-out recorded by the sign-in path.
 const LOCK_REASON_FAILURES: &str = "TOO_MANY_FAILED_ATTEMPTS";
-/// Longest session token looked at; real ones are 43 characters.
+/// Longest session token looked at; real ones are 76 characters (account id, dot, secret).
 const MAX_SESSION_TOKEN_LEN: usize = 128;
 
 /// What the lock-out gate let happen to one password check.
