@@ -31,7 +31,8 @@ pub use layer::{
 pub use principal::{ActiveGrant, Principal, SecondFactorCheck, SignInProof, principal};
 pub use role_proto::RoleProto;
 pub use session::{
-    RedisSessionCheck, SessionCheck, account_key_prefix, session_key, session_key_pattern,
+    CACHE_TTL, CachedSessionCheck, HEARD_WITHIN, RedisSessionCheck, SessionCheck,
+    account_key_prefix, announce_ended, session_key, session_key_pattern, sessions_ended_channel,
 };
 pub use source::{IdentityTokenSource, IssuerTokenSource, StaticToken, TokenSource};
 pub use token::{AUDIENCE, CLOCK_LEEWAY_SECS, ISSUER, IssuedToken, TokenIssuer, TokenVerifier};

@@ -256,11 +256,7 @@ impl RedisNs {
     async fn new() -> Self {
         let url =
             std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-        let client = redis::Client::open(url).unwrap();
-        let conn = redis::aio::ConnectionManager::new(client)
-            .await
-            .unwrap()
-            .into();
+        let conn = cqrs_redis::RedisConnection::open_url(&url).unwrap();
         Self {
             conn,
             namespace: format!("t-{}:", Uuid::new_v4()),

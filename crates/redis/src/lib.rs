@@ -13,21 +13,26 @@
 //! Writes that security rests on go through [`RedisConnection::exec_replicated`]: a
 //! MULTI/EXEC followed, on the same connection, by `WAIT replica_acks`, so an acknowledged
 //! write is on a replica before anyone acts on it, and a failover cannot undo it.
+//!
+//! [`RedisConnection::subscribe`] listens to a pub/sub channel on a connection of its own
+//! (a cluster forwards every message to every node, so any node serves), made again whenever
+//! it breaks, and says when it is listening and when it stopped.
 
 mod target;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use redis::aio::{
-    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection, PubSub,
 };
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
-    AsyncConnectionConfig, Cmd, ConnectionAddr, ErrorKind, FromRedisValue, Pipeline, RedisError,
-    RedisFuture, RedisResult, ServerErrorKind, Value,
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ErrorKind, FromRedisValue, IntoConnectionInfo,
+    Pipeline, RedisConnectionInfo, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
 };
 use tokio::sync::{Mutex, OnceCell};
 
@@ -37,13 +42,35 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a write waits for its replicas; below the response timeout, so a missing replica
 /// answers "not confirmed" rather than a timeout.
-const WAIT_TIMEOUT_MS: u64 = 500;
+const WAIT_TIMEOUT_MS: u64 = 1000;
+
+/// A pause before a broken subscription is made again.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(250);
 
 /// A Redis connection of any deployment; cheap to clone (clones share the connection).
 #[derive(Clone)]
 pub struct RedisConnection {
     inner: Inner,
     replica_acks: u32,
+    /// Where a subscription connects.
+    listen: Arc<Listen>,
+}
+
+enum Listen {
+    Single(redis::Client),
+    Sentinel,
+    Cluster(Vec<redis::Client>),
+}
+
+/// What a subscription reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// Listening from now on (first, or again after [`Heard::Lost`]).
+    Subscribed,
+    /// A message on the channel.
+    Message(String),
+    /// Not listening any more: messages may be missed until the next [`Heard::Subscribed`].
+    Lost,
 }
 
 #[derive(Clone)]
@@ -70,9 +97,11 @@ impl std::fmt::Debug for RedisConnection {
 impl RedisConnection {
     /// A connection to `target`; nothing is contacted until the first command.
     pub fn open(target: &RedisTarget) -> RedisResult<RedisConnection> {
+        let mut listen = Listen::Sentinel;
         let inner = match &target.topology {
             Topology::Standalone { url } => {
                 let client = redis::Client::open(url.as_str())?;
+                listen = Listen::Single(client.clone());
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -106,6 +135,24 @@ impl RedisConnection {
                 }))
             }
             Topology::Cluster { nodes } => {
+                let mut settings = RedisConnectionInfo::default();
+                if let Some(user) = &target.username {
+                    settings = settings.set_username(user);
+                }
+                if let Some(password) = &target.password {
+                    settings = settings.set_password(password);
+                }
+                listen = Listen::Cluster(
+                    nodes
+                        .iter()
+                        .map(|(host, port)| {
+                            let info = ConnectionAddr::Tcp(host.clone(), *port)
+                                .into_connection_info()?
+                                .set_redis_settings(settings.clone());
+                            redis::Client::open(info)
+                        })
+                        .collect::<RedisResult<_>>()?,
+                );
                 let urls = nodes
                     .iter()
                     .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
@@ -130,6 +177,7 @@ impl RedisConnection {
         Ok(RedisConnection {
             inner,
             replica_acks: target.replica_acks,
+            listen: Arc::new(listen),
         })
     }
 
@@ -192,13 +240,65 @@ impl RedisConnection {
     }
 }
 
-impl From<ConnectionManager> for RedisConnection {
-    fn from(conn: ConnectionManager) -> Self {
-        RedisConnection {
-            inner: Inner::Single(conn),
-            replica_acks: 0,
-        }
+impl RedisConnection {
+    /// Listens to `channel` until the returned task is aborted, telling `heard` what it hears
+    /// (see [`Heard`]); a broken connection is reported [`Heard::Lost`] and made again.
+    pub fn subscribe(
+        &self,
+        channel: String,
+        mut heard: impl FnMut(Heard) + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut attempt = 0usize;
+            loop {
+                attempt += 1;
+                if let Ok(mut pubsub) = this.pubsub(attempt).await
+                    && pubsub.subscribe(&channel).await.is_ok()
+                {
+                    heard(Heard::Subscribed);
+                    let mut messages = pubsub.into_on_message();
+                    while let Some(message) = messages.next().await {
+                        if let Ok(payload) = message.get_payload::<String>() {
+                            heard(Heard::Message(payload));
+                        }
+                    }
+                    heard(Heard::Lost);
+                }
+                tokio::time::sleep(RESUBSCRIBE_DELAY).await;
+            }
+        })
     }
+
+    /// A pub/sub connection: to the server, the Sentinels' master, or (by turns, `attempt`)
+    /// a cluster node.
+    async fn pubsub(&self, attempt: usize) -> RedisResult<PubSub> {
+        let client = match (&*self.listen, &self.inner) {
+            (Listen::Single(client), _) => client.clone(),
+            (Listen::Cluster(nodes), _) if !nodes.is_empty() => {
+                nodes[attempt % nodes.len()].clone()
+            }
+            (Listen::Sentinel, Inner::Sentinel(master)) => {
+                let mut state = master.state.lock().await;
+                tokio::time::timeout(CONNECT_TIMEOUT * 2, state.sentinels.async_get_client())
+                    .await
+                    .map_err(|_| timed_out())??
+            }
+            _ => {
+                return Err(RedisError::from((
+                    ErrorKind::InvalidClientConfig,
+                    "no node to subscribe on",
+                )));
+            }
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
+            .await
+            .map_err(|_| timed_out())?
+    }
+}
+
+fn timed_out() -> RedisError {
+    RedisError::from((ErrorKind::Io, "timed out connecting to Redis"))
 }
 
 impl ConnectionLike for RedisConnection {
@@ -289,7 +389,7 @@ impl SentinelMaster {
             state.sentinels.get_async_connection_with_config(&config),
         )
         .await
-        .map_err(|_| RedisError::from((ErrorKind::Io, "no master from the Sentinels in time")))??;
+        .map_err(|_| timed_out())??;
         state.generation += 1;
         let generation = state.generation;
         state.current = Some((generation, conn.clone()));

@@ -83,7 +83,8 @@ impl TestKeys {
         (sid, token)
     }
 
-    /// Deletes a session written by [`TestKeys::user_session`]; its tokens stop working.
+    /// Deletes a session written by [`TestKeys::user_session`] and announces it, as identity
+    /// does; its tokens stop working.
     pub async fn end_session(&self, redis: &TestRedis, account_id: Uuid, session_id: &str) {
         let key = session_key(&redis.namespace, account_id, session_id);
         let mut conn = redis.conn.clone();
@@ -91,5 +92,8 @@ impl TestKeys {
             .await
             .map(drop)
             .unwrap_or_else(|e| panic!("TestKeys: cannot delete session {key}: {e}"));
+        cqrs_auth::announce_ended(&mut conn, &redis.namespace, &[key])
+            .await
+            .unwrap_or_else(|e| panic!("TestKeys: cannot announce the end: {e}"));
     }
 }

@@ -19,7 +19,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_auth::{RedisSessionCheck, SessionCheck, TokenSource};
+use cqrs_auth::{CachedSessionCheck, SessionCheck, TokenSource};
 use cqrs_edge::rate_limit::RateLimits;
 use cqrs_outbox::{Relay, RelayConfig};
 use cqrs_peers::NotificationsPeer;
@@ -171,7 +171,7 @@ pub async fn run(env: Env) -> Result<(), BoxError> {
         Arc::new(SystemClock),
     );
     let redis = cqrs_runtime::db::redis_connection(&config.redis_url)?;
-    let sessions = Arc::new(RedisSessionCheck::new(
+    let sessions = Arc::new(CachedSessionCheck::new(
         redis,
         config.redis_namespace.clone(),
     ));

@@ -17,7 +17,8 @@
 //! * capacity: calls per second from enough closed-loop callers to saturate the machine. For
 //!   CheckPermission with token verification, as a ratio of the echo rate (target ≥ 0.5); the
 //!   headline is the internal path (a service token), the user path (a user asking about
-//!   itself, which also checks its session in Redis) is shown too. Echo and CheckPermission
+//!   itself, which also checks that its session is live: from the session cache that
+//!   identity's announcements keep true, `cqrs_auth::CachedSessionCheck`) is shown too. Echo and CheckPermission
 //!   phases alternate, so other load on the machine weighs on both alike. A breakdown shows
 //!   where CheckPermission's time goes: the server stack alone (the public health check), with
 //!   token verification (a request refused before any lookup), the decision's query alone
@@ -29,6 +30,11 @@
 //!   an existing name (p99 < 10 ms). The same from 8 closed-loop callers is printed for
 //!   reference: on a 2-core machine that is already near capacity, so it mostly measures
 //!   queueing.
+//!
+//! * how long an ended session still counts on another replica: a session is ended as
+//!   identity ends one (its key deleted, then the end announced) while a
+//!   second session checker, which had the session cached, is asked in a tight loop until it
+//!   refuses; p50/p99 over many trials.
 //!
 //! Figures are printed, never asserted: timing on shared machines is too noisy for a pass/fail
 //! test. Other work on the machine (a build, another benchmark) skews them; run it alone.
@@ -42,7 +48,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use cqrs_auth::{ActiveGrant, IssuerTokenSource, Permission, RedisSessionCheck, Role};
+use cqrs_auth::{
+    ActiveGrant, CachedSessionCheck, IssuerTokenSource, Permission, Role, SessionCheck,
+};
 use cqrs_directory::store::grants as grant_store;
 use cqrs_directory::{Directory, RevocationConfig, Store};
 use cqrs_proto::directory::v1::{self as pb, directory_service_client::DirectoryServiceClient};
@@ -852,6 +860,47 @@ async fn echo_phase(channels: &Arc<Vec<Channel>>, callers: usize, run_for: Durat
 
 // ---------------------------------------------------------------------------------------------
 
+const END_TRIALS: usize = 200;
+
+/// Ends sessions as identity does (DEL in a MULTI/EXEC, then the announcement) while another replica's
+/// checker, which has each cached, is asked until it refuses: the p50 and p99 of that time.
+async fn end_to_refusal(redis: &cqrs_testkit::TestRedis) -> (Duration, Duration) {
+    let other = CachedSessionCheck::new(redis.conn.clone(), redis.namespace.clone());
+    let mut conn = redis.conn.clone();
+    let mut took = Vec::with_capacity(END_TRIALS);
+    while took.len() < END_TRIALS {
+        let account = Uuid::new_v4();
+        let sid = Uuid::new_v4().simple().to_string();
+        let key = cqrs_auth::session_key(&redis.namespace, account, &sid);
+        let _: () = redis::AsyncCommands::set_ex(&mut conn, &key, "1", 60)
+            .await
+            .unwrap();
+        assert!(other.is_live(account, &sid).await.unwrap());
+        // Cached only once the checker trusts its channel; such a trial is not counted.
+        let _: () = redis::AsyncCommands::del(&mut conn, &key).await.unwrap();
+        if !other.is_live(account, &sid).await.unwrap() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let _: () = redis::AsyncCommands::set_ex(&mut conn, &key, "1", 60)
+            .await
+            .unwrap();
+        let mut end = redis::pipe();
+        end.del(&key);
+        let started = Instant::now();
+        let _: redis::Value = conn.exec_replicated(&end).await.unwrap();
+        cqrs_auth::announce_ended(&mut conn, &redis.namespace, std::slice::from_ref(&key))
+            .await
+            .unwrap();
+        while other.is_live(account, &sid).await.unwrap() {
+            tokio::task::yield_now().await;
+        }
+        took.push(started.elapsed());
+    }
+    took.sort_unstable();
+    (took[END_TRIALS / 2], took[END_TRIALS * 99 / 100])
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
@@ -899,7 +948,7 @@ async fn main() {
         RevocationConfig::default(),
         Arc::new(SystemClock),
     );
-    let sessions = Arc::new(RedisSessionCheck::new(
+    let sessions = Arc::new(CachedSessionCheck::new(
         redis.conn.clone(),
         redis.namespace.clone(),
     ));
@@ -1056,6 +1105,8 @@ async fn main() {
     let (mut search_closed, _) = directory_callers
         .run(LATENCY_CALLERS, LATENCY_PHASE, Callers::search)
         .await;
+
+    let (end_p50, end_p99) = end_to_refusal(&redis).await;
 
     let echo_rate = echo_sat.rate();
     let service_ratio = service_sat.rate() / echo_rate;
@@ -1223,6 +1274,12 @@ async fn main() {
             under(search_p99, 10),
         ),
     ];
+    println!();
+    println!(
+        "  an ended session, until another replica refuses it ({END_TRIALS} trials): p50 {}, p99 {}",
+        ms(end_p50),
+        ms(end_p99)
+    );
     println!();
     println!(
         "  {:<46} {:>14}   {:<16} result",

@@ -16,7 +16,7 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_auth::{RedisSessionCheck, SessionCheck, TokenSource};
+use cqrs_auth::{CachedSessionCheck, SessionCheck, TokenSource};
 use cqrs_proto::directory::v1::directory_service_server::DirectoryServiceServer;
 use cqrs_runtime::clock::{Clock, SystemClock};
 use cqrs_runtime::config::{ConfigErrors, DatabaseConfig, Env, ServerConfig};
@@ -134,7 +134,7 @@ pub async fn run(env: Env) -> Result<(), BoxError> {
         Arc::new(SystemClock),
     );
     let redis = cqrs_runtime::db::redis_connection(&config.redis_url)?;
-    let sessions = Arc::new(RedisSessionCheck::new(
+    let sessions = Arc::new(CachedSessionCheck::new(
         redis,
         config.redis_namespace.clone(),
     ));

@@ -459,11 +459,16 @@ async fn signing_in_out_and_a_session_ended_in_identity() {
         .await;
     assert_eq!(browser.get("/portal/profile").await.status, StatusCode::OK);
     let mut conn = suite.redis.conn.clone();
+    let mut ended = Vec::new();
     for key in suite.redis.keys().await {
         if key.contains(":session:") {
             let _: usize = redis::AsyncCommands::del(&mut conn, &key).await.unwrap();
+            ended.push(key);
         }
     }
+    cqrs_auth::announce_ended(&mut conn, &suite.redis.namespace, &ended)
+        .await
+        .unwrap();
     // The home page too, though it shows nothing but the session's own data and the unread
     // count.
     let ended = browser.get("/portal/").await;

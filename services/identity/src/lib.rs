@@ -20,7 +20,7 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_auth::{IssuerTokenSource, RedisSessionCheck, SigningKey, TokenIssuer};
+use cqrs_auth::{CachedSessionCheck, IssuerTokenSource, SigningKey, TokenIssuer};
 use cqrs_outbox::Relay;
 use cqrs_peers::NotificationsPeer;
 use cqrs_proto::identity::v1::identity_service_server::IdentityServiceServer;
@@ -72,6 +72,8 @@ pub struct Identity {
     pub store: Store,
     pub redis: RedisConnection,
     pub api: IdentityApi,
+    /// The session check of this service's own user calls, told of its endings at once.
+    pub session_check: Arc<CachedSessionCheck>,
 }
 
 impl Identity {
@@ -84,10 +86,15 @@ impl Identity {
         let config = Arc::new(config);
         let hasher = PasswordHasher::new(&config.hashing)?;
         let directory = DirectoryClient::new(&config, Arc::new(self_issuer(&config)))?;
+        let session_check = Arc::new(CachedSessionCheck::new(
+            redis.clone(),
+            config.redis_namespace.clone(),
+        ));
         let api = IdentityApi::new(
             Arc::clone(&config),
             store.clone(),
             redis.clone(),
+            Arc::clone(&session_check),
             hasher,
             directory,
             clock,
@@ -97,6 +104,7 @@ impl Identity {
             store,
             redis,
             api,
+            session_check,
         })
     }
 
@@ -105,10 +113,7 @@ impl Identity {
     /// the sessions this service keeps; health follows Postgres and Redis.
     pub fn server(&self, mut server_config: ServerConfig) -> ServiceServer {
         server_config.token_verify_keys = self.config.verifier();
-        let sessions = Arc::new(RedisSessionCheck::new(
-            self.redis.clone(),
-            self.config.redis_namespace.clone(),
-        ));
+        let sessions = Arc::clone(&self.session_check);
         let tokens = self.service_tokens();
         let server = ServiceServer::new(server_config)
             .add_service(IdentityServiceServer::new(self.api.clone()))

@@ -13,7 +13,7 @@ pub mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_auth::RedisSessionCheck;
+use cqrs_auth::CachedSessionCheck;
 use cqrs_proto::notifications::v1::notification_service_server::NotificationServiceServer;
 use cqrs_runtime::clock::{Clock, SystemClock};
 use cqrs_runtime::config::{ConfigErrors, DatabaseConfig, Env, ServerConfig};
@@ -52,9 +52,9 @@ pub fn server(config: ServerConfig, store: Store, clock: Arc<dyn Clock>) -> Serv
 /// the server this one.
 pub fn session_check(
     config: &NotificationsConfig,
-) -> Result<Arc<RedisSessionCheck>, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<Arc<CachedSessionCheck>, Box<dyn std::error::Error + Send + Sync>> {
     let redis = cqrs_runtime::db::redis_connection(&config.redis_url)?;
-    Ok(Arc::new(RedisSessionCheck::new(
+    Ok(Arc::new(CachedSessionCheck::new(
         redis,
         config.redis_namespace.clone(),
     )))

@@ -713,9 +713,14 @@ async fn callers_without_the_right_credentials_are_refused() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let _: () = redis::cmd("DEL")
-        .arg(keys)
-        .query_async(&mut conn)
+    for key in &keys {
+        let _: () = redis::cmd("DEL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    cqrs_auth::announce_ended(&mut conn, &suite.redis.namespace, &keys)
         .await
         .unwrap();
     let err = client

@@ -78,6 +78,7 @@ impl IdentityApi {
         config: Arc<IdentityConfig>,
         store: Store,
         redis: RedisConnection,
+        session_check: Arc<cqrs_auth::CachedSessionCheck>,
         hasher: PasswordHasher,
         directory: DirectoryClient,
         clock: Arc<dyn Clock>,
@@ -92,7 +93,8 @@ impl IdentityApi {
                     namespace,
                     config.session_idle_ttl,
                     config.session_absolute_ttl,
-                ),
+                )
+                .with_local_check(session_check),
                 store,
                 hasher,
                 issuer,

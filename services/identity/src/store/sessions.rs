@@ -28,19 +28,24 @@
 //! the account set may outlive their session (it expired); they are dropped whenever the set
 //! is walked.
 //!
+//! Every ending is announced on [`cqrs_auth::sessions_ended_channel`] as soon as its
+//! transaction is done, so services that cache live sessions forget them at once.
+//!
 //! Ending sessions and changing what a live session may do (its grant, its second-factor
 //! check) go through [`RedisConnection::exec_replicated`]: with `replica_acks` set they are
 //! on a replica before they are answered, so a failover cannot bring an ended session back.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use cqrs_auth::{ActiveGrant, Role, account_key_prefix, session_key};
+use cqrs_auth::{
+    ActiveGrant, CachedSessionCheck, Role, account_key_prefix, session_key, sessions_ended_channel,
+};
 use cqrs_redis::RedisConnection;
 use rand::RngCore as _;
 use redis::{AsyncCommands, ErrorKind, RedisError, Script, Value};
@@ -133,6 +138,8 @@ pub struct SessionStore {
     namespace: String,
     idle_ttl: Duration,
     absolute_ttl: Duration,
+    /// This service's own cached checker, told of every ending at once.
+    local: Option<Arc<CachedSessionCheck>>,
 }
 
 impl fmt::Debug for SessionStore {
@@ -167,7 +174,33 @@ impl SessionStore {
             namespace: namespace.into(),
             idle_ttl,
             absolute_ttl,
+            local: None,
         }
+    }
+
+    /// The same store, telling `local` (this service's session checker) of every ending
+    /// before it is answered.
+    #[must_use]
+    pub fn with_local_check(mut self, local: Arc<CachedSessionCheck>) -> Self {
+        self.local = Some(local);
+        self
+    }
+
+    /// Tells this service's checker, then every other one (cqrs_auth::CachedSessionCheck),
+    /// that the sessions at `keys` ended. Not part of the ending's transaction: a cluster
+    /// routes the channel apart from the account's keys. An announcement that fails is an
+    /// error, so the caller (who retries) never takes the ending as done while other
+    /// services may still hold the session.
+    async fn announce(
+        &self,
+        conn: &mut RedisConnection,
+        keys: &[String],
+    ) -> Result<(), RedisError> {
+        if let Some(local) = &self.local {
+            local.forget(keys);
+        }
+        conn.publish(sessions_ended_channel(&self.namespace), keys.join("\n"))
+            .await
     }
 
     fn token_key(&self, account_id: Uuid, token_hash: &str) -> String {
@@ -474,6 +507,7 @@ impl SessionStore {
         }
         ending.srem(self.account_key(account_id), sid);
         let _: Vec<Value> = conn.exec_replicated(&ending).await?;
+        self.announce(&mut conn, &[session]).await?;
         crate::metrics::sessions_ended(u32::from(token_hash.is_some()));
         Ok(())
     }
@@ -533,6 +567,7 @@ impl SessionStore {
 
         let mut write = redis::pipe();
         let mut cleanup = redis::pipe();
+        let mut ended_keys = Vec::new();
         let mut stale = Vec::new();
         let mut ending = 0usize;
         for (sid, fields) in sids.iter().zip(&sessions) {
@@ -545,7 +580,9 @@ impl SessionStore {
             }
             ending += 1;
             // Every session's DEL first, so their replies lead EXEC's.
-            write.del(self.session_key(account_id, sid));
+            let key = self.session_key(account_id, sid);
+            write.del(&key);
+            ended_keys.push(key);
             if let Some(token_hash) = &fields.1 {
                 cleanup.del(self.token_key(account_id, token_hash));
             }
@@ -561,6 +598,9 @@ impl SessionStore {
             write.add_command(cmd.clone());
         }
         let replies: Vec<Value> = conn.exec_replicated(&write).await?;
+        if !ended_keys.is_empty() {
+            self.announce(&mut conn, &ended_keys).await?;
+        }
         // One reply per session DEL: a session that ended in between is not counted.
         let ended = replies
             .iter()

@@ -3,10 +3,8 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -69,16 +67,8 @@ pub fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp_millis(1_800_000_000_000).unwrap()
 }
 
-/// A Redis connection to a port nothing listens on, with short timeouts and few retries, to
-/// watch a store fail closed.
+/// A Redis connection to a port nothing listens on, to watch a store fail closed.
 pub fn dead_redis() -> cqrs_redis::RedisConnection {
     let port = cqrs_testkit::free_port();
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(500)))
-        .set_response_timeout(Some(Duration::from_millis(500)))
-        .set_number_of_retries(1);
-    ConnectionManager::new_lazy_with_config(client, config)
-        .unwrap()
-        .into()
+    cqrs_redis::RedisConnection::open_url(&format!("redis://127.0.0.1:{port}")).unwrap()
 }
