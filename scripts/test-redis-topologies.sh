@@ -30,8 +30,9 @@ sentinel=$(bash scripts/redis-topologies.sh sentinel "$dir/sentinel" "${sentinel
 for url in "$cluster" "$sentinel"; do
   echo "== identity's lock-out, session and sign-in tests on $url"
   if cargo nextest --version >/dev/null 2>&1; then
-    TEST_REDIS_URL=$url cargo nextest run -p cqrs-identity --no-fail-fast \
-      -E 'binary(identity) & test(/^(redis_lockout|redis_sessions|signin)::/)'
+    # --workspace, as the main run: the same feature set, so nothing is built again.
+    TEST_REDIS_URL=$url cargo nextest run --workspace --no-fail-fast \
+      -E 'package(cqrs-identity) & binary(identity) & test(/^(redis_lockout|redis_sessions|signin)::/)'
   else
     TEST_REDIS_URL=$url cargo test -p cqrs-identity --test identity -- \
       redis_lockout:: redis_sessions:: signin::

@@ -270,6 +270,7 @@ impl SessionCheck for CachedSessionCheck {
         session_id: &str,
     ) -> BoxFuture<'_, Result<bool, AuthError>> {
         let key = session_key(&self.redis.namespace, account_id, session_id);
+        let session_id = session_id.to_owned();
         Box::pin(async move {
             let now = Instant::now();
             let trusted = self.cache.trusted(now);
@@ -277,11 +278,7 @@ impl SessionCheck for CachedSessionCheck {
                 return Ok(true);
             }
             let epoch = self.cache.epoch.load(Ordering::SeqCst);
-            let mut conn = self.redis.conn.clone();
-            let live = conn
-                .exists::<_, bool>(&key)
-                .await
-                .map_err(|e| AuthError::Unavailable(format!("session store: {e}")))?;
+            let live = self.redis.is_live(account_id, &session_id).await?;
             if live && trusted && self.cache.epoch.load(Ordering::SeqCst) == epoch {
                 self.cache.keep(key, now);
             }
