@@ -440,6 +440,30 @@ async fn load_is_shed_with_resource_exhausted() {
     h.client().echo(authed(echo("d1"), &token)).await.unwrap();
 }
 
+/// Each connection hears its limits in the server's SETTINGS: hyper under tonic would
+/// otherwise allow any number of calls at once on one connection.
+#[tokio::test]
+async fn connections_are_told_their_stream_limit() {
+    let h = Harness::start(|_| {}, false).await;
+    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let (_send, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // Before the server's SETTINGS arrive the client assumes no limit.
+    while connection.max_concurrent_send_streams()
+        != cqrs_runtime::server::MAX_STREAMS_PER_CONNECTION as usize
+    {
+        assert!(
+            Instant::now() < deadline,
+            "told {}",
+            connection.max_concurrent_send_streams()
+        );
+        tokio::select! {
+            result = &mut connection => panic!("connection ended: {result:?}"),
+            () = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+    }
+}
+
 #[tokio::test]
 async fn request_timeout_bounds_rpcs() {
     let h = Harness::start(|c| c.request_timeout = Duration::from_millis(300), false).await;

@@ -13,10 +13,15 @@
 //! `benches/signin.rs`; together they were worth 10-20%):
 //! * a thread that finishes takes the next queued hash itself, so a core never idles waiting
 //!   for the async side to hand it work;
-//! * verifies reuse their argon2 memory: allocating 19 MiB per verify (what
+//! * hashes and verifies reuse their thread's argon2 memory: allocating 19 MiB per hash (what
 //!   `Argon2::verify_password` does) costs page faults and zeroing that the algorithm does
-//!   not need (it writes every block before reading it). The memory is freed once hashing has
-//!   been idle for [`IDLE_RELEASE`], so an idle service does not keep it.
+//!   not need (it writes every block before reading it), and left the allocator holding a
+//!   freed block per hash. The memory is freed once hashing has been idle for
+//!   [`IDLE_RELEASE`], so an idle service does not keep it.
+//!
+//! Memory is therefore bounded by the pool: at most one block per hashing thread. Work that
+//! would wait past `queue_timeout` anyway is refused before it is queued
+//! ([`PasswordHasher::would_wait_too_long`]).
 //!
 //! Unknown logins verify against a dummy hash made with the same parameters so they cost the
 //! same as real ones (SECURITY 9), and a moving average of the verify time, as callers see it,
@@ -30,8 +35,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::PasswordHasher as _;
-use argon2::password_hash::phc::{Output, PasswordHash};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use cqrs_runtime::metrics::{self, Counter, UpDownCounter};
 use subtle::ConstantTimeEq;
@@ -57,7 +61,9 @@ const DUMMY_PASSWORD: &[u8] = b"cqrs-identity dummy password for unknown logins"
 /// slow verify does not move it much, quick enough to follow a change of machine load.
 const EWMA_SHIFT: u32 = 3;
 /// Hashing idle this long frees the argon2 memory kept between verifies.
-pub const IDLE_RELEASE: Duration = Duration::from_secs(30);
+/// Short, because it is what an idle service holds beyond its baseline; allocating it again
+/// costs a few milliseconds once, against tens for the hash itself.
+pub const IDLE_RELEASE: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HashingConfig {
@@ -116,6 +122,8 @@ struct Inner {
     /// Moving average of how much longer than asked a padding sleep lasts (timer granularity
     /// and wake-up), in microseconds, subtracted from the next ones.
     overshoot_micros: AtomicU64,
+    /// Work waiting for a hashing thread.
+    queued: AtomicUsize,
     /// Hashes running right now, and the most ever seen at once (for tests and metrics).
     running: AtomicUsize,
     peak_running: AtomicUsize,
@@ -242,6 +250,7 @@ impl PasswordHasher {
                 dummy: OnceCell::new(),
                 ewma_micros: AtomicU64::new(0),
                 overshoot_micros: AtomicU64::new(0),
+                queued: AtomicUsize::new(0),
                 running: AtomicUsize::new(0),
                 peak_running: AtomicUsize::new(0),
                 jobs,
@@ -342,25 +351,24 @@ impl PasswordHasher {
 
     async fn hash_bytes(&self, password: Vec<u8>) -> Result<String, HashError> {
         let params = self.inner.params.clone();
-        // Hashing is rare (new passwords); it allocates its own memory like the argon2 crate.
         self.slot()
             .await?
-            .run(move |_memory| {
-                let salt: [u8; SALT_LEN] = rand::random();
-                Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-                    .hash_password_with_salt(&password, &salt)
-                    .map(|hash| hash.to_string())
-                    .map_err(|e| HashError::Internal(e.to_string()))
-            })
+            .run(move |memory| hash_with(memory, &password, params))
             .await
     }
 
     /// Holds a hashing thread for the caller: waits in the pool's queue, and answers Busy,
     /// like any hash, when no thread was free within `queue_timeout`.
     async fn slot(&self) -> Result<Slot, HashError> {
+        if self.would_wait_too_long() {
+            pool_metrics().refused.add(1, &[]);
+            return Err(HashError::Busy);
+        }
         let deadline = Instant::now().checked_add(self.inner.queue_timeout);
         let (reply, answer) = oneshot::channel();
+        let inner = Arc::clone(&self.inner);
         let job: Job = Box::new(move |memory| {
+            inner.queued.fetch_sub(1, Ordering::Relaxed);
             pool_metrics().queued.add(-1, &[]);
             // The caller gave up (deadline, disconnect) before its turn: nothing to do.
             if reply.is_closed() {
@@ -383,10 +391,13 @@ impl PasswordHasher {
                 work(memory);
             }
         });
-        self.inner
-            .jobs
-            .send(job)
-            .map_err(|_| HashError::Internal("the hashing threads have stopped".to_owned()))?;
+        self.inner.queued.fetch_add(1, Ordering::Relaxed);
+        if self.inner.jobs.send(job).is_err() {
+            self.inner.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(HashError::Internal(
+                "the hashing threads have stopped".to_owned(),
+            ));
+        }
         pool_metrics().queued.add(1, &[]);
         let hand_over = answer
             .await
@@ -395,6 +406,18 @@ impl PasswordHasher {
             inner: Arc::clone(&self.inner),
             hand_over,
         })
+    }
+
+    /// Whether work queued now would typically still be waiting when its `queue_timeout` is
+    /// over: every `permits` jobs ahead of it cost one typical hash. Such work is refused
+    /// before it is queued, so a flood holds no queue of requests that will be refused anyway
+    /// (each holding its connection's buffers) and its callers hear at once rather than after
+    /// the timeout. Until the first hash is timed nothing is refused here.
+    fn would_wait_too_long(&self) -> bool {
+        let ahead = self.inner.queued.load(Ordering::Relaxed) / self.inner.permits;
+        self.typical_verify_duration()
+            .saturating_mul(u32::try_from(ahead).unwrap_or(u32::MAX))
+            > self.inner.queue_timeout
     }
 
     /// A hashing thread held for one password check, taken before anything about the check
@@ -526,25 +549,54 @@ fn verify_with(
         Ok(version) => version.unwrap_or_default(),
         Err(_) => return false,
     };
-    let blocks = params.block_count();
-    if memory.len() < blocks {
-        // Bounded by the parameter limits checked when the hash was parsed; refused rather
-        // than aborting if the memory is not there.
-        memory.clear();
-        if memory.try_reserve_exact(blocks).is_err() {
-            return false;
-        }
-        memory.resize(blocks, Block::new());
-    }
+    let Some(memory) = blocks_for(memory, &params) else {
+        return false;
+    };
     let mut buffer = [0u8; Output::MAX_LENGTH];
     let Some(out) = buffer.get_mut(..expected.len()) else {
         return false;
     };
-    // Every block is written before it is read, so memory left by an earlier hash is fine.
     Argon2::new(algorithm, version, params)
-        .hash_password_into_with_memory(password, salt, out, &mut memory[..blocks])
+        .hash_password_into_with_memory(password, salt, out, memory)
         .is_ok()
         && bool::from(out.ct_eq(expected.as_bytes()))
+}
+
+/// A new argon2id hash of `password` with a fresh salt, computed in `memory` (the hashing
+/// thread's scratch memory, as verifies use), as a PHC string.
+fn hash_with(memory: &mut Vec<Block>, password: &[u8], params: Params) -> Result<String, HashError> {
+    let internal = |e: &dyn std::fmt::Display| HashError::Internal(e.to_string());
+    let salt_bytes: [u8; SALT_LEN] = rand::random();
+    let salt = Salt::new(&salt_bytes).map_err(|e| internal(&e))?;
+    let settings = ParamsString::try_from(&params).map_err(|e| internal(&e))?;
+    let memory = blocks_for(memory, &params)
+        .ok_or_else(|| HashError::Internal("no memory for a password hash".to_owned()))?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into_with_memory(password, &salt, &mut out, memory)
+        .map_err(|e| internal(&e))?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: settings,
+        salt: Some(salt),
+        hash: Some(Output::new(&out).map_err(|e| internal(&e))?),
+    };
+    Ok(hash.to_string())
+}
+
+/// The first `params.block_count()` blocks of `memory`, grown if it is smaller; `None` when
+/// that much memory cannot be had (sizes are bounded by the parameter limits, but a failed
+/// allocation is refused rather than aborting). Every block is written before it is read, so
+/// what an earlier hash left there does not matter.
+fn blocks_for<'m>(memory: &'m mut Vec<Block>, params: &Params) -> Option<&'m mut [Block]> {
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.clear();
+        memory.try_reserve_exact(blocks).ok()?;
+        memory.resize(blocks, Block::new());
+    }
+    memory.get_mut(..blocks)
 }
 
 fn micros(d: Duration) -> u64 {
@@ -591,6 +643,7 @@ impl Inner {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use argon2::password_hash::PasswordHasher as _;
 
     fn pw(s: &str) -> NormalisedPassword {
         NormalisedPassword::from_presented(s)
@@ -619,6 +672,42 @@ mod tests {
         assert_ne!(phc, again);
         assert!(!h.needs_rehash(&phc));
         assert!(h.typical_verify_duration() > Duration::ZERO);
+        // Made in the pool's scratch memory, the hash is still the argon2 crate's own.
+        use argon2::password_hash::PasswordVerifier as _;
+        let parsed = PasswordHash::new(&phc).unwrap();
+        assert!(Argon2::default().verify_password(b"Kx7#pLm2", &parsed).is_ok());
+        assert!(Argon2::default().verify_password(b"Kx7#pLm3", &parsed).is_err());
+    }
+
+    /// With one thread taken and a hash typically 100 ms, work with 4 jobs ahead of it
+    /// would wait ~400 ms, past its 300 ms: refused at once, queued for nothing. Work that
+    /// can start in time still queues.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn work_that_would_wait_too_long_is_refused_before_it_queues() {
+        let h = hasher(1, Duration::from_millis(300));
+        h.inner.record(Duration::from_millis(100));
+        let held = h.slot().await.unwrap();
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let h = h.clone();
+                tokio::spawn(async move { h.slot().await.map(drop) })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while h.inner.queued.load(Ordering::Relaxed) < 4 {
+            assert!(Instant::now() < deadline, "the waiters never queued");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let started = Instant::now();
+        assert!(matches!(h.slot().await, Err(HashError::Busy)));
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert_eq!(h.inner.queued.load(Ordering::Relaxed), 4);
+        drop(held);
+        for waiter in waiters {
+            waiter.await.unwrap().unwrap();
+        }
+        assert_eq!(h.inner.queued.load(Ordering::Relaxed), 0);
+        assert!(h.slot().await.is_ok());
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -10,6 +10,12 @@
 //! 5. authentication ([`cqrs_auth::AuthLayer`]);
 //! 6. routes: the services, `grpc.health.v1.Health`, server reflection (v1 and v1alpha).
 //!
+//! Every connection is bounded (HTTP/2 settings sent to each client): at most
+//! [`MAX_STREAMS_PER_CONNECTION`] calls at once, [`STREAM_WINDOW`] of unread request body per
+//! call and [`CONNECTION_WINDOW`] per connection, [`MAX_HEADER_LIST`] of headers; a peer that
+//! stops answering pings is dropped. Without these, hyper under tonic allows unlimited streams
+//! and 1 MiB per stream, so one connection could hold any amount of memory.
+//!
 //! Shutdown: statuses go NOT_SERVING, the listener closes, in-flight RPCs get at most
 //! `shutdown_grace`, then remaining connections are cut and `serve` returns.
 
@@ -50,6 +56,18 @@ const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
 const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 /// How long to wait for connection tasks to notice they were cut after the grace period.
 const CUT_WAIT: Duration = Duration::from_secs(1);
+/// Calls one connection may have open at once; more wait in the client (a gateway multiplexes
+/// many people over one connection, so this is well above one person's needs).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+/// Request body a client may send ahead of the service reading it, per call and per
+/// connection. Every request message of the API is far smaller than the stream window.
+pub const STREAM_WINDOW: u32 = 256 * 1024;
+pub const CONNECTION_WINDOW: u32 = 1024 * 1024;
+pub const MAX_HEADER_LIST: u32 = 16 * 1024;
+/// A connection silent this long is pinged, and dropped if the ping is not answered in
+/// [`KEEPALIVE_TIMEOUT`]: a vanished client's buffers are not kept.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The server could not start or failed while running.
 #[derive(Debug, thiserror::Error)]
@@ -278,6 +296,12 @@ impl ServiceServer {
         let server = tonic::transport::Server::builder()
             .accept_http1(true)
             .timeout(config.request_timeout)
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .http2_max_header_list_size(MAX_HEADER_LIST)
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .layer(stack)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, signal);

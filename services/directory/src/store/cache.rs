@@ -1,6 +1,6 @@
-//! What CheckPermission decides on, kept in memory: every organisation's ancestry, and each
-//! account's grants (with their organisations). A check answered from here costs no database
-//! round trip.
+//! What CheckPermission decides on and ListGrants answers from, kept in memory: every
+//! organisation's ancestry, and each account's grants (with their organisations). A check or
+//! a list answered from here costs no database round trip.
 //!
 //! Rules, and the consistency they give:
 //!

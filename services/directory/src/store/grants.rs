@@ -171,31 +171,6 @@ pub async fn delete_for_account(
     .await?)
 }
 
-/// The account's grants at `scope` or below it (all when `None`), newest first.
-pub async fn list_for_account(
-    pool: &PgPool,
-    account_id: Uuid,
-    scope: Option<Uuid>,
-    page_size: i64,
-    after: Option<&PageToken>,
-) -> Result<Page<GrantRow>, StoreError> {
-    let rows: Vec<GrantRow> = sqlx::query_as(concat!(
-        grant_select!(),
-        "WHERE g.account_id = $1 \
-           AND ($2::uuid IS NULL OR $2 = ANY(o.path)) \
-           AND ($3::timestamptz IS NULL OR (g.created_at, g.id) < ($3, $4)) \
-         ORDER BY g.created_at DESC, g.id DESC LIMIT $5"
-    ))
-    .bind(account_id)
-    .bind(scope)
-    .bind(after.map(|t| t.time))
-    .bind(after.map(|t| t.id))
-    .bind(page_size + 1)
-    .fetch_all(pool)
-    .await?;
-    Ok(paginate(rows, page_size, GrantRow::page_token))
-}
-
 /// Every grant of the account (for permission decisions: accounts hold a handful).
 pub async fn all_for_account(pool: &PgPool, account_id: Uuid) -> Result<Vec<GrantRow>, StoreError> {
     Ok(sqlx::query_as(concat!(

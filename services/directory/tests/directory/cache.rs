@@ -365,3 +365,68 @@ async fn a_new_replica_starts_with_the_grants_loaded() {
     }
     assert_eq!(other.api.cache().cached_accounts(), 3);
 }
+
+/// ListGrants answers from the same cache under the same rules: an account listed is kept,
+/// this instance's changes show at once, another replica's within the propagation wait.
+#[tokio::test]
+async fn list_grants_answers_from_the_cache_and_follows_changes() {
+    let h = directory_alone().await;
+    wait_until_listening(h.directory_service()).await;
+    let tree = Tree::build(&h).await;
+    let (other, other_server) = h.directory_replica().await;
+    let mut there = DirectoryServiceClient::new(other_server.channel.clone());
+    let svc = h.svc();
+    let user = Uuid::new_v4();
+    let listed = |svc: String| {
+        let mut here = h.directory();
+        async move {
+            let mut ods: Vec<String> = here
+                .list_grants(with_token(
+                    pb::ListGrantsRequest {
+                        account_id: user.to_string(),
+                        page_size: 0,
+                        page_token: String::new(),
+                    },
+                    &svc,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .grants
+                .into_iter()
+                .map(|g| g.ods_code)
+                .collect();
+            ods.sort();
+            ods
+        }
+    };
+
+    let cached_before = h.directory_service().api.cache().cached_accounts();
+    assert!(listed(svc.clone()).await.is_empty());
+    assert!(h.directory_service().api.cache().cached_accounts() > cached_before);
+
+    let grant = h.grant(user, tree.p1, Role::PracticeUser).await.unwrap();
+    assert_eq!(listed(svc.clone()).await, ["A81001"]);
+    revoke(&h, &mut h.directory(), &grant.id).await;
+    assert!(listed(svc.clone()).await.is_empty());
+
+    // Granted through the other replica: seen here once its notification arrives.
+    there
+        .grant_role(with_token(
+            pb::GrantRoleRequest {
+                request_id: Uuid::new_v4().to_string(),
+                account_id: user.to_string(),
+                organisation_id: tree.c1.to_string(),
+                role: Role::CommissioningUser.to_proto() as i32,
+            },
+            &svc,
+        ))
+        .await
+        .unwrap();
+    eventually(true, || {
+        let listed = listed(svc.clone());
+        async move { listed.await == ["15N"] }
+    })
+    .await;
+    drop(other);
+}
