@@ -804,10 +804,39 @@ pub fn redis_url(env: &Env) -> Result<String, ConfigError> {
         .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned()))
 }
 
+/// `CQRS_REDIS_NAMESPACE`, default empty: the prefix of every Redis key, the same in every
+/// service. Braces are refused: a `{…}` in the prefix would become every key's Cluster hash
+/// tag, putting all keys of the suite in one slot (correct, but one node would hold them all).
+pub fn redis_namespace(env: &Env) -> Result<String, ConfigError> {
+    Ok(env
+        .optional_with("CQRS_REDIS_NAMESPACE", |raw| {
+            if raw.contains(['{', '}']) {
+                Err("must not contain { or } (a Redis Cluster hash tag)")
+            } else {
+                Ok(raw.to_owned())
+            }
+        })?
+        .unwrap_or_default())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_namespace_refuses_hash_tags() {
+        let mut env = Env::from_pairs(&[]);
+        assert_eq!(redis_namespace(&env).unwrap(), "");
+        env.set("CQRS_REDIS_NAMESPACE", "staging:");
+        assert_eq!(redis_namespace(&env).unwrap(), "staging:");
+        for bad in ["{staging}:", "a{b", "a}b"] {
+            env.set("CQRS_REDIS_NAMESPACE", bad);
+            let err = redis_namespace(&env).unwrap_err();
+            assert_eq!(err.var, "CQRS_REDIS_NAMESPACE");
+            assert!(err.message.contains("hash tag"), "{}", err.message);
+        }
+    }
 
     fn verify_keys() -> String {
         cqrs_auth::SigningKey::generate("k1")

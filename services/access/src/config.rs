@@ -151,14 +151,14 @@ impl AccessConfig {
         // The same variables and rule as identity's, so both refuse the same addresses.
         let generic_mailboxes = errs.take(cqrs_runtime::config::generic_mailbox_rules(env));
         let redis_url = errs.take(cqrs_runtime::config::redis_url(env));
-        let redis_namespace = errs.take(env.get("CQRS_REDIS_NAMESPACE"));
+        let redis_namespace = errs.take(cqrs_runtime::config::redis_namespace(env));
         let rate_limits = errs.take(RateLimitConfig::from_env(env));
 
         errs.finish(|| {
             Some(AccessConfig {
                 rate_limits: rate_limits?,
                 redis_url: redis_url?,
-                redis_namespace: redis_namespace?.unwrap_or("").to_owned(),
+                redis_namespace: redis_namespace?,
                 identity_url: identity_url?,
                 directory_url: directory_url?,
                 notifications_url: notifications_url?,

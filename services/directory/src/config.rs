@@ -75,12 +75,12 @@ impl DirectoryConfig {
             );
         }
         let redis_url = errs.take(cqrs_runtime::config::redis_url(env));
-        let redis_namespace = errs.take(env.get("CQRS_REDIS_NAMESPACE"));
+        let redis_namespace = errs.take(cqrs_runtime::config::redis_namespace(env));
 
         errs.finish(|| {
             Some(DirectoryConfig {
                 redis_url: redis_url?,
-                redis_namespace: redis_namespace?.unwrap_or("").to_owned(),
+                redis_namespace: redis_namespace?,
                 identity_url: identity_url?,
                 credentials: credentials?,
                 revocations: RevocationConfig {

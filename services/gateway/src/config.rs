@@ -104,7 +104,7 @@ impl GatewayConfig {
         let access_url = service("ACCESS_URL", 50053);
         let notifications_url = service("NOTIFICATIONS_URL", 50054);
         let redis_url = errs.take(redis_url(env));
-        let redis_namespace = errs.take(env.get("CQRS_REDIS_NAMESPACE"));
+        let redis_namespace = errs.take(cqrs_runtime::config::redis_namespace(env));
         let session_idle = errs.take(
             env.duration_secs("GATEWAY_SESSION_IDLE_SECS", Duration::from_secs(1800))
                 .and_then(nonzero("GATEWAY_SESSION_IDLE_SECS")),
@@ -126,7 +126,7 @@ impl GatewayConfig {
                 access_url: access_url?,
                 notifications_url: notifications_url?,
                 redis_url: redis_url?,
-                redis_namespace: redis_namespace?.unwrap_or_default().to_owned(),
+                redis_namespace: redis_namespace?,
                 session_idle: session_idle?,
                 call_timeout: call_timeout?,
                 trusted_proxy_header: trusted_proxy_header?,

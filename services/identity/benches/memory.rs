@@ -101,7 +101,10 @@ async fn wait_serving(channel: &Channel) {
         if status.as_ref().ok() == Some(&(ServingStatus::Serving as i32)) {
             return;
         }
-        assert!(Instant::now() < deadline, "identity never SERVING: {status:?}");
+        assert!(
+            Instant::now() < deadline,
+            "identity never SERVING: {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -146,6 +149,11 @@ async fn main() {
     let child = Command::new(env!("CARGO_BIN_EXE_cqrs-identity"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        // Allocator tuning, if the caller experiments with it.
+        .envs(
+            std::env::vars()
+                .filter(|(k, _)| k.starts_with("MIMALLOC_") || k.starts_with("MALLOC_")),
+        )
         .env("IDENTITY_LISTEN", addr.to_string())
         .env("IDENTITY_ADMIN_LISTEN", "off")
         .env("IDENTITY_DATABASE_URL", &db.url)
@@ -173,9 +181,13 @@ async fn main() {
         .unwrap()
         .token;
     let mut client = IdentityServiceClient::new(channel.clone());
-    // Settle: the first sign-in of an unknown login makes the dummy hash.
-    assert_eq!(sign_in(&mut client, "ZQX000").await, Err(Code::Unauthenticated));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Settle: start-up made the dummy hash, whose argon2 memory is kept until hashing has
+    // been idle for a while; idle is measured once it is freed.
+    assert_eq!(
+        sign_in(&mut client, "ZQX000").await,
+        Err(Code::Unauthenticated)
+    );
+    tokio::time::sleep(cqrs_identity::hashing::IDLE_RELEASE + Duration::from_secs(3)).await;
     let idle = service.rss_mib();
     let bound = idle + cores as f64 * ARGON2_BLOCK_MIB * 1.3;
     let mut rows = vec![Row {
@@ -286,8 +298,15 @@ async fn main() {
     // The flood: many connections, each calling as fast as it is answered.
     let mut channels = Vec::new();
     for _ in 0..FLOOD_CLIENTS {
-        channels.push(connect(addr).await);
+        let channel = connect(addr).await;
+        wait_serving(&channel).await;
+        channels.push(channel);
     }
+    rows.push(Row {
+        phase: format!("{FLOOD_CLIENTS} connections open, one health check each"),
+        mib: service.rss_mib(),
+        bound,
+    });
     let done = Arc::new(AtomicU64::new(0));
     let sampler = tokio::spawn(sample_peak(service.clone(), done.clone()));
     let (ok, exhausted, other) = (
@@ -346,7 +365,10 @@ async fn main() {
          bound = idle + {cores} x {ARGON2_BLOCK_MIB} MiB x 1.3 = {bound:.1} MiB"
     );
     println!();
-    println!("  {:<62} {:>9} {:>9}  result", "resident set (MiB)", "RSS", "bound");
+    println!(
+        "  {:<62} {:>9} {:>9}  result",
+        "resident set (MiB)", "RSS", "bound"
+    );
     for row in &rows {
         if row.bound.is_nan() {
             println!("  {:<62} {:>9.1}", row.phase, row.mib);
@@ -367,5 +389,6 @@ async fn main() {
         answered(&exhausted),
         answered(&other)
     );
+    println!("  threads at the end: {}", service.status_kib("Threads:"));
     let _ = std::fs::remove_file(log);
 }

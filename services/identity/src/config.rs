@@ -366,7 +366,7 @@ impl IdentityConfig {
             },
         ));
         let redis_url = errs.take(cqrs_runtime::config::redis_url(env));
-        let redis_namespace = errs.take(env.get("CQRS_REDIS_NAMESPACE"));
+        let redis_namespace = errs.take(cqrs_runtime::config::redis_namespace(env));
         let rate_limits = errs.take(RateLimitConfig::from_env(env));
         let breached_passwords = errs.take(env.optional_with(
             "IDENTITY_BREACHED_PASSWORDS_FILE",
@@ -403,7 +403,7 @@ impl IdentityConfig {
                 hashing: hashing?,
                 service_clients: service_clients?,
                 redis_url: redis_url?,
-                redis_namespace: redis_namespace?.unwrap_or("").to_owned(),
+                redis_namespace: redis_namespace?,
                 notifications_url: notifications_url?,
                 outbox_client_id: outbox_client_id?,
                 directory_url: directory_url?,

@@ -60,6 +60,14 @@ const DUMMY_PASSWORD: &[u8] = b"cqrs-identity dummy password for unknown logins"
 /// Weight of a new sample in the moving average of verify time (1/8): smooth enough that one
 /// slow verify does not move it much, quick enough to follow a change of machine load.
 const EWMA_SHIFT: u32 = 3;
+/// Argon2 memory is reserved in at least this many blocks (32 MiB and one block), so that the
+/// system allocator (glibc) gives each buffer a mapping of its own and unmaps it when it is
+/// freed. glibc maps allocations above its mmap threshold, but raises the threshold to the
+/// size of any mapped chunk freed below 32 MiB (mallopt(3), M_MMAP_THRESHOLD): a 19 MiB
+/// buffer, once freed, would make the next ones come from the thread's heap, which keeps
+/// freed memory. Pages past the blocks a hash uses are never touched, so they cost address
+/// space, not memory.
+const MAPPED_BLOCKS: usize = (32 << 20) / Block::SIZE + 1;
 /// Hashing idle this long frees the argon2 memory kept between verifies.
 /// Short, because it is what an idle service holds beyond its baseline; allocating it again
 /// costs a few milliseconds once, against tens for the hash itself.
@@ -564,7 +572,11 @@ fn verify_with(
 
 /// A new argon2id hash of `password` with a fresh salt, computed in `memory` (the hashing
 /// thread's scratch memory, as verifies use), as a PHC string.
-fn hash_with(memory: &mut Vec<Block>, password: &[u8], params: Params) -> Result<String, HashError> {
+fn hash_with(
+    memory: &mut Vec<Block>,
+    password: &[u8],
+    params: Params,
+) -> Result<String, HashError> {
     let internal = |e: &dyn std::fmt::Display| HashError::Internal(e.to_string());
     let salt_bytes: [u8; SALT_LEN] = rand::random();
     let salt = Salt::new(&salt_bytes).map_err(|e| internal(&e))?;
@@ -593,7 +605,7 @@ fn blocks_for<'m>(memory: &'m mut Vec<Block>, params: &Params) -> Option<&'m mut
     let blocks = params.block_count();
     if memory.len() < blocks {
         memory.clear();
-        memory.try_reserve_exact(blocks).ok()?;
+        memory.try_reserve_exact(blocks.max(MAPPED_BLOCKS)).ok()?;
         memory.resize(blocks, Block::new());
     }
     memory.get_mut(..blocks)
@@ -675,8 +687,16 @@ mod tests {
         // Made in the pool's scratch memory, the hash is still the argon2 crate's own.
         use argon2::password_hash::PasswordVerifier as _;
         let parsed = PasswordHash::new(&phc).unwrap();
-        assert!(Argon2::default().verify_password(b"Kx7#pLm2", &parsed).is_ok());
-        assert!(Argon2::default().verify_password(b"Kx7#pLm3", &parsed).is_err());
+        assert!(
+            Argon2::default()
+                .verify_password(b"Kx7#pLm2", &parsed)
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"Kx7#pLm3", &parsed)
+                .is_err()
+        );
     }
 
     /// With one thread taken and a hash typically 100 ms, work with 4 jobs ahead of it

@@ -5,13 +5,6 @@ use cqrs_runtime::config::Env;
 
 const BINARY: &str = "cqrs-identity";
 
-/// Each password hash uses ~19 MiB for tens of milliseconds on one of the hashing threads.
-/// glibc's allocator keeps such memory in per-thread arenas once freed, so identity grew to
-/// hundreds of MiB under load and did not give it back when idle; mimalloc returns freed
-/// memory to the system.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let env = Env::from_process();

@@ -51,7 +51,7 @@ impl NotificationsConfig {
                 .map(|()| n)
         }));
         let redis_url = errs.take(cqrs_runtime::config::redis_url(env));
-        let redis_namespace = errs.take(env.get("CQRS_REDIS_NAMESPACE"));
+        let redis_namespace = errs.take(cqrs_runtime::config::redis_namespace(env));
         let smtp_url = errs.take(env.or("CQRS_SMTP_URL", "smtp://127.0.0.1:2525".to_owned()));
         let mail_from = errs.take(env.or(
             "CQRS_MAIL_FROM",
@@ -89,7 +89,7 @@ impl NotificationsConfig {
         errs.finish(|| {
             Some(NotificationsConfig {
                 redis_url: redis_url?,
-                redis_namespace: redis_namespace?.unwrap_or("").to_owned(),
+                redis_namespace: redis_namespace?,
                 smtp_url: smtp_url?,
                 mail_from: mail_from?,
                 public_base_url: public_base_url?,

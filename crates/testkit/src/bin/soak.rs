@@ -108,6 +108,15 @@ struct Person {
     password: String,
 }
 
+impl Person {
+    fn sign_in_request(&self) -> idp::SignInRequest {
+        idp::SignInRequest {
+            login: self.user_id.clone(),
+            password: self.password.clone(),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Clients {
     /// The service token accounts are created with.
@@ -309,10 +318,7 @@ async fn one_round(
     let signed = timed!(
         stats,
         "identity.SignIn",
-        identity.sign_in(idp::SignInRequest {
-            login: person.user_id.clone(),
-            password: person.password.clone(),
-        })
+        identity.sign_in(person.sign_in_request())
     )?;
     let session = signed.access_token;
     let roles = [
@@ -628,10 +634,7 @@ async fn flood(setup: &Setup, stats: &Arc<Stats>, clients: u64, secs: u64) -> Re
                 let result = timed!(
                     stats,
                     "identity.SignIn",
-                    identity.sign_in(idp::SignInRequest {
-                        login: person.user_id.clone(),
-                        password: person.password.clone(),
-                    })
+                    identity.sign_in(person.sign_in_request())
                 );
                 if let Ok(signed) = result {
                     let _ = identity
