@@ -89,6 +89,9 @@ impl Bench {
             ("DIRECTORY_URL", "http://127.0.0.1:1"),
             // One client floods on purpose: the figure is hashing, not the rate limit.
             ("CQRS_RATE_LIMIT_PER_CLIENT", "off"),
+            // No metrics port: its listener lives as long as the process, and each run
+            // starts a service of its own.
+            ("IDENTITY_ADMIN_LISTEN", "off"),
         ]);
         let config = IdentityConfig::from_env(&env).unwrap();
         // The pool a deployment opens (the test database's own pool is smaller).
