@@ -150,10 +150,7 @@ async fn main() {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         // Allocator tuning, if the caller experiments with it.
-        .envs(
-            std::env::vars()
-                .filter(|(k, _)| k.starts_with("MIMALLOC_") || k.starts_with("MALLOC_")),
-        )
+        .envs(std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_") || k == "GLIBC_TUNABLES"))
         .env("IDENTITY_LISTEN", addr.to_string())
         .env("IDENTITY_ADMIN_LISTEN", "off")
         .env("IDENTITY_DATABASE_URL", &db.url)
