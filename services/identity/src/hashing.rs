@@ -790,18 +790,20 @@ mod tests {
                 }
             }
         }
-        // The configured size is kept between verifies (the last hash verified has it).
-        let kept = {
+        // The configured size is kept between verifies (the last hash verified has it), in a
+        // reservation past glibc's mmap-threshold ceiling, so it is unmapped when freed.
+        let (kept, reserved) = {
             let (reply, answer) = oneshot::channel();
             h.inner
                 .jobs
                 .send(Box::new(move |memory: &mut Vec<Block>| {
-                    let _ = reply.send(memory.len());
+                    let _ = reply.send((memory.len(), memory.capacity()));
                 }))
                 .unwrap();
             answer.await.unwrap()
         };
         assert_eq!(kept, h.inner.params.block_count());
+        assert!(reserved * Block::SIZE > 32 << 20, "{reserved} blocks");
     }
 
     #[tokio::test(flavor = "multi_thread")]
