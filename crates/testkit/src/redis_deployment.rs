@@ -4,6 +4,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -70,16 +71,36 @@ impl RedisDeployment {
                         && matches!(cli(port, &["exists", key]).trim(), "0" | "1")
                 })
                 .unwrap_or_else(|| panic!("RedisDeployment: no master holds {key}")),
-            Kind::Sentinel => {
-                let addr = cli(
-                    self.ports[2],
-                    &["sentinel", "get-master-addr-by-name", "cqrs"],
-                );
-                addr.lines()
-                    .nth(1)
-                    .and_then(|port| port.trim().parse().ok())
-                    .unwrap_or_else(|| panic!("RedisDeployment: no master named: {addr}"))
+            Kind::Sentinel => self
+                .sentinels_master()
+                .unwrap_or_else(|| panic!("RedisDeployment: the Sentinels name no master")),
+        }
+    }
+
+    /// The master's port as the first Sentinel names it.
+    fn sentinels_master(&self) -> Option<u16> {
+        let addr = cli(
+            self.ports[2],
+            &["sentinel", "get-master-addr-by-name", "cqrs"],
+        );
+        addr.lines()
+            .nth(1)
+            .and_then(|port| port.trim().parse().ok())
+    }
+
+    /// Whether another node has taken the place of the (killed) master on `port`: a replica
+    /// promoted in its stead.
+    fn replaced(&self, port: u16) -> bool {
+        match self.kind {
+            Kind::Cluster => {
+                self.ports[..6]
+                    .iter()
+                    .filter(|&&other| other != port)
+                    .filter(|&&other| cli(other, &["role"]).starts_with("master"))
+                    .count()
+                    >= 3
             }
+            Kind::Sentinel => self.sentinels_master().is_some_and(|master| master != port),
         }
     }
 
@@ -96,9 +117,19 @@ impl RedisDeployment {
         let _ = std::fs::remove_file(pidfile);
     }
 
-    /// Starts the server on `port` again as it was first started; it comes back as a replica
-    /// of whichever node took its place.
+    /// Starts the server on `port` again as it was first started, once another node has
+    /// taken its place (waiting up to a minute), so it comes back as that node's replica.
+    /// Started sooner, a killed master would come back empty (nothing is persisted) and still
+    /// a master, and its replica would copy the emptiness: every key lost.
     pub fn restart(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.replaced(port) {
+            assert!(
+                Instant::now() < deadline,
+                "RedisDeployment: no node took the place of {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         self.script("restart", &[port]);
     }
 

@@ -83,7 +83,8 @@ async fn failover_in_the_middle_of_sign_ins(redis: RedisDeployment) {
     }
 
     // Wrong passwords against the victim, and sign-outs of the person's sessions, while the
-    // master is killed and, three seconds later, started again.
+    // master is killed and, once a replica has taken its place (three seconds at least),
+    // started again.
     let attacker = {
         let mut client = h.identity();
         let login = victim.user_id.clone();
