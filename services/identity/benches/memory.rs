@@ -19,7 +19,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cqrs_auth::{SigningKey, TokenIssuer};
@@ -73,14 +73,40 @@ impl Service {
     }
 }
 
-/// Samples the service's RSS every [`SAMPLE_EVERY`] until `done` is set; the peak in MiB.
-async fn sample_peak(service: Arc<Service>, done: Arc<AtomicU64>) -> f64 {
-    let mut peak = 0.0f64;
-    while done.load(Ordering::Relaxed) == 0 {
-        peak = peak.max(service.rss_mib());
-        tokio::time::sleep(SAMPLE_EVERY).await;
+/// The service's highest RSS during a phase, sampled every [`SAMPLE_EVERY`].
+struct PeakSampler {
+    done: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<f64>,
+}
+
+impl PeakSampler {
+    fn start(service: &Arc<Service>) -> Self {
+        let done = Arc::new(AtomicBool::new(false));
+        let (service, stop) = (Arc::clone(service), Arc::clone(&done));
+        let task = tokio::spawn(async move {
+            let mut peak = 0.0f64;
+            while !stop.load(Ordering::Relaxed) {
+                peak = peak.max(service.rss_mib());
+                tokio::time::sleep(SAMPLE_EVERY).await;
+            }
+            peak.max(service.rss_mib())
+        });
+        PeakSampler { done, task }
     }
-    peak.max(service.rss_mib())
+
+    /// The peak in MiB.
+    async fn stop(self) -> f64 {
+        self.done.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+/// How the flood's calls were answered.
+#[derive(Default)]
+struct Answers {
+    ok: AtomicU64,
+    exhausted: AtomicU64,
+    other: AtomicU64,
 }
 
 fn free_port() -> u16 {
@@ -255,8 +281,7 @@ async fn main() {
     let users = Arc::new(users);
 
     // Sustained sign-ins.
-    let done = Arc::new(AtomicU64::new(0));
-    let sampler = tokio::spawn(sample_peak(service.clone(), done.clone()));
+    let sampler = PeakSampler::start(&service);
     let succeeded = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -276,13 +301,12 @@ async fn main() {
         task.await.unwrap();
     }
     let sustained_secs = started.elapsed().as_secs_f64();
-    done.store(1, Ordering::Relaxed);
     rows.push(Row {
         phase: format!(
             "peak during {SUSTAINED_SIGNINS} sign-ins, {SUSTAINED_CALLERS} at once ({:.0}/s)",
             SUSTAINED_SIGNINS as f64 / sustained_secs
         ),
-        mib: sampler.await.unwrap(),
+        mib: sampler.stop().await,
         bound,
     });
     tokio::time::sleep(IDLE).await;
@@ -304,26 +328,20 @@ async fn main() {
         mib: service.rss_mib(),
         bound,
     });
-    let done = Arc::new(AtomicU64::new(0));
-    let sampler = tokio::spawn(sample_peak(service.clone(), done.clone()));
-    let (ok, exhausted, other) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-    );
+    let sampler = PeakSampler::start(&service);
+    let answers = Arc::new(Answers::default());
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (n, channel) in channels.into_iter().enumerate() {
-        let (users, ok, exhausted, other) =
-            (users.clone(), ok.clone(), exhausted.clone(), other.clone());
+        let (users, answers) = (users.clone(), answers.clone());
         tasks.push(tokio::spawn(async move {
             let mut client = IdentityServiceClient::new(channel);
             let login = &users[n % users.len()];
             while started.elapsed() < FLOOD {
                 let counter = match sign_in(&mut client, login).await {
-                    Ok(()) => &ok,
-                    Err(Code::ResourceExhausted) => &exhausted,
-                    Err(_) => &other,
+                    Ok(()) => &answers.ok,
+                    Err(Code::ResourceExhausted) => &answers.exhausted,
+                    Err(_) => &answers.other,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
             }
@@ -333,8 +351,7 @@ async fn main() {
         task.await.unwrap();
     }
     let flood_secs = started.elapsed().as_secs_f64();
-    done.store(1, Ordering::Relaxed);
-    let flood_peak = sampler.await.unwrap();
+    let flood_peak = sampler.stop().await;
     let answered = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 / flood_secs;
     rows.push(Row {
         phase: format!(
@@ -382,9 +399,9 @@ async fn main() {
     println!();
     println!(
         "  flood answers per second: OK {:.1}, ResourceExhausted {:.1}, other {:.1}",
-        answered(&ok),
-        answered(&exhausted),
-        answered(&other)
+        answered(&answers.ok),
+        answered(&answers.exhausted),
+        answered(&answers.other)
     );
     println!("  threads at the end: {}", service.status_kib("Threads:"));
     let _ = std::fs::remove_file(log);

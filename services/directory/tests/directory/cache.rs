@@ -1,7 +1,6 @@
 //! CheckPermission answers from memory (`store::cache`): a change is seen at once by the
 //! instance that made it, and within a short wait by the other replicas, however it was made.
 
-use cqrs_auth::RoleProto;
 use std::future::Future;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use cqrs_testkit::with_token;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use crate::calls::{DirectoryCalls, Tree, directory_alone};
+use crate::calls::{DirectoryCalls, Tree, directory_alone, grant_through};
 
 /// How long another replica may take to hear of a change (normally milliseconds).
 const PROPAGATION: Duration = Duration::from_secs(10);
@@ -174,21 +173,16 @@ async fn changes_made_by_another_replica_reach_this_one() {
     assert!(h.directory_service().api.cache().cached_accounts() > cached_before);
 
     // Granted through the other replica.
-    let grant = there
-        .grant_role(with_token(
-            pb::GrantRoleRequest {
-                request_id: Uuid::new_v4().to_string(),
-                account_id: user.to_string(),
-                organisation_id: tree.c1.to_string(),
-                role: Role::CommissioningUser.to_proto() as i32,
-            },
-            &svc,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .grant
-        .unwrap();
+    let grant = grant_through(
+        &mut there,
+        &svc,
+        &Uuid::new_v4().to_string(),
+        user,
+        tree.c1,
+        Role::CommissioningUser,
+    )
+    .await
+    .unwrap();
     eventually(true, || {
         let mut here = here.clone();
         let svc = svc.clone();
@@ -411,18 +405,16 @@ async fn list_grants_answers_from_the_cache_and_follows_changes() {
     assert!(listed(svc.clone()).await.is_empty());
 
     // Granted through the other replica: seen here once its notification arrives.
-    there
-        .grant_role(with_token(
-            pb::GrantRoleRequest {
-                request_id: Uuid::new_v4().to_string(),
-                account_id: user.to_string(),
-                organisation_id: tree.c1.to_string(),
-                role: Role::CommissioningUser.to_proto() as i32,
-            },
-            &svc,
-        ))
-        .await
-        .unwrap();
+    grant_through(
+        &mut there,
+        &svc,
+        &Uuid::new_v4().to_string(),
+        user,
+        tree.c1,
+        Role::CommissioningUser,
+    )
+    .await
+    .unwrap();
     eventually(true, || {
         let listed = listed(svc.clone());
         async move { listed.await == ["15N"] }

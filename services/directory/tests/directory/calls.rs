@@ -7,10 +7,12 @@ use std::time::Duration;
 use cqrs_auth::{ActiveGrant, Role, RoleProto};
 use cqrs_directory::RevocationConfig;
 use cqrs_identity::store::sessions::SessionStore;
+use cqrs_proto::directory::v1::directory_service_client::DirectoryServiceClient;
 use cqrs_proto::directory::v1::{self as pb, OrganisationKind};
 use cqrs_runtime::clock::{Clock, SystemClock};
 use cqrs_suite::{Service, Suite};
 use cqrs_testkit::with_token;
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use uuid::Uuid;
 
@@ -41,6 +43,29 @@ fn pending_revocations() -> RevocationConfig {
 }
 
 /// The directory alone; identity's address answers nothing, so session ends stay pending.
+/// GrantRole through `client` (any replica) with `token`.
+pub async fn grant_through(
+    client: &mut DirectoryServiceClient<Channel>,
+    token: &str,
+    request_id: &str,
+    account: Uuid,
+    org: Uuid,
+    role: Role,
+) -> Result<pb::Grant, Status> {
+    client
+        .grant_role(with_token(
+            pb::GrantRoleRequest {
+                request_id: request_id.into(),
+                account_id: account.to_string(),
+                organisation_id: org.to_string(),
+                role: role.to_proto() as i32,
+            },
+            token,
+        ))
+        .await
+        .map(|r| r.into_inner().grant.unwrap())
+}
+
 pub async fn directory_alone() -> Suite {
     Suite::builder()
         .only(&[Service::Directory])
@@ -203,18 +228,15 @@ impl DirectoryCalls for Suite {
         org: Uuid,
         role: Role,
     ) -> Result<pb::Grant, Status> {
-        self.directory()
-            .grant_role(with_token(
-                pb::GrantRoleRequest {
-                    request_id: request_id.into(),
-                    account_id: account.to_string(),
-                    organisation_id: org.to_string(),
-                    role: role.to_proto() as i32,
-                },
-                &self.svc(),
-            ))
-            .await
-            .map(|r| r.into_inner().grant.unwrap())
+        grant_through(
+            &mut self.directory(),
+            &self.svc(),
+            request_id,
+            account,
+            org,
+            role,
+        )
+        .await
     }
 
     async fn count(&self, table: &str) -> i64 {
