@@ -35,7 +35,7 @@
 //! | `CQRS_RATE_LIMIT_PER_CLIENT` | `60/min` | SignIn, CompleteSignIn, RequestPasswordReset and RemindUserId per client address (`n/s`, `n/min`, `n/hour` or `off`; see `cqrs_edge::rate_limit`) |
 //! | `CQRS_RATE_LIMIT_PER_ADDRESS` | `5/hour` | RequestPasswordReset and RemindUserId per login or address asked for |
 //! | `IDENTITY_HASH_CONCURRENCY` | number of cores | argon2id hashes running at once |
-//! | `IDENTITY_HASH_QUEUE_TIMEOUT_MS` | 2000 | longest wait for a hashing slot before `RESOURCE_EXHAUSTED` |
+//! | `IDENTITY_HASH_QUEUE_TIMEOUT_MS` | 2000 | longest wait for a place in the hashing pool before `RESOURCE_EXHAUSTED` |
 //! | `IDENTITY_ARGON2_M_COST_KIB` / `IDENTITY_ARGON2_T_COST` / `IDENTITY_ARGON2_P_COST` | 19456 / 2 / 1 | argon2id parameters (never below these) |
 //! | `CQRS_SERVICE_CLIENTS` | none | `client_id:sha256hex(secret)` comma list for IssueServiceToken |
 //! | `NOTIFICATIONS_URL` | `http://127.0.0.1:50054` | where the outbox relay delivers mail |

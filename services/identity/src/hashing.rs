@@ -4,15 +4,21 @@
 //!
 //! Each hash holds ~19 MiB and a core for tens of milliseconds, so the work is bounded: it runs
 //! on dedicated threads, one per core by default (the pool's "permits"), never on the async
-//! workers. Work waits in one queue for the next free thread; work that waited longer than
-//! `queue_timeout` is answered `HashError::Busy` (the API says `ResourceExhausted`) without
-//! being hashed, and work whose caller is gone is dropped. A flood therefore costs at most
+//! workers. Work first takes a place ([`Slot`]): there are [`PLACES_PER_THREAD`] per thread,
+//! one for the hash running and one for the next, already waiting when the thread finishes.
+//! Work that found no place within `queue_timeout` is answered `HashError::Busy` (the API says
+//! `ResourceExhausted`) without being hashed; work holding a place is always hashed, after at
+//! most the one hash ahead of it, unless its caller is gone. A flood therefore costs at most
 //! `permits` hashes' worth of memory and CPU instead of growing without bound.
 //!
-//! Two things keep the pool as fast as the bare algorithm on the same cores (measured by
-//! `benches/signin.rs`; together they were worth 10-20%):
+//! Three things keep the pool as fast as the bare algorithm on the same cores (measured by
+//! `benches/signin.rs`):
 //! * a thread that finishes takes the next queued hash itself, so a core never idles waiting
 //!   for the async side to hand it work;
+//! * the second place per thread: a sign-in takes its place, then counts the attempt in Redis
+//!   (the lock-out), then queues the hash. With one place per thread, the thread waited idle
+//!   while its caller counted (~6% of the time under load); now the next check is counted
+//!   while the one before it hashes;
 //! * hashes and verifies reuse their thread's argon2 memory: allocating 19 MiB per hash (what
 //!   `Argon2::verify_password` does) costs page faults and zeroing that the algorithm does
 //!   not need (it writes every block before reading it), and left the allocator holding a
@@ -20,13 +26,13 @@
 //!   [`IDLE_RELEASE`], so an idle service does not keep it.
 //!
 //! Memory is therefore bounded by the pool: at most one block per hashing thread. Work that
-//! would wait past `queue_timeout` anyway is refused before it is queued
+//! would wait past `queue_timeout` anyway is refused before it waits
 //! ([`PasswordHasher::would_wait_too_long`]).
 //!
 //! Unknown logins verify against a dummy hash made with the same parameters so they cost the
-//! same as real ones (SECURITY 9), and a moving average of the verify time, as callers see it,
-//! lets the service pad answers that skip hashing (locked accounts) to the same duration
-//! ([`PasswordHasher::wait_like_verify`]).
+//! same as real ones (SECURITY 9). Answers that skip hashing (locked accounts) wait their turn
+//! in the same queue and then as long as a typical verify ([`Slot::wait_like_verify`]), so they
+//! take as long as a check would under any load.
 
 use std::num::NonZeroUsize;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -40,7 +46,7 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use cqrs_runtime::metrics::{self, Counter, UpDownCounter};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
-use tokio::sync::{OnceCell, oneshot};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::domain::password::NormalisedPassword;
 
@@ -60,6 +66,9 @@ const DUMMY_PASSWORD: &[u8] = b"cqrs-identity dummy password for unknown logins"
 /// Weight of a new sample in the moving average of verify time (1/8): smooth enough that one
 /// slow verify does not move it much, quick enough to follow a change of machine load.
 const EWMA_SHIFT: u32 = 3;
+/// Places per hashing thread: the hash it runs and the next one, counted and queued while
+/// that runs. More would only lengthen the wait of work already let in.
+pub const PLACES_PER_THREAD: usize = 2;
 /// Argon2 memory is reserved in at least this many blocks (32 MiB and one block), so that the
 /// system allocator (glibc) gives each buffer a mapping of its own and unmaps it when it is
 /// freed. glibc maps allocations above its mmap threshold, but raises the threshold to the
@@ -81,9 +90,9 @@ pub struct HashingConfig {
     pub t_cost: u32,
     /// Lanes (at least 1).
     pub p_cost: u32,
-    /// Hashes that may run at once; defaults to the number of cores.
+    /// Hashes that may run at once (the hashing threads); defaults to the number of cores.
     pub max_concurrency: usize,
-    /// Longest wait for a free slot before `HashError::Busy`.
+    /// Longest wait for a place in the pool before `HashError::Busy`.
     pub queue_timeout: Duration,
 }
 
@@ -101,7 +110,7 @@ impl Default for HashingConfig {
 
 #[derive(Debug, Error)]
 pub enum HashError {
-    /// Every hashing slot stayed taken for `queue_timeout`.
+    /// Every place in the pool stayed taken for `queue_timeout`.
     #[error("password hashing is at capacity")]
     Busy,
     #[error("argon2 settings refused: {0}")]
@@ -124,13 +133,15 @@ struct Inner {
     permits: usize,
     queue_timeout: Duration,
     dummy: OnceCell<String>,
-    /// Moving average of hash/verify time in microseconds, from when a hashing thread was free
-    /// for the work to the caller having its result; 0 until the first sample.
+    /// Moving average of hash/verify time on its thread, in microseconds; 0 until the first
+    /// sample.
     ewma_micros: AtomicU64,
     /// Moving average of how much longer than asked a padding sleep lasts (timer granularity
     /// and wake-up), in microseconds, subtracted from the next ones.
     overshoot_micros: AtomicU64,
-    /// Work waiting for a hashing thread.
+    /// Places: [`PLACES_PER_THREAD`] per thread.
+    places: Arc<Semaphore>,
+    /// Work waiting for a place.
     queued: AtomicUsize,
     /// Hashes running right now, and the most ever seen at once (for tests and metrics).
     running: AtomicUsize,
@@ -139,8 +150,7 @@ struct Inner {
     jobs: mpsc::Sender<Job>,
 }
 
-/// A unit of hashing work, given the thread's scratch memory: a reservation taken from the
-/// queue, or the work then handed to the thread it reserved.
+/// A unit of hashing work, given the thread's scratch memory.
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
 /// Argon2 memory not in use, at most one buffer per hashing thread, each exactly the size the
@@ -258,6 +268,7 @@ impl PasswordHasher {
                 dummy: OnceCell::new(),
                 ewma_micros: AtomicU64::new(0),
                 overshoot_micros: AtomicU64::new(0),
+                places: Arc::new(Semaphore::new(config.max_concurrency * PLACES_PER_THREAD)),
                 queued: AtomicUsize::new(0),
                 running: AtomicUsize::new(0),
                 peak_running: AtomicUsize::new(0),
@@ -269,6 +280,11 @@ impl PasswordHasher {
     /// How many hashes may run at once (the hashing threads).
     pub fn permits(&self) -> usize {
         self.inner.permits
+    }
+
+    /// Places in the pool: work that may hold one at once, running or next.
+    pub fn places(&self) -> usize {
+        self.inner.permits * PLACES_PER_THREAD
     }
 
     /// Hashes running right now.
@@ -288,7 +304,7 @@ impl PasswordHasher {
         password: &NormalisedPassword,
         phc: &str,
     ) -> Result<bool, HashError> {
-        // Parsed before a thread is taken: a malformed hash costs no slot.
+        // Parsed before a place is taken: a malformed hash costs none.
         let (parsed, params) = parse_stored(phc).ok_or(HashError::InvalidHash)?;
         self.slot()
             .await?
@@ -325,28 +341,11 @@ impl PasswordHasher {
                 != Params::DEFAULT_OUTPUT_LEN
     }
 
-    /// Typical time of one verify (moving average of recent hashes and verifies, as their
-    /// callers waited for them once a thread was theirs), for padding answers that skip hashing.
-    /// Zero until the first hash: call [`Self::warm_up`] at start.
+    /// Typical time of one hash or verify on its thread (moving average of recent ones), for
+    /// padding answers that skip hashing and for telling how fast places come free. Zero
+    /// until the first hash: call [`Self::warm_up`] at start.
     pub fn typical_verify_duration(&self) -> Duration {
-        Duration::from_micros(self.inner.ewma_micros.load(Ordering::Relaxed))
-    }
-
-    /// Waits as long as a verify typically takes, without hashing: sleeping costs no CPU, so
-    /// a flood of answers that skip hashing stays cheap. The timer wakes late (granularity,
-    /// scheduling); how late is learnt from earlier waits and asked for less, so the wait
-    /// itself, not only the request, matches [`Self::typical_verify_duration`].
-    pub async fn wait_like_verify(&self) {
-        let inner = &self.inner;
-        let target = self.typical_verify_duration();
-        let early = Duration::from_micros(inner.overshoot_micros.load(Ordering::Relaxed));
-        let asked = target.saturating_sub(early);
-        let started = Instant::now();
-        tokio::time::sleep(asked).await;
-        let late = started.elapsed().saturating_sub(asked);
-        if !target.is_zero() {
-            ewma_update(&inner.overshoot_micros, micros(late));
-        }
+        self.inner.typical()
     }
 
     async fn dummy_hash(&self) -> Result<String, HashError> {
@@ -365,80 +364,59 @@ impl PasswordHasher {
             .await
     }
 
-    /// Holds a hashing thread for the caller: waits in the pool's queue, and answers Busy,
-    /// like any hash, when no thread was free within `queue_timeout`.
+    /// A place in the pool for the caller: waits for one, and answers Busy when none came
+    /// free within `queue_timeout` (or none would, see [`Self::would_wait_too_long`]).
     async fn slot(&self) -> Result<Slot, HashError> {
+        let inner = &self.inner;
         if self.would_wait_too_long() {
             pool_metrics().refused.add(1, &[]);
             return Err(HashError::Busy);
         }
-        let deadline = Instant::now().checked_add(self.inner.queue_timeout);
-        let (reply, answer) = oneshot::channel();
-        let inner = Arc::clone(&self.inner);
-        let job: Job = Box::new(move |memory| {
-            inner.queued.fetch_sub(1, Ordering::Relaxed);
-            pool_metrics().queued.add(-1, &[]);
-            // The caller gave up (deadline, disconnect) before its turn: nothing to do.
-            if reply.is_closed() {
-                return;
-            }
-            // No deadline when the timeout is too large to add (waits as long as it takes).
-            if deadline.is_some_and(|deadline| Instant::now() > deadline) {
+        let place = {
+            let _waiting = Waiting::new(inner);
+            let acquire = Arc::clone(&inner.places).acquire_owned();
+            tokio::time::timeout(inner.queue_timeout, acquire).await
+        };
+        match place {
+            Ok(Ok(place)) => Ok(Slot {
+                inner: Arc::clone(inner),
+                place,
+            }),
+            Ok(Err(_closed)) => Err(HashError::Internal(
+                "the hashing pool has stopped".to_owned(),
+            )),
+            Err(_elapsed) => {
                 pool_metrics().refused.add(1, &[]);
-                let _ = reply.send(Err(HashError::Busy));
-                return;
+                Err(HashError::Busy)
             }
-            let (hand_over, handed) = mpsc::sync_channel::<Job>(1);
-            if reply.send(Ok(hand_over)).is_err() {
-                return;
-            }
-            // The thread is the caller's until it hands over its work or lets the slot go
-            // (dropping it ends the wait at once); the limit only guards against a caller
-            // that holds it and never does either.
-            if let Ok(work) = handed.recv_timeout(SLOT_HOLD_LIMIT) {
-                work(memory);
-            }
-        });
-        self.inner.queued.fetch_add(1, Ordering::Relaxed);
-        if self.inner.jobs.send(job).is_err() {
-            self.inner.queued.fetch_sub(1, Ordering::Relaxed);
-            return Err(HashError::Internal(
-                "the hashing threads have stopped".to_owned(),
-            ));
         }
-        pool_metrics().queued.add(1, &[]);
-        let hand_over = answer
-            .await
-            .map_err(|_| HashError::Internal("a hashing thread failed".to_owned()))??;
-        Ok(Slot {
-            inner: Arc::clone(&self.inner),
-            hand_over,
-        })
     }
 
-    /// Whether work queued now would typically still be waiting when its `queue_timeout` is
-    /// over: every `permits` jobs ahead of it cost one typical hash. Such work is refused
-    /// before it is queued, so a flood holds no queue of requests that will be refused anyway
-    /// (each holding its connection's buffers) and its callers hear at once rather than after
-    /// the timeout. Until the first hash is timed nothing is refused here.
+    /// Whether work asking for a place now would typically still be waiting when its
+    /// `queue_timeout` is over: places come free one per typical hash on each thread, so every
+    /// `permits` waiters ahead of it cost one. Such work is refused before it waits, so a
+    /// flood holds no queue of requests that will be refused anyway (each holding its
+    /// connection's buffers) and its callers hear at once rather than after the timeout.
+    /// Until the first hash is timed nothing is refused here.
     fn would_wait_too_long(&self) -> bool {
         let ahead = self.inner.queued.load(Ordering::Relaxed) / self.inner.permits;
-        self.typical_verify_duration()
+        self.inner
+            .typical()
             .saturating_mul(u32::try_from(ahead).unwrap_or(u32::MAX))
             > self.inner.queue_timeout
     }
 
-    /// A hashing thread held for one password check, taken before anything about the check
-    /// is decided: a caller that must know the check can run before it counts an attempt
-    /// (the lock-out) reserves first, so a check refused for load is refused before it
-    /// counts, and whatever the account's state.
+    /// A place in the pool for one password check, taken before anything about the check is
+    /// decided: a caller that must know the check will run before it counts an attempt (the
+    /// lock-out) reserves first, so a check refused for load is refused before it counts,
+    /// and whatever the account's state. A check holding a place is never refused for load.
     pub async fn reserve(&self) -> Result<Slot, HashError> {
         self.dummy_hash().await?;
         self.slot().await
     }
 }
 
-/// What operators watch of the pool: work waiting for a thread, hashes running, work turned
+/// What operators watch of the pool: work waiting for a place, hashes running, work turned
 /// away for load.
 struct PoolMetrics {
     queued: UpDownCounter<i64>,
@@ -451,23 +429,40 @@ fn pool_metrics() -> &'static PoolMetrics {
     METRICS.get_or_init(|| PoolMetrics {
         queued: metrics::up_down(
             "identity.hashing.queued",
-            "Password checks and hashes waiting for a hashing thread",
+            "Password checks and hashes waiting for a place in the hashing pool",
         ),
         running: metrics::up_down("identity.hashing.running", "Hashes running now"),
         refused: metrics::counter(
             "identity.hashing.refused",
-            "Password checks refused because no hashing thread was free in time",
+            "Password checks refused because no place in the hashing pool came free in time",
         ),
     })
 }
 
-/// Longest a reserved hashing thread waits for its caller's work.
-const SLOT_HOLD_LIMIT: Duration = Duration::from_secs(10);
+/// Counts a caller among those waiting for a place for as long as it waits, however the
+/// wait ends (a place, the timeout, the caller gone).
+struct Waiting<'a>(&'a Inner);
 
-/// One hashing thread, reserved by [`PasswordHasher::reserve`]; dropping it frees the thread.
+impl<'a> Waiting<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        inner.queued.fetch_add(1, Ordering::Relaxed);
+        pool_metrics().queued.add(1, &[]);
+        Waiting(inner)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::Relaxed);
+        pool_metrics().queued.add(-1, &[]);
+    }
+}
+
+/// A place in the pool, taken by [`PasswordHasher::reserve`]: its work will be hashed.
+/// Dropping it unused frees the place.
 pub struct Slot {
     inner: Arc<Inner>,
-    hand_over: mpsc::SyncSender<Job>,
+    place: OwnedSemaphorePermit,
 }
 
 impl std::fmt::Debug for Slot {
@@ -507,34 +502,75 @@ impl Slot {
         Ok(())
     }
 
-    /// Runs argon2 work on the reserved thread and times it: from the hand-over to the
-    /// answer being back here, what a check costs its caller without the queue.
+    /// Answers as late as a verify on this place would, without hashing (SECURITY 4): waits
+    /// its turn at a hashing thread as a verify does (behind the same queue), then as long as a
+    /// typical verify. Sleeping costs no CPU, so a flood of answers that skip hashing stays
+    /// cheap; the place is let go once the turn comes. The timer wakes late (granularity,
+    /// scheduling); how late is learnt from earlier waits and asked for less, so the wait
+    /// itself, not only the request, matches [`PasswordHasher::typical_verify_duration`].
+    pub async fn wait_like_verify(self) -> Result<(), HashError> {
+        let inner = Arc::clone(&self.inner);
+        self.on_thread(|_, _| ()).await?;
+        let target = inner.typical();
+        let early = Duration::from_micros(inner.overshoot_micros.load(Ordering::Relaxed));
+        let asked = target.saturating_sub(early);
+        let started = Instant::now();
+        tokio::time::sleep(asked).await;
+        let late = started.elapsed().saturating_sub(asked);
+        if !target.is_zero() {
+            ewma_update(&inner.overshoot_micros, micros(late));
+        }
+        Ok(())
+    }
+
+    /// Runs argon2 work on the next free thread, counted and timed as hashing.
     async fn run<T, F>(self, work: F) -> Result<T, HashError>
     where
         F: FnOnce(&mut Vec<Block>) -> Result<T, HashError> + Send + 'static,
         T: Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        let (reply, answer) = oneshot::channel();
-        let started = Instant::now();
-        let work: Job = Box::new(move |memory| {
+        self.on_thread(move |inner, memory| {
             let now_running = inner.running.fetch_add(1, Ordering::SeqCst) + 1;
             inner.peak_running.fetch_max(now_running, Ordering::SeqCst);
             pool_metrics().running.add(1, &[]);
+            let started = Instant::now();
             let result = work(memory);
+            inner.record(started.elapsed());
             pool_metrics().running.add(-1, &[]);
             inner.running.fetch_sub(1, Ordering::SeqCst);
-            // The caller may be gone by now; then nobody wants the answer.
-            let _ = reply.send(result);
-        });
-        self.hand_over.try_send(work).map_err(|_| {
-            HashError::Internal("the reserved hashing thread stopped waiting".to_owned())
-        })?;
-        let value = answer
+            result
+        })
+        .await?
+    }
+
+    /// Queues `work` for the next free hashing thread and waits for its answer. The place is
+    /// kept until the work has run or been skipped, so queued work never exceeds the places.
+    async fn on_thread<T, F>(self, work: F) -> Result<T, HashError>
+    where
+        F: FnOnce(&Inner, &mut Vec<Block>) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let Slot { inner, place } = self;
+        let (reply, answer) = oneshot::channel();
+        let job: Job = {
+            let inner = Arc::clone(&inner);
+            Box::new(move |memory| {
+                let _place = place;
+                // The caller gave up (deadline, disconnect) before its turn: nothing to do.
+                if reply.is_closed() {
+                    return;
+                }
+                // The caller may be gone by now; then nobody wants the answer.
+                let _ = reply.send(work(&inner, memory));
+            })
+        };
+        inner
+            .jobs
+            .send(job)
+            .map_err(|_| HashError::Internal("the hashing threads have stopped".to_owned()))?;
+        answer
             .await
-            .map_err(|_| HashError::Internal("a hashing thread failed".to_owned()))??;
-        self.inner.record(started.elapsed());
-        Ok(value)
+            .map_err(|_| HashError::Internal("a hashing thread failed".to_owned()))
     }
 }
 
@@ -649,6 +685,10 @@ impl Inner {
     fn record(&self, elapsed: Duration) {
         ewma_update(&self.ewma_micros, micros(elapsed).max(1));
     }
+
+    fn typical(&self) -> Duration {
+        Duration::from_micros(self.ewma_micros.load(Ordering::Relaxed))
+    }
 }
 
 #[cfg(test)]
@@ -699,14 +739,17 @@ mod tests {
         );
     }
 
-    /// With one thread taken and a hash typically 100 ms, work with 4 jobs ahead of it
-    /// would wait ~400 ms, past its 300 ms: refused at once, queued for nothing. Work that
-    /// can start in time still queues.
+    /// Every place taken and a hash typically 100 ms on the one thread: work with 4 waiters
+    /// ahead of it would wait ~400 ms, past its 300 ms, so it is refused at once rather than
+    /// waiting for nothing. Work that can have a place in time still waits.
     #[tokio::test(flavor = "multi_thread")]
     async fn work_that_would_wait_too_long_is_refused_before_it_queues() {
         let h = hasher(1, Duration::from_millis(300));
         h.inner.record(Duration::from_millis(100));
-        let held = h.slot().await.unwrap();
+        let mut held = Vec::new();
+        for _ in 0..h.places() {
+            held.push(h.slot().await.unwrap());
+        }
         let waiters: Vec<_> = (0..4)
             .map(|_| {
                 let h = h.clone();
@@ -812,10 +855,11 @@ mod tests {
         h.warm_up().await.unwrap();
         let typical = h.typical_verify_duration();
         for _ in 0..20 {
-            h.wait_like_verify().await;
+            h.reserve().await.unwrap().wait_like_verify().await.unwrap();
         }
+        let slot = h.reserve().await.unwrap();
         let started = Instant::now();
-        h.wait_like_verify().await;
+        slot.wait_like_verify().await.unwrap();
         let waited = started.elapsed();
         // The timer's lateness is learnt and subtracted: the wait lands near the estimate,
         // not a tick after it. Loose upper bound: CI machines are noisy.
@@ -918,19 +962,48 @@ mod tests {
         assert_eq!(h.in_flight(), 0);
     }
 
-    /// A reserved slot is a hashing thread taken: others wait for it (and are turned away
-    /// when it is held past their queue time); letting it go unused frees it at once.
+    /// Places are bounded: with every place held, others wait (and are turned away past
+    /// their queue time); a place let go unused is free at once, and work holding one is
+    /// hashed after at most the hash ahead of it, however long that one takes.
     #[tokio::test(flavor = "multi_thread")]
-    async fn a_reserved_slot_holds_its_thread_until_used_or_dropped() {
+    async fn places_are_bounded_and_work_holding_one_is_hashed() {
         let h = hasher(1, Duration::from_millis(200));
         h.warm_up().await.unwrap();
-        let slot = h.reserve().await.unwrap();
+        assert_eq!(h.places(), PLACES_PER_THREAD);
+        let mut held: Vec<_> = Vec::new();
+        for _ in 0..h.places() {
+            held.push(h.reserve().await.unwrap());
+        }
         assert!(matches!(h.reserve().await, Err(HashError::Busy)));
-        drop(slot);
-        let slot = h.reserve().await.unwrap();
+        drop(held.pop());
         let dummy = h.inner.dummy.get().cloned().unwrap();
-        assert!(!slot.verify(&pw("wrong"), &dummy).await.unwrap());
+        assert!(
+            !h.reserve()
+                .await
+                .unwrap()
+                .verify(&pw("wrong"), &dummy)
+                .await
+                .unwrap()
+        );
+
+        // A verify three queue timeouts long (t_cost/2 typical verifies) holds the thread; the
+        // next place's work waits behind it and is still hashed, not refused.
+        let typical = h.typical_verify_duration().as_micros().max(1);
+        let t_cost = u32::try_from((2 * 600_000 / typical + 1).clamp(8, 64)).unwrap();
+        let slow = {
+            let params = Params::new(MIN_M_COST_KIB, t_cost, 1, None).unwrap();
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                .hash_password_with_salt(b"slow", &[3u8; 16])
+                .unwrap()
+                .to_string()
+        };
+        let first = held.pop().unwrap();
+        let long = tokio::spawn(async move { first.verify(&pw("slow"), &slow).await });
+        while h.in_flight() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let phc = h.hash(&pw("Kx7#pLm2")).await.unwrap();
+        assert!(long.await.unwrap().unwrap());
         assert!(
             h.reserve()
                 .await
@@ -945,6 +1018,7 @@ mod tests {
             .verify_dummy(&pw("x"))
             .await
             .unwrap();
+        assert_eq!(h.inner.peak_running.load(Ordering::SeqCst), 1);
     }
 
     /// With more slots, concurrency reaches but never exceeds the bound.

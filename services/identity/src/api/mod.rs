@@ -145,12 +145,21 @@ impl IdentityApi {
         if login.len() > MAX_FIELD_BYTES {
             return Ok(None);
         }
-        let pool = self.store().pool();
+        // Waiting for a connection and the query are boxed: sqlx's futures for them are large
+        // (~14 KiB each in a release build). Held inline, they would make every sign-in's
+        // future that large for its whole life, although most of it is spent waiting for a
+        // hashing thread; in a flood that is a lot of memory for nothing.
+        let mut conn = Box::pin(self.store().pool().acquire())
+            .await
+            .map_err(store::StoreError::from)?;
+        let conn = &mut *conn;
         if let Some(user_id) = normalise_user_id(login) {
-            return Ok(account_store::account_by_user_id(pool, &user_id).await?);
+            return Ok(Box::pin(account_store::account_by_user_id(conn, &user_id)).await?);
         }
         match normalise_email(login) {
-            Ok(email) => Ok(account_store::account_by_email(pool, Realm::Local, &email).await?),
+            Ok(email) => {
+                Ok(Box::pin(account_store::account_by_email(conn, Realm::Local, &email)).await?)
+            }
             Err(_) => Ok(None),
         }
     }

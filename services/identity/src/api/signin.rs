@@ -92,8 +92,8 @@ impl<'a> Failure<'a> {
 }
 
 impl IdentityApi {
-    /// Takes a hashing thread for one password check before anything else about it is
-    /// decided (SECURITY 10): a check refused for load is refused before the lock-out counts
+    /// Takes a place in the hashing pool for one password check before anything else about
+    /// it is decided (SECURITY 10): a check refused for load is refused before the lock-out counts
     /// it, answers the same for locked, unlocked and unknown accounts, and is audited.
     pub(super) async fn reserve_check(
         &self,
@@ -120,8 +120,8 @@ impl IdentityApi {
         }
     }
 
-    /// Checks a password of `account` through the lock-out (SECURITY 3-5) on a reserved
-    /// hashing thread: a locked account checks nothing and waits as long as a check takes;
+    /// Checks a password of `account` through the lock-out (SECURITY 3-5) with a place taken
+    /// in the hashing pool: a locked account checks nothing and waits as long as a check takes;
     /// otherwise the attempt is counted first and then verified, so parallel attempts can
     /// never check more than the threshold.
     pub(super) async fn gated_verify(
@@ -133,10 +133,9 @@ impl IdentityApi {
     ) -> Result<Gate, IdentityError> {
         let inner = &self.inner;
         if account.locked_at.is_some() {
-            drop(slot);
             // Postgres holds the durable lock; restore its Redis mirror if Redis lost it.
             inner.lockout.set_permanent(account.id).await?;
-            self.pad().await;
+            slot.wait_like_verify().await?;
             return Ok(Gate::Locked);
         }
         match inner
@@ -145,8 +144,7 @@ impl IdentityApi {
             .await?
         {
             AttemptGate::Locked { .. } => {
-                drop(slot);
-                self.pad().await;
+                slot.wait_like_verify().await?;
                 Ok(Gate::Locked)
             }
             AttemptGate::Proceed {
@@ -167,13 +165,6 @@ impl IdentityApi {
                 })
             }
         }
-    }
-
-    /// Waits as long as a password check typically takes: answers that skip hashing
-    /// (locked accounts) must not be faster than those that do (SECURITY 4). Waiting costs
-    /// no CPU, so a flood against a locked account stays cheap.
-    async fn pad(&self) {
-        self.inner.hasher.wait_like_verify().await;
     }
 
     /// Records a refused password check, and the lock it causes: a permanent lock is written
@@ -288,27 +279,30 @@ impl IdentityApi {
             return Err(IdentityError::from(IdentityReason::BadCredentials));
         };
 
-        let (matched, failures, permanent_reached) =
-            match self.gated_verify(slot, &account, &presented, now).await? {
-                Gate::Locked => {
-                    self.record_failure(&account, &actor, Failure::locked("SIGN_IN"), now)
-                        .await?;
-                    return Err(IdentityError::from(IdentityReason::BadCredentials));
-                }
-                Gate::Checked {
-                    matched,
-                    failures,
-                    permanent_reached,
-                } => (matched, failures, permanent_reached),
-            };
-
-        if matched && account.is_active() {
-            self.upgrade_hash(&account, &presented).await;
-            if account.second_factor_at.is_some() {
-                return self.challenge(&account, &actor, now).await;
+        let (matched, failures, permanent_reached) = match self
+            .gated_verify(slot, &account, &presented, now)
+            .await?
+        {
+            Gate::Locked => {
+                Box::pin(self.record_failure(&account, &actor, Failure::locked("SIGN_IN"), now))
+                    .await?;
+                return Err(IdentityError::from(IdentityReason::BadCredentials));
             }
-            return self
-                .start_session(&account, &actor, now, deadline, &["pwd"], None)
+            Gate::Checked {
+                matched,
+                failures,
+                permanent_reached,
+            } => (matched, failures, permanent_reached),
+        };
+
+        // The paths past the check are boxed: the future of every sign-in in flight is as
+        // large as its deepest await, and most of a flood waits before the check.
+        if matched && account.is_active() {
+            Box::pin(self.upgrade_hash(&account, &presented)).await;
+            if account.second_factor_at.is_some() {
+                return Box::pin(self.challenge(&account, &actor, now)).await;
+            }
+            return Box::pin(self.start_session(&account, &actor, now, deadline, &["pwd"], None))
                 .await;
         }
         // A right password on a disabled or pending account is still a refusal, answered like
@@ -324,7 +318,7 @@ impl IdentityApi {
             failures: Some(failures),
             lock_now: permanent_reached && !matched,
         };
-        self.record_failure(&account, &actor, failure, now).await?;
+        Box::pin(self.record_failure(&account, &actor, failure, now)).await?;
         Err(IdentityError::from(IdentityReason::BadCredentials))
     }
 

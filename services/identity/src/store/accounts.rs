@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_runtime::paging::{Page, PageToken, paginate};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -153,7 +153,7 @@ pub async fn account_for_update(
 
 /// The NATIONAL account with this User ID (already normalised to upper case).
 pub async fn account_by_user_id(
-    pool: &PgPool,
+    db: impl PgExecutor<'_>,
     user_id: &str,
 ) -> Result<Option<AccountRow>, StoreError> {
     Ok(sqlx::query_as(concat!(
@@ -162,13 +162,13 @@ pub async fn account_by_user_id(
         " FROM accounts WHERE user_id = $1"
     ))
     .bind(user_id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?)
 }
 
 /// The account of `realm` with this address (compared without case, like the unique index).
 pub async fn account_by_email(
-    pool: &PgPool,
+    db: impl PgExecutor<'_>,
     realm: Realm,
     email: &str,
 ) -> Result<Option<AccountRow>, StoreError> {
@@ -179,7 +179,7 @@ pub async fn account_by_email(
     ))
     .bind(realm.as_str())
     .bind(email)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?)
 }
 

@@ -130,8 +130,9 @@ async fn postgres_down_answers_unavailable() {
 ///
 /// Deterministic rather than hoping parallel sign-ins saturate the pool: its one hashing
 /// thread is first taken by a verify many times longer than the queue timeout, confirmed
-/// running before the flood is sent, so every check of the flood waits behind it for longer
-/// than the timeout and is refused unhashed.
+/// running before the flood is sent, and the place for the hash after it is held too, so
+/// every check of the flood waits for a place for longer than the timeout and is refused
+/// unhashed.
 #[tokio::test]
 async fn a_flood_of_password_checks_is_turned_away() {
     // Long enough for the idle thread to pick up work on a loaded machine; far shorter than
@@ -194,6 +195,11 @@ async fn a_flood_of_password_checks_is_turned_away() {
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    // The pool's other places (the next hash's, queued while one runs) taken as well.
+    let mut next_places = Vec::new();
+    for _ in 1..hasher.places() {
+        next_places.push(hasher.reserve().await.unwrap());
+    }
 
     // The flood: unknown logins, a locked account, and the owner of a real account retrying
     // the right password more often than the lock-out allows failures, all at once.
@@ -220,6 +226,7 @@ async fn a_flood_of_password_checks_is_turned_away() {
         let err = task.await.unwrap().unwrap_err();
         assert_reason(&err, Code::ResourceExhausted, "PASSWORD_CHECKS_BUSY");
     }
+    drop(next_places);
     let (matched, held) = holder.await.unwrap();
     assert!(!matched);
     assert!(held > QUEUE_TIMEOUT, "held the thread only {held:?}");
@@ -250,6 +257,31 @@ async fn a_flood_of_password_checks_is_turned_away() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     h.sign_in(&account.email, PASSWORDS[0]).await.unwrap();
+}
+
+/// A flood holds one sign-in in flight per open call, each as large as the RPC's future (the
+/// state of its deepest await); the rare, deep paths (starting a session, recording a
+/// failure, a second-factor challenge) are boxed so that a sign-in waiting to be refused for
+/// load holds little. Bounds identity's memory under a flood (`benches/memory.rs`).
+#[tokio::test]
+async fn a_sign_in_in_flight_holds_little_memory() {
+    use cqrs_proto::identity::v1::identity_service_server::IdentityService as _;
+    const MOST: usize = 4096;
+    let h = start(&[]).await;
+    let api = h.identity_service().api.clone();
+    let call = api.sign_in(tonic::Request::new(pb::SignInRequest {
+        login: "flo.reed@practice.org".into(),
+        password: PASSWORDS[0].into(),
+    }));
+    let size = std::mem::size_of_val(&*call);
+    eprintln!("a SignIn future: {size} bytes");
+    assert!(
+        size <= MOST,
+        "a SignIn in flight holds {size} bytes, over {MOST}"
+    );
+    // It is a real call: run to its end it answers (an unknown login).
+    let err = call.await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
 }
 
 /// Raised argon2 settings reach an account's stored hash (and its history entry) at its next
