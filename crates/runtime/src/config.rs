@@ -429,6 +429,13 @@ pub fn parse_endpoint(raw: &str) -> Result<String, &'static str> {
     }
 }
 
+/// Connections a service serves at once unless `CQRS_MAX_CONNECTIONS` says otherwise. Each
+/// costs ~30 KiB however quiet it is (HTTP/2 read and write buffers, header tables, the
+/// connection's task), and each may carry 128 calls at once, so callers that share
+/// connections (the gateway, other services, any gRPC channel) need few; the bound keeps a
+/// flood of connections from taking memory the service needs for its work.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+
 /// Settings every service has.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -443,6 +450,9 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// `CQRS_CONCURRENCY_LIMIT` (1024): RPCs in flight before new ones get `ResourceExhausted`.
     pub concurrency_limit: usize,
+    /// `CQRS_MAX_CONNECTIONS` (64): connections served at once; further ones wait in the
+    /// listen queue until one closes.
+    pub max_connections: usize,
     /// `CQRS_SHUTDOWN_GRACE_SECS` (10): how long in-flight RPCs may finish after a stop signal.
     pub shutdown_grace: Duration,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`: OTLP/gRPC collector; no export when unset.
@@ -648,6 +658,10 @@ impl ServerConfig {
             env.or("CQRS_CONCURRENCY_LIMIT", 1024usize)
                 .and_then(nonzero("CQRS_CONCURRENCY_LIMIT")),
         );
+        let max_connections = errs.take(
+            env.or("CQRS_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)
+                .and_then(nonzero("CQRS_MAX_CONNECTIONS")),
+        );
         let shutdown_grace =
             errs.take(env.duration_secs("CQRS_SHUTDOWN_GRACE_SECS", Duration::from_secs(10)));
         let otel_endpoint =
@@ -668,6 +682,7 @@ impl ServerConfig {
                 cors_allowed_origins: cors_allowed_origins?,
                 request_timeout: request_timeout?,
                 concurrency_limit: concurrency_limit?,
+                max_connections: max_connections?,
                 shutdown_grace: shutdown_grace?,
                 otel_endpoint: otel_endpoint?,
                 admin_listen: admin_listen?,
@@ -687,6 +702,7 @@ impl ServerConfig {
             cors_allowed_origins: Vec::new(),
             request_timeout: Duration::from_secs(30),
             concurrency_limit: 1024,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: Duration::from_secs(5),
             otel_endpoint: None,
             admin_listen: None,
@@ -935,6 +951,7 @@ mod tests {
         assert_eq!(cfg.cors_origins(), CorsOrigins::None);
         assert_eq!(cfg.request_timeout, Duration::from_secs(30));
         assert_eq!(cfg.concurrency_limit, 1024);
+        assert_eq!(cfg.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(cfg.shutdown_grace, Duration::from_secs(10));
         assert_eq!(cfg.otel_endpoint, None);
         assert_eq!(cfg.admin_listen, Some("0.0.0.0:51054".parse().unwrap()));
@@ -959,6 +976,7 @@ mod tests {
         );
         env.set("CQRS_REQUEST_TIMEOUT_SECS", "2.5");
         env.set("CQRS_CONCURRENCY_LIMIT", "8");
+        env.set("CQRS_MAX_CONNECTIONS", "16");
         env.set("CQRS_SHUTDOWN_GRACE_SECS", "0");
         env.set("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317");
         let cfg = ServerConfig::from_env(&env, "notifications", 1).unwrap();
@@ -972,6 +990,7 @@ mod tests {
         );
         assert_eq!(cfg.request_timeout, Duration::from_millis(2500));
         assert_eq!(cfg.concurrency_limit, 8);
+        assert_eq!(cfg.max_connections, 16);
         assert_eq!(cfg.shutdown_grace, Duration::ZERO);
         assert_eq!(cfg.otel_endpoint.as_deref(), Some("http://collector:4317"));
     }
@@ -1054,12 +1073,14 @@ mod tests {
 
     #[test]
     fn concurrency_errors() {
-        for (value, needle) in [("0", "greater than zero"), ("-3", "invalid value \"-3\"")] {
-            let mut env = base_env();
-            env.set("CQRS_CONCURRENCY_LIMIT", value);
-            let err = err_for(&env);
-            assert_eq!(err.var, "CQRS_CONCURRENCY_LIMIT");
-            assert!(err.message.contains(needle), "{value}: {err}");
+        for var in ["CQRS_CONCURRENCY_LIMIT", "CQRS_MAX_CONNECTIONS"] {
+            for (value, needle) in [("0", "greater than zero"), ("-3", "invalid value \"-3\"")] {
+                let mut env = base_env();
+                env.set(var, value);
+                let err = err_for(&env);
+                assert_eq!(err.var, var);
+                assert!(err.message.contains(needle), "{var}={value}: {err}");
+            }
         }
     }
 

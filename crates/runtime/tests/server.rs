@@ -464,6 +464,48 @@ async fn connections_are_told_their_stream_limit() {
     }
 }
 
+/// At most `CQRS_MAX_CONNECTIONS` connections are served at once: the next one waits in the
+/// listen queue, unanswered, and is served as soon as another closes.
+#[tokio::test]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    let h = Harness::start(|c| c.max_connections = 2, false).await;
+    let check = |channel: &tonic::transport::Channel| {
+        let mut client = HealthClient::new(channel.clone());
+        async move {
+            tokio::time::timeout(
+                Duration::from_millis(500),
+                client.check(HealthCheckRequest::default()),
+            )
+            .await
+            .map(|answer| answer.unwrap().into_inner().status())
+        }
+    };
+    let lazy = || {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", h.addr))
+            .unwrap()
+            .connect_lazy()
+    };
+    assert_eq!(check(&h.channel).await, Ok(ServingStatus::Serving));
+    let second = lazy();
+    assert_eq!(check(&second).await, Ok(ServingStatus::Serving));
+    let third = lazy();
+    assert!(
+        check(&third).await.is_err(),
+        "a third connection was served"
+    );
+    // The first two are still served meanwhile.
+    assert_eq!(check(&h.channel).await, Ok(ServingStatus::Serving));
+
+    drop(second);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while check(&third).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the waiting connection was never served"
+        );
+    }
+}
+
 #[tokio::test]
 async fn request_timeout_bounds_rpcs() {
     let h = Harness::start(|c| c.request_timeout = Duration::from_millis(300), false).await;

@@ -10,7 +10,9 @@
 //! 5. authentication ([`cqrs_auth::AuthLayer`]);
 //! 6. routes: the services, `grpc.health.v1.Health`, server reflection (v1 and v1alpha).
 //!
-//! Every connection is bounded (HTTP/2 settings sent to each client): at most
+//! At most `CQRS_MAX_CONNECTIONS` connections are served at once; the next is accepted when
+//! one closes, and waits in the kernel's listen queue until then (it costs the service
+//! nothing there). Every connection is bounded (HTTP/2 settings sent to each client): at most
 //! [`MAX_STREAMS_PER_CONNECTION`] calls at once, [`STREAM_WINDOW`] of unread request body per
 //! call and [`CONNECTION_WINDOW`] per connection, [`MAX_HEADER_LIST`] of headers; a peer that
 //! stops answering pings is dropped. Without these, hyper under tonic allows unlimited streams
@@ -32,8 +34,6 @@ use cqrs_auth::{AuthLayer, SessionCheck};
 use http::{HeaderName, Method};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
@@ -268,13 +268,7 @@ impl ServiceServer {
             .into_inner();
 
         let (kill_tx, kill_rx) = watch::channel(false);
-        let incoming = TcpListenerStream::new(listener).map(move |accepted| {
-            accepted.map(|stream| {
-                // Small unary messages would otherwise wait on Nagle's algorithm.
-                let _ = stream.set_nodelay(true);
-                conn::KillableConn::new(stream, kill_rx.clone())
-            })
-        });
+        let incoming = conn::bounded_incoming(listener, config.max_connections, kill_rx);
 
         let (signalled_tx, signalled_rx) = oneshot::channel::<()>();
         let signal = {
