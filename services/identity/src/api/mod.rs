@@ -148,7 +148,7 @@ impl IdentityApi {
         // Waiting for a connection and the query are boxed: sqlx's futures for them are large
         // (~14 KiB each in a release build). Held inline, they would make every sign-in's
         // future that large for its whole life, although most of it is spent waiting for a
-        // hashing thread; in a flood that is a lot of memory for nothing.
+        // place in the hashing pool; in a flood that is a lot of memory for nothing.
         let mut conn = Box::pin(self.store().pool().acquire())
             .await
             .map_err(store::StoreError::from)?;

@@ -93,8 +93,8 @@ impl<'a> Failure<'a> {
 
 impl IdentityApi {
     /// Takes a place in the hashing pool for one password check before anything else about
-    /// it is decided (SECURITY 10): a check refused for load is refused before the lock-out counts
-    /// it, answers the same for locked, unlocked and unknown accounts, and is audited.
+    /// it is decided (SECURITY 10): a check refused for load is refused before the lock-out
+    /// counts it, answers the same for locked, unlocked and unknown accounts, and is audited.
     pub(super) async fn reserve_check(
         &self,
         actor: &Actor,
@@ -121,8 +121,8 @@ impl IdentityApi {
     }
 
     /// Checks a password of `account` through the lock-out (SECURITY 3-5) with a place taken
-    /// in the hashing pool: a locked account checks nothing and waits as long as a check takes;
-    /// otherwise the attempt is counted first and then verified, so parallel attempts can
+    /// in the hashing pool: a locked account checks nothing and answers as late as a check
+    /// would; otherwise the attempt is counted first and then verified, so parallel attempts can
     /// never check more than the threshold.
     pub(super) async fn gated_verify(
         &self,
