@@ -36,13 +36,22 @@ impl TokenSource for StaticToken {
     }
 }
 
-/// Mints a fresh service token from a local [`TokenIssuer`] on every call (tests, and
-/// deployments where the caller holds the signing key).
-#[derive(Clone)]
+/// Service tokens minted by a local [`TokenIssuer`] (tests, and deployments where the caller
+/// holds the signing key), each reused until shortly before it expires, as
+/// [`IdentityTokenSource`] reuses fetched ones: a signature per outgoing call cost as much CPU
+/// as the rest of a sign-in's call to the directory, and a token seen before is answered from
+/// the verifier's cache on the other side.
 pub struct IssuerTokenSource {
     issuer: Arc<TokenIssuer>,
     client_id: String,
     clock: Arc<dyn Clock>,
+    minted: std::sync::Mutex<Option<Minted>>,
+}
+
+struct Minted {
+    token: String,
+    issued_at: DateTime<Utc>,
+    refresh_at: DateTime<Utc>,
 }
 
 impl IssuerTokenSource {
@@ -57,7 +66,34 @@ impl IssuerTokenSource {
             issuer,
             client_id: client_id.into(),
             clock,
+            minted: std::sync::Mutex::new(None),
         }
+    }
+
+    fn current(&self) -> Result<String, AuthError> {
+        let now = self.clock.now();
+        let mut minted = self
+            .minted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A clock that went back before the token's `iat` gets a fresh one: a token from the
+        // future would be refused.
+        if let Some(m) = minted
+            .as_ref()
+            .filter(|m| m.issued_at <= now && now < m.refresh_at)
+        {
+            return Ok(m.token.clone());
+        }
+        let issued = self.issuer.issue_service(&self.client_id, now)?;
+        let lifetime = (issued.expires_at - now).max(TimeDelta::zero());
+        let fresh = Minted {
+            refresh_at: issued.expires_at - REFRESH_MARGIN.min(lifetime / 2),
+            issued_at: now,
+            token: issued.token,
+        };
+        let token = fresh.token.clone();
+        *minted = Some(fresh);
+        Ok(token)
     }
 }
 
@@ -72,11 +108,7 @@ impl fmt::Debug for IssuerTokenSource {
 
 impl TokenSource for IssuerTokenSource {
     fn token(&self) -> BoxFuture<'_, Result<String, AuthError>> {
-        let issued = self
-            .issuer
-            .issue_service(&self.client_id, self.clock.now())
-            .map(|t| t.token);
-        Box::pin(futures::future::ready(issued))
+        Box::pin(futures::future::ready(self.current()))
     }
 }
 
@@ -199,7 +231,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::{SigningKey, TokenVerifier};
-    use cqrs_rules::clock::SystemClock;
+    use cqrs_rules::clock::{OffsetClock, SystemClock};
 
     #[tokio::test]
     async fn static_and_issuer_sources() {
@@ -217,5 +249,30 @@ mod tests {
         let token = src.token().await.unwrap();
         let p = verifier.verify(&token, SystemClock.now()).unwrap();
         assert_eq!(p.client_id(), Some("outbox"));
+    }
+
+    #[tokio::test]
+    async fn minted_tokens_are_reused_until_near_expiry() {
+        let key = SigningKey::generate("k");
+        let verifier = TokenVerifier::new(vec![key.verifying_key()]);
+        let clock = OffsetClock::new();
+        // 15 minutes: replaced one minute before expiry.
+        let src = IssuerTokenSource::new(
+            Arc::new(TokenIssuer::new(key, std::time::Duration::from_secs(900))),
+            "identity",
+            Arc::new(clock.clone()),
+        );
+        let first = src.token().await.unwrap();
+        clock.advance(TimeDelta::minutes(13));
+        assert_eq!(src.token().await.unwrap(), first);
+        clock.advance(TimeDelta::seconds(61));
+        let second = src.token().await.unwrap();
+        assert_ne!(second, first);
+        assert!(verifier.verify(&second, clock.now()).is_ok());
+        // A clock set back before the token was issued gets one it can use.
+        clock.advance(TimeDelta::minutes(-30));
+        let third = src.token().await.unwrap();
+        assert_ne!(third, second);
+        assert!(verifier.verify(&third, clock.now()).is_ok());
     }
 }

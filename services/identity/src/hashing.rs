@@ -139,6 +139,10 @@ struct Inner {
     /// Moving average of how much longer than asked a padding sleep lasts (timer granularity
     /// and wake-up), in microseconds, subtracted from the next ones.
     overshoot_micros: AtomicU64,
+    /// Moving average of how long a place is held, from taking it until it is let go, in
+    /// microseconds; 0 until the first. A check holds its place for about two hashes when
+    /// the pool is busy (the one ahead, then its own); an answer that skips hashing, a moment.
+    hold_micros: AtomicU64,
     /// Places: [`PLACES_PER_THREAD`] per thread.
     places: Arc<Semaphore>,
     /// Work waiting for a place.
@@ -268,6 +272,7 @@ impl PasswordHasher {
                 dummy: OnceCell::new(),
                 ewma_micros: AtomicU64::new(0),
                 overshoot_micros: AtomicU64::new(0),
+                hold_micros: AtomicU64::new(0),
                 places: Arc::new(Semaphore::new(config.max_concurrency * PLACES_PER_THREAD)),
                 queued: AtomicUsize::new(0),
                 running: AtomicUsize::new(0),
@@ -378,9 +383,13 @@ impl PasswordHasher {
             tokio::time::timeout(inner.queue_timeout, acquire).await
         };
         match place {
-            Ok(Ok(place)) => Ok(Slot {
+            Ok(Ok(permit)) => Ok(Slot {
                 inner: Arc::clone(inner),
-                place,
+                place: Place {
+                    inner: Arc::clone(inner),
+                    _permit: permit,
+                    taken: Instant::now(),
+                },
             }),
             Ok(Err(_closed)) => Err(HashError::Internal(
                 "the hashing pool has stopped".to_owned(),
@@ -393,15 +402,16 @@ impl PasswordHasher {
     }
 
     /// Whether work asking for a place now would typically still be waiting when its
-    /// `queue_timeout` is over: places come free one per typical hash on each thread, so every
-    /// `permits` waiters ahead of it cost one. Such work is refused before it waits, so a
+    /// `queue_timeout` is over: every place comes free once per typical hold, so every
+    /// `places` waiters ahead of it cost one hold. Such work is refused before it waits, so a
     /// flood holds no queue of requests that will be refused anyway (each holding its
     /// connection's buffers) and its callers hear at once rather than after the timeout.
-    /// Until the first hash is timed nothing is refused here.
+    /// The estimate is of holds, not hashes: a flood of answers that skip hashing (a locked
+    /// account) turns places over in moments, and is no reason to refuse anyone. Until the
+    /// first place is let go nothing is refused here.
     fn would_wait_too_long(&self) -> bool {
-        let ahead = self.inner.queued.load(Ordering::Relaxed) / self.inner.permits;
-        self.inner
-            .typical()
+        let ahead = self.inner.queued.load(Ordering::Relaxed) / self.places();
+        Duration::from_micros(self.inner.hold_micros.load(Ordering::Relaxed))
             .saturating_mul(u32::try_from(ahead).unwrap_or(u32::MAX))
             > self.inner.queue_timeout
     }
@@ -462,7 +472,21 @@ impl Drop for Waiting<'_> {
 /// Dropping it unused frees the place.
 pub struct Slot {
     inner: Arc<Inner>,
-    place: OwnedSemaphorePermit,
+    place: Place,
+}
+
+/// A place held; letting it go (its work run or skipped, or its slot dropped unused) frees
+/// it and times how long it was held.
+struct Place {
+    inner: Arc<Inner>,
+    _permit: OwnedSemaphorePermit,
+    taken: Instant,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        ewma_update(&self.inner.hold_micros, micros(self.taken.elapsed()).max(1));
+    }
 }
 
 impl std::fmt::Debug for Slot {
@@ -745,7 +769,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn work_that_would_wait_too_long_is_refused_before_it_queues() {
         let h = hasher(1, Duration::from_millis(300));
-        h.inner.record(Duration::from_millis(100));
+        // Places held 200 ms each: four waiters ahead over two places cost 400 ms.
+        ewma_update(&h.inner.hold_micros, 200_000);
         let mut held = Vec::new();
         for _ in 0..h.places() {
             held.push(h.slot().await.unwrap());
@@ -771,6 +796,42 @@ mod tests {
         }
         assert_eq!(h.inner.queued.load(Ordering::Relaxed), 0);
         assert!(h.slot().await.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn places_let_go_quickly_turn_nobody_away_early() {
+        let h = hasher(1, Duration::from_millis(300));
+        // Hashes take 100 ms, but places have been let go at once (answers that skip hashing):
+        // four waiters ahead are no reason to refuse a newcomer.
+        h.inner.record(Duration::from_millis(100));
+        for _ in 0..4 {
+            drop(h.slot().await.unwrap());
+        }
+        let mut held = Vec::new();
+        for _ in 0..h.places() {
+            held.push(h.slot().await.unwrap());
+        }
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let h = h.clone();
+                tokio::spawn(async move { h.slot().await.map(drop) })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while h.inner.queued.load(Ordering::Relaxed) < 4 {
+            assert!(Instant::now() < deadline, "the waiters never queued");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let newcomer = {
+            let h = h.clone();
+            tokio::spawn(async move { h.slot().await.map(drop) })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(held);
+        newcomer.await.unwrap().unwrap();
+        for waiter in waiters {
+            waiter.await.unwrap().unwrap();
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]
