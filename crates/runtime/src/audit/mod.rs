@@ -288,6 +288,51 @@ pub async fn append(conn: &mut PgConnection, events: Vec<NewEvent>) -> Result<()
     rows.insert(conn).await
 }
 
+/// The end of the chain as a writer left it: the last event's number and hash.
+pub type Head = (i64, Hash);
+
+/// Appends `events` after `head` in one round trip, as a transaction of its own (call it on a
+/// connection outside a transaction), provided the chain still ends at `head`: answers
+/// `Ok(the new head)`, or `Err(the head found)` with nothing appended, to call again from.
+/// For a writer of events that go with no change and that is, most of the time, the only one
+/// appending (identity's stand-alone events): it saves the three round trips [`append`]
+/// takes for the chain's lock and the commit. Without a `head` (the writer's first call)
+/// nothing is appended and the real head is answered.
+pub async fn append_after(
+    conn: &mut PgConnection,
+    head: Option<Head>,
+    events: Vec<NewEvent>,
+) -> Result<Result<Head, Head>, sqlx::Error> {
+    // No event is numbered -1.
+    let (expected, mut previous) = head.unwrap_or((-1, GENESIS));
+    let mut rows = Columns::default();
+    let mut sequence = expected;
+    for event in events {
+        sequence += 1;
+        let record = event.numbered(sequence);
+        previous = record.hash(&previous);
+        rows.push(record, previous);
+    }
+    let row = rows
+        .bind(sqlx::query(
+            "SELECT appended, head, head_hash FROM audit_append_after($19, $1, $2, $3, $4, $5, \
+                 $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+        ))
+        .bind(expected)
+        // `fetch_one` reads on to the end, so a commit that fails is an error here.
+        .fetch_one(conn)
+        .await?;
+    use sqlx::Row as _;
+    if row.try_get("appended")? {
+        return Ok(Ok((sequence, previous)));
+    }
+    let found: Option<Vec<u8>> = row.try_get("head_hash")?;
+    Ok(Err((
+        row.try_get("head")?,
+        found.as_deref().and_then(hash_from).unwrap_or(GENESIS),
+    )))
+}
+
 /// Field-level differences of captured rows (table, row id, old, new), in order, as
 /// `{ "table.column": { before, after } }`, or `table[row id].column` when the transaction
 /// changed several rows of one table. A field changed twice keeps its first `before` and last
@@ -340,6 +385,8 @@ fn diff_rows(rows: &[(String, String, Option<Value>, Option<Value>)]) -> Map<Str
         .collect()
 }
 
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
 /// The inserted rows, column by column, for one `UNNEST` insert.
 #[derive(Default)]
 struct Columns {
@@ -381,6 +428,23 @@ impl Columns {
     }
 
     async fn insert(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        self.bind(sqlx::query(
+            "INSERT INTO audit_events (sequence, hash, id, occurred_at, actor_kind, actor_id, \
+                 actor_name, actor_organisation_id, actor_role, action, target_type, target_id, \
+                 outcome, request_id, client_address, user_agent, details, changes) \
+             SELECT s, h, i, t, k, a, n, o, r, ac, tt, ti, oc, NULLIF(rq, ''), ca, ua, d, c \
+             FROM UNNEST($1::bigint[], $2::bytea[], $3::uuid[], $4::timestamptz[], $5::text[], \
+                 $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
+                 $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::jsonb[], \
+                 $18::jsonb[]) AS u(s, h, i, t, k, a, n, o, r, ac, tt, ti, oc, rq, ca, ua, d, c)",
+        ))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Binds the columns, in order, as `$1` to `$18` of `query`.
+    fn bind(self, query: PgQuery<'_>) -> PgQuery<'_> {
         let [
             kind,
             actor_id,
@@ -395,37 +459,25 @@ impl Columns {
             address,
             agent,
         ] = self.text;
-        sqlx::query(
-            "INSERT INTO audit_events (sequence, hash, id, occurred_at, actor_kind, actor_id, \
-                 actor_name, actor_organisation_id, actor_role, action, target_type, target_id, \
-                 outcome, request_id, client_address, user_agent, details, changes) \
-             SELECT s, h, i, t, k, a, n, o, r, ac, tt, ti, oc, NULLIF(rq, ''), ca, ua, d, c \
-             FROM UNNEST($1::bigint[], $2::bytea[], $3::uuid[], $4::timestamptz[], $5::text[], \
-                 $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
-                 $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::jsonb[], \
-                 $18::jsonb[]) AS u(s, h, i, t, k, a, n, o, r, ac, tt, ti, oc, rq, ca, ua, d, c)",
-        )
-        .bind(self.sequence)
-        .bind(self.hash)
-        .bind(self.id)
-        .bind(self.occurred_at)
-        .bind(kind)
-        .bind(actor_id)
-        .bind(name)
-        .bind(org)
-        .bind(role)
-        .bind(action)
-        .bind(target_type)
-        .bind(target_id)
-        .bind(outcome)
-        .bind(request_id)
-        .bind(address)
-        .bind(agent)
-        .bind(self.details)
-        .bind(self.changes)
-        .execute(conn)
-        .await?;
-        Ok(())
+        query
+            .bind(self.sequence)
+            .bind(self.hash)
+            .bind(self.id)
+            .bind(self.occurred_at)
+            .bind(kind)
+            .bind(actor_id)
+            .bind(name)
+            .bind(org)
+            .bind(role)
+            .bind(action)
+            .bind(target_type)
+            .bind(target_id)
+            .bind(outcome)
+            .bind(request_id)
+            .bind(address)
+            .bind(agent)
+            .bind(self.details)
+            .bind(self.changes)
     }
 }
 

@@ -11,7 +11,10 @@
 //! reported before it is durable.
 //!
 //! Each batch is numbered and linked into the audit chain in one transaction (one wait for
-//! the chain's lock per batch, not per event).
+//! the chain's lock per batch, not per event), and in one round trip: the writer remembers the
+//! head it left and appends after it if the chain still ends there
+//! (`cqrs_runtime::audit::append_after`), instead of beginning a transaction, taking the lock
+//! and reading the head, inserting and committing in four.
 //!
 //! Events that belong to a change are still written by [`super::record`] in the change's
 //! transaction.
@@ -19,7 +22,8 @@
 use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
-use cqrs_runtime::audit::{self, Actor, Event, NewEvent};
+use cqrs_runtime::audit::{self, Actor, Event, Head, NewEvent};
+use sqlx::Connection as _;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
@@ -91,10 +95,13 @@ impl AuditWriter {
 /// Writes whatever is queued, one batch at a time, until every sender is gone.
 async fn write_batches(pool: PgPool, mut queue: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut head = None;
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         while !batch.is_empty() {
             let take = statement_len(&batch);
-            let result = insert(&pool, &batch[..take]).await.map_err(Arc::new);
+            let result = insert(&pool, &mut head, &batch[..take])
+                .await
+                .map_err(Arc::new);
             for pending in batch.drain(..take) {
                 // A caller that gave up does not want the answer; its event is written
                 // anyway.
@@ -117,9 +124,28 @@ fn statement_len(batch: &[Pending]) -> usize {
     fits.max(1)
 }
 
-/// Numbers, links and commits a batch in one transaction.
-async fn insert(pool: &PgPool, batch: &[Pending]) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    audit::append(&mut tx, batch.iter().map(|p| p.row.clone()).collect()).await?;
+/// Numbers, links and commits a batch in one transaction: in one round trip after the head
+/// this writer left (`head`, updated), or, when others appended since, in one more from the
+/// head they left. Should others keep appending in between, the batch takes the chain's lock
+/// for a transaction of its own, as a change's events do.
+async fn insert(
+    pool: &PgPool,
+    head: &mut Option<Head>,
+    batch: &[Pending],
+) -> Result<(), sqlx::Error> {
+    let rows = || batch.iter().map(|p| p.row.clone()).collect::<Vec<_>>();
+    let mut conn = pool.acquire().await?;
+    for _ in 0..2 {
+        match audit::append_after(&mut conn, head.take(), rows()).await? {
+            Ok(new) => {
+                *head = Some(new);
+                return Ok(());
+            }
+            Err(found) => *head = Some(found),
+        }
+    }
+    *head = None;
+    let mut tx = conn.begin().await?;
+    audit::append(&mut tx, rows()).await?;
     tx.commit().await
 }

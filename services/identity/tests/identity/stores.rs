@@ -474,6 +474,66 @@ async fn the_audit_chain_is_gapless_under_concurrent_writers() {
     assert_eq!(summary.verified, rows.len() as u64 - 1);
 }
 
+/// The stand-alone writer's one-round-trip append: after the head it was given, and only if the
+/// chain still ends there; a stale or unknown head appends nothing and is answered the real one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appending_after_a_head_only_appends_if_the_chain_ends_there() {
+    use cqrs_runtime::audit::{NewEvent, append, append_after};
+    let h = start(&[]).await;
+    let pool = h.pool(Service::Identity).clone();
+    let actor = Actor::system("append-after");
+    let event = |target: &str| NewEvent::new(h.clock.now(), &actor, chained(target));
+    let count = || async {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM audit_events WHERE actor_id = 'append-after'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        n
+    };
+    let mut conn = pool.acquire().await.unwrap();
+    let head = append_after(&mut conn, None, vec![event("unknown")])
+        .await
+        .unwrap()
+        .expect_err("an unknown head appends nothing");
+    assert_eq!(count().await, 0);
+    let after_two = append_after(&mut conn, Some(head), vec![event("a"), event("b")])
+        .await
+        .unwrap()
+        .expect("the chain ends at the head given");
+    assert_eq!(after_two.0, head.0 + 2);
+    assert_eq!(count().await, 2);
+    // Someone else appends: the head given is stale.
+    let mut tx = pool.begin().await.unwrap();
+    append(&mut tx, vec![event("other")]).await.unwrap();
+    tx.commit().await.unwrap();
+    let found = append_after(&mut conn, Some(after_two), vec![event("stale")])
+        .await
+        .unwrap()
+        .expect_err("a stale head appends nothing");
+    assert_eq!(found.0, after_two.0 + 1);
+    assert_eq!(count().await, 3);
+    append_after(&mut conn, Some(found), vec![event("c")])
+        .await
+        .unwrap()
+        .expect("from the head found");
+    let rows = cqrs_runtime::audit::chain_page(&pool, 1, 10_000)
+        .await
+        .unwrap();
+    let mut verifier = cqrs_audit_chain::ChainVerifier::new(Vec::new(), Vec::new(), 1);
+    for row in &rows {
+        let hash = row.hash.as_deref().and_then(cqrs_audit_chain::hash_from);
+        verifier.push(&row.record(), hash.as_ref()).unwrap();
+    }
+    assert_eq!(verifier.finish().unwrap().verified, rows.len() as u64);
+    let targets: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.actor_id == "append-after")
+        .map(|r| r.target_id.as_str())
+        .collect();
+    assert_eq!(targets, ["a", "b", "other", "c"]);
+}
+
 /// deploy/postgres/audit-grants.sql, applied for a role like the one a deployment runs the
 /// service as: that role appends to the trail but can neither change nor remove it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

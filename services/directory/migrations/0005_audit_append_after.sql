@@ -1,0 +1,1 @@
+../../../crates/runtime/sql/audit_append_after.sql
