@@ -20,6 +20,7 @@
 //! transaction.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cqrs_runtime::audit::{self, Actor, Event, Head, NewEvent};
@@ -38,6 +39,11 @@ const MAX_BATCH: usize = 512;
 const MAX_STATEMENT_BYTES: usize = 8 * 1024;
 /// Per-row cost of an INSERT beyond its text (lengths, uuid, timestamp, array framing).
 const ROW_OVERHEAD_BYTES: usize = 96;
+/// How long the writer waits before taking the next batch when the last one held more than one
+/// event (they arrive faster than a commit takes): under load, more events share each commit,
+/// which is most of what an event costs Postgres (its WAL flush). An event that comes alone is
+/// written at once.
+const LINGER_UNDER_LOAD: Duration = Duration::from_millis(2);
 /// Events waiting for the writer before callers wait to queue theirs.
 const QUEUE_LEN: usize = 4096;
 
@@ -96,7 +102,15 @@ impl AuditWriter {
 async fn write_batches(pool: PgPool, mut queue: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut head = None;
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut arriving_fast = false;
+    loop {
+        if arriving_fast {
+            tokio::time::sleep(LINGER_UNDER_LOAD).await;
+        }
+        if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        arriving_fast = batch.len() > 1;
         while !batch.is_empty() {
             let take = statement_len(&batch);
             let result = insert(&pool, &mut head, &batch[..take])
