@@ -5,19 +5,19 @@
 //! Each hash holds ~19 MiB and a core for tens of milliseconds, so the work is bounded: it runs
 //! on dedicated threads, one per core by default (the pool's "permits"), never on the async
 //! workers. Work first takes a place ([`Slot`]): there are [`PLACES_PER_THREAD`] per thread,
-//! one for the hash running and one for the next, already waiting when the thread finishes.
-//! Work that found no place within `queue_timeout` is answered `HashError::Busy` (the API says
+//! for the hash running and those next, already waiting when the thread finishes. Work that
+//! found no place within `queue_timeout` is answered `HashError::Busy` (the API says
 //! `ResourceExhausted`) without being hashed; work holding a place is always hashed, after at
-//! most the one hash ahead of it, unless its caller is gone. A flood therefore costs at most
+//! most the few hashes ahead of it, unless its caller is gone. A flood therefore costs at most
 //! `permits` hashes' worth of memory and CPU instead of growing without bound.
 //!
 //! Three things keep the pool as fast as the bare algorithm on the same cores (measured by
 //! `benches/signin.rs`):
 //! * a thread that finishes takes the next queued hash itself, so a core never idles waiting
 //!   for the async side to hand it work;
-//! * the second place per thread: a sign-in takes its place, then counts the attempt in Redis
-//!   (the lock-out), then queues the hash. With one place per thread, the thread waited idle
-//!   while its caller counted (~6% of the time under load); now the next check is counted
+//! * more than one place per thread: a sign-in takes its place, then counts the attempt in
+//!   Redis (the lock-out), then queues the hash. With one place per thread, the thread waited
+//!   idle while its caller counted (~6% of the time under load); now the next check is counted
 //!   while the one before it hashes;
 //! * hashes and verifies reuse their thread's argon2 memory: allocating 19 MiB per hash (what
 //!   `Argon2::verify_password` does) costs page faults and zeroing that the algorithm does
@@ -66,9 +66,14 @@ const DUMMY_PASSWORD: &[u8] = b"cqrs-identity dummy password for unknown logins"
 /// Weight of a new sample in the moving average of verify time (1/8): smooth enough that one
 /// slow verify does not move it much, quick enough to follow a change of machine load.
 const EWMA_SHIFT: u32 = 3;
-/// Places per hashing thread: the hash it runs and the next one, counted and queued while
-/// that runs. More would only lengthen the wait of work already let in.
-pub const PLACES_PER_THREAD: usize = 2;
+/// Places per hashing thread: the hash it runs, the next one (counted and queued while that
+/// runs), and two more. Two would keep the threads busy; the others are for answers that
+/// skip hashing (a locked account), which hold a place while the lock-out is asked and then
+/// only until their turn at a thread: with two, places alone held a flood of them on two
+/// cores to 3,500-3,700 answers a second (four: 3,400-4,300; eight: 4,200-4,600, on a noisy
+/// machine). Work let in waits behind at most three hashes on its thread, time it would
+/// otherwise spend waiting for a place.
+pub const PLACES_PER_THREAD: usize = 4;
 /// Argon2 memory is reserved in at least this many blocks (32 MiB and one block), so that the
 /// system allocator (glibc) gives each buffer a mapping of its own and unmaps it when it is
 /// freed. glibc maps allocations above its mmap threshold, but raises the threshold to the
@@ -769,27 +774,27 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn work_that_would_wait_too_long_is_refused_before_it_queues() {
         let h = hasher(1, Duration::from_millis(300));
-        // Places held 200 ms each: four waiters ahead over two places cost 400 ms.
-        ewma_update(&h.inner.hold_micros, 200_000);
+        // Places held 400 ms each: a waiter for every place ahead costs one hold, 400 ms.
+        ewma_update(&h.inner.hold_micros, 400_000);
         let mut held = Vec::new();
         for _ in 0..h.places() {
             held.push(h.slot().await.unwrap());
         }
-        let waiters: Vec<_> = (0..4)
+        let waiters: Vec<_> = (0..h.places())
             .map(|_| {
                 let h = h.clone();
                 tokio::spawn(async move { h.slot().await.map(drop) })
             })
             .collect();
         let deadline = Instant::now() + Duration::from_secs(5);
-        while h.inner.queued.load(Ordering::Relaxed) < 4 {
+        while h.inner.queued.load(Ordering::Relaxed) < h.places() {
             assert!(Instant::now() < deadline, "the waiters never queued");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let started = Instant::now();
         assert!(matches!(h.slot().await, Err(HashError::Busy)));
         assert!(started.elapsed() < Duration::from_millis(100));
-        assert_eq!(h.inner.queued.load(Ordering::Relaxed), 4);
+        assert_eq!(h.inner.queued.load(Ordering::Relaxed), h.places());
         drop(held);
         for waiter in waiters {
             waiter.await.unwrap().unwrap();

@@ -133,9 +133,15 @@ impl IdentityApi {
     ) -> Result<Gate, IdentityError> {
         let inner = &self.inner;
         if account.locked_at.is_some() {
-            // Postgres holds the durable lock; restore its Redis mirror if Redis lost it.
-            inner.lockout.set_permanent(account.id).await?;
-            slot.wait_like_verify().await?;
+            // Postgres holds the durable lock; restore its Redis mirror if Redis lost it. The
+            // write goes on while the answer waits, so the place is let go as soon as its turn
+            // comes rather than after a Redis round trip.
+            let (waited, restored) = tokio::join!(
+                slot.wait_like_verify(),
+                inner.lockout.set_permanent(account.id)
+            );
+            restored?;
+            waited?;
             return Ok(Gate::Locked);
         }
         match inner
