@@ -1,11 +1,11 @@
 -- A stand-alone batch of audit events appended in one round trip (identity's audit writer:
 -- refused and successful sign-ins and the like, which go with no other change). The writer
 -- remembers the head it left; called outside a transaction, this statement is a transaction
--- of its own: it takes the chain's lock (as audit_chain_head does), reads the last number with
--- a fresh snapshot, and appends the events (numbered and linked from that head by the writer)
--- only if the chain still ends there. Otherwise nothing is appended and the head found is
--- answered, for the writer to number and link them again. The unique index on `sequence`
--- stands behind the check. One file, linked into every service's migrations.
+-- of its own: it takes the chain's lock and reads the last number (audit_chain_head), and
+-- appends the events (numbered and linked from that head by the writer) only if the chain
+-- still ends there. Otherwise nothing is appended and the head found is answered, for the
+-- writer to number and link them again. The unique index on `sequence` stands behind the
+-- check. One file, linked into every service's migrations.
 CREATE FUNCTION audit_append_after(
     expected bigint,
     p_sequence bigint[], p_hash bytea[], p_id uuid[], p_occurred_at timestamptz[],
@@ -16,10 +16,9 @@ CREATE FUNCTION audit_append_after(
     OUT appended boolean, OUT head bigint, OUT head_hash bytea)
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(1635083380, hashtext(current_schema()));
-    SELECT coalesce(max(sequence), 0) INTO head FROM audit_events;
-    SELECT hash INTO head_hash FROM audit_events
-    WHERE hash IS NOT NULL ORDER BY sequence DESC LIMIT 1;
+    -- The lock and the head as every writer takes them (the statement's transaction has no
+    -- row changes of its own to take up).
+    SELECT c.head, c.head_hash INTO head, head_hash FROM audit_chain_head() c;
     appended := head = expected;
     IF appended THEN
         INSERT INTO audit_events (sequence, hash, id, occurred_at, actor_kind, actor_id,

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use cqrs_audit_chain::{GENESIS, Hash, Record, hash_from, truncate_to_micros};
 use cqrs_auth::Principal;
 use serde_json::{Map, Value};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Row as _};
 use uuid::Uuid;
 
 use crate::errors::FieldViolations;
@@ -322,7 +322,6 @@ pub async fn append_after(
         // `fetch_one` reads on to the end, so a commit that fails is an error here.
         .fetch_one(conn)
         .await?;
-    use sqlx::Row as _;
     if row.try_get("appended")? {
         return Ok(Ok((sequence, previous)));
     }
