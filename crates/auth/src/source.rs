@@ -45,13 +45,7 @@ pub struct IssuerTokenSource {
     issuer: Arc<TokenIssuer>,
     client_id: String,
     clock: Arc<dyn Clock>,
-    minted: std::sync::Mutex<Option<Minted>>,
-}
-
-struct Minted {
-    token: String,
-    issued_at: DateTime<Utc>,
-    refresh_at: DateTime<Utc>,
+    minted: std::sync::Mutex<Option<CachedToken>>,
 }
 
 impl IssuerTokenSource {
@@ -85,12 +79,7 @@ impl IssuerTokenSource {
             return Ok(m.token.clone());
         }
         let issued = self.issuer.issue_service(&self.client_id, now)?;
-        let lifetime = (issued.expires_at - now).max(TimeDelta::zero());
-        let fresh = Minted {
-            refresh_at: issued.expires_at - REFRESH_MARGIN.min(lifetime / 2),
-            issued_at: now,
-            token: issued.token,
-        };
+        let fresh = CachedToken::new(issued.token, now, issued.expires_at);
         let token = fresh.token.clone();
         *minted = Some(fresh);
         Ok(token)
@@ -129,7 +118,21 @@ pub struct IdentityTokenSource {
 
 struct CachedToken {
     token: String,
+    issued_at: DateTime<Utc>,
     refresh_at: DateTime<Utc>,
+}
+
+impl CachedToken {
+    /// `token`, had at `now` and expiring at `expires_at`: replaced [`REFRESH_MARGIN`] before
+    /// it expires, or at half its lifetime if that is shorter.
+    fn new(token: String, now: DateTime<Utc>, expires_at: DateTime<Utc>) -> Self {
+        let lifetime = (expires_at - now).max(TimeDelta::zero());
+        CachedToken {
+            token,
+            issued_at: now,
+            refresh_at: expires_at - REFRESH_MARGIN.min(lifetime / 2),
+        }
+    }
 }
 
 /// Longest margin before expiry at which a cached token is replaced. Shorter-lived tokens are
@@ -180,12 +183,7 @@ impl IdentityTokenSource {
             .and_then(|ts| DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?))
             // Without an expiry, assume the shortest lifetime identity issues.
             .unwrap_or(now + TimeDelta::minutes(5));
-        let lifetime = (expires_at - now).max(TimeDelta::zero());
-        let margin = REFRESH_MARGIN.min(lifetime / 2);
-        Ok(CachedToken {
-            token: response.access_token,
-            refresh_at: expires_at - margin,
-        })
+        Ok(CachedToken::new(response.access_token, now, expires_at))
     }
 }
 

@@ -389,7 +389,6 @@ impl PasswordHasher {
         };
         match place {
             Ok(Ok(permit)) => Ok(Slot {
-                inner: Arc::clone(inner),
                 place: Place {
                     inner: Arc::clone(inner),
                     _permit: permit,
@@ -476,7 +475,6 @@ impl Drop for Waiting<'_> {
 /// A place in the pool, taken by [`PasswordHasher::reserve`]: its work will be hashed.
 /// Dropping it unused frees the place.
 pub struct Slot {
-    inner: Arc<Inner>,
     place: Place,
 }
 
@@ -521,6 +519,7 @@ impl Slot {
     /// [`PasswordHasher::verify_dummy`] on this slot's thread.
     pub async fn verify_dummy(self, password: &NormalisedPassword) -> Result<(), HashError> {
         let dummy = self
+            .place
             .inner
             .dummy
             .get()
@@ -538,7 +537,7 @@ impl Slot {
     /// scheduling); how late is learnt from earlier waits and asked for less, so the wait
     /// itself, not only the request, matches [`PasswordHasher::typical_verify_duration`].
     pub async fn wait_like_verify(self) -> Result<(), HashError> {
-        let inner = Arc::clone(&self.inner);
+        let inner = Arc::clone(&self.place.inner);
         self.on_thread(|_, _| ()).await?;
         let target = inner.typical();
         let early = Duration::from_micros(inner.overshoot_micros.load(Ordering::Relaxed));
@@ -579,20 +578,18 @@ impl Slot {
         F: FnOnce(&Inner, &mut Vec<Block>) -> T + Send + 'static,
         T: Send + 'static,
     {
-        let Slot { inner, place } = self;
+        let Slot { place } = self;
+        let inner = Arc::clone(&place.inner);
         let (reply, answer) = oneshot::channel();
-        let job: Job = {
-            let inner = Arc::clone(&inner);
-            Box::new(move |memory| {
-                let _place = place;
-                // The caller gave up (deadline, disconnect) before its turn: nothing to do.
-                if reply.is_closed() {
-                    return;
-                }
-                // The caller may be gone by now; then nobody wants the answer.
-                let _ = reply.send(work(&inner, memory));
-            })
-        };
+        // The place goes with the job, and is let go when the job has run or been skipped.
+        let job: Job = Box::new(move |memory| {
+            // The caller gave up (deadline, disconnect) before its turn: nothing to do.
+            if reply.is_closed() {
+                return;
+            }
+            // The caller may be gone by now; then nobody wants the answer.
+            let _ = reply.send(work(&place.inner, memory));
+        });
         inner
             .jobs
             .send(job)
