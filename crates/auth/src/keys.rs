@@ -4,18 +4,14 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::Signer as _;
 use rand::RngCore;
+use serde::Serialize;
 
 use crate::error::KeyError;
 
 const KEY_LEN: usize = 32;
 const MAX_KID_LEN: usize = 64;
-
-/// PKCS#8 v1 wrapping of an Ed25519 seed (RFC 8410 §7): this fixed prefix then the 32 bytes.
-/// jsonwebtoken wants PKCS#8 DER; building it by hand keeps key construction infallible.
-const PKCS8_ED25519_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
 
 fn valid_kid(kid: &str) -> bool {
     !kid.is_empty()
@@ -53,7 +49,6 @@ fn parse_env_value(s: &str) -> Result<(String, [u8; KEY_LEN]), KeyError> {
 pub struct SigningKey {
     kid: String,
     secret: ed25519_dalek::SigningKey,
-    encoding: jsonwebtoken::EncodingKey,
 }
 
 impl SigningKey {
@@ -123,23 +118,40 @@ impl SigningKey {
         }
     }
 
-    /// The key as `jsonwebtoken` signs with it (EdDSA), for JWTs other than access tokens
-    /// (the test OpenID provider's ID tokens).
-    pub fn encoding_key(&self) -> &jsonwebtoken::EncodingKey {
-        &self.encoding
+    /// `claims` as a JWT (compact JWS, RFC 7515) signed EdDSA with this key, its `kid` in the
+    /// header: access tokens, and the test OpenID provider's ID tokens.
+    ///
+    /// Signed here rather than by `jsonwebtoken::encode`, which takes the key in PKCS#8 form
+    /// and parses it and derives its public half again for every signature: half of what a
+    /// token cost, once per sign-in. Verification stays with `jsonwebtoken`.
+    pub fn sign_jwt<T: Serialize>(&self, claims: &T) -> Result<String, serde_json::Error> {
+        #[derive(Serialize)]
+        struct JwsHeader<'a> {
+            typ: &'static str,
+            alg: &'static str,
+            kid: &'a str,
+        }
+        let header = serde_json::to_vec(&JwsHeader {
+            typ: "JWT",
+            alg: "EdDSA",
+            kid: &self.kid,
+        })?;
+        let claims = serde_json::to_vec(claims)?;
+        // Base64 is 4/3 the size; the signature is 64 bytes (86 characters).
+        let mut jws = String::with_capacity((header.len() + claims.len()) * 4 / 3 + 96);
+        URL_SAFE_NO_PAD.encode_string(&header, &mut jws);
+        jws.push('.');
+        URL_SAFE_NO_PAD.encode_string(&claims, &mut jws);
+        let signature = self.secret.sign(jws.as_bytes());
+        jws.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut jws);
+        Ok(jws)
     }
 
     fn build(kid: String, seed: &[u8; KEY_LEN]) -> Self {
-        let secret = ed25519_dalek::SigningKey::from_bytes(seed);
-        let mut der = Vec::with_capacity(PKCS8_ED25519_PREFIX.len() + KEY_LEN);
-        der.extend_from_slice(&PKCS8_ED25519_PREFIX);
-        der.extend_from_slice(seed);
-        let encoding = jsonwebtoken::EncodingKey::from_ed_der(&der);
-        der.fill(0);
         Self {
             kid,
-            secret,
-            encoding,
+            secret: ed25519_dalek::SigningKey::from_bytes(seed),
         }
     }
 }
@@ -209,7 +221,6 @@ impl VerifyingKey {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use ed25519_dalek::pkcs8::DecodePrivateKey;
 
     #[test]
     fn signing_key_env_round_trip() {
@@ -327,12 +338,32 @@ mod tests {
     }
 
     #[test]
-    fn hand_built_pkcs8_parses_as_the_same_key() {
-        // jsonwebtoken reads the DER exactly this way when signing
-        let seed = [9u8; 32];
-        let key = SigningKey::from_seed("k", &seed).unwrap();
-        let parsed =
-            ed25519_dalek::SigningKey::from_pkcs8_der(key.encoding_key().as_bytes()).unwrap();
-        assert_eq!(parsed.to_bytes(), seed);
+    fn signed_jwts_verify_with_jsonwebtoken_and_name_their_key() {
+        let key = SigningKey::generate("k9");
+        let claims = serde_json::json!({ "sub": "someone", "exp": 4_102_444_800_i64 });
+        let jwt = key.sign_jwt(&claims).unwrap();
+
+        let header = jsonwebtoken::decode_header(&jwt).unwrap();
+        assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+        assert_eq!(header.kid.as_deref(), Some("k9"));
+        crate::token::ensure_crypto_provider();
+        let public =
+            jsonwebtoken::DecodingKey::from_ed_der(&key.verifying_key().public_key_bytes());
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+        validation.validate_aud = false;
+        let decoded =
+            jsonwebtoken::decode::<serde_json::Value>(&jwt, &public, &validation).unwrap();
+        assert_eq!(decoded.claims, claims);
+
+        // Another key's signature, or a changed payload, does not verify.
+        let other = SigningKey::generate("k9").sign_jwt(&claims).unwrap();
+        assert!(jsonwebtoken::decode::<serde_json::Value>(&other, &public, &validation).is_err());
+        let (signed, signature) = jwt.rsplit_once('.').unwrap();
+        let (head, _) = signed.split_once('.').unwrap();
+        let forged = format!(
+            "{head}.{}.{signature}",
+            URL_SAFE_NO_PAD.encode(br#"{"sub":"admin"}"#)
+        );
+        assert!(jsonwebtoken::decode::<serde_json::Value>(&forged, &public, &validation).is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -29,7 +29,7 @@ const MAX_ID_LEN: usize = 128;
 /// jsonwebtoken resolves its crypto backend through a process-wide default that can be left
 /// undetermined by feature unification; pin the RustCrypto one before first use so users of
 /// this crate never have to. If someone installed a provider first, theirs stays.
-fn ensure_crypto_provider() {
+pub(crate) fn ensure_crypto_provider() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         let _ = jsonwebtoken::crypto::CryptoProvider::install_default(
@@ -197,7 +197,6 @@ impl TokenIssuer {
         proof: Option<&SignInProof>,
         now: DateTime<Utc>,
     ) -> Result<IssuedToken, AuthError> {
-        ensure_crypto_provider();
         let second_factor = proof.and_then(|p| p.second_factor);
         let iat = now.timestamp();
         let exp = i64::try_from(self.ttl.as_secs())
@@ -222,9 +221,9 @@ impl TokenIssuer {
             exp,
             jti: Uuid::new_v4().to_string(),
         };
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.key.kid().to_owned());
-        let token = jsonwebtoken::encode(&header, &claims, self.key.encoding_key())
+        let token = self
+            .key
+            .sign_jwt(&claims)
             .map_err(|e| AuthError::Issue(e.to_string()))?;
         Ok(IssuedToken { token, expires_at })
     }
@@ -434,7 +433,7 @@ mod tests {
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use chrono::TimeDelta;
-    use jsonwebtoken::EncodingKey;
+    use jsonwebtoken::{EncodingKey, Header};
 
     const TTL: Duration = Duration::from_secs(600);
 
@@ -727,11 +726,7 @@ mod tests {
     fn malformed_claims_are_refused() {
         let key = SigningKey::generate("k1");
         let verifier = TokenVerifier::new(vec![key.verifying_key()]);
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some("k1".into());
-        let sign = |claims: serde_json::Value| {
-            jsonwebtoken::encode(&header, &claims, key.encoding_key()).unwrap()
-        };
+        let sign = |claims: serde_json::Value| key.sign_jwt(&claims).unwrap();
         let t = now().timestamp();
         let base = serde_json::json!({
             "iss": ISSUER, "aud": AUDIENCE, "sub": Uuid::new_v4().to_string(), "kind": "user",

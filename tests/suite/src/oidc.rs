@@ -97,10 +97,6 @@ impl TestProvider {
         client_secret: String,
         interactive: bool,
     ) -> TestProvider {
-        // jsonwebtoken's crypto backend, as cqrs_auth pins it (a no-op once installed).
-        let _ = jsonwebtoken::crypto::CryptoProvider::install_default(
-            &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER,
-        );
         let issuer = format!("http://{}", listener.local_addr().unwrap());
         let inner = Arc::new(Mutex::new(Inner {
             issuer: issuer.clone(),
@@ -450,9 +446,7 @@ async fn token(
     } else {
         &inner.keys[0]
     };
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-    header.kid = Some(key.kid().to_owned());
-    let id_token = jsonwebtoken::encode(&header, &claims, key.encoding_key()).unwrap();
+    let id_token = key.sign_jwt(&claims).unwrap();
     json_answer(
         StatusCode::OK,
         &json!({
