@@ -425,7 +425,6 @@ impl IdentityApi {
         second_factor_at: Option<i64>,
     ) -> Result<pb::SignInResponse, IdentityError> {
         let inner = &self.inner;
-        inner.lockout.record_success(account.id).await?;
         let display_name = format!("{} {}", account.first_name, account.last_name);
         let (session_token, record) = inner
             .sessions
@@ -435,6 +434,7 @@ impl IdentityApi {
                 methods,
                 second_factor_at,
                 display_name.trim(),
+                Some(inner.lockout.success_command(account.id)),
             )
             .await?;
         let token = self.token_for(&record, None)?;

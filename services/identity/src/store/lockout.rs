@@ -101,7 +101,6 @@ return 1
 ";
 
 static FORGIVE_ATTEMPT: LazyLock<Script> = LazyLock::new(|| Script::new(FORGIVE_ATTEMPT_LUA));
-static RECORD_SUCCESS: LazyLock<Script> = LazyLock::new(|| Script::new(RECORD_SUCCESS_LUA));
 
 /// What the lock-out allows for one sign-in (or change-password) attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,11 +178,19 @@ impl LockoutStore {
     /// was already recorded by a parallel attempt).
     pub async fn record_success(&self, account_id: Uuid) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
-        RECORD_SUCCESS
-            .key(self.key(account_id))
-            .invoke_async::<i64>(&mut conn)
+        self.success_command(account_id)
+            .query_async::<i64>(&mut conn)
             .await?;
         Ok(())
+    }
+
+    /// [`record_success`](Self::record_success) as a command, for the transaction that
+    /// starts the session the right password earned: one round trip for both (the keys share
+    /// the account's hash tag, so they are in one slot of a cluster).
+    pub fn success_command(&self, account_id: Uuid) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RECORD_SUCCESS_LUA).arg(1).arg(self.key(account_id));
+        cmd
     }
 
     /// Failures counted so far (0 when there is no record). Never creates a key.

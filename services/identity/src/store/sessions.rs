@@ -228,11 +228,13 @@ impl SessionStore {
         account_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<(String, SessionRecord), RedisError> {
-        self.create_with(account_id, now, &["pwd"], None, "").await
+        self.create_with(account_id, now, &["pwd"], None, "", None)
+            .await
     }
 
     /// Starts a session of `display_name`, signed in with `methods`, its second factor
-    /// checked at `second_factor_at` (unix seconds) if it was.
+    /// checked at `second_factor_at` (unix seconds) if it was; `alongside` (the sign-in's
+    /// lock-out reset) runs in the same transaction, its reply ignored.
     pub async fn create_with(
         &self,
         account_id: Uuid,
@@ -240,6 +242,7 @@ impl SessionStore {
         methods: &[&str],
         second_factor_at: Option<i64>,
         display_name: &str,
+        alongside: Option<redis::Cmd>,
     ) -> Result<(String, SessionRecord), RedisError> {
         let session_id = random_secret();
         let token = format!("{}.{}", account_id.simple(), random_secret());
@@ -270,8 +273,12 @@ impl SessionStore {
         let account = self.account_key(account_id);
         let account_str = account_id.to_string();
         let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
+        let mut transaction = redis::pipe();
+        transaction.atomic();
+        if let Some(command) = alongside {
+            transaction.add_command(command).ignore();
+        }
+        transaction
             .hset_multiple(
                 &session,
                 &[
