@@ -390,6 +390,52 @@ async fn batched_audit_events_are_each_written_once() {
     );
 }
 
+/// Stand-alone events that follow each other closely share commits (the writer waits a little
+/// for company), and each is still written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closely_following_audit_events_share_commits() {
+    let h = start(&[]).await;
+    let store = h.identity_service().store.clone();
+    let now = h.clock.now();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let target = format!("paced-{i}");
+            store
+                .record_alone(
+                    now,
+                    &Actor::system("pace-test"),
+                    Event {
+                        changes: cqrs_runtime::audit::Changes::new(),
+                        action: "test.paced",
+                        target_type: "account",
+                        target_id: &target,
+                        outcome: "success",
+                        details: serde_json::json!({}),
+                    },
+                )
+                .await
+        }));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let (events, commits): (i64, i64) = sqlx::query_as(
+        "SELECT count(DISTINCT target_id), count(DISTINCT xmin::text) FROM audit_events \
+         WHERE actor_id = 'pace-test'",
+    )
+    .fetch_one(h.pool(Service::Identity))
+    .await
+    .unwrap();
+    assert_eq!(events, 40);
+    assert!(
+        commits * 2 <= events,
+        "{commits} commits for {events} events"
+    );
+}
+
 fn chained(target: &str) -> Event<'_> {
     Event {
         changes: cqrs_runtime::audit::Changes::new().field("n", 0, 1),
