@@ -553,7 +553,7 @@ async fn main() {
         verdict(spread <= 0.05)
     );
     println!(
-        "  service's verify estimate (pads locked answers): {:.2} ms",
+        "  service's moving average of verify time (locked answers draw from recent verifies): {:.2} ms",
         ms(hasher_estimate(&bench))
     );
 }

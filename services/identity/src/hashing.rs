@@ -31,8 +31,11 @@
 //!
 //! Unknown logins verify against a dummy hash made with the same parameters so they cost the
 //! same as real ones (SECURITY 9). Answers that skip hashing (locked accounts) wait their turn
-//! in the same queue and then as long as a typical verify ([`Slot::wait_like_verify`]), so they
-//! take as long as a check would under any load.
+//! in the same queue and then as long as a recent verify took, one of the last
+//! [`RECENT_TIMES`] drawn at random ([`Slot::wait_like_verify`]), so they take as long as a
+//! check would under any load, and vary as checks do. (Waiting the average was alike only on
+//! average: verify times are skewed by the odd preempted hash, so padded answers sat above
+//! the checks' median, and varied less.)
 
 use std::num::NonZeroUsize;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -66,6 +69,9 @@ const DUMMY_PASSWORD: &[u8] = b"cqrs-identity dummy password for unknown logins"
 /// Weight of a new sample in the moving average of verify time (1/8): smooth enough that one
 /// slow verify does not move it much, quick enough to follow a change of machine load.
 const EWMA_SHIFT: u32 = 3;
+/// Hash and verify times kept for answers that skip hashing to draw from: about half a
+/// second of a busy pool's, a handful of its sign-ins.
+const RECENT_TIMES: usize = 64;
 /// Places per hashing thread: the hash it runs, the next one (counted and queued while that
 /// runs), and two more. Two would keep the threads busy; the others are for answers that
 /// skip hashing (a locked account), which hold a place while the lock-out is asked and then
@@ -141,6 +147,8 @@ struct Inner {
     /// Moving average of hash/verify time on its thread, in microseconds; 0 until the first
     /// sample.
     ewma_micros: AtomicU64,
+    /// The last hash/verify times, for padding to draw from.
+    recent: Mutex<RecentTimes>,
     /// Moving average of how much longer than asked a padding sleep lasts (timer granularity
     /// and wake-up), in microseconds, subtracted from the next ones.
     overshoot_micros: AtomicU64,
@@ -276,6 +284,7 @@ impl PasswordHasher {
                 queue_timeout: config.queue_timeout,
                 dummy: OnceCell::new(),
                 ewma_micros: AtomicU64::new(0),
+                recent: Mutex::new(RecentTimes::default()),
                 overshoot_micros: AtomicU64::new(0),
                 hold_micros: AtomicU64::new(0),
                 places: Arc::new(Semaphore::new(config.max_concurrency * PLACES_PER_THREAD)),
@@ -532,14 +541,15 @@ impl Slot {
 
     /// Answers as late as a verify on this place would, without hashing (SECURITY 4): waits
     /// its turn at a hashing thread as a verify does (behind the same queue), then as long as a
-    /// typical verify. Sleeping costs no CPU, so a flood of answers that skip hashing stays
-    /// cheap; the place is let go once the turn comes. The timer wakes late (granularity,
-    /// scheduling); how late is learnt from earlier waits and asked for less, so the wait
-    /// itself, not only the request, matches [`PasswordHasher::typical_verify_duration`].
+    /// recent verify took (drawn at random from the last [`RECENT_TIMES`]). Sleeping costs no
+    /// CPU, so a flood of answers that skip hashing stays cheap; the place is let go once the
+    /// turn comes. The timer wakes late (granularity, scheduling); how late is learnt from
+    /// earlier waits and asked for less, so the wait itself, not only the request, lasts as
+    /// long as the verify drawn.
     pub async fn wait_like_verify(self) -> Result<(), HashError> {
         let inner = Arc::clone(&self.place.inner);
         self.on_thread(|_, _| ()).await?;
-        let target = inner.typical();
+        let target = inner.drawn_verify();
         let early = Duration::from_micros(inner.overshoot_micros.load(Ordering::Relaxed));
         let asked = target.saturating_sub(early);
         let started = Instant::now();
@@ -709,11 +719,54 @@ fn within_limits(m_cost_kib: u32, t_cost: u32, p_cost: u32) -> bool {
 
 impl Inner {
     fn record(&self, elapsed: Duration) {
-        ewma_update(&self.ewma_micros, micros(elapsed).max(1));
+        let micros = micros(elapsed).max(1);
+        ewma_update(&self.ewma_micros, micros);
+        self.recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(micros);
     }
 
     fn typical(&self) -> Duration {
         Duration::from_micros(self.ewma_micros.load(Ordering::Relaxed))
+    }
+
+    /// One of the recent hash/verify times, at random (zero before the first).
+    fn drawn_verify(&self) -> Duration {
+        let drawn = self
+            .recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .draw();
+        Duration::from_micros(drawn.unwrap_or(0))
+    }
+}
+
+/// The last [`RECENT_TIMES`] hash/verify times, in microseconds.
+#[derive(Debug, Default)]
+struct RecentTimes {
+    micros: Vec<u64>,
+    /// Where the next one goes once all are kept.
+    next: usize,
+}
+
+impl RecentTimes {
+    fn push(&mut self, micros: u64) {
+        if self.micros.len() < RECENT_TIMES {
+            self.micros.push(micros);
+        } else if let Some(oldest) = self.micros.get_mut(self.next) {
+            *oldest = micros;
+        }
+        self.next = (self.next + 1) % RECENT_TIMES;
+    }
+
+    fn draw(&self) -> Option<u64> {
+        if self.micros.is_empty() {
+            return None;
+        }
+        self.micros
+            .get(rand::random_range(0..self.micros.len()))
+            .copied()
     }
 }
 
@@ -931,6 +984,24 @@ mod tests {
             waited <= typical + Duration::from_millis(20),
             "{waited:?} vs {typical:?}"
         );
+    }
+
+    #[test]
+    fn padding_draws_from_the_last_times_only() {
+        let mut recent = RecentTimes::default();
+        assert_eq!(recent.draw(), None);
+        for micros in 1..=u64::try_from(RECENT_TIMES).unwrap() + 10 {
+            recent.push(micros);
+        }
+        assert_eq!(recent.micros.len(), RECENT_TIMES);
+        // The ten oldest are gone; every draw is one of the others, and they all come up.
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..20 * RECENT_TIMES {
+            let drawn = recent.draw().unwrap();
+            assert!(drawn > 10, "{drawn}");
+            seen.insert(drawn);
+        }
+        assert_eq!(seen.len(), RECENT_TIMES);
     }
 
     #[test]
