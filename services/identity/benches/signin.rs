@@ -9,7 +9,10 @@
 //! * SignIn attempts per second on a locked account, which must cost no hashing (at least 50x
 //!   the sign-in rate), for a temporary and a permanent lock;
 //! * the latency of refusals one at a time: unknown login, wrong password, locked account.
-//!   They must look alike (SECURITY 4), so their medians should be within 5% of each other.
+//!   They must look alike (SECURITY 4), so their medians should be within 5% of each other;
+//! * what a sign-in costs in CPU, in its hash and outside it (this process's other threads,
+//!   Postgres and Redis), read from `/proc` over the sign-in phases: steadier than the ratio,
+//!   which moves with whatever else the machine runs.
 //!
 //! The baseline and sign-in phases alternate so that other load on the machine weighs on both
 //! alike. Figures are printed, never asserted: timing on shared machines is too noisy for a
@@ -292,13 +295,94 @@ fn verdict(pass: bool) -> &'static str {
     if pass { "PASS" } else { "MISS" }
 }
 
+/// CPU seconds (user and system) spent so far by this process's hashing threads, by its other
+/// threads (the async workers of the callers and of the service), and by the Postgres and
+/// Redis servers on this machine. What a sign-in costs outside its hash is steady where the
+/// ratio is not: the ratio moves with whatever else the machine runs.
+#[derive(Clone, Copy, Debug, Default)]
+struct CpuTimes {
+    hashing: f64,
+    other_threads: f64,
+    postgres: f64,
+    redis: f64,
+}
+
+impl CpuTimes {
+    fn now() -> CpuTimes {
+        let mut times = CpuTimes::default();
+        for (comm, seconds) in task_times("/proc/self/task") {
+            if comm.starts_with("argon2-") {
+                times.hashing += seconds;
+            } else {
+                times.other_threads += seconds;
+            }
+        }
+        for (comm, seconds) in task_times("/proc") {
+            if comm == "postgres" {
+                times.postgres += seconds;
+            } else if comm.starts_with("redis-server") {
+                times.redis += seconds;
+            }
+        }
+        times
+    }
+
+    fn since(&self, start: &CpuTimes) -> CpuTimes {
+        CpuTimes {
+            hashing: self.hashing - start.hashing,
+            other_threads: self.other_threads - start.other_threads,
+            postgres: self.postgres - start.postgres,
+            redis: self.redis - start.redis,
+        }
+    }
+
+    fn add(&mut self, other: &CpuTimes) {
+        self.hashing += other.hashing;
+        self.other_threads += other.other_threads;
+        self.postgres += other.postgres;
+        self.redis += other.redis;
+    }
+}
+
+/// `(name, CPU seconds)` of each numbered entry of `dir` (`/proc` or a process's `task`),
+/// from its `stat`. Entries that end while being read are skipped.
+fn task_times(dir: &str) -> Vec<(String, f64)> {
+    /// `/proc` counts in USER_HZ, 100 on every Linux architecture this runs on.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // The name is in parentheses and may hold spaces; the fields follow the last ')'.
+            let (head, tail) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1.to_owned();
+            let fields: Vec<&str> = tail.split_whitespace().collect();
+            // utime and stime are fields 14 and 15 of stat, 12th and 13th after the name.
+            let ticks =
+                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            Some((comm, ticks / TICKS_PER_SECOND))
+        })
+        .collect()
+}
+
 /// One run's throughput: raw verifies per second, successful sign-ins per second,
-/// unexpected sign-in answers, and the mean number of hashes running during sign-ins.
+/// unexpected sign-in answers, the mean number of hashes running during sign-ins, and the
+/// CPU time spent during the sign-in phases.
 struct Throughput {
     raw: f64,
     signin: f64,
     errors: u64,
     busy: f64,
+    cpu: CpuTimes,
 }
 
 impl Throughput {
@@ -329,6 +413,7 @@ async fn throughput(bench: &Arc<Bench>, users: &Arc<Vec<String>>, phc: &str) -> 
     let signin_callers = users.len();
     let (mut raw_total, mut signin_total, mut errors) = (0.0, 0.0, 0);
     let mut busy_total = 0.0;
+    let mut cpu = CpuTimes::default();
     for _ in 0..ROUNDS {
         let phc = phc.to_owned();
         raw_total += tokio::task::spawn_blocking(move || raw_verify_rate(&phc))
@@ -336,12 +421,14 @@ async fn throughput(bench: &Arc<Bench>, users: &Arc<Vec<String>>, phc: &str) -> 
             .unwrap();
         let (bench, users) = (bench.clone(), users.clone());
         let sampler = tokio::spawn(busy_slots(bench.identity.api.hasher().clone()));
+        let started = CpuTimes::now();
         let (signins, unexpected) = rate(signin_callers, PHASE, move |caller| {
             let mut client = bench.client(caller);
             let login = users[caller].clone();
             async move { sign_in(&mut client, &login, PASSWORD).await.is_ok() }
         })
         .await;
+        cpu.add(&CpuTimes::now().since(&started));
         signin_total += signins;
         busy_total += sampler.await.unwrap();
         errors += unexpected;
@@ -351,6 +438,7 @@ async fn throughput(bench: &Arc<Bench>, users: &Arc<Vec<String>>, phc: &str) -> 
         signin: signin_total / ROUNDS as f64,
         errors,
         busy: busy_total / ROUNDS as f64,
+        cpu,
     }
 }
 
@@ -524,6 +612,23 @@ async fn main() {
         "hashes running during sign-ins",
         busy / cores as f64,
         ""
+    );
+    // Over every sign-in phase of every run: CPU milliseconds per successful sign-in.
+    let mut cpu = CpuTimes::default();
+    runs.iter().for_each(|r| cpu.add(&r.cpu));
+    let signed_in: f64 = runs
+        .iter()
+        .map(|r| r.signin * PHASE.as_secs_f64() * ROUNDS as f64)
+        .sum();
+    let per_signin = |seconds: f64| seconds * 1000.0 / signed_in.max(1.0);
+    println!(
+        "  CPU per sign-in (ms, informational): hashing {:.2}; outside the hash {:.2} = this \
+         process's other threads {:.2} + Postgres {:.2} + Redis {:.2}",
+        per_signin(cpu.hashing),
+        per_signin(cpu.other_threads + cpu.postgres + cpu.redis),
+        per_signin(cpu.other_threads),
+        per_signin(cpu.postgres),
+        per_signin(cpu.redis),
     );
     if signin_errors + temp_errors + perm_errors > 0 {
         println!(
