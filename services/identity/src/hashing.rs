@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use cqrs_runtime::metrics::{self, Counter, UpDownCounter};
+use rand::seq::IndexedRandom as _;
 use subtle::ConstantTimeEq;
 use thiserror::Error;
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, oneshot};
@@ -761,12 +762,7 @@ impl RecentTimes {
     }
 
     fn draw(&self) -> Option<u64> {
-        if self.micros.is_empty() {
-            return None;
-        }
-        self.micros
-            .get(rand::random_range(0..self.micros.len()))
-            .copied()
+        self.micros.choose(&mut rand::rng()).copied()
     }
 }
 

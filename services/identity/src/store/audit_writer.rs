@@ -123,18 +123,7 @@ async fn write_batches(pool: PgPool, mut queue: mpsc::Receiver<Pending>) {
         }
         batch.iter().for_each(|p| pace.arrived(p.queued));
         if let Some(at) = batch.first().and_then(|p| pace.write_at(p.queued)) {
-            while batch.len() < ENOUGH_COMPANY {
-                let seen = batch.len();
-                match tokio::time::timeout_at(at, queue.recv_many(&mut batch, MAX_BATCH - seen))
-                    .await
-                {
-                    Ok(taken) if taken > 0 => {
-                        batch[seen..].iter().for_each(|p| pace.arrived(p.queued));
-                    }
-                    // Time is up, or every sender is gone (what is here is still written).
-                    _ => break,
-                }
-            }
+            wait_for_company(&mut queue, &mut batch, &mut pace, at).await;
         }
         while !batch.is_empty() {
             let take = statement_len(&batch);
@@ -150,6 +139,24 @@ async fn write_batches(pool: PgPool, mut queue: mpsc::Receiver<Pending>) {
     }
 }
 
+/// Adds the events that arrive to `batch` until `at`, or until it holds [`ENOUGH_COMPANY`], or
+/// every sender is gone (what is in it is still written).
+async fn wait_for_company(
+    queue: &mut mpsc::Receiver<Pending>,
+    batch: &mut Vec<Pending>,
+    pace: &mut Pace,
+    at: Instant,
+) {
+    while batch.len() < ENOUGH_COMPANY {
+        let seen = batch.len();
+        let taken = tokio::time::timeout_at(at, queue.recv_many(batch, MAX_BATCH - seen)).await;
+        if !matches!(taken, Ok(n) if n > 0) {
+            return;
+        }
+        batch[seen..].iter().for_each(|p| pace.arrived(p.queued));
+    }
+}
+
 /// How closely events have been following each other: a moving average of the gaps between
 /// their arrivals (each new gap weighs an eighth, so one long pause ends the waiting at once).
 #[derive(Debug, Default)]
@@ -160,15 +167,13 @@ struct Pace {
 
 impl Pace {
     fn arrived(&mut self, at: Instant) {
-        let last = self.last.map_or(at, |last| last.max(at));
-        if let Some(previous) = self.last {
-            let gap = at.saturating_duration_since(previous);
-            self.gap = Some(match self.gap {
-                Some(average) => average.saturating_mul(7).saturating_add(gap) / 8,
-                None => gap,
-            });
+        if let Some(last) = self.last {
+            let gap = at.saturating_duration_since(last);
+            self.gap = Some(self.gap.map_or(gap, |average| {
+                average.saturating_mul(7).saturating_add(gap) / 8
+            }));
         }
-        self.last = Some(last);
+        self.last = self.last.max(Some(at));
     }
 
     /// When a batch whose first event was queued at `first` is written, at the latest: at

@@ -333,15 +333,12 @@ async fn batched_audit_events_are_each_written_once() {
                     .record_alone(
                         now,
                         &Actor::system("batch-test"),
-                        Event {
-                            changes: cqrs_runtime::audit::Changes::new(),
-                            action: "test.batched",
-                            target_type: "account",
-                            target_id: &target,
-                            outcome: "success",
-                            // Large enough that a batch spans several statements.
-                            details: serde_json::json!({ "n": i, "pad": "x".repeat(200) }),
-                        },
+                        // Large enough that a batch spans several statements.
+                        test_event(
+                            "test.batched",
+                            &target,
+                            serde_json::json!({ "n": i, "pad": "x".repeat(200) }),
+                        ),
                     )
                     .await
             })
@@ -373,14 +370,7 @@ async fn batched_audit_events_are_each_written_once() {
         .record_alone(
             now,
             &Actor::system("batch-test"),
-            Event {
-                changes: cqrs_runtime::audit::Changes::new(),
-                action: "test.batched",
-                target_type: "account",
-                target_id: "x",
-                outcome: "success",
-                details: serde_json::json!({}),
-            },
+            test_event("test.batched", "x", serde_json::json!({})),
         )
         .await
         .unwrap_err();
@@ -406,14 +396,7 @@ async fn closely_following_audit_events_share_commits() {
                 .record_alone(
                     now,
                     &Actor::system("pace-test"),
-                    Event {
-                        changes: cqrs_runtime::audit::Changes::new(),
-                        action: "test.paced",
-                        target_type: "account",
-                        target_id: &target,
-                        outcome: "success",
-                        details: serde_json::json!({}),
-                    },
+                    test_event("test.paced", &target, serde_json::json!({})),
                 )
                 .await
         }));
@@ -436,14 +419,26 @@ async fn closely_following_audit_events_share_commits() {
     );
 }
 
-fn chained(target: &str) -> Event<'_> {
+/// A successful event of `action` on the account `target`, changing nothing.
+fn test_event<'a>(action: &'a str, target: &'a str, details: serde_json::Value) -> Event<'a> {
     Event {
-        changes: cqrs_runtime::audit::Changes::new().field("n", 0, 1),
-        action: "test.chained",
+        changes: cqrs_runtime::audit::Changes::new(),
+        action,
         target_type: "account",
         target_id: target,
         outcome: "success",
-        details: serde_json::json!({ "target": target }),
+        details,
+    }
+}
+
+fn chained(target: &str) -> Event<'_> {
+    Event {
+        changes: cqrs_runtime::audit::Changes::new().field("n", 0, 1),
+        ..test_event(
+            "test.chained",
+            target,
+            serde_json::json!({ "target": target }),
+        )
     }
 }
 
