@@ -12,7 +12,9 @@
 //!   They must look alike (SECURITY 4), so their medians should be within 5% of each other;
 //! * what a sign-in costs in CPU, in its hash and outside it (this process's other threads,
 //!   Postgres and Redis), read from `/proc` over the sign-in phases: steadier than the ratio,
-//!   which moves with whatever else the machine runs.
+//!   which moves with whatever else the machine runs; and what a locked answer costs, with
+//!   how much of the machine the locked phases used (below all of it, the answers waited on
+//!   something other than CPU).
 //!
 //! The baseline and sign-in phases alternate so that other load on the machine weighs on both
 //! alike. Figures are printed, never asserted: timing on shared machines is too noisy for a
@@ -336,6 +338,10 @@ impl CpuTimes {
         }
     }
 
+    fn total(&self) -> f64 {
+        self.hashing + self.other_threads + self.postgres + self.redis
+    }
+
     fn add(&mut self, other: &CpuTimes) {
         self.hashing += other.hashing;
         self.other_threads += other.other_threads;
@@ -494,13 +500,17 @@ async fn main() {
             async move { is_refusal(&sign_in(&mut client, &login, PASSWORD).await) }
         })
     };
+    let locked_cpu_start = CpuTimes::now();
     let (perm_rate, perm_errors) = locked_rate(perm_locked.clone()).await;
+    let mut locked_cpu = CpuTimes::now().since(&locked_cpu_start);
     // A fresh temporary lock, so it lasts through the phase.
     let temp_fresh = bench.account(1002).await;
     for _ in 0..5 {
         assert!(is_refusal(&bench.sign_in(0, &temp_fresh, WRONG).await));
     }
+    let locked_cpu_start = CpuTimes::now();
     let (temp_rate, temp_errors) = locked_rate(temp_fresh.clone()).await;
+    locked_cpu.add(&CpuTimes::now().since(&locked_cpu_start));
 
     // Latency of refusals, one at a time, kinds interleaved in a rotating order. A temporary
     // lock lasts 60 s at first, so a fresh one is made for the samples.
@@ -629,6 +639,18 @@ async fn main() {
         per_signin(cpu.other_threads),
         per_signin(cpu.postgres),
         per_signin(cpu.redis),
+    );
+    let locked_answers = (perm_rate + temp_rate) * LOCKED_PHASE.as_secs_f64();
+    let per_locked = |seconds: f64| seconds * 1000.0 / locked_answers.max(1.0);
+    println!(
+        "  CPU per locked answer (ms, informational): {:.3} = this process {:.3} + Postgres {:.3} \
+         + Redis {:.3}; {:.0}% of the machine",
+        per_locked(locked_cpu.total()),
+        per_locked(locked_cpu.hashing + locked_cpu.other_threads),
+        per_locked(locked_cpu.postgres),
+        per_locked(locked_cpu.redis),
+        // Two phases of LOCKED_PHASE each.
+        locked_cpu.total() * 100.0 / (2.0 * LOCKED_PHASE.as_secs_f64() * cores as f64),
     );
     if signin_errors + temp_errors + perm_errors > 0 {
         println!(
