@@ -311,19 +311,25 @@ struct CpuTimes {
 
 impl CpuTimes {
     fn now() -> CpuTimes {
+        // The process's own total counts threads that have ended (the baseline's blocking
+        // thread ends when idle), which a sum over its live threads would lose.
+        let process = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|stat| stat_times(&stat))
+            .map_or(0.0, |(_, own, _)| own);
         let mut times = CpuTimes::default();
-        for (comm, seconds) in task_times("/proc/self/task") {
+        for (comm, own, _) in proc_times("/proc/self/task") {
             if comm.starts_with("argon2-") {
-                times.hashing += seconds;
-            } else {
-                times.other_threads += seconds;
+                times.hashing += own;
             }
         }
-        for (comm, seconds) in task_times("/proc") {
+        times.other_threads = process - times.hashing;
+        // With their ended children's (Postgres' ended backends are the postmaster's).
+        for (comm, _, with_children) in proc_times("/proc") {
             if comm == "postgres" {
-                times.postgres += seconds;
+                times.postgres += with_children;
             } else if comm.starts_with("redis-server") {
-                times.redis += seconds;
+                times.redis += with_children;
             }
         }
         times
@@ -350,11 +356,9 @@ impl CpuTimes {
     }
 }
 
-/// `(name, CPU seconds)` of each numbered entry of `dir` (`/proc` or a process's `task`),
-/// from its `stat`. Entries that end while being read are skipped.
-fn task_times(dir: &str) -> Vec<(String, f64)> {
-    /// `/proc` counts in USER_HZ, 100 on every Linux architecture this runs on.
-    const TICKS_PER_SECOND: f64 = 100.0;
+/// [`stat_times`] of each numbered entry of `dir` (`/proc` or a process's `task`). Entries
+/// that end while being read are skipped.
+fn proc_times(dir: &str) -> Vec<(String, f64, f64)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -367,17 +371,28 @@ fn task_times(dir: &str) -> Vec<(String, f64)> {
                 .all(|b| b.is_ascii_digit())
         })
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter_map(|stat| {
-            // The name is in parentheses and may hold spaces; the fields follow the last ')'.
-            let (head, tail) = stat.rsplit_once(')')?;
-            let comm = head.split_once('(')?.1.to_owned();
-            let fields: Vec<&str> = tail.split_whitespace().collect();
-            // utime and stime are fields 14 and 15 of stat, 12th and 13th after the name.
-            let ticks =
-                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-            Some((comm, ticks / TICKS_PER_SECOND))
-        })
+        .filter_map(|stat| stat_times(&stat))
         .collect()
+}
+
+/// `(name, own CPU seconds, own and ended children's)`, user and system, from a `stat` line.
+fn stat_times(stat: &str) -> Option<(String, f64, f64)> {
+    /// `/proc` counts in USER_HZ, 100 on every Linux architecture this runs on.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    // The name is in parentheses and may hold spaces; the fields follow the last ')'.
+    let (head, tail) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_owned();
+    let fields: Vec<&str> = tail.split_whitespace().collect();
+    // utime, stime, cutime and cstime are fields 14 to 17 of stat, 12th to 15th after the
+    // name.
+    let ticks = |n: usize| fields.get(n)?.parse::<f64>().ok();
+    let own = ticks(11)? + ticks(12)?;
+    let children = ticks(13)? + ticks(14)?;
+    Some((
+        comm,
+        own / TICKS_PER_SECOND,
+        (own + children) / TICKS_PER_SECOND,
+    ))
 }
 
 /// One run's throughput: raw verifies per second, successful sign-ins per second,
