@@ -40,13 +40,13 @@
 use std::num::NonZeroUsize;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use cqrs_runtime::metrics::{self, Counter, UpDownCounter};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rand::seq::IndexedRandom as _;
 use subtle::ConstantTimeEq;
 use thiserror::Error;
@@ -165,7 +165,7 @@ struct Inner {
     running: AtomicUsize,
     peak_running: AtomicUsize,
     /// Work for the hashing threads. Dropping the last hasher closes it and the threads end.
-    jobs: mpsc::Sender<Job>,
+    jobs: Sender<Job>,
 }
 
 /// A unit of hashing work, given the thread's scratch memory.
@@ -176,53 +176,67 @@ type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 /// kept).
 struct Scratch {
     blocks: usize,
-    free: Mutex<Vec<Vec<Block>>>,
+    kept: Mutex<Kept>,
+}
+
+struct Kept {
+    free: Vec<Vec<Block>>,
+    /// When a job last ended.
+    last_used: Instant,
 }
 
 impl Scratch {
-    fn take(&self) -> Vec<Block> {
-        self.free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()
-            .unwrap_or_default()
+    fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn give_back(&self, memory: Vec<Block>) {
-        if memory.len() == self.blocks {
-            self.free
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(memory);
+    fn take(&self) -> Vec<Block> {
+        self.kept().free.pop().unwrap_or_default()
+    }
+
+    fn give_back(&self, memory: Option<Vec<Block>>) {
+        let mut kept = self.kept();
+        kept.last_used = Instant::now();
+        if let Some(memory) = memory.filter(|m| m.len() == self.blocks) {
+            kept.free.push(memory);
         }
     }
 
-    fn release(&self) {
-        self.free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+    /// Frees the kept memory if no job has ended for [`IDLE_RELEASE`] (a thread that waited
+    /// that long for a job may have waited while another was busy); answers how long to wait
+    /// for a job before asking again.
+    fn release_if_idle(&self) -> Duration {
+        let mut kept = self.kept();
+        let idle = kept.last_used.elapsed();
+        if idle >= IDLE_RELEASE {
+            kept.free.clear();
+            IDLE_RELEASE
+        } else {
+            IDLE_RELEASE - idle
+        }
     }
 }
 
-/// One hashing thread: runs jobs with scratch memory until every hasher is gone. The thread
-/// holding the queue frees the kept memory when no job came for [`IDLE_RELEASE`].
-fn hashing_thread(queue: &Mutex<mpsc::Receiver<Job>>, scratch: &Scratch) {
+/// One hashing thread: runs jobs with scratch memory until every hasher is gone, and frees
+/// the kept memory once the pool has had no job for [`IDLE_RELEASE`].
+///
+/// The threads share a multi-consumer channel, so a job wakes one idle thread. (Sharing a
+/// single-consumer one behind a mutex woke two: the thread holding the mutex took the job, and
+/// letting the mutex go woke the next, only for it to wait on the channel in its place. On a
+/// flood of answers that skip hashing, whose turn is a job, that was a context switch each.)
+fn hashing_thread(queue: &Receiver<Job>, scratch: &Scratch) {
+    let mut wait = IDLE_RELEASE;
     loop {
-        let next = queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .recv_timeout(IDLE_RELEASE);
-        match next {
+        match queue.recv_timeout(wait) {
             Ok(job) => {
                 let mut memory = scratch.take();
                 // A panicking job only loses its own answer (its caller sees the reply
                 // channel close); the thread, and the pool's size, survive.
-                if catch_unwind(AssertUnwindSafe(|| job(&mut memory))).is_ok() {
-                    scratch.give_back(memory);
-                }
+                let finished = catch_unwind(AssertUnwindSafe(|| job(&mut memory))).is_ok();
+                scratch.give_back(finished.then_some(memory));
+                wait = IDLE_RELEASE;
             }
-            Err(RecvTimeoutError::Timeout) => scratch.release(),
+            Err(RecvTimeoutError::Timeout) => wait = scratch.release_if_idle(),
             Err(RecvTimeoutError::Disconnected) => return,
         }
     }
@@ -267,12 +281,14 @@ impl PasswordHasher {
             .map_err(|e| HashError::WeakParams(e.to_string()))?;
         let scratch = Arc::new(Scratch {
             blocks: params.block_count(),
-            free: Mutex::new(Vec::new()),
+            kept: Mutex::new(Kept {
+                free: Vec::new(),
+                last_used: Instant::now(),
+            }),
         });
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let queue = Arc::new(Mutex::new(queue));
+        let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
         for n in 0..config.max_concurrency {
-            let (queue, scratch) = (Arc::clone(&queue), Arc::clone(&scratch));
+            let (queue, scratch) = (queue.clone(), Arc::clone(&scratch));
             std::thread::Builder::new()
                 .name(format!("argon2-{n}"))
                 .spawn(move || hashing_thread(&queue, &scratch))
