@@ -8,13 +8,21 @@
 //! batch (group commit). The caller still gets its answer only after its event is committed,
 //! so nothing audited is ever lost or reported before it is durable.
 //!
-//! When events have been coming less than half of [`LINGER`] apart (a moving average of the
-//! gaps between them), a batch waits for company until its first event has waited [`LINGER`]
-//! or it holds [`ENOUGH_COMPANY`]: a commit, its round trip and the chain's lock cost Postgres
-//! many times what one more row does (measured with `pgbench`: ~265 µs of machine CPU for a
-//! batch of one, ~20 µs for each further row). At a hundred sign-ins a second that writes two
-//! or three per commit, for at most [`LINGER`] more on each answer; under a flood the batch
-//! fills at once. An event that comes alone, or after a pause, is written at once.
+//! When events have been coming less than [`LINGER`] apart (a moving average of the gaps
+//! between them), a batch waits for company until its first event has waited [`LINGER`] or it
+//! holds [`ENOUGH_COMPANY`]: a commit, its round trip and the chain's lock cost Postgres many
+//! times what one more row does (measured with `pgbench` on identity's schema: ~450 µs of
+//! Postgres CPU for a batch of one, ~75 µs for each further row). At a hundred sign-ins a
+//! second that writes two or three per commit, for at most [`LINGER`] more on each answer;
+//! under a flood the batch fills at once. An event that comes alone, or after a pause, is
+//! written at once.
+//!
+//! The gaps alone cannot tell many callers from one that sends its next request as soon as
+//! it has its answer: that one's events come a hash apart (13-20 ms), within [`LINGER`], yet
+//! no company can come while its event waits. So waiting stops after [`LONELY_WAITS`] waits in
+//! a row found nobody, and starts again when a batch has company without waiting (events
+//! that came while the last batch was being written): proof that more than one caller is
+//! about. One caller on its own pays for at most [`LONELY_WAITS`] answers.
 //!
 //! Each batch is numbered and linked into the audit chain in one transaction (one wait for
 //! the chain's lock per batch, not per event), and in one round trip: the writer remembers the
@@ -47,9 +55,11 @@ const MAX_STATEMENT_BYTES: usize = 8 * 1024;
 /// Per-row cost of an INSERT beyond its text (lengths, uuid, timestamp, array framing).
 const ROW_OVERHEAD_BYTES: usize = 96;
 /// Longest an event waits for others to share its commit. Batches wait at all only while the
-/// average gap between events is under half of it: at least two more are expected meanwhile
-/// (a caller that waits for each answer before its next request, a hash apart, sees none).
+/// average gap between events is under it: at least one more is expected meanwhile.
 const LINGER: Duration = Duration::from_millis(20);
+/// Waits in a row that found no company, after which batches are written at once until one
+/// has company of its own accord.
+const LONELY_WAITS: u32 = 2;
 /// A batch this large stops waiting: the commit's fixed cost, spread over it, is about a row's
 /// (under a flood, waiting longer would only delay answers).
 const ENOUGH_COMPANY: usize = 8;
@@ -122,9 +132,11 @@ async fn write_batches(pool: PgPool, mut queue: mpsc::Receiver<Pending>) {
             return;
         }
         batch.iter().for_each(|p| pace.arrived(p.queued));
-        if let Some(at) = batch.first().and_then(|p| pace.write_at(p.queued)) {
+        let waited = batch.first().and_then(|p| pace.write_at(p.queued));
+        if let Some(at) = waited {
             wait_for_company(&mut queue, &mut batch, &mut pace, at).await;
         }
+        pace.written(batch.len(), waited.is_some());
         while !batch.is_empty() {
             let take = statement_len(&batch);
             let result = insert(&pool, &mut head, &batch[..take])
@@ -158,11 +170,14 @@ async fn wait_for_company(
 }
 
 /// How closely events have been following each other: a moving average of the gaps between
-/// their arrivals (each new gap weighs an eighth, so one long pause ends the waiting at once).
+/// their arrivals (each new gap weighs an eighth, so one long pause ends the waiting at once),
+/// and whether waiting for company has been finding any.
 #[derive(Debug, Default)]
 struct Pace {
     last: Option<Instant>,
     gap: Option<Duration>,
+    /// Waits in a row that ended with the batch still alone.
+    lonely: u32,
 }
 
 impl Pace {
@@ -177,12 +192,21 @@ impl Pace {
     }
 
     /// When a batch whose first event was queued at `first` is written, at the latest: at
-    /// once (`None`) unless events have been coming less than half of [`LINGER`] apart, then
-    /// once that event has waited [`LINGER`].
+    /// once (`None`) unless events have been coming less than [`LINGER`] apart and waiting
+    /// has not been in vain lately, then once that event has waited [`LINGER`].
     fn write_at(&self, first: Instant) -> Option<Instant> {
         self.gap
-            .filter(|gap| *gap < LINGER / 2)
+            .filter(|gap| *gap < LINGER && self.lonely < LONELY_WAITS)
             .map(|_| first + LINGER)
+    }
+
+    /// A batch of `len` events is being written, after waiting for company or not.
+    fn written(&mut self, len: usize, waited: bool) {
+        if len > 1 {
+            self.lonely = 0;
+        } else if waited {
+            self.lonely = self.lonely.saturating_add(1);
+        }
     }
 }
 
@@ -254,13 +278,44 @@ mod tests {
         pace.arrived(after_pause);
         assert_eq!(pace.write_at(after_pause), None);
 
-        // Events as far apart as a caller waiting for each answer (a hash, ~15 ms) never wait,
-        // however many.
+        // Events further apart than LINGER never wait, however many.
         let mut pace = Pace::default();
         for n in 0..50 {
-            pace.arrived(t0 + ms(15 * n));
+            pace.arrived(t0 + ms(25 * n));
         }
-        assert_eq!(pace.write_at(t0 + ms(750)), None);
+        assert_eq!(pace.write_at(t0 + ms(1250)), None);
+    }
+
+    #[test]
+    fn one_caller_on_its_own_stops_the_waiting_and_company_starts_it_again() {
+        let t0 = Instant::now();
+        let mut pace = Pace::default();
+        // One caller, its next request as soon as it has its answer (a hash, ~15 ms): each
+        // event comes alone, within LINGER of the last.
+        let mut at = t0;
+        let mut waits = 0;
+        for _ in 0..50 {
+            at += ms(15);
+            pace.arrived(at);
+            let waited = pace.write_at(at).is_some();
+            waits += u32::from(waited);
+            pace.written(1, waited);
+        }
+        // Only the first event tells nothing about the pace; the next LONELY_WAITS wait.
+        assert_eq!(waits, LONELY_WAITS);
+        assert_eq!(pace.write_at(at + ms(15)), None);
+
+        // Two events in one batch without waiting: more callers are about, so batches wait.
+        at += ms(15);
+        pace.arrived(at);
+        pace.arrived(at + ms(1));
+        pace.written(2, false);
+        assert_eq!(pace.write_at(at + ms(10)), Some(at + ms(10) + LINGER));
+
+        // A wait that found company keeps the waiting on.
+        pace.written(3, true);
+        pace.written(1, true);
+        assert_eq!(pace.write_at(at + ms(10)), Some(at + ms(10) + LINGER));
     }
 
     #[test]
