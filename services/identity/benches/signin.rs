@@ -38,6 +38,7 @@ use cqrs_identity::{
 use cqrs_proto::identity::v1::{self as pb, identity_service_client::IdentityServiceClient};
 use cqrs_runtime::config::{Env, ServerConfig};
 use cqrs_testkit::{TestDb, TestRedis, spawn, with_token};
+use rand::seq::SliceRandom as _;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
@@ -567,10 +568,12 @@ async fn main() {
             (&mut temp, &temp_sampled, PASSWORD),
             (&mut perm, &perm_locked, PASSWORD),
         ];
-        // Each kind takes each place in the order in turn: on a virtual machine a call that
-        // follows an idle wait (a locked answer's) starts on cores that have to wake first, so
-        // a fixed order made one kind look ~1 ms slower than another whatever the service did.
-        cases.rotate_left(i % 4);
+        // A fresh order each time: on a virtual machine a call that follows an idle wait (a
+        // locked answer's) starts on cores that have to wake first, so a kind that always
+        // followed the same kind looked ~1 ms slower or faster whatever the service did.
+        // Rotating a fixed order was not enough: it keeps who follows whom (the unknown login
+        // followed a locked answer three times in four, and was the slowest in every run).
+        cases.shuffle(&mut rand::rng());
         for (latency, login, password) in cases {
             let started = Instant::now();
             let result = sign_in(&mut client, login, password).await;
