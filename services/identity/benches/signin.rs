@@ -60,7 +60,7 @@ const LOCKED_CALLERS: usize = 256;
 const LOCKED_PHASE: Duration = Duration::from_secs(5);
 /// HTTP/2 connections the callers spread over, as many clients would.
 const CONNECTIONS: usize = 8;
-/// Timed refusals of each kind, taken one at a time, kinds interleaved in a rotating order.
+/// Timed refusals of each kind, taken one at a time, kinds interleaved in a random order.
 const SAMPLES: usize = 150;
 /// How often the hashes running are sampled during sign-ins. Not every millisecond: each
 /// sample wakes an async worker, which takes a core from a hash (a thousand times a second,
@@ -542,7 +542,7 @@ async fn main() {
     let (signin_after, unexpected) = signin_rate(&bench, &users).await;
     near_errors += unexpected;
 
-    // Latency of refusals, one at a time, kinds interleaved in a rotating order. A temporary
+    // Latency of refusals, one at a time, kinds interleaved in a random order. A temporary
     // lock lasts 60 s at first, so a fresh one is made for the samples.
     let temp_sampled = bench.account(1003).await;
     for _ in 0..5 {
