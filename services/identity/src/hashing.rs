@@ -31,11 +31,11 @@
 //!
 //! Unknown logins verify against a dummy hash made with the same parameters so they cost the
 //! same as real ones (SECURITY 9). Answers that skip hashing (locked accounts) wait their turn
-//! in the same queue and then as long as a recent verify took, one of the last
-//! [`RECENT_TIMES`] drawn at random ([`Slot::wait_like_verify`]), so they take as long as a
-//! check would under any load, and vary as checks do. (Waiting the average was alike only on
-//! average: verify times are skewed by the odd preempted hash, so padded answers sat above
-//! the checks' median, and varied less.)
+//! in the same queue (at once when a thread is free) and then as long as a recent verify took,
+//! one of the last [`RECENT_TIMES`] drawn at random ([`Slot::wait_like_verify`]), so they take
+//! as long as a check would under any load, and vary as checks do. (Waiting the average was
+//! alike only on average: verify times are skewed by the odd preempted hash, so padded answers
+//! sat above the checks' median, and varied less.)
 
 use std::num::NonZeroUsize;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -166,6 +166,12 @@ struct Inner {
     peak_running: AtomicUsize,
     /// Work for the hashing threads. Dropping the last hasher closes it and the threads end.
     jobs: Sender<Job>,
+    /// Jobs sent to the threads and not yet finished (waiting or running).
+    jobs_pending: AtomicUsize,
+    /// Moving average of a job's way to a free thread and back (sent, the thread woken, the
+    /// answer back with its caller), beyond the work itself, in microseconds; 0 until the
+    /// first job that found a thread free.
+    hop_micros: AtomicU64,
 }
 
 /// A unit of hashing work, given the thread's scratch memory.
@@ -309,6 +315,8 @@ impl PasswordHasher {
                 running: AtomicUsize::new(0),
                 peak_running: AtomicUsize::new(0),
                 jobs,
+                jobs_pending: AtomicUsize::new(0),
+                hop_micros: AtomicU64::new(0),
             }),
         })
     }
@@ -557,16 +565,27 @@ impl Slot {
     }
 
     /// Answers as late as a verify on this place would, without hashing (SECURITY 4): waits
-    /// its turn at a hashing thread as a verify does (behind the same queue), then as long as a
-    /// recent verify took (drawn at random from the last [`RECENT_TIMES`]). Sleeping costs no
-    /// CPU, so a flood of answers that skip hashing stays cheap; the place is let go once the
-    /// turn comes. The timer wakes late (granularity, scheduling); how late is learnt from
-    /// earlier waits and asked for less, so the wait itself, not only the request, lasts as
-    /// long as the verify drawn.
+    /// its turn at a hashing thread as a verify does (behind the same queue; when a thread is
+    /// free the turn is now, and the way to a thread and back that a verify makes is waited
+    /// instead), then as long as a recent verify took (drawn at random from the last
+    /// [`RECENT_TIMES`]). Sleeping costs no CPU, so a flood of answers that skip hashing stays
+    /// cheap; the place is let go once the turn comes. The timer wakes late (granularity,
+    /// scheduling); how late is learnt from earlier waits and asked for less, so the wait
+    /// itself, not only the request, lasts as long as the verify drawn.
     pub async fn wait_like_verify(self) -> Result<(), HashError> {
         let inner = Arc::clone(&self.place.inner);
-        self.on_thread(|_, _| ()).await?;
-        let target = inner.drawn_verify();
+        let hop = if inner.jobs_pending.load(Ordering::SeqCst) < inner.permits {
+            // A thread is free, so a verify sent now would start at once: the turn is now.
+            // Waking a thread only to hand the turn back cost two context switches an answer,
+            // a good part of a flood of them; the way there and back a verify makes is waited
+            // instead.
+            drop(self);
+            Duration::from_micros(inner.hop_micros.load(Ordering::Relaxed))
+        } else {
+            self.on_thread(|_, _| ()).await?;
+            Duration::ZERO
+        };
+        let target = inner.drawn_verify().saturating_add(hop);
         let early = Duration::from_micros(inner.overshoot_micros.load(Ordering::Relaxed));
         let asked = target.saturating_sub(early);
         let started = Instant::now();
@@ -608,22 +627,59 @@ impl Slot {
         let Slot { place } = self;
         let inner = Arc::clone(&place.inner);
         let (reply, answer) = oneshot::channel();
+        let sent = Instant::now();
+        let pending = PendingJob::new(&inner);
+        let found_free = pending.found_free;
         // The place goes with the job, and is let go when the job has run or been skipped.
         let job: Job = Box::new(move |memory| {
+            let _pending = pending;
             // The caller gave up (deadline, disconnect) before its turn: nothing to do.
             if reply.is_closed() {
                 return;
             }
+            let began = Instant::now();
+            let out = work(&place.inner, memory);
             // The caller may be gone by now; then nobody wants the answer.
-            let _ = reply.send(work(&place.inner, memory));
+            let _ = reply.send((out, began.elapsed()));
         });
         inner
             .jobs
             .send(job)
             .map_err(|_| HashError::Internal("the hashing threads have stopped".to_owned()))?;
-        answer
+        let (out, worked) = answer
             .await
-            .map_err(|_| HashError::Internal("a hashing thread failed".to_owned()))
+            .map_err(|_| HashError::Internal("a hashing thread failed".to_owned()))?;
+        if found_free {
+            ewma_update(
+                &inner.hop_micros,
+                micros(sent.elapsed().saturating_sub(worked)).max(1),
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// A job counted among those sent to the threads until it has run, been skipped, or been
+/// dropped unrun.
+struct PendingJob {
+    inner: Arc<Inner>,
+    /// Fewer jobs than threads were pending when it was sent: it started at once.
+    found_free: bool,
+}
+
+impl PendingJob {
+    fn new(inner: &Arc<Inner>) -> Self {
+        let before = inner.jobs_pending.fetch_add(1, Ordering::SeqCst);
+        PendingJob {
+            inner: Arc::clone(inner),
+            found_free: before < inner.permits,
+        }
+    }
+}
+
+impl Drop for PendingJob {
+    fn drop(&mut self) {
+        self.inner.jobs_pending.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -996,6 +1052,42 @@ mod tests {
             waited <= typical + Duration::from_millis(20),
             "{waited:?} vs {typical:?}"
         );
+    }
+
+    /// An answer that skips hashing waits behind work a thread is busy with, as a verify
+    /// would; with a thread free it sends no job, and waits the way there and back a verify
+    /// makes instead.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn padding_takes_its_turn_behind_busy_threads_only() {
+        let h = hasher(1, Duration::from_secs(30));
+        h.warm_up().await.unwrap();
+        // The dummy's hash found the thread free: its way there and back is known.
+        assert!(h.inner.hop_micros.load(Ordering::Relaxed) > 0);
+
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let blocker = h.reserve().await.unwrap();
+        let busy = tokio::spawn(blocker.on_thread(move |_, _| {
+            let _ = released.recv();
+        }));
+        while h.inner.jobs_pending.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let behind = tokio::spawn(h.reserve().await.unwrap().wait_like_verify());
+        tokio::time::sleep(h.typical_verify_duration() * 3).await;
+        assert!(!behind.is_finished(), "the padding did not wait its turn");
+        assert_eq!(h.inner.jobs_pending.load(Ordering::SeqCst), 2);
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        behind.await.unwrap().unwrap();
+        assert_eq!(h.inner.jobs_pending.load(Ordering::SeqCst), 0);
+
+        // A thread free: the turn is now, and no job is sent.
+        let slot = h.reserve().await.unwrap();
+        let free = tokio::spawn(slot.wait_like_verify());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(h.inner.jobs_pending.load(Ordering::SeqCst), 0);
+        assert_eq!(h.inner.places.available_permits(), h.places());
+        free.await.unwrap().unwrap();
     }
 
     #[test]
