@@ -632,15 +632,17 @@ impl Slot {
         let found_free = pending.found_free;
         // The place goes with the job, and is let go when the job has run or been skipped.
         let job: Job = Box::new(move |memory| {
-            let _pending = pending;
             // The caller gave up (deadline, disconnect) before its turn: nothing to do.
             if reply.is_closed() {
                 return;
             }
             let began = Instant::now();
             let out = work(&place.inner, memory);
+            let worked = began.elapsed();
+            // Counted out before the answer leaves: its caller finds the thread free.
+            drop(pending);
             // The caller may be gone by now; then nobody wants the answer.
-            let _ = reply.send((out, began.elapsed()));
+            let _ = reply.send((out, worked));
         });
         inner
             .jobs
