@@ -574,7 +574,7 @@ impl Slot {
     /// itself, not only the request, lasts as long as the verify drawn.
     pub async fn wait_like_verify(self) -> Result<(), HashError> {
         let inner = Arc::clone(&self.place.inner);
-        let hop = if inner.jobs_pending.load(Ordering::SeqCst) < inner.permits {
+        let hop = if inner.thread_free_with(inner.jobs_pending.load(Ordering::SeqCst)) {
             // A thread is free, so a verify sent now would start at once: the turn is now.
             // Waking a thread only to hand the turn back cost two context switches an answer,
             // a good part of a flood of them; the way there and back a verify makes is waited
@@ -674,7 +674,7 @@ impl PendingJob {
         let before = inner.jobs_pending.fetch_add(1, Ordering::SeqCst);
         PendingJob {
             inner: Arc::clone(inner),
-            found_free: before < inner.permits,
+            found_free: inner.thread_free_with(before),
         }
     }
 }
@@ -800,6 +800,11 @@ impl Inner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(micros);
+    }
+
+    /// Whether a job sent with `pending` others not yet finished starts at once.
+    fn thread_free_with(&self, pending: usize) -> bool {
+        pending < self.permits
     }
 
     fn typical(&self) -> Duration {
