@@ -581,6 +581,17 @@ fn email_context_word(email: &str) -> Option<String> {
     (local.chars().count() >= MIN_EMAIL_CONTEXT_LEN).then_some(local)
 }
 
+/// Builds the word lists a password check reads (the built-in list of common passwords and
+/// zxcvbn's dictionaries, ~5 MiB between them), which are otherwise built by the first check.
+/// A service that sets passwords calls it at start-up: that first check would otherwise be
+/// the slow one, and the memory it keeps for good shows from the start rather than after the
+/// first registration.
+pub fn load_word_lists() {
+    LazyLock::force(&BLOCKLIST);
+    // Any text reaches every dictionary matcher, which builds all of them at once.
+    let _ = zxcvbn::zxcvbn("load the word lists", &[]);
+}
+
 static BLOCKLIST: LazyLock<HashSet<String>> = LazyLock::new(|| {
     include_str!("common_passwords.txt")
         .lines()

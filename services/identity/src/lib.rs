@@ -231,6 +231,9 @@ pub async fn run(mut env: Env) -> Result<(), BoxError> {
     // The dummy hash for unknown logins and the timing estimate exist before the first
     // request, so no early answer is faster than the rest.
     identity.api.hasher().warm_up().await?;
+    // Likewise the word lists of the password rules, built by the first password set
+    // otherwise (~20 ms). Nothing is served yet, so it may hold this thread.
+    cqrs_rules::password::load_word_lists();
     identity.bootstrap().await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
