@@ -2,7 +2,7 @@
 //! of its own (real Postgres and Redis, default settings), its resident set read from
 //! `/proc/<pid>/status` while this process drives it over loopback:
 //!
-//! 1. idle, after start-up (the dummy hash made);
+//! 1. idle, after start-up (the dummy hash made and the password rules' word lists built);
 //! 2. after [`REGISTRATIONS`] CompleteRegistration calls, one at a time (each hashes a new
 //!    password);
 //! 3. during [`SUSTAINED_SIGNINS`] successful sign-ins from [`SUSTAINED_CALLERS`] callers, and
